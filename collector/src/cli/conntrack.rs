@@ -1,0 +1,130 @@
+//! `tollgate conntrack dump|watch`: the reader's output as JSON lines.
+
+use std::io::{self, BufWriter, ErrorKind};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use tollgate::conntrack::jsonl::JsonLines;
+use tollgate::conntrack::sysctl::{self, Outcome, Setting};
+use tollgate::conntrack::{EndedConnections, ReadMode, TableReader};
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCommand {
+    /// Print every entry of the table as one JSON object per line.
+    ///
+    /// By default the dump zeroes each entry's counters as it reads them
+    /// (the way tollgate meters): the bytes printed are those since the
+    /// previous zeroing read, and the next read starts from zero.
+    Dump {
+        /// Read without zeroing the counters (for debugging next to a
+        /// running agent, which would otherwise lose those bytes).
+        #[arg(long)]
+        no_zero: bool,
+    },
+    /// Print connections as they end (conntrack DESTROY events), one JSON
+    /// object per line with `"ended": true`.
+    ///
+    /// Each carries the bytes the connection moved since the last zeroing
+    /// read.
+    Watch {
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+        duration: Duration,
+    },
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+pub fn run(command: ConntrackCommand) -> anyhow::Result<()> {
+    match command {
+        ConntrackCommand::Dump { no_zero } => {
+            enable(&[sysctl::ACCOUNTING, sysctl::TIMESTAMPS])?;
+            dump(if no_zero {
+                ReadMode::Keep
+            } else {
+                ReadMode::Zero
+            })
+        }
+        ConntrackCommand::Watch { duration } => {
+            enable(&[sysctl::ACCOUNTING, sysctl::TIMESTAMPS, sysctl::EVENTS])?;
+            watch(duration)
+        }
+    }
+}
+
+fn enable(settings: &[Setting]) -> anyhow::Result<()> {
+    for &setting in settings {
+        if sysctl::ensure(setting)? == Outcome::Enabled {
+            tracing::info!(sysctl = setting.name, "enabled");
+        }
+    }
+    Ok(())
+}
+
+fn dump(mode: ReadMode) -> anyhow::Result<()> {
+    let mut reader = TableReader::open()?;
+    let mut out = JsonLines::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
+    let mut write_error = None;
+    let summary = reader.dump(mode, |entry| match out.write(entry) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            write_error = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    finish_output(write_error.map_or_else(|| out.flush(), Err))?;
+    tracing::info!(
+        entries = summary.entries,
+        datagrams = summary.datagrams,
+        "dump complete"
+    );
+    if summary.interrupted {
+        tracing::warn!(
+            entries = summary.entries,
+            "the kernel flagged this dump as interrupted (NLM_F_DUMP_INTR): the table changed \
+             during the walk; every entry printed is valid, but some may be missing or repeated"
+        );
+    }
+    Ok(())
+}
+
+fn watch(duration: Duration) -> anyhow::Result<()> {
+    let mut events = EndedConnections::subscribe()?;
+    let mut out = JsonLines::new(BufWriter::new(io::stdout().lock()));
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let mut write_result = Ok(());
+        events.read(|entry| {
+            if write_result.is_ok() {
+                write_result = out.write(entry);
+            }
+        })?;
+        finish_output(write_result.and_then(|()| out.flush()))?;
+    }
+    let counts = events.counts();
+    tracing::info!(
+        ended = counts.ended,
+        overruns = counts.overruns,
+        "watch complete"
+    );
+    Ok(())
+}
+
+/// A closed pipe (`tollgate conntrack dump | head`) ends the command quietly;
+/// other write errors are reported.
+fn finish_output(result: io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("cannot write to standard output"),
+    }
+}

@@ -1,0 +1,49 @@
+//! Command-line arguments and the commands they run.
+
+mod conntrack;
+
+use clap::{Parser, Subcommand};
+
+/// tollgate meters network transfer cost per workload from the kernel's
+/// conntrack table.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, long_about = None)]
+pub struct Args {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). The
+    /// TOLLGATE_LOG environment variable (tracing filter syntax) overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the kernel's connection-tracking table of this network namespace.
+    #[command(subcommand)]
+    Conntrack(conntrack::ConntrackCommand),
+}
+
+/// Log to stderr; stdout is reserved for data.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Run the parsed command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Conntrack(command) => conntrack::run(command),
+    }
+}

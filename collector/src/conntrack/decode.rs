@@ -1,0 +1,515 @@
+//! Decodes ctnetlink datagrams into [`Entry`] values: bytes in, entries out,
+//! no I/O and no allocation on the success path.
+//!
+//! Framing (netlink headers, attribute headers and their bounds) is checked
+//! by `netlink-packet-core`'s zero-copy buffers; the conntrack attributes
+//! themselves (`CTA_*`, from `linux/netfilter/nfnetlink_conntrack.h`) are
+//! read here, including the ones `netlink-packet-netfilter` leaves opaque:
+//! counters, `CTA_ID`, `CTA_ZONE` and `CTA_TIMESTAMP`. Every malformed or
+//! truncated input becomes a [`DecodeError`] naming the byte offset of the
+//! message and the attribute path; nothing here panics on any input (the
+//! fuzz target in `fuzz/` holds it to that).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator, NLA_TYPE_MASK};
+use tollgate_schema::{Family, Protocol};
+
+use super::entry::{Counters, Entry, Origin, TcpState, Tuple, L4};
+
+/// The ctnetlink subsystem id (`NFNL_SUBSYS_CTNETLINK`).
+pub const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+/// `IPCTNL_MSG_CT_NEW`: dump rows and NEW/UPDATE events.
+pub const IPCTNL_MSG_CT_NEW: u8 = 0;
+/// `IPCTNL_MSG_CT_GET`: a plain (read-only) dump request.
+pub const IPCTNL_MSG_CT_GET: u8 = 1;
+/// `IPCTNL_MSG_CT_DELETE`: DESTROY events.
+pub const IPCTNL_MSG_CT_DELETE: u8 = 2;
+/// `IPCTNL_MSG_CT_GET_CTRZERO`: a dump that zeroes each entry's counters as
+/// it writes them into the reply.
+pub const IPCTNL_MSG_CT_GET_CTRZERO: u8 = 3;
+
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+/// `NLM_F_DUMP_INTR`: the dump was interrupted by a table change and may be
+/// inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+
+const NFGENMSG_LEN: usize = 4;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_MARK: u16 = 8;
+const CTA_COUNTERS_ORIG: u16 = 9;
+const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_ID: u16 = 12;
+const CTA_ZONE: u16 = 18;
+const CTA_TIMESTAMP: u16 = 20;
+
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_TUPLE_ZONE: u16 = 3;
+
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_PROTO_ICMP_ID: u16 = 4;
+const CTA_PROTO_ICMP_TYPE: u16 = 5;
+const CTA_PROTO_ICMP_CODE: u16 = 6;
+const CTA_PROTO_ICMPV6_ID: u16 = 7;
+const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+const CTA_PROTO_ICMPV6_CODE: u16 = 9;
+
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+
+const CTA_COUNTERS_PACKETS: u16 = 1;
+const CTA_COUNTERS_BYTES: u16 = 2;
+const CTA_COUNTERS32_PACKETS: u16 = 3;
+const CTA_COUNTERS32_BYTES: u16 = 4;
+
+const CTA_TIMESTAMP_START: u16 = 1;
+const CTA_TIMESTAMP_STOP: u16 = 2;
+
+/// Why a ctnetlink datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed ctnetlink message at byte {offset} of the datagram: {kind}")]
+pub struct DecodeError {
+    /// Offset of the offending netlink message within the datagram.
+    pub offset: usize,
+    /// What is wrong.
+    pub kind: DecodeErrorKind,
+}
+
+/// The ways a ctnetlink message can be malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// A netlink or attribute header is truncated or its length is wrong.
+    #[error("bad framing in {path}: {detail}")]
+    Framing {
+        /// Where: `netlink header` or an attribute path.
+        path: &'static str,
+        /// What `netlink-packet-core` reported.
+        detail: String,
+    },
+    /// An attribute's payload has the wrong size for its type.
+    #[error("{attr} has {got} bytes, expected {expected}")]
+    AttributeLength {
+        /// Attribute path, e.g. `CTA_TUPLE_ORIG/CTA_TUPLE_IP/CTA_IP_V4_SRC`.
+        attr: &'static str,
+        /// Size the kernel ABI defines.
+        expected: usize,
+        /// Size found.
+        got: usize,
+    },
+    /// A mandatory attribute is absent.
+    #[error("missing {0}")]
+    MissingAttribute(&'static str),
+    /// The message is shorter than its fixed header.
+    #[error("payload of {got} bytes is shorter than the {expected}-byte nfgenmsg header")]
+    ShortPayload {
+        /// Minimum size.
+        expected: usize,
+        /// Size found.
+        got: usize,
+    },
+    /// The entry's address family is neither IPv4 nor IPv6.
+    #[error("unsupported address family {0}")]
+    Family(u8),
+    /// The tuple's addresses do not match the message's family.
+    #[error("{0} addresses do not match the message's address family")]
+    FamilyMismatch(&'static str),
+}
+
+/// One netlink message of a ctnetlink datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A conntrack entry: a dump row (`IPCTNL_MSG_CT_NEW`) or, on an event
+    /// socket, a DESTROY event (`IPCTNL_MSG_CT_DELETE`).
+    Entry {
+        /// The entry.
+        entry: Entry,
+        /// Netlink flags (carries `NLM_F_DUMP_INTR`).
+        flags: u16,
+    },
+    /// `NLMSG_DONE`: the end of a dump; `error` is the kernel's final status
+    /// (0 on success, a negative errno otherwise).
+    Done {
+        /// Netlink flags (carries `NLM_F_DUMP_INTR`).
+        flags: u16,
+        /// 0 or a negative errno.
+        error: i32,
+    },
+    /// `NLMSG_ERROR`: an acknowledgement (`errno == 0`) or a failure
+    /// (negative errno).
+    Error {
+        /// 0 or a negative errno.
+        errno: i32,
+    },
+    /// `NLMSG_OVERRUN`: data was lost.
+    Overrun,
+    /// A message tollgate does not use (NOOP, other ctnetlink types).
+    Ignored {
+        /// The netlink message type.
+        message_type: u16,
+    },
+}
+
+/// Iterates over the netlink messages of one received datagram.
+///
+/// After the first error the iterator ends: the rest of the datagram cannot
+/// be framed reliably.
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// Iterate over the messages of one datagram as received from the kernel.
+pub fn messages(datagram: &[u8]) -> Messages<'_> {
+    Messages {
+        buf: datagram,
+        pos: 0,
+    }
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<Message, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let offset = self.pos;
+        let fail = |kind| DecodeError { offset, kind };
+        let header = match NetlinkBuffer::new_checked(&self.buf[offset..]) {
+            Ok(header) => header,
+            Err(e) => {
+                self.pos = self.buf.len();
+                return Some(Err(fail(DecodeErrorKind::Framing {
+                    path: "netlink header",
+                    detail: e.to_string(),
+                })));
+            }
+        };
+        let length = header.length() as usize;
+        self.pos = offset.saturating_add(align4(length));
+        let message_type = header.message_type();
+        let flags = header.flags();
+        let payload = header.payload();
+        let message = match message_type {
+            NLMSG_DONE => Ok(Message::Done {
+                flags,
+                error: read_i32_ne(payload).unwrap_or(0),
+            }),
+            NLMSG_ERROR => match read_i32_ne(payload) {
+                Some(errno) => Ok(Message::Error { errno }),
+                None => Err(DecodeErrorKind::AttributeLength {
+                    attr: "nlmsgerr",
+                    expected: 4,
+                    got: payload.len(),
+                }),
+            },
+            NLMSG_OVERRUN => Ok(Message::Overrun),
+            NLMSG_NOOP => Ok(Message::Ignored { message_type }),
+            _ => {
+                let [subsystem, kind] = message_type.to_be_bytes();
+                let origin = match kind {
+                    IPCTNL_MSG_CT_NEW => Some(Origin::Dump),
+                    IPCTNL_MSG_CT_DELETE => Some(Origin::Ended),
+                    _ => None,
+                };
+                match origin {
+                    Some(origin) if subsystem == NFNL_SUBSYS_CTNETLINK => {
+                        decode_entry(origin, payload).map(|entry| Message::Entry { entry, flags })
+                    }
+                    _ => Ok(Message::Ignored { message_type }),
+                }
+            }
+        };
+        if message.is_err() {
+            self.pos = self.buf.len();
+        }
+        Some(message.map_err(fail))
+    }
+}
+
+fn align4(len: usize) -> usize {
+    len.saturating_add(3) & !3
+}
+
+fn read_i32_ne(bytes: &[u8]) -> Option<i32> {
+    bytes
+        .get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decode the payload (nfgenmsg + attributes) of one conntrack message.
+pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeErrorKind> {
+    if payload.len() < NFGENMSG_LEN {
+        return Err(DecodeErrorKind::ShortPayload {
+            expected: NFGENMSG_LEN,
+            got: payload.len(),
+        });
+    }
+    let family = Family::from_af(payload[0]).ok_or(DecodeErrorKind::Family(payload[0]))?;
+    let mut orig = None;
+    let mut reply = None;
+    let mut entry_zone = None;
+    let mut tuple_zone = None;
+    let mut orig_counters = None;
+    let mut reply_counters = None;
+    let mut id = 0;
+    let mut mark = 0;
+    let mut status = 0;
+    let mut tcp_state = None;
+    let mut start_ns = None;
+    let mut stop_ns = None;
+
+    for nla in attributes(&payload[NFGENMSG_LEN..], "conntrack attributes") {
+        let nla = nla?;
+        let value = nla.value();
+        match nla.kind() & NLA_TYPE_MASK {
+            CTA_TUPLE_ORIG => {
+                let (tuple, proto, zone) = decode_tuple(value, family, "CTA_TUPLE_ORIG")?;
+                tuple_zone = tuple_zone.or(zone);
+                orig = Some((tuple, proto));
+            }
+            CTA_TUPLE_REPLY => {
+                let (tuple, proto, zone) = decode_tuple(value, family, "CTA_TUPLE_REPLY")?;
+                tuple_zone = tuple_zone.or(zone);
+                reply = Some((tuple, proto));
+            }
+            CTA_STATUS => status = be32(value, "CTA_STATUS")?,
+            CTA_MARK => mark = be32(value, "CTA_MARK")?,
+            CTA_ID => id = be32(value, "CTA_ID")?,
+            CTA_ZONE => entry_zone = Some(be16(value, "CTA_ZONE")?),
+            CTA_COUNTERS_ORIG => orig_counters = Some(decode_counters(value, "CTA_COUNTERS_ORIG")?),
+            CTA_COUNTERS_REPLY => {
+                reply_counters = Some(decode_counters(value, "CTA_COUNTERS_REPLY")?)
+            }
+            CTA_PROTOINFO => tcp_state = decode_tcp_state(value)?,
+            CTA_TIMESTAMP => {
+                for nla in attributes(value, "CTA_TIMESTAMP") {
+                    let nla = nla?;
+                    match nla.kind() & NLA_TYPE_MASK {
+                        CTA_TIMESTAMP_START => {
+                            start_ns = Some(be64(nla.value(), "CTA_TIMESTAMP/START")?)
+                        }
+                        CTA_TIMESTAMP_STOP => {
+                            stop_ns = Some(be64(nla.value(), "CTA_TIMESTAMP/STOP")?)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let (orig, proto) = orig.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_ORIG"))?;
+    let (reply, _) = reply.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_REPLY"))?;
+    Ok(Entry {
+        origin,
+        family,
+        proto,
+        orig,
+        reply,
+        orig_counters,
+        reply_counters,
+        id,
+        zone: entry_zone.or(tuple_zone).unwrap_or(0),
+        mark,
+        status,
+        tcp_state,
+        start_ns,
+        stop_ns,
+    })
+}
+
+/// Attribute iterator whose framing errors carry the path being decoded.
+fn attributes<'a>(
+    buf: &'a [u8],
+    path: &'static str,
+) -> impl Iterator<Item = Result<NlaBuffer<&'a [u8]>, DecodeErrorKind>> + 'a {
+    NlasIterator::new(buf).map(move |nla| {
+        nla.map_err(|e| DecodeErrorKind::Framing {
+            path,
+            detail: e.to_string(),
+        })
+    })
+}
+
+fn decode_tuple(
+    buf: &[u8],
+    family: Family,
+    path: &'static str,
+) -> Result<(Tuple, Protocol, Option<u16>), DecodeErrorKind> {
+    let mut addrs = None;
+    let mut proto = None;
+    let mut zone = None;
+    for nla in attributes(buf, path) {
+        let nla = nla?;
+        match nla.kind() & NLA_TYPE_MASK {
+            CTA_TUPLE_IP => addrs = Some(decode_addrs(nla.value(), family, path)?),
+            CTA_TUPLE_PROTO => proto = Some(decode_proto(nla.value(), path)?),
+            CTA_TUPLE_ZONE => zone = Some(be16(nla.value(), "CTA_TUPLE_ZONE")?),
+            _ => {}
+        }
+    }
+    let (src, dst) = addrs.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_IP"))?;
+    let (proto, l4) = proto.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_PROTO"))?;
+    Ok((Tuple { src, dst, l4 }, proto, zone))
+}
+
+fn decode_addrs(
+    buf: &[u8],
+    family: Family,
+    path: &'static str,
+) -> Result<(IpAddr, IpAddr), DecodeErrorKind> {
+    let mut src = None;
+    let mut dst = None;
+    for nla in attributes(buf, path) {
+        let nla = nla?;
+        let value = nla.value();
+        match (nla.kind() & NLA_TYPE_MASK, family) {
+            (CTA_IP_V4_SRC, Family::Ipv4) => src = Some(ipv4(value, "CTA_IP_V4_SRC")?),
+            (CTA_IP_V4_DST, Family::Ipv4) => dst = Some(ipv4(value, "CTA_IP_V4_DST")?),
+            (CTA_IP_V6_SRC, Family::Ipv6) => src = Some(ipv6(value, "CTA_IP_V6_SRC")?),
+            (CTA_IP_V6_DST, Family::Ipv6) => dst = Some(ipv6(value, "CTA_IP_V6_DST")?),
+            (CTA_IP_V4_SRC | CTA_IP_V4_DST, Family::Ipv6) => {
+                return Err(DecodeErrorKind::FamilyMismatch("IPv4"))
+            }
+            (CTA_IP_V6_SRC | CTA_IP_V6_DST, Family::Ipv4) => {
+                return Err(DecodeErrorKind::FamilyMismatch("IPv6"))
+            }
+            _ => {}
+        }
+    }
+    Ok((
+        src.ok_or(DecodeErrorKind::MissingAttribute("CTA_IP_*_SRC"))?,
+        dst.ok_or(DecodeErrorKind::MissingAttribute("CTA_IP_*_DST"))?,
+    ))
+}
+
+fn decode_proto(buf: &[u8], path: &'static str) -> Result<(Protocol, L4), DecodeErrorKind> {
+    let mut num = None;
+    let (mut sport, mut dport) = (0, 0);
+    let (mut icmp_type, mut icmp_code, mut icmp_id) = (0, 0, 0);
+    for nla in attributes(buf, path) {
+        let nla = nla?;
+        let value = nla.value();
+        match nla.kind() & NLA_TYPE_MASK {
+            CTA_PROTO_NUM => num = Some(u8v(value, "CTA_PROTO_NUM")?),
+            CTA_PROTO_SRC_PORT => sport = be16(value, "CTA_PROTO_SRC_PORT")?,
+            CTA_PROTO_DST_PORT => dport = be16(value, "CTA_PROTO_DST_PORT")?,
+            CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => icmp_id = be16(value, "CTA_PROTO_ICMP_ID")?,
+            CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => {
+                icmp_type = u8v(value, "CTA_PROTO_ICMP_TYPE")?
+            }
+            CTA_PROTO_ICMP_CODE | CTA_PROTO_ICMPV6_CODE => {
+                icmp_code = u8v(value, "CTA_PROTO_ICMP_CODE")?
+            }
+            _ => {}
+        }
+    }
+    let proto = Protocol(num.ok_or(DecodeErrorKind::MissingAttribute("CTA_PROTO_NUM"))?);
+    let l4 = if proto.has_ports() {
+        L4::Ports {
+            src: sport,
+            dst: dport,
+        }
+    } else if proto.is_icmp() {
+        L4::Icmp {
+            kind: icmp_type,
+            code: icmp_code,
+            id: icmp_id,
+        }
+    } else {
+        L4::None
+    };
+    Ok((proto, l4))
+}
+
+fn decode_counters(buf: &[u8], path: &'static str) -> Result<Counters, DecodeErrorKind> {
+    let mut counters = Counters::default();
+    for nla in attributes(buf, path) {
+        let nla = nla?;
+        let value = nla.value();
+        match nla.kind() & NLA_TYPE_MASK {
+            CTA_COUNTERS_PACKETS => counters.packets = be64(value, "CTA_COUNTERS_PACKETS")?,
+            CTA_COUNTERS_BYTES => counters.bytes = be64(value, "CTA_COUNTERS_BYTES")?,
+            CTA_COUNTERS32_PACKETS => {
+                counters.packets = u64::from(be32(value, "CTA_COUNTERS32_PACKETS")?)
+            }
+            CTA_COUNTERS32_BYTES => {
+                counters.bytes = u64::from(be32(value, "CTA_COUNTERS32_BYTES")?)
+            }
+            _ => {}
+        }
+    }
+    Ok(counters)
+}
+
+fn decode_tcp_state(buf: &[u8]) -> Result<Option<TcpState>, DecodeErrorKind> {
+    for nla in attributes(buf, "CTA_PROTOINFO") {
+        let nla = nla?;
+        if nla.kind() & NLA_TYPE_MASK != CTA_PROTOINFO_TCP {
+            continue;
+        }
+        for inner in attributes(nla.value(), "CTA_PROTOINFO_TCP") {
+            let inner = inner?;
+            if inner.kind() & NLA_TYPE_MASK == CTA_PROTOINFO_TCP_STATE {
+                return Ok(Some(TcpState(u8v(
+                    inner.value(),
+                    "CTA_PROTOINFO_TCP_STATE",
+                )?)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn fixed<const N: usize>(value: &[u8], attr: &'static str) -> Result<[u8; N], DecodeErrorKind> {
+    value
+        .try_into()
+        .map_err(|_| DecodeErrorKind::AttributeLength {
+            attr,
+            expected: N,
+            got: value.len(),
+        })
+}
+
+fn u8v(value: &[u8], attr: &'static str) -> Result<u8, DecodeErrorKind> {
+    fixed::<1>(value, attr).map(|b| b[0])
+}
+
+fn be16(value: &[u8], attr: &'static str) -> Result<u16, DecodeErrorKind> {
+    fixed(value, attr).map(u16::from_be_bytes)
+}
+
+fn be32(value: &[u8], attr: &'static str) -> Result<u32, DecodeErrorKind> {
+    fixed(value, attr).map(u32::from_be_bytes)
+}
+
+fn be64(value: &[u8], attr: &'static str) -> Result<u64, DecodeErrorKind> {
+    fixed(value, attr).map(u64::from_be_bytes)
+}
+
+fn ipv4(value: &[u8], attr: &'static str) -> Result<IpAddr, DecodeErrorKind> {
+    fixed::<4>(value, attr).map(|b| IpAddr::V4(Ipv4Addr::from(b)))
+}
+
+fn ipv6(value: &[u8], attr: &'static str) -> Result<IpAddr, DecodeErrorKind> {
+    fixed::<16>(value, attr).map(|b| IpAddr::V6(Ipv6Addr::from(b)))
+}

@@ -1,0 +1,142 @@
+//! One conntrack entry as the kernel reports it, in plain Rust values.
+
+use std::net::IpAddr;
+
+use tollgate_schema::{Family, Protocol};
+
+/// One direction's identity of a connection: addresses and the layer-4 part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Ports, ICMP identity, or nothing, depending on the protocol.
+    pub l4: L4,
+}
+
+/// The layer-4 part of a tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L4 {
+    /// TCP, UDP, SCTP, DCCP, UDP-Lite.
+    Ports {
+        /// Source port.
+        src: u16,
+        /// Destination port.
+        dst: u16,
+    },
+    /// ICMP and ICMPv6.
+    Icmp {
+        /// ICMP type.
+        kind: u8,
+        /// ICMP code.
+        code: u8,
+        /// ICMP identifier.
+        id: u16,
+    },
+    /// A protocol whose tuple has no layer-4 fields (e.g. GRE without helper).
+    None,
+}
+
+impl L4 {
+    /// Source and destination port, for protocols that have ports.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match *self {
+            L4::Ports { src, dst } => Some((src, dst)),
+            _ => None,
+        }
+    }
+}
+
+/// Packets and bytes counted in one direction (`CTA_COUNTERS_ORIG|REPLY`).
+///
+/// Bytes are layer-3 bytes: IP header plus payload, exactly what nftables'
+/// `counter` statement counts for the same packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Counters {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// TCP connection-tracking state (`enum tcp_conntrack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    /// The kernel's name for the state, lower-cased, or `None` for a number
+    /// this version does not know.
+    pub fn name(self) -> Option<&'static str> {
+        const NAMES: [&str; 10] = [
+            "none",
+            "syn_sent",
+            "syn_recv",
+            "established",
+            "fin_wait",
+            "close_wait",
+            "last_ack",
+            "time_wait",
+            "close",
+            "syn_sent2",
+        ];
+        NAMES.get(usize::from(self.0)).copied()
+    }
+}
+
+/// Whether an entry came from a table dump or from an end-of-connection
+/// event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A row of a (possibly zeroing) table dump: the connection was alive.
+    Dump,
+    /// A DESTROY event: the connection has ended, and the counters are the
+    /// bytes since the last zeroing read.
+    Ended,
+}
+
+/// One conntrack entry.
+///
+/// `Copy` and free of heap data, so decoding a table of a million entries
+/// allocates nothing per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Dump row or ended connection.
+    pub origin: Origin,
+    /// Address family.
+    pub family: Family,
+    /// Layer-4 protocol.
+    pub proto: Protocol,
+    /// The tuple of the direction that opened the connection.
+    pub orig: Tuple,
+    /// The tuple replies travel on (after NAT, it differs from `orig`
+    /// mirrored).
+    pub reply: Tuple,
+    /// Original-direction counters; `None` when accounting was off.
+    pub orig_counters: Option<Counters>,
+    /// Reply-direction counters; `None` when accounting was off.
+    pub reply_counters: Option<Counters>,
+    /// `CTA_ID`: the kernel's 32-bit id for the entry.
+    pub id: u32,
+    /// `CTA_ZONE`; 0 is the default zone.
+    pub zone: u16,
+    /// `CTA_MARK`.
+    pub mark: u32,
+    /// `CTA_STATUS` bits (`IPS_*`).
+    pub status: u32,
+    /// TCP state, for TCP entries.
+    pub tcp_state: Option<TcpState>,
+    /// Start time in nanoseconds since the epoch, with
+    /// `nf_conntrack_timestamp` on.
+    pub start_ns: Option<u64>,
+    /// Stop time in nanoseconds since the epoch, on ended connections with
+    /// `nf_conntrack_timestamp` on.
+    pub stop_ns: Option<u64>,
+}
+
+impl Entry {
+    /// Bytes in both directions, 0 where accounting was off.
+    pub fn total_bytes(&self) -> u64 {
+        self.orig_counters.map_or(0, |c| c.bytes) + self.reply_counters.map_or(0, |c| c.bytes)
+    }
+}

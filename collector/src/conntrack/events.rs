@@ -1,0 +1,101 @@
+//! Listens for conntrack DESTROY events: connections that ended, with the
+//! bytes they moved since the last zeroing read.
+
+use std::time::Duration;
+
+use super::decode::{messages, Message};
+use super::socket::{NetfilterSocket, Received};
+use super::{ConntrackError, Entry, Origin};
+
+/// `NFNLGRP_CONNTRACK_DESTROY`.
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+
+/// Bursts of connection ends (a load balancer draining, a batch job
+/// finishing) arrive faster than any reader wakes up; a large buffer absorbs
+/// them before the kernel has to hold events back.
+const EVENT_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long one [`EndedConnections::read`] waits for an event.
+const READ_WAIT: Duration = Duration::from_millis(100);
+
+/// Counts kept across reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// DESTROY events decoded and handed on.
+    pub ended: u64,
+    /// Times the socket overflowed (`ENOBUFS`).
+    pub overruns: u64,
+}
+
+/// A subscription to the DESTROY events of the current network namespace.
+///
+/// The socket sets `NETLINK_BROADCAST_ERROR`, which makes the kernel treat
+/// an event that did not fit as undelivered: it keeps the ended connection
+/// on its dying list and sends the event again later, instead of dropping
+/// it. An overflow is therefore counted and logged, and reading carries on
+/// without losing the ended connection's bytes.
+pub struct EndedConnections {
+    socket: NetfilterSocket,
+    counts: EventCounts,
+}
+
+impl EndedConnections {
+    /// Subscribe in the current network namespace.
+    pub fn subscribe() -> Result<Self, ConntrackError> {
+        let socket = NetfilterSocket::open()?;
+        socket.set_receive_buffer(EVENT_BUFFER_BYTES)?;
+        socket.set_recv_timeout(READ_WAIT)?;
+        socket
+            .inner()
+            .set_broadcast_error(true)
+            .map_err(ConntrackError::SocketOption)?;
+        socket
+            .inner()
+            .add_membership(NFNLGRP_CONNTRACK_DESTROY)
+            .map_err(ConntrackError::Subscribe)?;
+        Ok(Self {
+            socket,
+            counts: EventCounts::default(),
+        })
+    }
+
+    /// Wait up to 100 ms for events and hand each ended connection to
+    /// `on_ended`. Returns how many were handed on (0 when none arrived).
+    pub fn read<F>(&mut self, mut on_ended: F) -> Result<u64, ConntrackError>
+    where
+        F: FnMut(&Entry),
+    {
+        let datagram = match self.socket.recv()? {
+            Received::Datagram(datagram) => datagram,
+            Received::TimedOut => return Ok(0),
+            Received::Overrun => {
+                self.counts.overruns += 1;
+                tracing::warn!(
+                    overruns = self.counts.overruns,
+                    "conntrack event socket overflowed; the kernel will redeliver the DESTROY events it could not send"
+                );
+                return Ok(0);
+            }
+        };
+        let mut handed_on = 0;
+        for message in messages(datagram) {
+            let message = message.map_err(|error| ConntrackError::Decode {
+                error,
+                entries_before: self.counts.ended,
+            })?;
+            if let Message::Entry { entry, .. } = message {
+                if entry.origin == Origin::Ended {
+                    on_ended(&entry);
+                    handed_on += 1;
+                }
+            }
+        }
+        self.counts.ended += handed_on;
+        Ok(handed_on)
+    }
+
+    /// Events and overruns so far.
+    pub fn counts(&self) -> EventCounts {
+        self.counts
+    }
+}
