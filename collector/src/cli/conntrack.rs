@@ -2,10 +2,13 @@
 
 use std::io::{self, BufWriter, ErrorKind};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tollgate::conntrack::jsonl::JsonLines;
 use tollgate::conntrack::sysctl::{self, Outcome, Setting};
 use tollgate::conntrack::{EndedConnections, ReadMode, TableReader};
@@ -27,11 +30,12 @@ pub enum ConntrackCommand {
     /// object per line with `"ended": true`.
     ///
     /// Each carries the bytes the connection moved since the last zeroing
-    /// read.
+    /// read. Runs until SIGINT or SIGTERM (every event already received is
+    /// printed before exiting) or until --duration passes.
     Watch {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-        duration: Duration,
+        duration: Option<Duration>,
     },
 }
 
@@ -98,18 +102,31 @@ fn dump(mode: ReadMode) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn watch(duration: Duration) -> anyhow::Result<()> {
+fn watch(duration: Option<Duration>) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
     let mut events = EndedConnections::subscribe()?;
+    tracing::info!("listening for conntrack DESTROY events");
     let mut out = JsonLines::new(BufWriter::new(io::stdout().lock()));
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
+    let deadline = duration.map(|d| Instant::now() + d);
+    loop {
+        let stopping =
+            stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
         let mut write_result = Ok(());
-        events.read(|entry| {
+        let read = events.read(|entry| {
             if write_result.is_ok() {
                 write_result = out.write(entry);
             }
         })?;
         finish_output(write_result.and_then(|()| out.flush()))?;
+        // When stopping, keep reading until the socket is empty, so that no
+        // event the kernel already delivered is left unprinted.
+        if stopping && read == 0 {
+            break;
+        }
     }
     let counts = events.counts();
     tracing::info!(

@@ -513,3 +513,324 @@ fn ipv4(value: &[u8], attr: &'static str) -> Result<IpAddr, DecodeErrorKind> {
 fn ipv6(value: &[u8], attr: &'static str) -> Result<IpAddr, DecodeErrorKind> {
     fixed::<16>(value, attr).map(|b| IpAddr::V6(Ipv6Addr::from(b)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read-only dump datagram captured from the kernel (6.18) in a
+    /// namespace holding one TCP connection in TIME_WAIT, one unreplied UDP
+    /// datagram over IPv6 and one ping. `conntrack -L -o extended` printed,
+    /// for the same table:
+    ///
+    /// ```text
+    /// ipv4 tcp TIME_WAIT src=127.0.0.1 dst=127.0.0.1 sport=36618 dport=8080 packets=5 bytes=1268
+    ///     src=127.0.0.1 dst=127.0.0.1 sport=8080 dport=36618 packets=3 bytes=164 [ASSURED]
+    /// ipv6 udp src=::1 dst=::1 sport=51646 dport=5353 packets=1 bytes=54 [UNREPLIED]
+    ///     src=::1 dst=::1 sport=5353 dport=51646 packets=0 bytes=0
+    /// ipv4 icmp src=127.0.0.1 dst=127.0.0.1 type=8 code=0 id=5655 packets=1 bytes=84
+    ///     src=127.0.0.1 dst=127.0.0.1 type=0 code=0 id=5655 packets=1 bytes=84
+    /// ```
+    const CAPTURED: &[u8] = include_bytes!("testdata/dump-tcp-udp6-icmp.bin");
+
+    fn entries(datagram: &[u8]) -> Vec<Entry> {
+        messages(datagram)
+            .map(|m| m.expect("captured datagram decodes"))
+            .filter_map(|m| match m {
+                Message::Entry { entry, .. } => Some(entry),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn find(entries: &[Entry], proto: Protocol) -> Entry {
+        *entries
+            .iter()
+            .find(|e| e.proto == proto)
+            .expect("entry present")
+    }
+
+    #[test]
+    fn captured_dump_matches_conntrack_tools() {
+        let entries = entries(CAPTURED);
+        assert_eq!(entries.len(), 3);
+
+        let tcp = find(&entries, Protocol::TCP);
+        assert_eq!(tcp.origin, Origin::Dump);
+        assert_eq!(tcp.family, Family::Ipv4);
+        assert_eq!(tcp.orig.src, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            tcp.orig.l4,
+            L4::Ports {
+                src: 36618,
+                dst: 8080
+            }
+        );
+        assert_eq!(
+            tcp.reply.l4,
+            L4::Ports {
+                src: 8080,
+                dst: 36618
+            }
+        );
+        assert_eq!(
+            tcp.orig_counters,
+            Some(Counters {
+                packets: 5,
+                bytes: 1268
+            })
+        );
+        assert_eq!(
+            tcp.reply_counters,
+            Some(Counters {
+                packets: 3,
+                bytes: 164
+            })
+        );
+        assert_eq!(tcp.tcp_state.and_then(TcpState::name), Some("time_wait"));
+        assert_ne!(tcp.status & (1 << 2), 0, "IPS_ASSURED");
+        assert!(tcp.start_ns.is_some() && tcp.stop_ns.is_none());
+        assert_ne!(tcp.id, 0);
+
+        let udp = find(&entries, Protocol::UDP);
+        assert_eq!(udp.family, Family::Ipv6);
+        assert_eq!(udp.orig.dst, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            udp.orig.l4,
+            L4::Ports {
+                src: 51646,
+                dst: 5353
+            }
+        );
+        assert_eq!(
+            udp.orig_counters,
+            Some(Counters {
+                packets: 1,
+                bytes: 54
+            })
+        );
+        assert_eq!(
+            udp.reply_counters,
+            Some(Counters {
+                packets: 0,
+                bytes: 0
+            })
+        );
+        assert_eq!(udp.tcp_state, None);
+
+        let icmp = find(&entries, Protocol::ICMP);
+        assert_eq!(
+            icmp.orig.l4,
+            L4::Icmp {
+                kind: 8,
+                code: 0,
+                id: 5655
+            }
+        );
+        assert_eq!(
+            icmp.reply.l4,
+            L4::Icmp {
+                kind: 0,
+                code: 0,
+                id: 5655
+            }
+        );
+        assert_eq!(icmp.total_bytes(), 168);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_or_fewer_entries_never_a_panic() {
+        for len in 0..CAPTURED.len() {
+            let mut good = 0;
+            for message in messages(&CAPTURED[..len]) {
+                match message {
+                    Ok(Message::Entry { .. }) => good += 1,
+                    Ok(_) => {}
+                    Err(e) => assert!(!e.to_string().is_empty()),
+                }
+            }
+            assert!(
+                good < 3,
+                "a truncated datagram ({len} bytes) cannot hold all 3 entries"
+            );
+        }
+    }
+
+    #[test]
+    fn every_corrupted_byte_decodes_or_fails_cleanly() {
+        let mut datagram = CAPTURED.to_vec();
+        for pos in 0..datagram.len() {
+            let original = datagram[pos];
+            for value in [0x00, 0x01, 0x03, 0x7f, 0x80, 0xff] {
+                datagram[pos] = value;
+                for message in messages(&datagram) {
+                    let _ = message;
+                }
+            }
+            datagram[pos] = original;
+        }
+    }
+
+    /// Builds one ctnetlink message by hand, for the cases the kernel never
+    /// sends on its own.
+    fn message(message_type: u16, family: u8, attributes: &[u8]) -> Vec<u8> {
+        let len = 16 + 4 + attributes.len();
+        let mut out = Vec::new();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&message_type.to_ne_bytes());
+        out.extend_from_slice(&2u16.to_ne_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&[family, 0, 0, 0]);
+        out.extend_from_slice(attributes);
+        out
+    }
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    fn v4_tuple(kind: u16, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let ip = [attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)].concat();
+        let proto = [
+            attr(CTA_PROTO_NUM, &[17]),
+            attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()),
+            attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes()),
+        ]
+        .concat();
+        attr(
+            kind | 0x8000,
+            &[
+                attr(CTA_TUPLE_IP | 0x8000, &ip),
+                attr(CTA_TUPLE_PROTO | 0x8000, &proto),
+            ]
+            .concat(),
+        )
+    }
+
+    fn udp_entry(extra: &[u8]) -> Vec<u8> {
+        [
+            v4_tuple(CTA_TUPLE_ORIG, [10, 0, 0, 1], [10, 0, 0, 2], 1000, 53),
+            v4_tuple(CTA_TUPLE_REPLY, [10, 0, 0, 2], [10, 0, 0, 1], 53, 1000),
+            extra.to_vec(),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn destroy_events_are_ended_entries_with_32_bit_counters_and_zones() {
+        let counters = [
+            attr(CTA_COUNTERS32_PACKETS, &3u32.to_be_bytes()),
+            attr(CTA_COUNTERS32_BYTES, &300u32.to_be_bytes()),
+        ]
+        .concat();
+        let extra = [
+            attr(CTA_COUNTERS_ORIG | 0x8000, &counters),
+            attr(CTA_ZONE, &7u16.to_be_bytes()),
+            attr(CTA_MARK, &0x42u32.to_be_bytes()),
+            attr(
+                CTA_TIMESTAMP | 0x8000,
+                &[
+                    attr(CTA_TIMESTAMP_START, &10u64.to_be_bytes()),
+                    attr(CTA_TIMESTAMP_STOP, &20u64.to_be_bytes()),
+                ]
+                .concat(),
+            ),
+        ]
+        .concat();
+        let datagram = message(0x0102, 2, &udp_entry(&extra));
+        let entries = entries(&datagram);
+        let entry = entries[0];
+        assert_eq!(entry.origin, Origin::Ended);
+        assert_eq!(
+            entry.orig_counters,
+            Some(Counters {
+                packets: 3,
+                bytes: 300
+            })
+        );
+        assert_eq!(entry.reply_counters, None);
+        assert_eq!((entry.zone, entry.mark), (7, 0x42));
+        assert_eq!((entry.start_ns, entry.stop_ns), (Some(10), Some(20)));
+    }
+
+    #[test]
+    fn errors_name_the_attribute_and_offset() {
+        let bad_status = udp_entry(&attr(CTA_STATUS, &[1, 2]));
+        let mut datagram = message(0x0100, 2, &udp_entry(&[]));
+        let offset = datagram.len();
+        datagram.extend(message(0x0100, 2, &bad_status));
+        let results: Vec<_> = messages(&datagram).collect();
+        assert!(results[0].is_ok());
+        let err = results[1].clone().unwrap_err();
+        assert_eq!(err.offset, offset);
+        assert_eq!(
+            err.kind,
+            DecodeErrorKind::AttributeLength {
+                attr: "CTA_STATUS",
+                expected: 4,
+                got: 2
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("CTA_STATUS has 2 bytes, expected 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_tuples_and_foreign_families_are_errors() {
+        let only_orig = v4_tuple(CTA_TUPLE_ORIG, [1, 1, 1, 1], [2, 2, 2, 2], 1, 2);
+        let err = messages(&message(0x0100, 2, &only_orig))
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err.kind,
+            DecodeErrorKind::MissingAttribute("CTA_TUPLE_REPLY")
+        );
+
+        let err = messages(&message(0x0100, 7, &udp_entry(&[])))
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::Family(7));
+
+        let err = messages(&message(0x0100, 10, &udp_entry(&[])))
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::FamilyMismatch("IPv4"));
+    }
+
+    #[test]
+    fn control_messages_are_recognised() {
+        let mut done = Vec::new();
+        done.extend_from_slice(&20u32.to_ne_bytes());
+        done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        done.extend_from_slice(&(2 | NLM_F_DUMP_INTR).to_ne_bytes());
+        done.extend_from_slice(&[0; 8]);
+        done.extend_from_slice(&(-4i32).to_ne_bytes());
+        assert_eq!(
+            messages(&done).next().unwrap().unwrap(),
+            Message::Done {
+                flags: 2 | NLM_F_DUMP_INTR,
+                error: -4
+            }
+        );
+        // Other netfilter subsystems (e.g. nftables, 10) are skipped.
+        assert_eq!(
+            messages(&message(0x0a00, 2, &[])).next().unwrap().unwrap(),
+            Message::Ignored {
+                message_type: 0x0a00
+            }
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! nftables counters as the independent oracle: one counter per flow and
+//! direction, kept by the kernel in dynamic sets, read back as JSON.
+//!
+//! The rules sit in the router's prerouting hook just after conntrack
+//! (priority -150 > -200) and count exactly the packets conntrack accounts:
+//! those of new and established connections (conntrack does not account
+//! invalid packets, nor ICMP errors related to a connection).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::netns::Netns;
+
+const RULESET: &str = r#"
+table inet tollgate_oracle {
+  set ports4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service; flags dynamic; counter; size 1048576; }
+  set ports6 { type ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service; flags dynamic; counter; size 1048576; }
+  set icmp4 { typeof ip saddr . ip daddr . icmp id; flags dynamic; counter; size 1048576; }
+  set icmp6 { typeof ip6 saddr . ip6 daddr . icmpv6 id; flags dynamic; counter; size 1048576; }
+  chain pre {
+    type filter hook prerouting priority -150; policy accept;
+    ct state { new, established } meta l4proto { tcp, udp } update @ports4 { ip saddr . ip daddr . meta l4proto . th sport . th dport }
+    ct state { new, established } meta l4proto { tcp, udp } update @ports6 { ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }
+    ct state { new, established } icmp type { echo-request, echo-reply } update @icmp4 { ip saddr . ip daddr . icmp id }
+    ct state { new, established } icmpv6 type { echo-request, echo-reply } update @icmp6 { ip6 saddr . ip6 daddr . icmpv6 id }
+  }
+}
+"#;
+
+/// One direction of one flow: what a packet's headers say.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// `tcp`, `udp`, `icmp` or `icmpv6`.
+    pub proto: String,
+    /// Source port, or the ICMP id.
+    pub sport: u16,
+    /// Destination port, or 0 for ICMP.
+    pub dport: u16,
+}
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Count {
+    fn add_assign(&mut self, other: Count) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Install the oracle's counters in `ns` (before any traffic).
+pub fn install(ns: &Netns) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!("tollgate-oracle-{}.nft", ns.name()));
+    std::fs::write(&path, RULESET)?;
+    let result = crate::run(ns.command("nft").arg("-f").arg(&path));
+    let _ = std::fs::remove_file(&path);
+    result.map(drop)
+}
+
+/// Every flow direction the oracle counted in `ns`.
+pub fn read(ns: &Netns) -> anyhow::Result<HashMap<FlowKey, Count>> {
+    let mut flows = HashMap::new();
+    for set in ["ports4", "ports6", "icmp4", "icmp6"] {
+        let json = crate::run(ns.command("nft").args([
+            "-j",
+            "list",
+            "set",
+            "inet",
+            "tollgate_oracle",
+            set,
+        ]))?;
+        let doc: Value = serde_json::from_str(&json).context("nft printed invalid JSON")?;
+        let elements = doc["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|i| i["set"]["elem"].as_array()))
+            .cloned()
+            .unwrap_or_default();
+        for element in elements {
+            let element = &element["elem"];
+            let parts = element["val"]["concat"]
+                .as_array()
+                .context("set element without concatenation")?;
+            let key = flow_key(set, parts)?;
+            let count = Count {
+                packets: element["counter"]["packets"]
+                    .as_u64()
+                    .context("no packets")?,
+                bytes: element["counter"]["bytes"].as_u64().context("no bytes")?,
+            };
+            if flows.insert(key.clone(), count).is_some() {
+                bail!("oracle counted {key:?} twice");
+            }
+        }
+    }
+    Ok(flows)
+}
+
+fn flow_key(set: &str, parts: &[Value]) -> anyhow::Result<FlowKey> {
+    let ip = |v: &Value| -> anyhow::Result<IpAddr> {
+        v.as_str()
+            .context("address is not a string")?
+            .parse()
+            .context("bad address")
+    };
+    let port = |v: &Value| -> anyhow::Result<u16> {
+        u16::try_from(v.as_u64().context("port is not a number")?).context("port out of range")
+    };
+    Ok(if set.starts_with("ports") {
+        FlowKey {
+            src: ip(&parts[0])?,
+            dst: ip(&parts[1])?,
+            proto: parts[2]
+                .as_str()
+                .context("protocol is not a name")?
+                .to_owned(),
+            sport: port(&parts[3])?,
+            dport: port(&parts[4])?,
+        }
+    } else {
+        FlowKey {
+            src: ip(&parts[0])?,
+            dst: ip(&parts[1])?,
+            proto: if set == "icmp4" { "icmp" } else { "icmpv6" }.to_owned(),
+            sport: port(&parts[2])?,
+            dport: 0,
+        }
+    })
+}
