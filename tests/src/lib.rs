@@ -6,6 +6,7 @@
 //! ([`tollgate`]). Nothing here computes an expected byte count: the kernel
 //! counts, twice, by two independent mechanisms, and the suites compare.
 
+pub mod bench;
 pub mod netns;
 pub mod oracle;
 pub mod tollgate;

@@ -19,19 +19,22 @@ pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TOLLGATE_BIN") {
         return PathBuf::from(path);
     }
-    // Test executables live in target/<profile>/deps; the binary one up.
+    // Test executables live in target/<profile>/deps, binaries such as
+    // the demo in target/<profile>: look beside the executable, then one up.
     let exe = std::env::current_exe().expect("current_exe");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("tollgate");
-    assert!(
-        path.exists(),
-        "{} does not exist: build it first with `cargo build -p tollgate` (same profile)",
-        path.display()
-    );
-    path
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [dir.join("tollgate"), dir.join("../tollgate")];
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no tollgate binary beside {}: build it first with `cargo build -p tollgate` \
+                 (same profile)",
+                exe.display()
+            )
+        })
 }
 
 /// One JSON line printed by `tollgate conntrack dump` or `watch`.
@@ -236,6 +239,35 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Packets and bytes over all flows.
+    pub fn total(&self) -> Count {
+        let mut total = Count::default();
+        for count in self.flows.values() {
+            total += *count;
+        }
+        total
+    }
+
+    /// Each flow direction where tollgate and the oracle disagree, sorted:
+    /// a count that differs, or bytes tollgate reported that the oracle
+    /// never counted.
+    pub fn differences(&self, oracle: &HashMap<FlowKey, Count>) -> Vec<String> {
+        let mut differences = Vec::new();
+        for (key, expected) in oracle {
+            let got = self.flows.get(key).copied().unwrap_or_default();
+            if got != *expected {
+                differences.push(format!("{key:?}: oracle {expected:?}, tollgate {got:?}"));
+            }
+        }
+        for (key, got) in &self.flows {
+            if got.bytes > 0 && !oracle.contains_key(key) {
+                differences.push(format!("{key:?}: tollgate {got:?}, oracle counted nothing"));
+            }
+        }
+        differences.sort();
+        differences
+    }
+
     /// Add every line's counts.
     pub fn add(&mut self, lines: &[Line]) {
         for line in lines {

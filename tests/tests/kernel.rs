@@ -13,129 +13,23 @@ use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
-use tollgate_tests::netns::{addr, Routed};
+use anyhow::ensure;
+use tollgate_tests::bench::{Bench, TCP_PORT, UDP_PORT};
+use tollgate_tests::netns::addr;
 use tollgate_tests::oracle::{self, Count, FlowKey};
+use tollgate_tests::require_root;
 use tollgate_tests::tollgate::{self, Ledger, Line, Watch};
-use tollgate_tests::{repo_root, require_root};
-
-const TCP_PORT: &str = "5001";
-const UDP_PORT: &str = "5002";
-
-/// A routed test network with the oracle installed and a server running.
-struct Bench {
-    net: Routed,
-    server: Child,
-}
-
-impl Bench {
-    fn new(router_sysctls: &str) -> anyhow::Result<Self> {
-        let net = Routed::create()?;
-        oracle::install(&net.router)?;
-        if !router_sysctls.is_empty() {
-            net.router.sh(&format!("sysctl -qw {router_sysctls}"))?;
-        }
-        let script = repo_root().join("tests/scripts/traffic.py");
-        let mut server = net.server.spawn(
-            "python3",
-            &[
-                script.to_str().context("script path")?,
-                "serve",
-                "--tcp-port",
-                TCP_PORT,
-                "--udp-port",
-                UDP_PORT,
-            ],
-        )?;
-        let mut ready = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(server.stdout.as_mut().context("server stdout")?),
-            &mut ready,
-        )?;
-        ensure!(
-            ready.trim() == "ready",
-            "traffic server did not start: {ready:?}"
-        );
-        Ok(Self { net, server })
-    }
-
-    /// Start a client command from `traffic.py` in the client namespace.
-    fn client(&self, args: &[&str]) -> anyhow::Result<Child> {
-        let script = repo_root().join("tests/scripts/traffic.py");
-        let mut all = vec![script.to_str().context("script path")?];
-        all.extend_from_slice(args);
-        self.net.client.spawn("python3", &all)
-    }
-
-    fn ping(&self, target: &str, count: &str) -> anyhow::Result<Child> {
-        self.net.client.spawn(
-            "ping",
-            &["-q", "-c", count, "-i", "0.2", "-s", "300", target],
-        )
-    }
-
-    /// Zeroing dumps every `every` until all `clients` have exited.
-    fn dump_while_running(
-        &self,
-        mut clients: Vec<Child>,
-        every: Duration,
-    ) -> anyhow::Result<Vec<Vec<Line>>> {
-        let mut dumps = Vec::new();
-        loop {
-            dumps.push(tollgate::dump(&self.net.router, true)?);
-            let mut running = Vec::new();
-            for mut child in clients {
-                match child.try_wait()? {
-                    Some(status) => ensure!(status.success(), "traffic client failed: {status}"),
-                    None => running.push(child),
-                }
-            }
-            if running.is_empty() {
-                return Ok(dumps);
-            }
-            clients = running;
-            thread::sleep(every);
-        }
-    }
-
-    /// End every remaining connection (`conntrack -F`), so that an entry
-    /// the dumps skipped (expired, awaiting garbage collection) reports its
-    /// bytes through its DESTROY event.
-    fn flush_router(&self) -> anyhow::Result<()> {
-        self.net.router.sh("conntrack -F 2>/dev/null")?;
-        Ok(())
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
 
 /// Every flow direction the oracle counted must match what tollgate
 /// reported, and tollgate must report nothing the oracle did not count.
 fn assert_exact(oracle: &HashMap<FlowKey, Count>, ledger: &Ledger) {
-    let mut mismatches = Vec::new();
-    for (key, expected) in oracle {
-        let got = ledger.flows.get(key).copied().unwrap_or_default();
-        if got != *expected {
-            mismatches.push(format!("{key:?}: oracle {expected:?}, tollgate {got:?}"));
-        }
-    }
-    for (key, got) in &ledger.flows {
-        if got.bytes > 0 && !oracle.contains_key(key) {
-            mismatches.push(format!("{key:?}: tollgate {got:?}, oracle counted nothing"));
-        }
-    }
-    mismatches.sort();
+    let differences = ledger.differences(oracle);
     assert!(
-        mismatches.is_empty(),
+        differences.is_empty(),
         "{} of {} flow directions differ:\n{}",
-        mismatches.len(),
+        differences.len(),
         oracle.len(),
-        mismatches
+        differences
             .iter()
             .take(20)
             .cloned()
@@ -143,8 +37,7 @@ fn assert_exact(oracle: &HashMap<FlowKey, Count>, ledger: &Ledger) {
             .join("\n")
     );
     let oracle_total: u64 = oracle.values().map(|c| c.bytes).sum();
-    let ledger_total: u64 = ledger.flows.values().map(|c| c.bytes).sum();
-    assert_eq!(ledger_total, oracle_total, "total bytes");
+    assert_eq!(ledger.total().bytes, oracle_total, "total bytes");
 }
 
 /// No entry appears twice in one dump.
@@ -453,5 +346,81 @@ fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> an
         "every flow sent two packets"
     );
     assert_exact(&oracle, &ledger);
+    Ok(())
+}
+
+/// Run the binary in `ns` as an unprivileged user (uid 65534, no
+/// capabilities) and return (exit code, stderr).
+fn run_unprivileged(ns: &tollgate_tests::netns::Netns, args: &[&str]) -> (Option<i32>, String) {
+    let output = ns
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(tollgate::binary())
+        .args(args)
+        .output()
+        .expect("setpriv runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn without_cap_net_admin_the_error_names_the_sysctl_and_the_capability() -> anyhow::Result<()> {
+    if !require_root("kernel", "network namespaces and setpriv") {
+        return Ok(());
+    }
+    let ns = tollgate_tests::netns::Netns::create("unpriv")?;
+    ns.sh("sysctl -qw net.netfilter.nf_conntrack_acct=0")?;
+    let (code, stderr) = run_unprivileged(&ns, &["conntrack", "dump"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("net.netfilter.nf_conntrack_acct"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+
+    // With the settings already on, the kernel itself refuses the dump.
+    ns.sh(
+        "sysctl -qw net.netfilter.nf_conntrack_acct=1 net.netfilter.nf_conntrack_timestamp=1 \
+         net.netfilter.nf_conntrack_events=1",
+    )?;
+    let (code, stderr) = run_unprivileged(&ns, &["conntrack", "dump"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
+    let (code, stderr) = run_unprivileged(&ns, &["conntrack", "watch", "--duration", "1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn the_reader_enables_accounting_timestamps_and_events_itself() -> anyhow::Result<()> {
+    if !require_root("kernel", "network namespaces") {
+        return Ok(());
+    }
+    let ns = tollgate_tests::netns::Netns::create("sysctl")?;
+    ns.sh(
+        "sysctl -qw net.netfilter.nf_conntrack_acct=0 net.netfilter.nf_conntrack_timestamp=0 \
+         net.netfilter.nf_conntrack_events=2",
+    )?;
+    tollgate::dump(&ns, true)?;
+    let values = ns.sh(
+        "cat /proc/sys/net/netfilter/nf_conntrack_acct /proc/sys/net/netfilter/nf_conntrack_timestamp",
+    )?;
+    assert_eq!(values.split_whitespace().collect::<Vec<_>>(), ["1", "1"]);
+    Watch::start(&ns)?.stop()?;
+    assert_eq!(
+        ns.sh("cat /proc/sys/net/netfilter/nf_conntrack_events")?
+            .trim(),
+        "1"
+    );
     Ok(())
 }

@@ -34,7 +34,7 @@ pub enum ConntrackCommand {
     /// printed before exiting) or until --duration passes.
     Watch {
         /// Stop after this many seconds.
-        #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+        #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
         duration: Option<Duration>,
     },
 }

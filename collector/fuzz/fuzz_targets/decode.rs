@@ -1,0 +1,19 @@
+//! Any byte string handed to the ctnetlink decoder yields entries or errors,
+//! never a panic, an overflow or an endless loop.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tollgate::conntrack::decode::messages;
+
+fuzz_target!(|datagram: &[u8]| {
+    let mut count = 0usize;
+    for message in messages(datagram) {
+        if let Err(error) = message {
+            // Errors must render (they name the offset and attribute).
+            assert!(!error.to_string().is_empty());
+        }
+        count += 1;
+    }
+    // Every message is at least a 16-byte netlink header.
+    assert!(count <= datagram.len() / 16 + 1);
+});

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test suite of tollgate. Needs root for the kernel suites (network
+# namespaces, conntrack); without root they are skipped loudly, and under CI=true they fail.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tests/scripts/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --bins --locked
+
+step "test (unit, CLI, kernel)"
+cargo test --workspace --locked
+
+step "fuzz the netlink decoder (short run)"
+bash tests/scripts/fuzz.sh 30
+
+step "all checks passed"

@@ -1,0 +1,114 @@
+//! A routed test network with the oracle installed and a traffic server
+//! running: the fixture of the kernel suites and of the demo.
+
+use std::process::Child;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+
+use crate::netns::Routed;
+use crate::oracle;
+use crate::repo_root;
+use crate::tollgate::{self, Line};
+
+/// The server's TCP sink port.
+pub const TCP_PORT: &str = "5001";
+/// The server's UDP echo port.
+pub const UDP_PORT: &str = "5002";
+
+/// A routed test network with the oracle installed and a server running.
+pub struct Bench {
+    /// The namespaces.
+    pub net: Routed,
+    server: Child,
+}
+
+impl Bench {
+    /// Build the network, install the oracle in the router, apply
+    /// `router_sysctls` (`name=value ...`) there and start the server.
+    pub fn new(router_sysctls: &str) -> anyhow::Result<Self> {
+        let net = Routed::create()?;
+        oracle::install(&net.router)?;
+        if !router_sysctls.is_empty() {
+            net.router.sh(&format!("sysctl -qw {router_sysctls}"))?;
+        }
+        let script = repo_root().join("tests/scripts/traffic.py");
+        let mut server = net.server.spawn(
+            "python3",
+            &[
+                script.to_str().context("script path")?,
+                "serve",
+                "--tcp-port",
+                TCP_PORT,
+                "--udp-port",
+                UDP_PORT,
+            ],
+        )?;
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.as_mut().context("server stdout")?),
+            &mut ready,
+        )?;
+        ensure!(
+            ready.trim() == "ready",
+            "traffic server did not start: {ready:?}"
+        );
+        Ok(Self { net, server })
+    }
+
+    /// Start a client command from `traffic.py` in the client namespace.
+    pub fn client(&self, args: &[&str]) -> anyhow::Result<Child> {
+        let script = repo_root().join("tests/scripts/traffic.py");
+        let mut all = vec![script.to_str().context("script path")?];
+        all.extend_from_slice(args);
+        self.net.client.spawn("python3", &all)
+    }
+
+    /// Start `count` pings of 300 bytes from the client to `target`.
+    pub fn ping(&self, target: &str, count: &str) -> anyhow::Result<Child> {
+        self.net.client.spawn(
+            "ping",
+            &["-q", "-c", count, "-i", "0.2", "-s", "300", target],
+        )
+    }
+
+    /// Zeroing dumps every `every` until all `clients` have exited.
+    pub fn dump_while_running(
+        &self,
+        mut clients: Vec<Child>,
+        every: Duration,
+    ) -> anyhow::Result<Vec<Vec<Line>>> {
+        let mut dumps = Vec::new();
+        loop {
+            dumps.push(tollgate::dump(&self.net.router, true)?);
+            let mut running = Vec::new();
+            for mut child in clients {
+                match child.try_wait()? {
+                    Some(status) => ensure!(status.success(), "traffic client failed: {status}"),
+                    None => running.push(child),
+                }
+            }
+            if running.is_empty() {
+                return Ok(dumps);
+            }
+            clients = running;
+            thread::sleep(every);
+        }
+    }
+
+    /// End every remaining connection (`conntrack -F`), so that an entry
+    /// the dumps skipped (expired, awaiting garbage collection) reports its
+    /// bytes through its DESTROY event.
+    pub fn flush_router(&self) -> anyhow::Result<()> {
+        self.net.router.sh("conntrack -F 2>/dev/null")?;
+        Ok(())
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
