@@ -6,6 +6,9 @@
 //! (TCP, UDP over IPv6, ICMP entries, with counters and timestamps),
 //! repeated to a 32 KiB datagram like the ones a large dump delivers.
 
+// `criterion_group!` expands to an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
