@@ -122,43 +122,31 @@ def udp_many(args):
         sock.close()
 
 
+# Every option any command takes: (type, default); no default means required.
+OPTIONS = {
+    "tcp-port": (int, None), "udp-port": (int, None), "dst": (str, None), "port": (int, None),
+    "sport": (int, None), "sport-base": (int, None), "bytes": (int, None), "count": (int, None),
+    "size": (int, None), "n": (int, None), "chunks": (int, 1), "pause": (float, 0.0),
+}
+
+COMMANDS = {
+    "serve": (serve, ["tcp-port", "udp-port"]),
+    "tcp": (tcp, ["dst", "port", "sport", "bytes", "chunks", "pause"]),
+    "udp": (udp, ["dst", "port", "sport", "count", "size", "pause"]),
+    "short": (short, ["dst", "port", "sport-base", "n", "bytes"]),
+    "udp-many": (udp_many, ["dst", "port", "sport-base", "n", "size"]),
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve")
-    p.add_argument("--tcp-port", type=int, required=True)
-    p.add_argument("--udp-port", type=int, required=True)
-    p.set_defaults(run=serve)
-    p = sub.add_parser("tcp")
-    p.add_argument("--dst", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--sport", type=int, required=True)
-    p.add_argument("--bytes", type=int, required=True)
-    p.add_argument("--chunks", type=int, default=1)
-    p.add_argument("--pause", type=float, default=0)
-    p.set_defaults(run=tcp)
-    p = sub.add_parser("udp")
-    p.add_argument("--dst", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--sport", type=int, required=True)
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--pause", type=float, default=0)
-    p.set_defaults(run=udp)
-    p = sub.add_parser("short")
-    p.add_argument("--dst", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--sport-base", type=int, required=True)
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--bytes", type=int, required=True)
-    p.set_defaults(run=short)
-    p = sub.add_parser("udp-many")
-    p.add_argument("--dst", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--sport-base", type=int, required=True)
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.set_defaults(run=udp_many)
+    for name, (run, options) in COMMANDS.items():
+        p = sub.add_parser(name)
+        for option in options:
+            kind, default = OPTIONS[option]
+            p.add_argument("--" + option, type=kind, default=default, required=default is None)
+        p.set_defaults(run=run)
     args = parser.parse_args()
     args.run(args)
 

@@ -17,6 +17,14 @@ pub const TCP_PORT: &str = "5001";
 /// The server's UDP echo port.
 pub const UDP_PORT: &str = "5002";
 
+/// Router settings under which closed TCP connections leave the table
+/// within about a second, so that some end between two reads and are
+/// reported only by their DESTROY event.
+pub const FAST_TCP_EXPIRY: &str = "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
+     net.netfilter.nf_conntrack_tcp_timeout_close=1 \
+     net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1 \
+     net.netfilter.nf_conntrack_tcp_timeout_last_ack=1";
+
 /// A routed test network with the oracle installed and a server running.
 pub struct Bench {
     /// The namespaces.
@@ -57,8 +65,110 @@ impl Bench {
         Ok(Self { net, server })
     }
 
+    /// Upload `bytes` over one TCP connection from source port `sport`, in
+    /// `chunks` separated by `pause` seconds.
+    pub fn tcp_upload(
+        &self,
+        dst: &str,
+        sport: u16,
+        bytes: u64,
+        chunks: u32,
+        pause: f64,
+    ) -> anyhow::Result<Child> {
+        self.client(&[
+            "tcp",
+            "--dst",
+            dst,
+            "--port",
+            TCP_PORT,
+            "--sport",
+            &sport.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--chunks",
+            &chunks.to_string(),
+            "--pause",
+            &pause.to_string(),
+        ])
+    }
+
+    /// `count` UDP datagrams of `size` bytes from `sport`, each echoed back.
+    pub fn udp_exchange(
+        &self,
+        dst: &str,
+        sport: u16,
+        count: u32,
+        size: u32,
+        pause: f64,
+    ) -> anyhow::Result<Child> {
+        self.client(&[
+            "udp",
+            "--dst",
+            dst,
+            "--port",
+            UDP_PORT,
+            "--sport",
+            &sport.to_string(),
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+            "--pause",
+            &pause.to_string(),
+        ])
+    }
+
+    /// `n` TCP connections one after another from source ports
+    /// `sport_base..`, each sending `bytes` and closing.
+    pub fn short_connections(
+        &self,
+        dst: &str,
+        sport_base: u16,
+        n: u32,
+        bytes: u64,
+    ) -> anyhow::Result<Child> {
+        self.client(&[
+            "short",
+            "--dst",
+            dst,
+            "--port",
+            TCP_PORT,
+            "--sport-base",
+            &sport_base.to_string(),
+            "--n",
+            &n.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+        ])
+    }
+
+    /// One UDP datagram of `size` bytes to `port` from each of the source
+    /// ports `sport_base..sport_base + n` (nothing answers).
+    pub fn udp_one_way(
+        &self,
+        dst: &str,
+        port: u16,
+        sport_base: u16,
+        n: u32,
+        size: u32,
+    ) -> anyhow::Result<Child> {
+        self.client(&[
+            "udp-many",
+            "--dst",
+            dst,
+            "--port",
+            &port.to_string(),
+            "--sport-base",
+            &sport_base.to_string(),
+            "--n",
+            &n.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
+    }
+
     /// Start a client command from `traffic.py` in the client namespace.
-    pub fn client(&self, args: &[&str]) -> anyhow::Result<Child> {
+    fn client(&self, args: &[&str]) -> anyhow::Result<Child> {
         let script = repo_root().join("tests/scripts/traffic.py");
         let mut all = vec![script.to_str().context("script path")?];
         all.extend_from_slice(args);

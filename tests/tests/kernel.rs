@@ -9,12 +9,11 @@
 //! one the oracle counted, exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use tollgate_tests::bench::{Bench, TCP_PORT, UDP_PORT};
+use tollgate_tests::bench::{Bench, FAST_TCP_EXPIRY};
 use tollgate_tests::netns::addr;
 use tollgate_tests::oracle::{self, Count, FlowKey};
 use tollgate_tests::require_root;
@@ -65,75 +64,14 @@ fn mixed_traffic_is_metered_exactly_across_zeroing_reads() -> anyhow::Result<()>
     if !require_root("kernel", "network namespaces and conntrack") {
         return Ok(());
     }
-    // Closed TCP connections leave the table within about a second, so
-    // some end between two reads and are reported by DESTROY events.
-    let bench = Bench::new(
-        "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
-         net.netfilter.nf_conntrack_tcp_timeout_close=1",
-    )?;
+    let bench = Bench::new(FAST_TCP_EXPIRY)?;
     let watch = Watch::start(&bench.net.router)?;
     let clients = vec![
         // Long transfers: 4 chunks 0.6 s apart, so each spans several reads.
-        bench.client(&[
-            "tcp",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            TCP_PORT,
-            "--sport",
-            "41001",
-            "--bytes",
-            "4000000",
-            "--chunks",
-            "4",
-            "--pause",
-            "0.6",
-        ])?,
-        bench.client(&[
-            "tcp",
-            "--dst",
-            addr::SERVER6,
-            "--port",
-            TCP_PORT,
-            "--sport",
-            "41002",
-            "--bytes",
-            "3000000",
-            "--chunks",
-            "4",
-            "--pause",
-            "0.6",
-        ])?,
-        bench.client(&[
-            "udp",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            UDP_PORT,
-            "--sport",
-            "41003",
-            "--count",
-            "20",
-            "--size",
-            "700",
-            "--pause",
-            "0.1",
-        ])?,
-        bench.client(&[
-            "udp",
-            "--dst",
-            addr::SERVER6,
-            "--port",
-            UDP_PORT,
-            "--sport",
-            "41004",
-            "--count",
-            "20",
-            "--size",
-            "900",
-            "--pause",
-            "0.1",
-        ])?,
+        bench.tcp_upload(addr::SERVER4, 41001, 4_000_000, 4, 0.6)?,
+        bench.tcp_upload(addr::SERVER6, 41002, 3_000_000, 4, 0.6)?,
+        bench.udp_exchange(addr::SERVER4, 41003, 20, 700, 0.1)?,
+        bench.udp_exchange(addr::SERVER6, 41004, 20, 900, 0.1)?,
         bench.ping(addr::SERVER4, "10")?,
         bench.ping(addr::SERVER6, "10")?,
     ];
@@ -192,42 +130,13 @@ fn short_connections_between_reads_are_metered_by_end_events() -> anyhow::Result
     if !require_root("kernel", "network namespaces and conntrack") {
         return Ok(());
     }
-    let bench = Bench::new(
-        "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
-         net.netfilter.nf_conntrack_tcp_timeout_close=1 \
-         net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1 \
-         net.netfilter.nf_conntrack_tcp_timeout_last_ack=1",
-    )?;
+    let bench = Bench::new(FAST_TCP_EXPIRY)?;
     let watch = Watch::start(&bench.net.router)?;
     let before = tollgate::dump(&bench.net.router, true)?;
 
     // Hundreds of connections that open, transfer and close between two reads.
-    let mut v4 = bench.client(&[
-        "short",
-        "--dst",
-        addr::SERVER4,
-        "--port",
-        TCP_PORT,
-        "--sport-base",
-        "20000",
-        "--n",
-        "300",
-        "--bytes",
-        "2000",
-    ])?;
-    let mut v6 = bench.client(&[
-        "short",
-        "--dst",
-        addr::SERVER6,
-        "--port",
-        TCP_PORT,
-        "--sport-base",
-        "30000",
-        "--n",
-        "100",
-        "--bytes",
-        "3000",
-    ])?;
+    let mut v4 = bench.short_connections(addr::SERVER4, 20000, 300, 2000)?;
+    let mut v6 = bench.short_connections(addr::SERVER6, 30000, 100, 3000)?;
     ensure!(
         v4.wait()?.success() && v6.wait()?.success(),
         "short clients failed"
@@ -295,24 +204,9 @@ fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> an
         .net
         .server
         .sh("nft add table inet sink; nft add chain inet sink in '{ type filter hook input priority 0; }'; nft add rule inet sink in udp dport 9 drop")?;
-    let flows = FLOWS.to_string();
-    let round = |size: &str| -> anyhow::Result<Child> {
-        bench.client(&[
-            "udp-many",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            "9",
-            "--sport-base",
-            "10000",
-            "--n",
-            &flows,
-            "--size",
-            size,
-        ])
-    };
+    let round = |size| bench.udp_one_way(addr::SERVER4, 9, 10000, FLOWS as u32, size);
 
-    ensure!(round("64")?.wait()?.success(), "first round failed");
+    ensure!(round(64)?.wait()?.success(), "first round failed");
     let first = tollgate::dump(&bench.net.router, true)?;
     assert!(
         first.len() >= FLOWS,
@@ -320,7 +214,7 @@ fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> an
         first.len()
     );
     // Second round while zeroing dumps run concurrently.
-    let during = bench.dump_while_running(vec![round("100")?], Duration::from_millis(50))?;
+    let during = bench.dump_while_running(vec![round(100)?], Duration::from_millis(50))?;
     let last = tollgate::dump(&bench.net.router, true)?;
     let after_last = tollgate::dump(&bench.net.router, true)?;
     let oracle = oracle::read(&bench.net.router)?;

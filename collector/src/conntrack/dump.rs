@@ -4,8 +4,9 @@
 use std::ops::ControlFlow;
 
 use super::decode::{messages, Message, NLM_F_DUMP_INTR};
+use super::error::ConntrackError;
 use super::socket::{NetfilterSocket, Received};
-use super::{ConntrackError, Entry};
+use super::Entry;
 
 /// Whether a dump resets the counters it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

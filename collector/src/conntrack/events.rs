@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::decode::{messages, Message};
+use super::error::ConntrackError;
 use super::socket::{NetfilterSocket, Received};
-use super::{ConntrackError, Entry, Origin};
+use super::{Entry, Origin};
 
 /// `NFNLGRP_CONNTRACK_DESTROY`.
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;

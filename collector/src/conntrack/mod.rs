@@ -18,77 +18,13 @@
 pub mod decode;
 mod dump;
 mod entry;
+mod error;
 mod events;
 pub mod jsonl;
 mod socket;
 pub mod sysctl;
 
-use std::io;
-
 pub use dump::{DumpSummary, ReadMode, TableReader};
 pub use entry::{Counters, Entry, Origin, TcpState, Tuple, L4};
+pub use error::ConntrackError;
 pub use events::{EndedConnections, EventCounts};
-
-/// Failures of the conntrack reader.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConntrackError {
-    /// The netlink socket could not be created or bound.
-    #[error("cannot open a NETLINK_NETFILTER socket: {0}")]
-    Open(#[source] io::Error),
-    /// A request could not be sent.
-    #[error("cannot send a conntrack request: {0}")]
-    Send(#[source] io::Error),
-    /// Receiving failed.
-    #[error("cannot receive from the conntrack socket: {0}")]
-    Recv(#[source] io::Error),
-    /// A socket option was refused.
-    #[error("cannot configure the conntrack socket: {0}")]
-    SocketOption(#[source] io::Error),
-    /// Joining the DESTROY event group failed.
-    #[error(
-        "cannot subscribe to conntrack DESTROY events: {0} (this needs CAP_NET_ADMIN in the \
-         network namespace)"
-    )]
-    Subscribe(#[source] io::Error),
-    /// The kernel answered a request with an error.
-    #[error("the kernel refused {during}: {}{}", io::Error::from_raw_os_error(*.errno), permission_hint(*.errno))]
-    Kernel {
-        /// Positive errno.
-        errno: i32,
-        /// Which request.
-        during: &'static str,
-    },
-    /// A datagram was larger than the receive buffer.
-    #[error("a conntrack datagram of {size} bytes did not fit the {capacity}-byte buffer")]
-    TruncatedDatagram {
-        /// Size the kernel reported.
-        size: usize,
-        /// Buffer size.
-        capacity: usize,
-    },
-    /// A dump lost data to a socket overflow. Entries already handed on are
-    /// valid; the rest of the dump is not read.
-    #[error("the conntrack dump overflowed the socket after {entries_before} entries")]
-    Overrun {
-        /// Entries handed on before the overflow.
-        entries_before: u64,
-    },
-    /// A message could not be decoded.
-    #[error("after {entries_before} good entries: {error}")]
-    Decode {
-        /// What was wrong.
-        #[source]
-        error: decode::DecodeError,
-        /// Entries handed on before it.
-        entries_before: u64,
-    },
-}
-
-fn permission_hint(errno: i32) -> &'static str {
-    if errno == libc::EPERM || errno == libc::EACCES {
-        " (reading and zeroing conntrack needs CAP_NET_ADMIN in the network namespace)"
-    } else {
-        ""
-    }
-}

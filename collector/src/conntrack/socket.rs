@@ -12,7 +12,7 @@ use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use super::ConntrackError;
+use super::error::ConntrackError;
 
 /// Room for the largest datagram the kernel sends: dump replies are capped
 /// at 32 KiB per skb (`netlink_recvmsg`), events are single messages. The

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::ensure;
-use tollgate_tests::bench::{Bench, TCP_PORT, UDP_PORT};
+use tollgate_tests::bench::{Bench, FAST_TCP_EXPIRY};
 use tollgate_tests::netns::addr;
 use tollgate_tests::oracle;
 use tollgate_tests::tollgate::{self, Ledger, Line, Watch};
@@ -39,91 +39,20 @@ fn main() -> anyhow::Result<()> {
         s4 = addr::SERVER4,
         s6 = addr::SERVER6,
     );
-    let bench = Bench::new(
-        "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
-         net.netfilter.nf_conntrack_tcp_timeout_close=1",
-    )?;
+    let bench = Bench::new(FAST_TCP_EXPIRY)?;
     let watch = Watch::start(&bench.net.router)?;
     println!(
         "Traffic for about 5 s: TCP uploads (IPv4 6 MB, IPv6 3 MB), UDP request/response,\n\
          ping (both families) and 200 short TCP connections.\n"
     );
     let clients = vec![
-        bench.client(&[
-            "tcp",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            TCP_PORT,
-            "--sport",
-            "41001",
-            "--bytes",
-            "6000000",
-            "--chunks",
-            "8",
-            "--pause",
-            "0.6",
-        ])?,
-        bench.client(&[
-            "tcp",
-            "--dst",
-            addr::SERVER6,
-            "--port",
-            TCP_PORT,
-            "--sport",
-            "41002",
-            "--bytes",
-            "3000000",
-            "--chunks",
-            "6",
-            "--pause",
-            "0.6",
-        ])?,
-        bench.client(&[
-            "udp",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            UDP_PORT,
-            "--sport",
-            "41003",
-            "--count",
-            "40",
-            "--size",
-            "500",
-            "--pause",
-            "0.1",
-        ])?,
-        bench.client(&[
-            "udp",
-            "--dst",
-            addr::SERVER6,
-            "--port",
-            UDP_PORT,
-            "--sport",
-            "41004",
-            "--count",
-            "40",
-            "--size",
-            "800",
-            "--pause",
-            "0.1",
-        ])?,
+        bench.tcp_upload(addr::SERVER4, 41001, 6_000_000, 8, 0.6)?,
+        bench.tcp_upload(addr::SERVER6, 41002, 3_000_000, 6, 0.6)?,
+        bench.udp_exchange(addr::SERVER4, 41003, 40, 500, 0.1)?,
+        bench.udp_exchange(addr::SERVER6, 41004, 40, 800, 0.1)?,
         bench.ping(addr::SERVER4, "20")?,
         bench.ping(addr::SERVER6, "20")?,
-        bench.client(&[
-            "short",
-            "--dst",
-            addr::SERVER4,
-            "--port",
-            TCP_PORT,
-            "--sport-base",
-            "20000",
-            "--n",
-            "200",
-            "--bytes",
-            "5000",
-        ])?,
+        bench.short_connections(addr::SERVER4, 20000, 200, 5000)?,
     ];
     let mut reads = bench.dump_while_running(clients, Duration::from_secs(1))?;
     reads.push(tollgate::dump(&bench.net.router, true)?);
