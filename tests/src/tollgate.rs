@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -167,7 +168,39 @@ pub fn dump(ns: &Netns, zero: bool) -> anyhow::Result<Vec<Line>> {
 /// A running `tollgate conntrack watch`.
 pub struct Watch {
     child: Child,
-    output: std::thread::JoinHandle<std::io::Result<String>>,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+/// Lines a child printed so far, collected by a thread as they come, so
+/// that the child never blocks on a full pipe (a blocked watcher would stop
+/// reading its event socket).
+struct Collected {
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collected {
+    fn from<R: Read + Send + 'static>(input: std::io::Lines<BufReader<R>>) -> Self {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = std::thread::spawn(move || {
+            for line in input.map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self { lines, reader }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.lock().expect("lock").len()
+    }
+
+    /// Every line, once the child has closed the pipe.
+    fn finish(self) -> Vec<String> {
+        self.reader.join().expect("collector thread");
+        std::mem::take(&mut *self.lines.lock().expect("lock"))
+    }
 }
 
 impl Watch {
@@ -183,38 +216,55 @@ impl Watch {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start tollgate conntrack watch")?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
+        let mut stderr = BufReader::new(child.stderr.take().context("stderr")?).lines();
         loop {
-            let Some(line) = lines.next() else {
+            let Some(line) = stderr.next() else {
                 bail!("tollgate conntrack watch exited before subscribing");
             };
             if line?.contains("listening for conntrack DESTROY events") {
                 break;
             }
         }
-        // Drain both pipes from the start: a watcher blocked on a full pipe
-        // would stop reading its event socket.
-        std::thread::spawn(move || lines.for_each(drop));
-        let mut stdout = child.stdout.take().context("stdout")?;
-        let output = std::thread::spawn(move || {
-            let mut text = String::new();
-            stdout.read_to_string(&mut text).map(|_| text)
-        });
-        Ok(Self { child, output })
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        Ok(Self {
+            child,
+            stdout: Collected::from(stdout),
+            stderr: Collected::from(stderr),
+        })
     }
 
-    /// Stop with SIGTERM and return every ended connection it printed.
-    pub fn stop(mut self) -> anyhow::Result<Vec<Line>> {
+    /// Wait until at least `count` ended connections have been printed.
+    pub fn wait_for(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.stdout.len() < count {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {count} ended connections printed after {timeout:?}",
+                    self.stdout.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stop with SIGTERM; return every ended connection it printed and its
+    /// log lines.
+    pub fn stop(self) -> anyhow::Result<(Vec<Line>, Vec<String>)> {
+        let Self {
+            mut child,
+            stdout,
+            stderr,
+        } = self;
         // `ip netns exec` execs the binary, so the child's pid is tollgate's.
-        crate::run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        crate::run(Command::new("kill").args(["-TERM", &child.id().to_string()]))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = child.try_wait()? {
                 break status;
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
+                let _ = child.kill();
                 bail!("tollgate conntrack watch ignored SIGTERM for 10 s");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -222,8 +272,8 @@ impl Watch {
         if !status.success() {
             bail!("tollgate conntrack watch exited with {status}");
         }
-        let text = self.output.join().expect("reader thread")?;
-        parse_lines(&text)
+        let lines = stdout.finish();
+        Ok((parse_lines(&lines.join("\n"))?, stderr.finish()))
     }
 }
 

@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     reads.push(tollgate::dump(&bench.net.router, true)?);
     bench.flush_router()?;
     thread::sleep(Duration::from_millis(500));
-    let ended = watch.stop()?;
+    let (ended, _) = watch.stop()?;
     let oracle = oracle::read(&bench.net.router)?;
 
     for (i, read) in reads.iter().enumerate() {
