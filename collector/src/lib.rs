@@ -10,6 +10,8 @@
 //! This crate holds the collector's library; the `tollgate` binary is a thin
 //! command line over it. Today it contains the first stage, [`conntrack`]:
 //! an exact reader of the table (a zeroing dump) and of the connections that
-//! end between two reads (DESTROY events).
+//! end between two reads (DESTROY events); and the ClickHouse schema the
+//! records are stored in, which tollgate owns and migrates ([`sink`]).
 
 pub mod conntrack;
+pub mod sink;

@@ -8,10 +8,16 @@
 //!
 //! The types are small `Copy` values: they are built on the hot path for
 //! every conntrack entry and must never allocate.
+//!
+//! [`flow`] defines the flow record stored by every sink, once.
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod flow;
+
+pub use flow::{Category, FlowRecord, Initiator, RemoteKind, COLUMNS};
 
 /// The address family of a connection: IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +64,18 @@ impl Serialize for Family {
     }
 }
 
+impl<'de> Deserialize<'de> for Family {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match std::borrow::Cow::<str>::deserialize(d)?.as_ref() {
+            "ipv4" => Ok(Family::Ipv4),
+            "ipv6" => Ok(Family::Ipv6),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown family {other:?}"
+            ))),
+        }
+    }
+}
+
 /// An IP protocol number (`IPPROTO_*`), named where tollgate knows the name.
 ///
 /// Any protocol the kernel tracks is representable: unknown numbers are kept
@@ -80,6 +98,23 @@ impl Protocol {
     pub const UDPLITE: Protocol = Protocol(136);
     /// DCCP (33).
     pub const DCCP: Protocol = Protocol(33);
+
+    /// The protocol for its name or its number written as text.
+    pub fn from_text(text: &str) -> Option<Protocol> {
+        const NAMED: [Protocol; 7] = [
+            Protocol::ICMP,
+            Protocol::TCP,
+            Protocol::UDP,
+            Protocol::ICMPV6,
+            Protocol::SCTP,
+            Protocol::UDPLITE,
+            Protocol::DCCP,
+        ];
+        NAMED
+            .into_iter()
+            .find(|p| p.name() == Some(text))
+            .or_else(|| text.parse().ok().map(Protocol))
+    }
 
     /// The name tollgate prints (`tcp`, `udp`, `icmp`, `icmpv6`, ...), or
     /// `None` for a protocol that is printed as its number.
@@ -120,14 +155,22 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Serialized as its name, or as its number when it has none, matching the
-/// documented output format (`"proto": "tcp"` or `"proto": 47`).
+/// Stored as text: its name, or its number written out (`"tcp"`, `"47"`),
+/// so that one text column holds every protocol.
 impl Serialize for Protocol {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.name() {
             Some(name) => s.serialize_str(name),
-            None => s.serialize_u8(self.0),
+            None => s.collect_str(&self.0),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Protocol::from_text(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown protocol {text:?}")))
     }
 }
 
@@ -148,7 +191,12 @@ mod tests {
         assert_eq!(Protocol::ICMPV6.to_string(), "icmpv6");
         assert_eq!(Protocol(47).to_string(), "47");
         assert_eq!(serde_json::to_string(&Protocol::UDP).unwrap(), "\"udp\"");
-        assert_eq!(serde_json::to_string(&Protocol(47)).unwrap(), "47");
+        assert_eq!(serde_json::to_string(&Protocol(47)).unwrap(), "\"47\"");
+        for text in ["\"tcp\"", "\"icmpv6\"", "\"47\""] {
+            let protocol: Protocol = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&protocol).unwrap(), text);
+        }
+        assert!(serde_json::from_str::<Protocol>("\"tcpp\"").is_err());
         assert_eq!(serde_json::to_string(&Family::Ipv6).unwrap(), "\"ipv6\"");
     }
 

@@ -7,6 +7,7 @@
 //! counts, twice, by two independent mechanisms, and the suites compare.
 
 pub mod bench;
+pub mod clickhouse;
 pub mod netns;
 pub mod oracle;
 pub mod tollgate;

@@ -1,6 +1,7 @@
 //! Command-line arguments and the commands they run.
 
 mod conntrack;
+mod migrate;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     /// Read the kernel's connection-tracking table of this network namespace.
     #[command(subcommand)]
     Conntrack(conntrack::ConntrackCommand),
+    /// Create or update tollgate's tables and views in ClickHouse.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Log to stderr; stdout is reserved for data.
@@ -45,5 +48,6 @@ pub fn init_logging(verbose: u8) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Conntrack(command) => conntrack::run(command),
+        Command::Migrate(args) => migrate::run(args),
     }
 }

@@ -10,21 +10,21 @@ use super::decode;
 #[non_exhaustive]
 pub enum ConntrackError {
     /// The netlink socket could not be created or bound.
-    #[error("cannot open a NETLINK_NETFILTER socket: {0}")]
+    #[error("cannot open a NETLINK_NETFILTER socket")]
     Open(#[source] io::Error),
     /// A request could not be sent.
-    #[error("cannot send a conntrack request: {0}")]
+    #[error("cannot send a conntrack request")]
     Send(#[source] io::Error),
     /// Receiving failed.
-    #[error("cannot receive from the conntrack socket: {0}")]
+    #[error("cannot receive from the conntrack socket")]
     Recv(#[source] io::Error),
     /// A socket option was refused.
-    #[error("cannot configure the conntrack socket: {0}")]
+    #[error("cannot configure the conntrack socket")]
     SocketOption(#[source] io::Error),
     /// Joining the DESTROY event group failed.
     #[error(
-        "cannot subscribe to conntrack DESTROY events: {0} (this needs CAP_NET_ADMIN in the \
-         network namespace)"
+        "cannot subscribe to conntrack DESTROY events (this needs CAP_NET_ADMIN in the network \
+         namespace)"
     )]
     Subscribe(#[source] io::Error),
     /// The kernel answered a request with an error.
@@ -51,7 +51,7 @@ pub enum ConntrackError {
         entries_before: u64,
     },
     /// A message could not be decoded.
-    #[error("after {entries_before} good entries: {error}")]
+    #[error("undecodable conntrack data after {entries_before} good entries")]
     Decode {
         /// What was wrong.
         #[source]

@@ -51,7 +51,7 @@ pub enum SysctlError {
     },
     /// Writing was refused.
     #[error(
-        "cannot set {name}=1 ({why}): {source}. tollgate needs CAP_NET_ADMIN in this network \
+        "cannot set {name}=1 ({why}): {cause}. tollgate needs CAP_NET_ADMIN in this network \
          namespace to enable it (run as root or grant the capability), or set it beforehand \
          with `sysctl -w {name}=1`"
     )]
@@ -60,8 +60,8 @@ pub enum SysctlError {
         name: &'static str,
         /// Why tollgate needs it.
         why: &'static str,
-        /// The write error.
-        source: io::Error,
+        /// The write error (part of the message, not a separate cause).
+        cause: io::Error,
     },
     /// Reading failed or returned something that is not a number.
     #[error("cannot read {name} from {path}: {detail}")]
@@ -121,10 +121,10 @@ fn ensure_at(setting: Setting, path: &std::path::Path) -> Result<Outcome, Sysctl
     if value == 1 {
         return Ok(Outcome::AlreadySet);
     }
-    fs::write(path, b"1").map_err(|source| SysctlError::Denied {
+    fs::write(path, b"1").map_err(|cause| SysctlError::Denied {
         name: setting.name,
         why: setting.why,
-        source,
+        cause,
     })?;
     Ok(Outcome::Enabled)
 }

@@ -1,0 +1,686 @@
+//! tollgate owns its ClickHouse schema: the numbered SQL files of
+//! `sql/migrations`, compiled into the binary, applied in order by
+//! `tollgate migrate`.
+//!
+//! Each migration is recorded in `<database>.schema_migrations` with a
+//! checksum of its SQL, so re-running applies nothing. Before anything is
+//! applied, the database is checked for drift: a recorded migration whose
+//! SQL differs from this binary's, an object a recorded migration created
+//! that is gone, a migration this binary does not know (a newer tollgate
+//! migrated it), or a `flows` table whose columns differ from the schema
+//! crate's [`COLUMNS`]. A drifted database is refused with a message that
+//! says what differs; nothing is changed in it.
+//!
+//! Retention is the one setting that converges: each run compares every
+//! table's TTL with the requested one and alters the tables that differ.
+//!
+//! The SQL files are templates with a few placeholders (`$db`,
+//! `$on_cluster`, `$local`, `${replicated}`, `$cluster` and the TTLs), so the
+//! same files yield single-node tables or, with a cluster name,
+//! Replicated tables on every node plus Distributed tables over them.
+//! Statements preceded by a `-- cluster-only` line exist only in the latter.
+
+use std::fmt::Write as _;
+
+use clickhouse::Client;
+use serde::Deserialize;
+use tollgate_schema::COLUMNS;
+
+/// One numbered migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Its number; applied in increasing order.
+    pub version: u32,
+    /// Its file name without `.sql`.
+    pub name: &'static str,
+    /// The SQL template.
+    pub template: &'static str,
+}
+
+macro_rules! migrations {
+    ($($version:literal => $name:literal),+ $(,)?) => {
+        /// Every migration, in order.
+        pub const MIGRATIONS: &[Migration] = &[$(
+            Migration {
+                version: $version,
+                name: $name,
+                template: include_str!(concat!("../../../../sql/migrations/", $name, ".sql")),
+            },
+        )+];
+    };
+}
+
+migrations! {
+    1 => "0001_flows",
+    2 => "0002_rollups",
+    3 => "0003_prices",
+    4 => "0004_metering",
+}
+
+/// How long each table keeps its rows, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw flow records (forensics).
+    pub raw_days: u32,
+    /// 1-minute rollup.
+    pub minute_days: u32,
+    /// 1-hour rollup.
+    pub hour_days: u32,
+    /// 1-day rollup (metering, monthly exports).
+    pub day_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw_days: 30,
+            minute_days: 14,
+            hour_days: 400,
+            day_days: 1825,
+        }
+    }
+}
+
+impl Retention {
+    /// (table, time column, days) for every table with a TTL.
+    fn tables(&self) -> [(&'static str, &'static str, u32); 4] {
+        [
+            ("flows", "observed_at", self.raw_days),
+            ("flows_1m", "period", self.minute_days),
+            ("flows_1h", "period", self.hour_days),
+            ("flows_1d", "period", self.day_days),
+        ]
+    }
+}
+
+/// Where and how the schema is laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Database name.
+    pub database: String,
+    /// Cluster name for Replicated + Distributed tables, or `None` for a
+    /// single ClickHouse node.
+    pub cluster: Option<String>,
+    /// Retention of each table.
+    pub retention: Retention,
+}
+
+/// A name that cannot be used as a database or cluster name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} {name:?} must be 1-64 characters of A-Z, a-z, 0-9 and _, not starting with a digit"
+)]
+pub struct BadName {
+    /// `database` or `cluster`.
+    pub what: &'static str,
+    /// The name given.
+    pub name: String,
+}
+
+/// Check a database or cluster name (they are written into SQL unquoted).
+pub fn check_name(what: &'static str, name: &str) -> Result<(), BadName> {
+    let ok = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(BadName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// One statement of a rendered migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL, comments removed.
+    pub sql: String,
+    /// The table or view it creates, if it is a `CREATE`.
+    pub creates: Option<String>,
+}
+
+impl Layout {
+    fn physical_suffix(&self) -> &'static str {
+        if self.cluster.is_some() {
+            "_local"
+        } else {
+            ""
+        }
+    }
+
+    /// The table that physically holds `table`'s rows on this node.
+    pub fn physical(&self, table: &str) -> String {
+        format!("{table}{}", self.physical_suffix())
+    }
+
+    /// The SQL of `migration` for this layout, one statement per element.
+    pub fn render(&self, migration: &Migration) -> Vec<Statement> {
+        let on_cluster = self
+            .cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+        let r = &self.retention;
+        // Longest placeholders first, so `$cluster` does not eat `$on_cluster`.
+        let substitutions: [(&str, String); 9] = [
+            (
+                "${replicated}",
+                if self.cluster.is_some() {
+                    "Replicated"
+                } else {
+                    ""
+                }
+                .to_owned(),
+            ),
+            ("$raw_ttl_days", r.raw_days.to_string()),
+            ("$ttl_1m_days", r.minute_days.to_string()),
+            ("$ttl_1h_days", r.hour_days.to_string()),
+            ("$ttl_1d_days", r.day_days.to_string()),
+            ("$on_cluster", on_cluster),
+            ("$cluster", self.cluster.clone().unwrap_or_default()),
+            ("$local", self.physical_suffix().to_owned()),
+            ("$db", self.database.clone()),
+        ];
+        split_statements(migration.template)
+            .into_iter()
+            .filter(|(cluster_only, _)| !cluster_only || self.cluster.is_some())
+            .map(|(_, sql)| {
+                let sql = substitutions.iter().fold(sql, |sql, (placeholder, value)| {
+                    sql.replace(placeholder, value)
+                });
+                let creates = created_object(&sql, &self.database);
+                Statement { sql, creates }
+            })
+            .collect()
+    }
+}
+
+/// Split a template into statements (each ends with `;` at the end of a
+/// line), dropping comment lines and noting `-- cluster-only` markers.
+fn split_statements(template: &str) -> Vec<(bool, String)> {
+    let mut statements = Vec::new();
+    let mut cluster_only = false;
+    let mut current = String::new();
+    for line in template.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") {
+            cluster_only |= trimmed == "-- cluster-only";
+            continue;
+        }
+        if trimmed.is_empty() && current.is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            let sql = current.trim().trim_end_matches(';').trim_end().to_owned();
+            statements.push((cluster_only, sql));
+            current.clear();
+            cluster_only = false;
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push((cluster_only, current.trim().to_owned()));
+    }
+    statements
+}
+
+fn created_object(sql: &str, database: &str) -> Option<String> {
+    let rest = [
+        "CREATE TABLE IF NOT EXISTS ",
+        "CREATE VIEW IF NOT EXISTS ",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS ",
+    ]
+    .iter()
+    .find_map(|prefix| sql.strip_prefix(prefix))?;
+    let name = rest.strip_prefix(database)?.strip_prefix('.')?;
+    Some(
+        name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()?
+            .to_owned(),
+    )
+}
+
+/// FNV-1a, 64 bits: a stable checksum of a migration's SQL (for detecting
+/// edits, not for security).
+pub fn checksum(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Why a migration run stopped. Nothing after the failing step was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// ClickHouse could not be reached.
+    #[error("cannot reach ClickHouse at {url}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What the client reported.
+        source: clickhouse::error::Error,
+    },
+    /// ClickHouse refused the user or password.
+    #[error("ClickHouse at {url} refused the credentials of user {user:?}")]
+    Credentials {
+        /// The URL.
+        url: String,
+        /// The user.
+        user: String,
+        /// What ClickHouse said.
+        source: clickhouse::error::Error,
+    },
+    /// A statement failed.
+    #[error("{step} failed")]
+    Statement {
+        /// Which migration and statement.
+        step: String,
+        /// What ClickHouse said.
+        source: clickhouse::error::Error,
+    },
+    /// The database's schema is not what its recorded migrations made.
+    #[error(
+        "database {database} has drifted from tollgate's schema: {detail}. tollgate changes \
+         nothing in a drifted database: restore what changed, or migrate into a new database \
+         (--database)"
+    )]
+    Drift {
+        /// The database.
+        database: String,
+        /// What differs.
+        detail: String,
+    },
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct Applied {
+    version: u32,
+    name: String,
+    checksum: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct ColumnRow {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TableRow {
+    name: String,
+    create_table_query: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Migrations applied by this run.
+    pub applied: Vec<&'static str>,
+    /// Migrations that were already applied.
+    pub already_applied: usize,
+    /// Tables whose retention this run changed.
+    pub retention_changed: Vec<String>,
+}
+
+/// Bring `layout.database` up to date.
+pub async fn migrate(
+    client: &Client,
+    connection: &super::Connection,
+    layout: &Layout,
+) -> Result<Report, MigrateError> {
+    check_connection(client, connection).await?;
+    let db = &layout.database;
+    let on_cluster = layout
+        .cluster
+        .as_ref()
+        .map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+    let replicated = if layout.cluster.is_some() {
+        "Replicated"
+    } else {
+        ""
+    };
+    execute(
+        client,
+        "creating the database",
+        &format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"),
+    )
+    .await?;
+    execute(
+        client,
+        "creating the migrations table",
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on_cluster} \
+             (version UInt32, name String, checksum String, applied_at DateTime('UTC') DEFAULT now()) \
+             ENGINE = {replicated}MergeTree ORDER BY version"
+        ),
+    )
+    .await?;
+
+    let applied: Vec<Applied> = fetch(
+        client,
+        "reading applied migrations",
+        &format!("SELECT version, name, checksum FROM {db}.schema_migrations ORDER BY version"),
+    )
+    .await?;
+    let existing: Vec<TableRow> = fetch(
+        client,
+        "listing tables",
+        &format!("SELECT name, create_table_query FROM system.tables WHERE database = '{db}'"),
+    )
+    .await?;
+    check_drift(layout, &applied, &existing)?;
+
+    let mut report = Report::default();
+    for migration in MIGRATIONS {
+        if applied.iter().any(|a| a.version == migration.version) {
+            report.already_applied += 1;
+            continue;
+        }
+        for (i, statement) in layout.render(migration).iter().enumerate() {
+            let step = format!("migration {} statement {}", migration.name, i + 1);
+            execute(client, &step, &statement.sql).await?;
+        }
+        execute(
+            client,
+            "recording the migration",
+            &format!(
+                "INSERT INTO {db}.schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
+                migration.version,
+                migration.name,
+                checksum(migration.template)
+            ),
+        )
+        .await?;
+        tracing::info!(migration = migration.name, "applied");
+        report.applied.push(migration.name);
+    }
+
+    check_columns(client, layout).await?;
+    report.retention_changed = converge_retention(client, layout).await?;
+    Ok(report)
+}
+
+async fn check_connection(
+    client: &Client,
+    connection: &super::Connection,
+) -> Result<(), MigrateError> {
+    match client.query("SELECT 1").fetch_one::<u8>().await {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let text = source.to_string();
+            if text.contains("Code: 516")
+                || text.contains("AUTHENTICATION_FAILED")
+                || text.contains("Code: 192")
+            {
+                Err(MigrateError::Credentials {
+                    url: connection.url.clone(),
+                    user: connection.user.clone(),
+                    source,
+                })
+            } else {
+                Err(MigrateError::Unreachable {
+                    url: connection.url.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn check_drift(
+    layout: &Layout,
+    applied: &[Applied],
+    existing: &[TableRow],
+) -> Result<(), MigrateError> {
+    let drift = |detail: String| MigrateError::Drift {
+        database: layout.database.clone(),
+        detail,
+    };
+    for record in applied {
+        let Some(migration) = MIGRATIONS.iter().find(|m| m.version == record.version) else {
+            return Err(drift(format!(
+                "migration {} ({}) was applied by a newer tollgate than this one",
+                record.version, record.name
+            )));
+        };
+        if record.checksum != checksum(migration.template) {
+            return Err(drift(format!(
+                "migration {} was applied from different SQL (checksum {}, this tollgate's is {})",
+                migration.name,
+                record.checksum,
+                checksum(migration.template)
+            )));
+        }
+        for statement in layout.render(migration) {
+            if let Some(object) = statement.creates {
+                if !existing.iter().any(|t| t.name == object) {
+                    return Err(drift(format!(
+                        "{object}, created by migration {}, is missing",
+                        migration.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_columns(client: &Client, layout: &Layout) -> Result<(), MigrateError> {
+    let table = layout.physical("flows");
+    let columns: Vec<ColumnRow> = fetch(
+        client,
+        "reading the flows columns",
+        &format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{table}' \
+             ORDER BY position",
+            layout.database
+        ),
+    )
+    .await?;
+    let found: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind.as_str()))
+        .collect();
+    let expected: Vec<(&str, &str)> = COLUMNS
+        .iter()
+        .map(|c| (c.name, c.clickhouse_type))
+        .collect();
+    if found == expected {
+        return Ok(());
+    }
+    let mut detail = format!(
+        "{table} has {} columns where tollgate expects {}",
+        found.len(),
+        expected.len()
+    );
+    if let Some((i, (want, got))) = expected
+        .iter()
+        .zip(found.iter().map(Some).chain(std::iter::repeat(None)))
+        .enumerate()
+        .find(|(_, (want, got))| Some(*want) != *got)
+    {
+        let _ = write!(detail, "; column {} should be {} {}", i + 1, want.0, want.1);
+        if let Some(got) = got {
+            let _ = write!(detail, " but is {} {}", got.0, got.1);
+        }
+    }
+    Err(MigrateError::Drift {
+        database: layout.database.clone(),
+        detail,
+    })
+}
+
+async fn converge_retention(client: &Client, layout: &Layout) -> Result<Vec<String>, MigrateError> {
+    let tables: Vec<TableRow> = fetch(
+        client,
+        "reading table definitions",
+        &format!(
+            "SELECT name, create_table_query FROM system.tables WHERE database = '{}'",
+            layout.database
+        ),
+    )
+    .await?;
+    let on_cluster = layout
+        .cluster
+        .as_ref()
+        .map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+    let mut changed = Vec::new();
+    for (table, column, days) in layout.retention.tables() {
+        let physical = layout.physical(table);
+        let wanted = format!("TTL {column} + toIntervalDay({days})");
+        let current = tables.iter().find(|t| t.name == physical);
+        if current.is_some_and(|t| !t.create_table_query.contains(&wanted)) {
+            execute(
+                client,
+                &format!("changing the retention of {physical}"),
+                &format!(
+                    "ALTER TABLE {}.{physical}{on_cluster} MODIFY TTL {column} + INTERVAL {days} DAY",
+                    layout.database
+                ),
+            )
+            .await?;
+            tracing::info!(table = %physical, days, "retention changed");
+            changed.push(format!("{physical}: {days} days"));
+        }
+    }
+    Ok(changed)
+}
+
+async fn execute(client: &Client, step: &str, sql: &str) -> Result<(), MigrateError> {
+    client
+        .query(sql)
+        .execute()
+        .await
+        .map_err(|source| MigrateError::Statement {
+            step: step.to_owned(),
+            source,
+        })
+}
+
+async fn fetch<T>(client: &Client, step: &str, sql: &str) -> Result<Vec<T>, MigrateError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    client
+        .query(sql)
+        .fetch_all::<T>()
+        .await
+        .map_err(|source| MigrateError::Statement {
+            step: step.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(cluster: Option<&str>) -> Layout {
+        Layout {
+            database: "metering".to_owned(),
+            cluster: cluster.map(str::to_owned),
+            retention: Retention::default(),
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled_in_both_layouts() {
+        for layout in [layout(None), layout(Some("prod"))] {
+            for migration in MIGRATIONS {
+                for statement in layout.render(migration) {
+                    assert!(
+                        !statement.sql.contains('$'),
+                        "{}: {}",
+                        migration.name,
+                        statement.sql
+                    );
+                    assert!(
+                        !statement.sql.contains("--"),
+                        "comment left in {}",
+                        statement.sql
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_node_layout_has_no_cluster_statements() {
+        let statements: Vec<_> = MIGRATIONS
+            .iter()
+            .flat_map(|m| layout(None).render(m))
+            .collect();
+        assert!(statements
+            .iter()
+            .all(|s| !s.sql.contains("Distributed") && !s.sql.contains("ON CLUSTER")));
+        let created: Vec<_> = statements
+            .iter()
+            .filter_map(|s| s.creates.clone())
+            .collect();
+        for object in [
+            "flows",
+            "flows_1m",
+            "flows_1h",
+            "flows_1d",
+            "flows_1m_mv",
+            "prices",
+            "metering_daily",
+            "cost_daily",
+        ] {
+            assert!(
+                created.iter().any(|c| c == object),
+                "{object} not created: {created:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_layout_replicates_and_distributes() {
+        let statements: Vec<_> = MIGRATIONS
+            .iter()
+            .flat_map(|m| layout(Some("prod")).render(m))
+            .collect();
+        let flows_local = statements
+            .iter()
+            .find(|s| s.creates.as_deref() == Some("flows_local"))
+            .unwrap();
+        assert!(
+            flows_local.sql.contains("ON CLUSTER prod")
+                && flows_local.sql.contains("ReplicatedMergeTree")
+        );
+        let flows = statements
+            .iter()
+            .find(|s| s.creates.as_deref() == Some("flows"))
+            .unwrap();
+        assert!(flows
+            .sql
+            .contains("Distributed('prod', 'metering', 'flows_local', rand())"));
+        let mv = statements
+            .iter()
+            .find(|s| s.creates.as_deref() == Some("flows_1m_mv"))
+            .unwrap();
+        assert!(
+            mv.sql.contains("TO metering.flows_1m_local")
+                && mv.sql.contains("FROM metering.flows_local")
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("database", "tollgate_prod").is_ok());
+        for bad in ["", "1abc", "a-b", "a;DROP", "a.b", &"x".repeat(65)] {
+            assert!(check_name("database", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checksums_are_stable_and_sensitive() {
+        assert_eq!(checksum("SELECT 1"), checksum("SELECT 1"));
+        assert_ne!(checksum("SELECT 1"), checksum("SELECT 2"));
+        assert_eq!(checksum(""), "cbf29ce484222325");
+    }
+}

@@ -1,0 +1,302 @@
+//! The flow record: one row per local endpoint, connection and interval.
+//!
+//! It is declared once, in the [`flow_record!`] invocation below. From that
+//! one list come the Rust type [`FlowRecord`], the ClickHouse column list
+//! [`COLUMNS`] (which `sql/`'s `flows` table is tested against on real
+//! ClickHouse) and, with the `arrow` feature, the Arrow schema.
+//!
+//! A record describes a connection from the point of view of one endpoint
+//! that lives on the observing node (a pod, or the node itself): `local_*`
+//! is that endpoint, `remote_*` the other end, and bytes are counted as that
+//! endpoint `sent` and `received`. A connection between two pods on two nodes
+//! is therefore recorded twice, once by each node, each record carrying its
+//! own endpoint's direction; see `docs/metering.md` for how metering bills
+//! each byte once.
+
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Family, Protocol};
+
+/// One column of the flows table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Column name (also the Rust field name and the Arrow field name).
+    pub name: &'static str,
+    /// ClickHouse type, exactly as `DESCRIBE TABLE` prints it.
+    pub clickhouse_type: &'static str,
+    /// What the column holds.
+    pub doc: &'static str,
+}
+
+macro_rules! flow_record {
+    ($( $(#[doc = $doc:literal])+ $field:ident : $rust:ty = $clickhouse:literal, )+) => {
+        /// One row of the `flows` table: what one local endpoint sent to and
+        /// received from one remote endpoint over one connection during one
+        /// interval. Field order is column order.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "clickhouse", derive(clickhouse::Row))]
+        pub struct FlowRecord {
+            $( $(#[doc = $doc])+ pub $field: $rust, )+
+        }
+
+        /// The columns of the `flows` table, in order.
+        pub const COLUMNS: &[Column] = &[
+            $( Column {
+                name: stringify!($field),
+                clickhouse_type: $clickhouse,
+                doc: concat!($($doc),+),
+            }, )+
+        ];
+    };
+}
+
+flow_record! {
+    /// End of the interval the bytes were counted in (UTC, seconds).
+    observed_at: u32 = "DateTime('UTC')",
+    /// Length of that interval in seconds (0 for a connection that ended
+    /// before the first read).
+    interval_seconds: u32 = "UInt32",
+    /// Cluster name, from the agent's configuration.
+    cluster: String = "LowCardinality(String)",
+    /// The node that observed the connection; the local endpoint lives on it.
+    node: String = "LowCardinality(String)",
+    /// `ipv4` or `ipv6`.
+    family: Family = "LowCardinality(String)",
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, ... or the protocol number as text.
+    protocol: Protocol = "LowCardinality(String)",
+    /// Local endpoint's address (IPv4 stored IPv4-mapped).
+    local_ip: Ipv6Addr = "IPv6",
+    /// Local endpoint's port (0 for protocols without ports).
+    local_port: u16 = "UInt16",
+    /// Local pod name; empty for the node itself.
+    local_pod: String = "LowCardinality(String)",
+    /// Local pod's namespace.
+    local_namespace: String = "LowCardinality(String)",
+    /// Kind of the local pod's owning workload (Deployment, StatefulSet,
+    /// DaemonSet, CronJob, Job, ReplicaSet, Pod, Node).
+    local_workload_kind: String = "LowCardinality(String)",
+    /// Name of the local pod's owning workload.
+    local_workload: String = "LowCardinality(String)",
+    /// Team the local workload belongs to.
+    local_team: String = "LowCardinality(String)",
+    /// Zone of the observing node.
+    local_zone: String = "LowCardinality(String)",
+    /// Region of the observing node.
+    local_region: String = "LowCardinality(String)",
+    /// Remote endpoint's address (IPv4 stored IPv4-mapped).
+    remote_ip: Ipv6Addr = "IPv6",
+    /// Remote endpoint's port (0 for protocols without ports).
+    remote_port: u16 = "UInt16",
+    /// What the remote endpoint is.
+    remote_kind: RemoteKind = "LowCardinality(String)",
+    /// Remote pod name, when it is a pod.
+    remote_pod: String = "LowCardinality(String)",
+    /// Remote pod's namespace.
+    remote_namespace: String = "LowCardinality(String)",
+    /// Kind of the remote pod's owning workload.
+    remote_workload_kind: String = "LowCardinality(String)",
+    /// Name of the remote pod's owning workload.
+    remote_workload: String = "LowCardinality(String)",
+    /// Team the remote workload belongs to.
+    remote_team: String = "LowCardinality(String)",
+    /// Node of the remote endpoint, when in the cluster.
+    remote_node: String = "LowCardinality(String)",
+    /// Zone of the remote endpoint, when known.
+    remote_zone: String = "LowCardinality(String)",
+    /// Region of the remote endpoint, when known.
+    remote_region: String = "LowCardinality(String)",
+    /// Cloud provider of the remote address (aws, gcp, azure), when known.
+    remote_cloud_provider: String = "LowCardinality(String)",
+    /// Cloud service of the remote address (e.g. S3), when known.
+    remote_cloud_service: String = "LowCardinality(String)",
+    /// `namespace/name` of the Service, when reached through a ClusterIP.
+    remote_service: String = "LowCardinality(String)",
+    /// Which endpoint opened the connection.
+    initiator: Initiator = "LowCardinality(String)",
+    /// Layer-3 bytes the local endpoint sent.
+    bytes_sent: u64 = "UInt64",
+    /// Layer-3 bytes the local endpoint received.
+    bytes_received: u64 = "UInt64",
+    /// Packets the local endpoint sent.
+    packets_sent: u64 = "UInt64",
+    /// Packets the local endpoint received.
+    packets_received: u64 = "UInt64",
+    /// Billing category of the transfer.
+    category: Category = "LowCardinality(String)",
+    /// The connection ended in this interval (from a DESTROY event).
+    ended: bool = "Bool",
+    /// The kernel's conntrack id of the connection (with node and time,
+    /// it finds the connection again in forensics).
+    conntrack_id: u32 = "UInt32",
+}
+
+/// Declares a closed set of values stored as text, with its names.
+macro_rules! text_enum {
+    ($(#[doc = $doc:literal])* $name:ident { $( $(#[doc = $vdoc:literal])* $variant:ident = $text:literal, )+ }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[doc = $vdoc])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored text.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $name::$variant => $text, )+ }
+            }
+
+            /// The value for stored text.
+            pub fn from_text(text: &str) -> Option<Self> {
+                match text { $( $text => Some($name::$variant), )+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<str>::deserialize(d)?;
+                $name::from_text(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "unknown {} {text:?}", stringify!($name)
+                    ))
+                })
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// The billing category of a transfer.
+    Category {
+        /// Both ends in the same zone: usually free.
+        SameZone = "same_zone",
+        /// Different zones of one region: usually billed in both directions.
+        CrossZone = "cross_zone",
+        /// Different regions: billed on egress.
+        CrossRegion = "cross_region",
+        /// A public internet address: billed on egress.
+        Internet = "internet",
+        /// A cloud provider's service (object storage, managed databases...).
+        CloudService = "cloud_service",
+        /// Not enough is known to classify.
+        Unknown = "unknown",
+    }
+}
+
+text_enum! {
+    /// What the remote endpoint of a record is.
+    RemoteKind {
+        /// A pod of this cluster.
+        Pod = "pod",
+        /// A node of this cluster (host network).
+        Node = "node",
+        /// A Service's ClusterIP whose backend is not known.
+        Service = "service",
+        /// A cloud provider's service.
+        CloudService = "cloud_service",
+        /// A public internet address.
+        Internet = "internet",
+        /// Anything else.
+        Unknown = "unknown",
+    }
+}
+
+text_enum! {
+    /// Which endpoint opened the connection.
+    Initiator {
+        /// The local endpoint (the conntrack original direction starts here).
+        Local = "local",
+        /// The remote endpoint.
+        Remote = "remote",
+    }
+}
+
+#[cfg(feature = "arrow")]
+mod arrow {
+    use std::sync::Arc;
+
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::COLUMNS;
+
+    /// The Arrow schema of a flow record, derived from [`COLUMNS`]: text
+    /// columns dictionary-encoded, IPs as 16-byte fixed-size binary,
+    /// timestamps as UTC seconds.
+    pub fn arrow_schema() -> Schema {
+        Schema::new(
+            COLUMNS
+                .iter()
+                .map(|c| Field::new(c.name, arrow_type(c.clickhouse_type), false))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The Arrow type for one of the ClickHouse types the record uses.
+    fn arrow_type(clickhouse: &str) -> DataType {
+        match clickhouse {
+            "DateTime('UTC')" => DataType::Timestamp(TimeUnit::Second, Some(Arc::from("UTC"))),
+            "LowCardinality(String)" => {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+            }
+            "IPv6" => DataType::FixedSizeBinary(16),
+            "UInt16" => DataType::UInt16,
+            "UInt32" => DataType::UInt32,
+            "UInt64" => DataType::UInt64,
+            "Bool" => DataType::Boolean,
+            other => unreachable!("flow record column type {other} has no Arrow mapping"),
+        }
+    }
+}
+
+#[cfg(feature = "arrow")]
+pub use arrow::arrow_schema;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_unique_and_documented() {
+        let mut names: Vec<_> = COLUMNS.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COLUMNS.len());
+        assert!(COLUMNS.iter().all(|c| !c.doc.trim().is_empty()));
+    }
+
+    #[test]
+    fn text_enums_round_trip() {
+        for category in Category::ALL {
+            assert_eq!(Category::from_text(category.as_str()), Some(*category));
+            let json = serde_json::to_string(category).unwrap();
+            assert_eq!(serde_json::from_str::<Category>(&json).unwrap(), *category);
+        }
+        assert!(serde_json::from_str::<RemoteKind>("\"moon\"").is_err());
+    }
+
+    #[cfg(feature = "arrow")]
+    #[test]
+    fn the_arrow_schema_follows_the_columns() {
+        let schema = arrow_schema();
+        assert_eq!(schema.fields().len(), COLUMNS.len());
+        for (field, column) in schema.fields().iter().zip(COLUMNS) {
+            assert_eq!(field.name(), column.name);
+        }
+    }
+}

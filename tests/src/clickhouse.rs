@@ -1,0 +1,122 @@
+//! A real ClickHouse for the suites: `TOLLGATE_CLICKHOUSE_URL` if set, else
+//! one server per test process started with `tests/scripts/clickhouse.sh`
+//! (it exits with the process). Each test works in its own database.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+
+use crate::repo_root;
+
+/// A reachable ClickHouse server.
+#[derive(Debug)]
+pub struct ClickHouse {
+    url: String,
+    _data: Option<PathBuf>,
+}
+
+static SERVER: OnceLock<Result<ClickHouse, String>> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// The shared server, or `None` (with a loud message) when none can be had
+/// outside CI. Under `CI=true` a missing ClickHouse fails the test.
+pub fn require(suite: &str) -> Option<&'static ClickHouse> {
+    let server = SERVER.get_or_init(|| start().map_err(|e| format!("{e:#}")));
+    match server {
+        Ok(server) => Some(server),
+        Err(error) => {
+            let message = format!("suite `{suite}` needs ClickHouse and was NOT RUN: {error}");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message}");
+            }
+            eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+            None
+        }
+    }
+}
+
+fn start() -> anyhow::Result<ClickHouse> {
+    if let Ok(url) = std::env::var("TOLLGATE_CLICKHOUSE_URL") {
+        return Ok(ClickHouse { url, _data: None });
+    }
+    let data = std::env::temp_dir().join(format!("tollgate-clickhouse-{}", std::process::id()));
+    let output = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/clickhouse.sh"))
+        .arg("start")
+        .arg(&data)
+        .env("CLICKHOUSE_WATCH_PID", std::process::id().to_string())
+        .output()
+        .context("cannot run tests/scripts/clickhouse.sh")?;
+    if !output.status.success() {
+        bail!(
+            "tests/scripts/clickhouse.sh start failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let url = String::from_utf8(output.stdout)?.trim().to_owned();
+    Ok(ClickHouse {
+        url,
+        _data: Some(data),
+    })
+}
+
+impl ClickHouse {
+    /// The HTTP URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new, empty database name for one test (created by the caller or
+    /// by `tollgate migrate`).
+    pub fn fresh_database(&self, test: &str) -> String {
+        let n = NEXT_DATABASE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("t{}_{n}_{test}", std::process::id());
+        name.chars().take(60).collect()
+    }
+
+    /// Run one statement; returns the body (TSV unless the query says
+    /// otherwise). `settings` are URL parameters, e.g. `insert_deduplication_token=x`.
+    pub fn query_with(&self, sql: &str, settings: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut url = format!("{}/?", self.url);
+        for (name, value) in settings {
+            url.push_str(&format!("{name}={value}&"));
+        }
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "--max-time",
+                "60",
+                &url,
+                "--data-binary",
+                "@-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(sql.as_bytes())?;
+                child.wait_with_output()
+            })
+            .context("cannot run curl")?;
+        let body = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("ClickHouse rejected {sql:.200}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Run one statement.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        self.query_with(sql, &[])
+    }
+}

@@ -1,0 +1,476 @@
+//! The ClickHouse store against a real ClickHouse 26.x: migrations, the
+//! schema crate's columns, drift refusal, rollups, metering and cost views,
+//! and deduplication of a resent batch.
+
+// Test code: an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::process::Command;
+
+use tollgate_schema::{Category, Family, FlowRecord, Initiator, Protocol, RemoteKind, COLUMNS};
+use tollgate_tests::clickhouse::{self, ClickHouse};
+use tollgate_tests::tollgate::binary;
+
+const GIB: u64 = 1 << 30;
+
+fn migrate(ch: &ClickHouse, database: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(binary())
+        .args(["migrate", "--clickhouse", ch.url(), "--database", database])
+        .args(extra)
+        .output()
+        .expect("tollgate runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+fn migrated(ch: &ClickHouse, test: &str) -> String {
+    let database = ch.fresh_database(test);
+    let (code, text) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    database
+}
+
+fn ip(text: &str) -> Ipv6Addr {
+    match text.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// Midnight UTC at the start of yesterday: recent enough for every
+/// retention, two whole days before now.
+fn yesterday() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    u32::try_from(now - now % 86_400 - 2 * 86_400).unwrap()
+}
+
+/// A pod-side record; the fields a test does not care about stay empty.
+fn record(
+    node: &str,
+    local: (&str, &str, &str),
+    remote: (&str, &str, &str),
+    category: Category,
+) -> FlowRecord {
+    let zone = |node: &str| if node == "n-a" { "zone-a" } else { "zone-b" };
+    FlowRecord {
+        observed_at: yesterday(),
+        interval_seconds: 10,
+        cluster: "c1".into(),
+        node: node.into(),
+        family: Family::Ipv4,
+        protocol: Protocol::TCP,
+        local_ip: ip("10.0.0.1"),
+        local_port: 40000,
+        local_pod: format!("{}-0", local.1),
+        local_namespace: local.0.into(),
+        local_workload_kind: "Deployment".into(),
+        local_workload: local.1.into(),
+        local_team: local.2.into(),
+        local_zone: zone(node).into(),
+        local_region: "r1".into(),
+        remote_ip: ip("10.0.1.1"),
+        remote_port: 5432,
+        remote_kind: if remote.0.is_empty() {
+            RemoteKind::Internet
+        } else {
+            RemoteKind::Pod
+        },
+        remote_pod: String::new(),
+        remote_namespace: remote.0.into(),
+        remote_workload_kind: String::new(),
+        remote_workload: remote.1.into(),
+        remote_team: remote.2.into(),
+        remote_node: String::new(),
+        remote_zone: String::new(),
+        remote_region: String::new(),
+        remote_cloud_provider: String::new(),
+        remote_cloud_service: String::new(),
+        remote_service: String::new(),
+        initiator: Initiator::Local,
+        bytes_sent: 0,
+        bytes_received: 0,
+        packets_sent: 1,
+        packets_received: 1,
+        category,
+        ended: false,
+        conntrack_id: 7,
+    }
+}
+
+fn insert(ch: &ClickHouse, database: &str, records: &[FlowRecord], settings: &[(&str, &str)]) {
+    let mut body = format!("INSERT INTO {database}.flows FORMAT JSONEachRow\n");
+    for r in records {
+        body.push_str(&serde_json::to_string(r).unwrap());
+        body.push('\n');
+    }
+    ch.query_with(&body, settings).unwrap();
+}
+
+fn rows(ch: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
+    ch.query(sql)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn migrations_apply_once_and_reapply_nothing() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = ch.fresh_database("reapply");
+    let (code, first) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(0), "{first}");
+    assert!(
+        first.contains("applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering"),
+        "{first}"
+    );
+    let (code, second) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(0), "{second}");
+    assert!(
+        second.contains("up to date (4 migrations already applied)"),
+        "{second}"
+    );
+    let recorded = ch
+        .query(&format!("SELECT count() FROM {database}.schema_migrations"))
+        .unwrap();
+    assert_eq!(recorded.trim(), "4");
+    // Shipped prices are inserted once, not once per run.
+    let prices = ch
+        .query(&format!("SELECT count() FROM {database}.prices"))
+        .unwrap();
+    assert_eq!(prices.trim(), "30");
+}
+
+#[test]
+fn describe_flows_matches_the_schema_crate() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "describe");
+    let described = rows(
+        ch,
+        &format!("DESCRIBE TABLE {database}.flows FORMAT TSVRaw"),
+    );
+    let found: Vec<(&str, &str)> = described
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    let expected: Vec<(&str, &str)> = COLUMNS
+        .iter()
+        .map(|c| (c.name, c.clickhouse_type))
+        .collect();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn retention_converges_to_the_requested_days() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "ttl");
+    let (code, text) = migrate(ch, &database, &["--raw-ttl-days", "45"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("retention of flows: 45 days"), "{text}");
+    let create = ch
+        .query(&format!("SELECT create_table_query FROM system.tables WHERE database = '{database}' AND name = 'flows'"))
+        .unwrap();
+    assert!(create.contains("toIntervalDay(45)"), "{create}");
+    let (_, again) = migrate(ch, &database, &["--raw-ttl-days", "45"]);
+    assert!(!again.contains("retention of"), "{again}");
+}
+
+#[test]
+fn a_drifted_database_is_refused_and_left_alone() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+
+    let database = migrated(ch, "drift_view");
+    ch.query(&format!("DROP VIEW {database}.cost_daily"))
+        .unwrap();
+    let (code, text) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("has drifted")
+            && text.contains("cost_daily, created by migration 0004_metering, is missing"),
+        "{text}"
+    );
+    let views = ch.query(&format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name = 'cost_daily'")).unwrap();
+    assert_eq!(views.trim(), "0", "nothing was changed");
+
+    let database = migrated(ch, "drift_column");
+    ch.query(&format!(
+        "ALTER TABLE {database}.flows MODIFY COLUMN local_port UInt32"
+    ))
+    .unwrap();
+    let (code, text) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("column 8 should be local_port UInt16 but is local_port UInt32"),
+        "{text}"
+    );
+
+    let database = migrated(ch, "drift_newer");
+    ch.query(&format!("INSERT INTO {database}.schema_migrations (version, name, checksum) VALUES (99, '0099_future', 'x')")).unwrap();
+    let (code, text) = migrate(ch, &database, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("migration 99 (0099_future) was applied by a newer tollgate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_cluster_layout_parses_on_real_clickhouse() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let output = Command::new(binary())
+        .args([
+            "migrate",
+            "--clickhouse",
+            "http://unused:1",
+            "--database",
+            "metering",
+            "--cluster",
+            "prod",
+            "--print",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let sql = String::from_utf8(output.stdout).unwrap();
+    let statements: Vec<&str> = sql
+        .split(";\n")
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .collect();
+    assert!(statements
+        .iter()
+        .any(|s| s.contains("ReplicatedSummingMergeTree")));
+    assert!(
+        statements
+            .iter()
+            .filter(|s| s.contains("ENGINE = Distributed"))
+            .count()
+            >= 6
+    );
+    for statement in &statements {
+        ch.query(&format!("EXPLAIN AST {statement}"))
+            .unwrap_or_else(|e| panic!("does not parse: {statement}\n{e}"));
+    }
+}
+
+#[test]
+fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "metering");
+    ch.query(&format!(
+        "INSERT INTO {database}.clusters (cluster, provider) VALUES ('c1', 'aws')"
+    ))
+    .unwrap();
+
+    let web = ("shop", "web", "storefront");
+    let db = ("data", "db", "platform");
+    // One connection between web (node n-a, zone a) and db (node n-b, zone b),
+    // recorded by both nodes, each from its own endpoint's side.
+    let mut web_side = record("n-a", web, db, Category::CrossZone);
+    web_side.bytes_sent = 3 * GIB;
+    web_side.bytes_received = GIB;
+    let mut db_side = record("n-b", db, web, Category::CrossZone);
+    db_side.bytes_sent = GIB;
+    db_side.bytes_received = 3 * GIB;
+    let mut internet = record("n-a", web, ("", "", ""), Category::Internet);
+    internet.bytes_sent = 2 * GIB;
+    internet.bytes_received = 10 * GIB;
+    let mut same_zone = record(
+        "n-a",
+        web,
+        ("shop", "cache", "storefront"),
+        Category::SameZone,
+    );
+    same_zone.bytes_sent = 5 * GIB;
+    same_zone.bytes_received = 5 * GIB;
+    same_zone.observed_at += 3600;
+    insert(
+        ch,
+        &database,
+        &[web_side, db_side, internet, same_zone],
+        &[],
+    );
+
+    let metering = rows(
+        ch,
+        &format!(
+            "SELECT team, category, direction, sum(bytes) / {GIB} FROM {database}.metering_daily \
+             GROUP BY ALL HAVING sum(bytes) > 0 ORDER BY team, category, direction"
+        ),
+    );
+    let expected: Vec<Vec<String>> = [
+        ("platform", "cross_zone", "in", "3"),
+        ("platform", "cross_zone", "out", "1"),
+        ("storefront", "cross_zone", "in", "1"),
+        ("storefront", "cross_zone", "out", "3"),
+        ("storefront", "internet", "in", "10"),
+        ("storefront", "internet", "out", "2"),
+        ("storefront", "same_zone", "in", "5"),
+        ("storefront", "same_zone", "out", "5"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| vec![a.to_string(), b.to_string(), c.to_string(), d.to_string()])
+    .collect();
+    assert_eq!(metering, expected);
+
+    // The cross-node connection moved 3 + 1 GiB: metered once per direction.
+    let cross_out = ch
+        .query(&format!("SELECT sum(bytes) / {GIB} FROM {database}.metering_daily WHERE category = 'cross_zone' AND direction = 'out'"))
+        .unwrap();
+    assert_eq!(cross_out.trim(), "4");
+
+    // AWS list prices: cross-zone 0.01/GiB each side, internet egress 0.09/GiB.
+    let cost = rows(
+        ch,
+        &format!(
+            "SELECT team, toString(round(sum(cost), 6)), any(currency) FROM {database}.cost_daily \
+             GROUP BY team ORDER BY team"
+        ),
+    );
+    assert_eq!(
+        cost,
+        vec![
+            vec!["platform".to_owned(), "0.04".to_owned(), "USD".to_owned()],
+            vec!["storefront".to_owned(), "0.22".to_owned(), "USD".to_owned()],
+        ]
+    );
+
+    // A region's own price wins over the provider default.
+    ch.query(&format!(
+        "INSERT INTO {database}.prices (provider, region, category, direction, price_per_gib, currency) \
+         VALUES ('aws', 'r1', 'internet', 'out', 0.05, 'USD')"
+    ))
+    .unwrap();
+    let internet_cost = ch
+        .query(&format!("SELECT toString(round(sum(cost), 6)) FROM {database}.cost_daily WHERE category = 'internet'"))
+        .unwrap();
+    assert_eq!(internet_cost.trim(), "0.1");
+}
+
+#[test]
+fn rollups_equal_raw_sums_and_a_resent_batch_counts_once() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "rollups");
+    let teams = [
+        ("shop", "web", "storefront"),
+        ("data", "db", "platform"),
+        ("ml", "trainer", "research"),
+    ];
+    let categories = [
+        Category::SameZone,
+        Category::CrossZone,
+        Category::Internet,
+        Category::CrossRegion,
+    ];
+    // 5 batches of 2,000 records over two days, with bytes that differ per record.
+    for batch in 0..5u64 {
+        let records: Vec<FlowRecord> = (0..2000u64)
+            .map(|i| {
+                let n = batch * 2000 + i;
+                let local = teams[(n % 3) as usize];
+                let remote = teams[((n / 3) % 3) as usize];
+                let mut r = record(
+                    if n % 2 == 0 { "n-a" } else { "n-b" },
+                    local,
+                    remote,
+                    categories[(n % 4) as usize],
+                );
+                r.observed_at += (n * 17 % 172_800) as u32;
+                r.bytes_sent = 1000 + n * 7;
+                r.bytes_received = 500 + n * 3;
+                r.packets_sent = 1 + n % 5;
+                r
+            })
+            .collect();
+        let token = format!("batch-{batch}");
+        insert(
+            ch,
+            &database,
+            &records,
+            &[("insert_deduplication_token", &token)],
+        );
+        if batch == 2 {
+            // The same batch again, as a sink retrying after a timeout would.
+            insert(
+                ch,
+                &database,
+                &records,
+                &[("insert_deduplication_token", &token)],
+            );
+        }
+    }
+    let raw = ch.query(&format!("SELECT count(), sum(bytes_sent), sum(bytes_received), sum(packets_sent) FROM {database}.flows")).unwrap();
+    let expected_sent: u64 = (0..10_000u64).map(|n| 1000 + n * 7).sum();
+    assert_eq!(
+        raw.split('\t').next().unwrap(),
+        "10000",
+        "the resent batch was stored once"
+    );
+    assert_eq!(raw.split('\t').nth(1).unwrap(), expected_sent.to_string());
+    for (rollup, bucket) in [
+        ("flows_1m", "toStartOfMinute"),
+        ("flows_1h", "toStartOfHour"),
+        ("flows_1d", "toStartOfDay"),
+    ] {
+        let totals = ch
+            .query(&format!("SELECT sum(records), sum(bytes_sent), sum(bytes_received), sum(packets_sent) FROM {database}.{rollup}"))
+            .unwrap();
+        assert_eq!(totals, raw, "{rollup} totals");
+        let differences = ch
+            .query(&format!(
+                "SELECT count() FROM (
+                   SELECT {bucket}(observed_at) AS period, local_team, category, sum(bytes_sent) AS b
+                   FROM {database}.flows GROUP BY ALL) AS raw
+                 FULL OUTER JOIN (
+                   SELECT period, local_team, category, sum(bytes_sent) AS b
+                   FROM {database}.{rollup} GROUP BY ALL) AS rolled
+                 USING (period, local_team, category)
+                 WHERE raw.b != rolled.b"
+            ))
+            .unwrap();
+        assert_eq!(
+            differences.trim(),
+            "0",
+            "{rollup} differs from raw per period, team, category"
+        );
+    }
+    // After merges, the rollups hold far fewer rows than raw.
+    ch.query(&format!("OPTIMIZE TABLE {database}.flows_1h FINAL"))
+        .unwrap();
+    let rows_1h = ch
+        .query(&format!("SELECT count() FROM {database}.flows_1h"))
+        .unwrap();
+    assert!(
+        rows_1h.trim().parse::<u64>().unwrap() < 10_000 / 4,
+        "{rows_1h}"
+    );
+}
