@@ -474,3 +474,131 @@ fn rollups_equal_raw_sums_and_a_resent_batch_counts_once() {
         "{rows_1h}"
     );
 }
+
+fn forensics(
+    ch: &ClickHouse,
+    database: &str,
+    file: &str,
+    params: &[(&str, String)],
+) -> Vec<Vec<String>> {
+    let sql = std::fs::read_to_string(tollgate_tests::repo_root().join("sql/forensics").join(file))
+        .unwrap();
+    let mut settings: Vec<(String, String)> = vec![("database".into(), database.into())];
+    for (name, value) in params {
+        settings.push((format!("param_{name}"), value.replace(' ', "%20")));
+    }
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    ch.query_with(
+        &format!("{} FORMAT TSVRaw", sql.trim().trim_end_matches(';')),
+        &settings,
+    )
+    .unwrap_or_else(|e| panic!("{file}: {e}"))
+    .lines()
+    .map(|l| l.split('\t').map(str::to_owned).collect())
+    .collect()
+}
+
+fn datetime(ch: &ClickHouse, unix: u32) -> String {
+    ch.query(&format!("SELECT toDateTime({unix}, 'UTC') FORMAT TSVRaw"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn forensics_queries_answer_over_fixture_data() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "forensics");
+    let web = ("shop", "web", "storefront");
+    let db = ("data", "db", "platform");
+    let now = yesterday() + 2 * 86_400;
+
+    let mut to_db = record("n-a", web, db, Category::CrossZone);
+    to_db.bytes_sent = 3 * GIB;
+    let mut from_db = record("n-b", db, web, Category::CrossZone);
+    from_db.bytes_sent = GIB;
+    let mut new_destination = record("n-a", web, ("", "", ""), Category::Internet);
+    new_destination.remote_ip = ip("203.0.113.7");
+    new_destination.remote_port = 443;
+    new_destination.bytes_sent = 2 * GIB;
+    new_destination.observed_at = now - 3600;
+    let mut old_destination = new_destination.clone();
+    old_destination.remote_ip = ip("198.51.100.1");
+    old_destination.remote_port = 80;
+    old_destination.bytes_sent = GIB / 2;
+    old_destination.observed_at = now - 3 * 86_400;
+    let mut old_again = old_destination.clone();
+    old_again.observed_at = now - 1800;
+    insert(
+        ch,
+        &database,
+        &[to_db, from_db, new_destination, old_destination, old_again],
+        &[],
+    );
+
+    let range = [
+        ("from", datetime(ch, yesterday())),
+        ("to", datetime(ch, now)),
+        ("limit", "10".to_owned()),
+    ];
+
+    let top = forensics(ch, &database, "top_talkers.sql", &range);
+    assert_eq!(top[0][3], "web", "{top:?}");
+    assert_eq!(
+        top[0][5],
+        (3 * GIB + GIB / 2 + 2 * GIB).to_string(),
+        "web's bytes sent in range: {top:?}"
+    );
+
+    let connections = forensics(
+        ch,
+        &database,
+        "pod_connections.sql",
+        &[
+            ("namespace", "shop".into()),
+            ("pod", "web-0".into()),
+            range[0].clone(),
+            range[1].clone(),
+        ],
+    );
+    assert_eq!(connections.len(), 3, "{connections:?}");
+    assert_eq!(
+        connections[0][5], "::ffff:198.51.100.1",
+        "newest first: {connections:?}"
+    );
+
+    let new = forensics(
+        ch,
+        &database,
+        "new_external_destinations.sql",
+        &[("days", "1".into())],
+    );
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0][0], "::ffff:203.0.113.7");
+
+    let egress = forensics(ch, &database, "internet_egress_by_destination.sql", &range);
+    assert_eq!(
+        egress[0][..3],
+        ["::ffff:203.0.113.7", "443", &(2 * GIB).to_string()]
+    );
+    assert_eq!(egress.len(), 2);
+
+    let pairs = forensics(ch, &database, "cross_zone_pairs.sql", &range);
+    let pairs: Vec<(&str, &str, &str)> = pairs
+        .iter()
+        .map(|p| (p[1].as_str(), p[3].as_str(), p[5].as_str()))
+        .collect();
+    let (three, one) = ((3 * GIB).to_string(), GIB.to_string());
+    assert_eq!(
+        pairs,
+        vec![
+            ("shop/web", "data/db", three.as_str()),
+            ("data/db", "shop/web", one.as_str())
+        ]
+    );
+}
