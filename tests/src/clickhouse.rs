@@ -43,20 +43,7 @@ fn start() -> anyhow::Result<ClickHouse> {
         return Ok(ClickHouse { url, _data: None });
     }
     let data = std::env::temp_dir().join(format!("tollgate-clickhouse-{}", std::process::id()));
-    let output = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/clickhouse.sh"))
-        .arg("start")
-        .arg(&data)
-        .env("CLICKHOUSE_WATCH_PID", std::process::id().to_string())
-        .output()
-        .context("cannot run tests/scripts/clickhouse.sh")?;
-    if !output.status.success() {
-        bail!(
-            "tests/scripts/clickhouse.sh start failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let url = String::from_utf8(output.stdout)?.trim().to_owned();
+    let url = script(&["start", data.to_str().context("path")?])?;
     Ok(ClickHouse {
         url,
         _data: Some(data),
@@ -119,4 +106,70 @@ impl ClickHouse {
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         self.query_with(sql, &[])
     }
+}
+
+/// A ClickHouse server of one test's own, which the test may stop and start
+/// again (same port, same data), for outage scenarios.
+#[derive(Debug)]
+pub struct Dedicated {
+    server: ClickHouse,
+    dir: PathBuf,
+    port: String,
+}
+
+impl Dedicated {
+    /// Start a server with its data in a fresh directory.
+    pub fn start(name: &str) -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-clickhouse-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = script(&["start", dir.to_str().context("path")?])?;
+        let port = url.rsplit(':').next().context("port in URL")?.to_owned();
+        Ok(Self {
+            server: ClickHouse {
+                url,
+                _data: Some(dir.clone()),
+            },
+            dir,
+            port,
+        })
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &ClickHouse {
+        &self.server
+    }
+
+    /// Stop it (the data stays).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        script(&["stop", self.dir.to_str().context("path")?]).map(drop)
+    }
+
+    /// Start it again on the same port with the same data.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        script(&["start", self.dir.to_str().context("path")?, &self.port]).map(drop)
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn script(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/clickhouse.sh"))
+        .args(args)
+        .env("CLICKHOUSE_WATCH_PID", std::process::id().to_string())
+        .output()
+        .context("cannot run tests/scripts/clickhouse.sh")?;
+    if !output.status.success() {
+        bail!(
+            "clickhouse.sh {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }

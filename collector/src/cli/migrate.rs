@@ -1,34 +1,22 @@
 //! `tollgate migrate`: create or update the ClickHouse schema.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Args;
 use tollgate::sink::clickhouse::migrate::{self, Layout, Retention, MIGRATIONS};
-use tollgate::sink::clickhouse::{Connection, PasswordSource};
+
+use super::clickhouse_args::{parse_name, ClickHouseArgs};
 
 /// Applies `sql/migrations` in order (each once; re-running applies
 /// nothing), refuses a database whose schema drifted, and sets each table's
 /// retention.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// ClickHouse HTTP(S) URL.
-    #[arg(long, value_name = "URL", value_parser = parse_url)]
-    clickhouse: String,
-    /// Database for tollgate's tables (created if missing).
-    #[arg(long, default_value = "tollgate", value_parser = |s: &str| parse_name("database", s))]
-    database: String,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
     /// Create ReplicatedMergeTree tables on every node of this ClickHouse
     /// cluster, with Distributed tables over them.
     #[arg(long, value_name = "NAME", value_parser = |s: &str| parse_name("cluster", s))]
     cluster: Option<String>,
-    /// ClickHouse user.
-    #[arg(long, default_value = "default")]
-    user: String,
-    /// Read the password from this file (e.g. a mounted Secret). Otherwise
-    /// TOLLGATE_CLICKHOUSE_PASSWORD is used if set.
-    #[arg(long, value_name = "PATH")]
-    password_file: Option<PathBuf>,
     /// Days raw flow records are kept.
     #[arg(long, default_value_t = Retention::default().raw_days, value_parser = clap::value_parser!(u32).range(1..))]
     raw_ttl_days: u32,
@@ -46,26 +34,9 @@ pub struct MigrateArgs {
     print: bool,
 }
 
-fn parse_url(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"))
-        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
-    if rest.trim_end_matches('/').is_empty() {
-        return Err(format!("{text:?} names no host"));
-    }
-    Ok(text.trim_end_matches('/').to_owned())
-}
-
-fn parse_name(what: &'static str, text: &str) -> Result<String, String> {
-    migrate::check_name(what, text)
-        .map(|()| text.to_owned())
-        .map_err(|e| e.to_string())
-}
-
 pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let layout = Layout {
-        database: args.database.clone(),
+        database: args.clickhouse.database.clone(),
         cluster: args.cluster.clone(),
         retention: Retention {
             raw_days: args.raw_ttl_days,
@@ -83,22 +54,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let password = match (
-        &args.password_file,
-        std::env::var("TOLLGATE_CLICKHOUSE_PASSWORD"),
-    ) {
-        (Some(path), _) => PasswordSource::File(path.clone()),
-        (None, Ok(value)) => PasswordSource::Environment(value),
-        (None, Err(_)) => PasswordSource::None,
-    };
-    let connection = Connection {
-        url: args.clickhouse,
-        database: args.database,
-        user: args.user,
-        password: password
-            .read()
-            .with_context(|| format!("cannot read the ClickHouse password ({password:?})"))?,
-    };
+    let connection = args.clickhouse.connection()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

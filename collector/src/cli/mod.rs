@@ -1,6 +1,8 @@
 //! Command-line arguments and the commands they run.
 
+mod clickhouse_args;
 mod conntrack;
+mod load;
 mod migrate;
 
 use clap::{Parser, Subcommand};
@@ -26,7 +28,15 @@ enum Command {
     Conntrack(conntrack::ConntrackCommand),
     /// Create or update tollgate's tables and views in ClickHouse.
     Migrate(migrate::MigrateArgs),
+    /// Load flow records from JSON lines into ClickHouse, exactly once.
+    Load(load::LoadArgs),
 }
+
+/// Input that cannot be used as given: reported with the file, line or
+/// field it concerns, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
 
 /// Log to stderr; stdout is reserved for data.
 pub fn init_logging(verbose: u8) {
@@ -49,5 +59,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Conntrack(command) => conntrack::run(command),
         Command::Migrate(args) => migrate::run(args),
+        Command::Load(args) => load::run(args),
     }
 }

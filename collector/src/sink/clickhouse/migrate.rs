@@ -255,24 +255,9 @@ pub fn checksum(text: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
-    /// ClickHouse could not be reached.
-    #[error("cannot reach ClickHouse at {url}")]
-    Unreachable {
-        /// The URL.
-        url: String,
-        /// What the client reported.
-        source: clickhouse::error::Error,
-    },
-    /// ClickHouse refused the user or password.
-    #[error("ClickHouse at {url} refused the credentials of user {user:?}")]
-    Credentials {
-        /// The URL.
-        url: String,
-        /// The user.
-        user: String,
-        /// What ClickHouse said.
-        source: clickhouse::error::Error,
-    },
+    /// ClickHouse could not be reached, or refused the credentials.
+    #[error(transparent)]
+    Connection(#[from] super::ConnectionError),
     /// A statement failed.
     #[error("{step} failed")]
     Statement {
@@ -332,7 +317,7 @@ pub async fn migrate(
     connection: &super::Connection,
     layout: &Layout,
 ) -> Result<Report, MigrateError> {
-    check_connection(client, connection).await?;
+    super::check(client, connection).await?;
     let db = &layout.database;
     let on_cluster = layout
         .cluster
@@ -402,33 +387,6 @@ pub async fn migrate(
     check_columns(client, layout).await?;
     report.retention_changed = converge_retention(client, layout).await?;
     Ok(report)
-}
-
-async fn check_connection(
-    client: &Client,
-    connection: &super::Connection,
-) -> Result<(), MigrateError> {
-    match client.query("SELECT 1").fetch_one::<u8>().await {
-        Ok(_) => Ok(()),
-        Err(source) => {
-            let text = source.to_string();
-            if text.contains("Code: 516")
-                || text.contains("AUTHENTICATION_FAILED")
-                || text.contains("Code: 192")
-            {
-                Err(MigrateError::Credentials {
-                    url: connection.url.clone(),
-                    user: connection.user.clone(),
-                    source,
-                })
-            } else {
-                Err(MigrateError::Unreachable {
-                    url: connection.url.clone(),
-                    source,
-                })
-            }
-        }
-    }
 }
 
 fn check_drift(

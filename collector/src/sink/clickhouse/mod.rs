@@ -2,6 +2,9 @@
 //! ([`migrate`]).
 
 pub mod migrate;
+mod writer;
+
+pub use writer::ClickHouseSink;
 
 use std::path::PathBuf;
 
@@ -74,6 +77,57 @@ impl Connection {
         match &self.password {
             Some(password) => client.with_password(password),
             None => client,
+        }
+    }
+}
+
+/// ClickHouse could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Nothing answered, or not like ClickHouse.
+    #[error("cannot reach ClickHouse at {url}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What the client reported.
+        source: ::clickhouse::error::Error,
+    },
+    /// ClickHouse refused the user or password.
+    #[error("ClickHouse at {url} refused the credentials of user {user:?}")]
+    Credentials {
+        /// The URL.
+        url: String,
+        /// The user.
+        user: String,
+        /// What ClickHouse said.
+        source: ::clickhouse::error::Error,
+    },
+}
+
+/// Check that `client` reaches ClickHouse and is let in.
+pub async fn check(
+    client: &::clickhouse::Client,
+    connection: &Connection,
+) -> Result<(), ConnectionError> {
+    match client.query("SELECT 1").fetch_one::<u8>().await {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let text = source.to_string();
+            if ["Code: 516", "AUTHENTICATION_FAILED", "Code: 192"]
+                .iter()
+                .any(|c| text.contains(c))
+            {
+                Err(ConnectionError::Credentials {
+                    url: connection.url.clone(),
+                    user: connection.user.clone(),
+                    source,
+                })
+            } else {
+                Err(ConnectionError::Unreachable {
+                    url: connection.url.clone(),
+                    source,
+                })
+            }
         }
     }
 }

@@ -1,0 +1,66 @@
+//! The flags every command that talks to ClickHouse shares.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tollgate::sink::clickhouse::migrate::check_name;
+use tollgate::sink::clickhouse::{Connection, PasswordSource};
+
+/// Where ClickHouse is and who to be there.
+#[derive(Debug, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP(S) URL.
+    #[arg(long = "clickhouse", value_name = "URL", value_parser = parse_url)]
+    pub url: String,
+    /// Database for tollgate's tables.
+    #[arg(long, default_value = "tollgate", value_parser = |s: &str| parse_name("database", s))]
+    pub database: String,
+    /// ClickHouse user.
+    #[arg(long, default_value = "default")]
+    pub user: String,
+    /// Read the password from this file (e.g. a mounted Secret). Otherwise
+    /// TOLLGATE_CLICKHOUSE_PASSWORD is used if set.
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl ClickHouseArgs {
+    /// The connection, with the password read.
+    pub fn connection(&self) -> anyhow::Result<Connection> {
+        let password = match (
+            &self.password_file,
+            std::env::var("TOLLGATE_CLICKHOUSE_PASSWORD"),
+        ) {
+            (Some(path), _) => PasswordSource::File(path.clone()),
+            (None, Ok(value)) => PasswordSource::Environment(value),
+            (None, Err(_)) => PasswordSource::None,
+        };
+        Ok(Connection {
+            url: self.url.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password: password
+                .read()
+                .with_context(|| format!("cannot read the ClickHouse password ({password:?})"))?,
+        })
+    }
+}
+
+fn parse_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A database or cluster name, checked because it is written into SQL.
+pub fn parse_name(what: &'static str, text: &str) -> Result<String, String> {
+    check_name(what, text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}

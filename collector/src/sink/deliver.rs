@@ -1,0 +1,59 @@
+//! Sends spooled batches to a sink, oldest first, until the spool is empty.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use super::spool::{Spool, SpoolError};
+use super::{Sink, WriteError};
+
+/// How retries back off.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First wait.
+    pub min_delay: Duration,
+    /// Longest wait between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Deliver every spooled batch to `sink`, in order. A failing write is
+/// retried without end (jittered exponential backoff, capped): a batch
+/// leaves the spool only when the sink has it. Returns the number of
+/// batches delivered.
+pub async fn drain<S: Sink + Sync>(
+    spool: &mut Spool,
+    sink: &S,
+    policy: RetryPolicy,
+) -> Result<u64, SpoolError> {
+    let mut delivered = 0;
+    while let Some(batch) = spool.oldest()? {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .with_jitter()
+            .without_max_times();
+        (|| sink.write(&batch))
+            .retry(backoff)
+            .notify(|error: &WriteError, wait: Duration| {
+                if error.transient {
+                    tracing::warn!(%error, seq = batch.seq, retry_in = ?wait, "batch not delivered; will retry");
+                } else {
+                    tracing::error!(%error, seq = batch.seq, retry_in = ?wait, "batch refused; it stays spooled and is retried until this is fixed");
+                }
+            })
+            .await
+            .expect("retries without end never return an error");
+        spool.ack(batch.seq)?;
+        delivered += 1;
+    }
+    Ok(delivered)
+}

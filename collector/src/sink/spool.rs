@@ -1,0 +1,437 @@
+//! A bounded, durable, ordered queue of batches on disk.
+//!
+//! A batch is written to `<seq>.batch.tmp`, fsynced, renamed to
+//! `<seq>.batch` and the directory fsynced before anyone sends it; it is
+//! deleted only after the sink acknowledged it. After a crash, [`Spool::open`]
+//! finds every complete batch (a `.tmp` file is an unfinished write whose
+//! batch was never handed out, and is removed) and replays them in `seq`
+//! order with their original tokens.
+//!
+//! The spool also remembers how far a replayable input was consumed: the
+//! newest batch's [`Resume`] position, kept in a `position` file when the
+//! last batch is acknowledged.
+//!
+//! Above `cap_bytes` a new batch is not spooled: its records are counted as
+//! dropped ([`SpoolStats::dropped_records`]) and the loss is logged as an
+//! error, never silently.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::batch::{Batch, Resume};
+
+const MAGIC: &[u8; 8] = b"TGSPOOL1";
+
+/// What went wrong with the spool directory.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file operation failed (full disk, permissions...).
+    #[error("spool {path}: {action} failed")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// A batch file is not a batch (corruption). It is left in place.
+    #[error("spool file {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Counters of what the spool did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Batches spooled.
+    pub spooled_batches: u64,
+    /// Records dropped because the spool was full.
+    pub dropped_records: u64,
+    /// Batches dropped because the spool was full.
+    pub dropped_batches: u64,
+}
+
+/// Whether [`Spool::push`] kept the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Durably on disk.
+    Spooled,
+    /// The spool was full: the batch was dropped and counted.
+    Dropped,
+}
+
+/// The spool directory and what is in it.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    cap_bytes: u64,
+    used_bytes: u64,
+    /// (seq, file size), oldest first.
+    queued: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    position: Resume,
+    stats: SpoolStats,
+}
+
+impl Spool {
+    /// Open (creating it if needed) the spool in `dir`, holding at most
+    /// `cap_bytes` of batches.
+    pub fn open(dir: &Path, cap_bytes: u64) -> Result<Self, SpoolError> {
+        let io = |action, source| SpoolError::Io {
+            path: dir.to_owned(),
+            action,
+            source,
+        };
+        fs::create_dir_all(dir).map_err(|e| io("creating the directory", e))?;
+        let mut queued = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| io("listing", e))? {
+            let entry = entry.map_err(|e| io("listing", e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".batch.tmp") {
+                // An unfinished write: that batch was never handed out.
+                fs::remove_file(entry.path()).map_err(|e| io("removing an unfinished batch", e))?;
+            } else if let Some(seq) = name
+                .strip_suffix(".batch")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let size = entry
+                    .metadata()
+                    .map_err(|e| io("reading a batch's size", e))?
+                    .len();
+                queued.push((seq, size));
+            }
+        }
+        queued.sort_unstable();
+        let mut spool = Self {
+            dir: dir.to_owned(),
+            cap_bytes,
+            used_bytes: queued.iter().map(|(_, size)| size).sum(),
+            next_seq: queued.last().map_or(1, |(seq, _)| seq + 1),
+            queued: queued.into(),
+            position: Resume::default(),
+            stats: SpoolStats::default(),
+        };
+        let saved = spool.read_position()?;
+        let newest = match spool.queued.back() {
+            Some(&(seq, _)) => spool.read(seq)?.resume_at,
+            None => Resume::default(),
+        };
+        spool.position = saved.max(newest);
+        spool.next_seq = spool.next_seq.max(spool.read_next_seq()?);
+        Ok(spool)
+    }
+
+    /// The sequence number the next batch must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// How far the replayable input has been consumed into batches.
+    pub fn position(&self) -> Resume {
+        self.position
+    }
+
+    /// Batches waiting to be acknowledged.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Whether no batch is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Bytes of batches on disk.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    /// What the spool did so far.
+    pub fn stats(&self) -> SpoolStats {
+        self.stats
+    }
+
+    fn batch_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.batch"))
+    }
+
+    /// Durably add `batch` (whose `seq` must be [`Spool::next_seq`]).
+    pub fn push(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
+        debug_assert_eq!(batch.seq, self.next_seq);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(postcard::to_stdvec(batch).map_err(|e| SpoolError::Corrupt {
+            path: self.batch_path(batch.seq),
+            detail: format!("cannot encode: {e}"),
+        })?);
+        let size = bytes.len() as u64;
+        self.next_seq = batch.seq + 1;
+        if self.used_bytes + size > self.cap_bytes {
+            self.stats.dropped_batches += 1;
+            self.stats.dropped_records += batch.records.len() as u64;
+            tracing::error!(
+                records = batch.records.len(),
+                dropped_records_total = self.stats.dropped_records,
+                used_bytes = self.used_bytes,
+                cap_bytes = self.cap_bytes,
+                spool = %self.dir.display(),
+                "SPOOL FULL: records dropped; the sink has not acknowledged for too long"
+            );
+            self.write_next_seq()?;
+            return Ok(Pushed::Dropped);
+        }
+        let path = self.batch_path(batch.seq);
+        write_durably(&self.dir, &path, &bytes)?;
+        self.used_bytes += size;
+        self.queued.push_back((batch.seq, size));
+        self.position = self.position.max(batch.resume_at);
+        self.stats.spooled_batches += 1;
+        Ok(Pushed::Spooled)
+    }
+
+    /// The oldest batch not yet acknowledged.
+    pub fn oldest(&self) -> Result<Option<Batch>, SpoolError> {
+        match self.queued.front() {
+            Some(&(seq, _)) => self.read(seq).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The sink has the batch `seq`: forget it.
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let Some(index) = self.queued.iter().position(|&(s, _)| s == seq) else {
+            return Ok(());
+        };
+        if self.queued.len() == 1 {
+            // The last batch carries the input position: save it first.
+            self.write_position()?;
+            self.write_next_seq()?;
+        }
+        let path = self.batch_path(seq);
+        fs::remove_file(&path).map_err(|source| SpoolError::Io {
+            path: path.clone(),
+            action: "removing an acknowledged batch",
+            source,
+        })?;
+        sync_dir(&self.dir)?;
+        if let Some((_, size)) = self.queued.remove(index) {
+            self.used_bytes -= size;
+        }
+        Ok(())
+    }
+
+    fn read(&self, seq: u64) -> Result<Batch, SpoolError> {
+        let path = self.batch_path(seq);
+        let bytes = fs::read(&path).map_err(|source| SpoolError::Io {
+            path: path.clone(),
+            action: "reading a batch",
+            source,
+        })?;
+        let corrupt = |detail: String| SpoolError::Corrupt {
+            path: path.clone(),
+            detail,
+        };
+        let body = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| corrupt("no spool header".to_owned()))?;
+        let batch: Batch = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        if batch.seq != seq {
+            return Err(corrupt(format!(
+                "holds batch {} under the name of {seq}",
+                batch.seq
+            )));
+        }
+        Ok(batch)
+    }
+
+    fn read_position(&self) -> Result<Resume, SpoolError> {
+        let text = self.read_small("position")?;
+        let mut parts = text.split_whitespace().map(str::parse::<u64>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(offset)), Some(Ok(line))) => Ok(Resume { offset, line }),
+            (None, _) => Ok(Resume::default()),
+            _ => Err(SpoolError::Corrupt {
+                path: self.dir.join("position"),
+                detail: format!("{text:?} is not `offset line`"),
+            }),
+        }
+    }
+
+    fn read_next_seq(&self) -> Result<u64, SpoolError> {
+        let text = self.read_small("next-seq")?;
+        if text.trim().is_empty() {
+            return Ok(1);
+        }
+        text.trim().parse().map_err(|_| SpoolError::Corrupt {
+            path: self.dir.join("next-seq"),
+            detail: format!("{text:?} is not a number"),
+        })
+    }
+
+    fn read_small(&self, name: &str) -> Result<String, SpoolError> {
+        let path = self.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(SpoolError::Io {
+                path,
+                action: "reading",
+                source,
+            }),
+        }
+    }
+
+    fn write_position(&self) -> Result<(), SpoolError> {
+        let text = format!("{} {}\n", self.position.offset, self.position.line);
+        write_durably(&self.dir, &self.dir.join("position"), text.as_bytes())
+    }
+
+    /// Sequence numbers never repeat, even after the spool empties, so a
+    /// file name never names two batches.
+    fn write_next_seq(&self) -> Result<(), SpoolError> {
+        write_durably(
+            &self.dir,
+            &self.dir.join("next-seq"),
+            format!("{}\n", self.next_seq).as_bytes(),
+        )
+    }
+}
+
+/// Write `bytes` to `path` so that after a crash the file is either absent
+/// (or its old version) or complete: temp file, fsync, rename, fsync dir.
+fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let tmp = path.with_extension(match path.extension() {
+        Some(ext) => format!("{}.tmp", ext.to_string_lossy()),
+        None => "tmp".to_owned(),
+    });
+    let io = |action, source| SpoolError::Io {
+        path: tmp.clone(),
+        action,
+        source,
+    };
+    let mut file = File::create(&tmp).map_err(|e| io("creating", e))?;
+    file.write_all(bytes).map_err(|e| io("writing", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SpoolError::Io {
+            path: dir.to_owned(),
+            action: "syncing the directory",
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::batch::TokenMaker;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-spool-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn batch(spool: &Spool, tokens: &TokenMaker, records: usize, offset: u64) -> Batch {
+        let record: tollgate_schema::FlowRecord = serde_json::from_str(SAMPLE).unwrap();
+        Batch {
+            seq: spool.next_seq(),
+            token: tokens.token(spool.next_seq()),
+            resume_at: Resume {
+                offset,
+                line: offset / 10,
+            },
+            records: vec![record; records],
+        }
+    }
+
+    const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
+        "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
+        "local_workload_kind":"Deployment","local_workload":"w","local_team":"t","local_zone":"z","local_region":"r",
+        "remote_ip":"::ffff:10.0.0.2","remote_port":2,"remote_kind":"pod","remote_pod":"","remote_namespace":"",
+        "remote_workload_kind":"","remote_workload":"","remote_team":"","remote_node":"","remote_zone":"",
+        "remote_region":"","remote_cloud_provider":"","remote_cloud_service":"","remote_service":"",
+        "initiator":"local","bytes_sent":100,"bytes_received":50,"packets_sent":1,"packets_received":1,
+        "category":"same_zone","ended":false,"conntrack_id":9}"#;
+
+    #[test]
+    fn batches_survive_reopening_in_order_and_acks_forget_them() {
+        let dir = temp_dir("order");
+        let tokens = TokenMaker::new("n").unwrap();
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let first = batch(&spool, &tokens, 3, 100);
+        assert_eq!(spool.push(&first).unwrap(), Pushed::Spooled);
+        let second = batch(&spool, &tokens, 2, 200);
+        spool.push(&second).unwrap();
+        // A crash mid-write leaves a temp file; reopening discards it.
+        fs::write(dir.join("00000000000000000003.batch.tmp"), b"partial").unwrap();
+        drop(spool);
+
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(spool.len(), 2);
+        assert_eq!(spool.oldest().unwrap().unwrap(), first);
+        assert_eq!(spool.position().offset, 200);
+        assert!(!dir.join("00000000000000000003.batch.tmp").exists());
+        spool.ack(first.seq).unwrap();
+        assert_eq!(spool.oldest().unwrap().unwrap(), second);
+        spool.ack(second.seq).unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.used_bytes(), 0);
+
+        // Empty again, it still knows the input position and the next seq.
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(spool.position().offset, 200);
+        assert_eq!(spool.next_seq(), 3);
+    }
+
+    #[test]
+    fn a_full_spool_drops_and_counts_instead_of_growing() {
+        let dir = temp_dir("full");
+        let tokens = TokenMaker::new("n").unwrap();
+        let mut spool = Spool::open(&dir, 4096).unwrap();
+        let mut dropped = 0;
+        for i in 0..50 {
+            let b = batch(&spool, &tokens, 10, i);
+            if spool.push(&b).unwrap() == Pushed::Dropped {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0);
+        assert!(spool.used_bytes() <= 4096);
+        assert_eq!(spool.stats().dropped_batches, dropped);
+        assert_eq!(spool.stats().dropped_records, dropped * 10);
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_reported_with_its_path() {
+        let dir = temp_dir("corrupt");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("00000000000000000001.batch"), b"TGSPOOL1garbage").unwrap();
+        let err = Spool::open(&dir, 1 << 20).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("00000000000000000001.batch is corrupt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_an_error_naming_it() {
+        let err = Spool::open(Path::new("/proc/tollgate-spool"), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("/proc/tollgate-spool"), "{err}");
+    }
+}

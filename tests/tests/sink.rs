@@ -1,0 +1,287 @@
+//! The ClickHouse sink's promise, against real ClickHouse: whatever stops,
+//! nothing is lost and nothing is counted twice. Driven through
+//! `tollgate load`, whose every batch goes through the durable spool.
+
+// Test code: an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tollgate_tests::clickhouse::{self, ClickHouse, Dedicated};
+use tollgate_tests::tollgate::binary;
+
+/// `n` flow records as JSON lines, each with a distinct conntrack id
+/// (0..n) and bytes_sent = id, observed within the last hours.
+fn records_file(name: &str, n: u64) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-records-{}-{name}.jsonl",
+        std::process::id()
+    ));
+    let mut text = String::new();
+    for id in 0..n {
+        text.push_str(&format!(
+            concat!(
+                r#"{{"observed_at":{},"interval_seconds":10,"cluster":"c1","node":"n-{}","family":"ipv4","#,
+                r#""protocol":"tcp","local_ip":"::ffff:10.0.{}.{}","local_port":{},"local_pod":"web-{}","#,
+                r#""local_namespace":"shop","local_workload_kind":"Deployment","local_workload":"web","#,
+                r#""local_team":"storefront","local_zone":"a","local_region":"r1","remote_ip":"::ffff:10.1.0.9","#,
+                r#""remote_port":5432,"remote_kind":"pod","remote_pod":"db-0","remote_namespace":"data","#,
+                r#""remote_workload_kind":"StatefulSet","remote_workload":"db","remote_team":"platform","#,
+                r#""remote_node":"n-b","remote_zone":"b","remote_region":"r1","remote_cloud_provider":"","#,
+                r#""remote_cloud_service":"","remote_service":"","initiator":"local","bytes_sent":{},"#,
+                r#""bytes_received":1,"packets_sent":1,"packets_received":1,"category":"cross_zone","#,
+                r#""ended":false,"conntrack_id":{}}}"#,
+                "\n"
+            ),
+            now - 3600 + id % 3600,
+            id % 7,
+            id / 250 % 250,
+            id % 250,
+            1024 + id % 60000,
+            id % 50,
+            id,
+            id
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn migrate(ch: &ClickHouse, database: &str) {
+    let output = Command::new(binary())
+        .args(["migrate", "--clickhouse", ch.url(), "--database", database])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn start_load(ch: &ClickHouse, database: &str, input: &Path, spool: &Path) -> Child {
+    Command::new(binary())
+        .arg("load")
+        .arg(input)
+        .args([
+            "--clickhouse",
+            ch.url(),
+            "--database",
+            database,
+            "--batch-rows",
+            "1000",
+            "--origin",
+            "test",
+        ])
+        .arg("--spool")
+        .arg(spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn count(ch: &ClickHouse, database: &str) -> (u64, u64, u64) {
+    let text = ch
+        .query(&format!(
+            "SELECT count(), uniqExact(conntrack_id), sum(bytes_sent) FROM {database}.flows"
+        ))
+        .unwrap();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spooled_batches(spool: &Path) -> usize {
+    std::fs::read_dir(spool)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".batch"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn assert_exactly_once(ch: &ClickHouse, database: &str, n: u64) {
+    let (rows, distinct, bytes) = count(ch, database);
+    assert_eq!(distinct, n, "every record arrived");
+    assert_eq!(rows, n, "no record arrived twice");
+    assert_eq!(bytes, n * (n - 1) / 2);
+    // The rollups saw each record once too.
+    let rolled = ch
+        .query(&format!(
+            "SELECT sum(records), sum(bytes_sent) FROM {database}.flows_1m"
+        ))
+        .unwrap();
+    assert_eq!(rolled.trim(), format!("{n}\t{}", n * (n - 1) / 2));
+}
+
+#[test]
+fn sigkilled_loaders_resume_and_every_record_lands_exactly_once() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("sigkill");
+    migrate(ch, &database);
+    const N: u64 = 60_000;
+    let input = records_file("sigkill", N);
+    let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-sigkill", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+
+    let mut kills = 0;
+    for round in 0..4 {
+        let mut loader = start_load(ch, &database, &input, &spool);
+        // Let it get part-way (a little further each round), then kill it.
+        let target = (round + 1) * N / 6;
+        wait_for("progress", Duration::from_secs(60), || {
+            count(ch, &database).0 >= target || loader.try_wait().unwrap().is_some()
+        });
+        if loader.try_wait().unwrap().is_none() {
+            loader.kill().unwrap();
+            kills += 1;
+        }
+        loader.wait().unwrap();
+    }
+    assert!(kills >= 3, "the loader finished before it could be killed");
+    assert!(count(ch, &database).1 < N, "killed before the end");
+    let status = start_load(ch, &database, &input, &spool).wait().unwrap();
+    assert!(status.success());
+    assert_exactly_once(ch, &database, N);
+    // Running it again loads nothing more.
+    assert!(start_load(ch, &database, &input, &spool)
+        .wait()
+        .unwrap()
+        .success());
+    assert_exactly_once(ch, &database, N);
+}
+
+#[test]
+fn a_30_second_clickhouse_outage_and_a_sigkill_with_a_full_spool_lose_and_duplicate_nothing() {
+    if clickhouse::require("sink").is_none() {
+        return;
+    }
+    let dedicated = Dedicated::start("outage").unwrap();
+    let ch = dedicated.server();
+    let database = ch.fresh_database("outage");
+    migrate(ch, &database);
+    const N: u64 = 40_000;
+    let input = records_file("outage", N);
+    let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-outage", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+
+    let mut loader = start_load(ch, &database, &input, &spool);
+    wait_for("first batches", Duration::from_secs(60), || {
+        count(ch, &database).0 >= 5_000
+    });
+    dedicated.stop().unwrap();
+    let outage = Instant::now();
+
+    // The loader keeps running, holding its next batch in the spool.
+    wait_for("a spooled batch", Duration::from_secs(30), || {
+        spooled_batches(&spool) > 0
+    });
+    thread::sleep(Duration::from_secs(5));
+    assert!(
+        loader.try_wait().unwrap().is_none(),
+        "the loader gave up during the outage"
+    );
+    // Kill it with a non-empty spool, and start it again, still in the outage.
+    loader.kill().unwrap();
+    loader.wait().unwrap();
+    assert!(spooled_batches(&spool) > 0);
+    let mut loader = start_load(ch, &database, &input, &spool);
+    thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+    assert!(
+        loader.try_wait().unwrap().is_none(),
+        "the restarted loader gave up during the outage"
+    );
+
+    dedicated.restart().unwrap();
+    let status = loader.wait().unwrap();
+    assert!(status.success());
+    assert_exactly_once(ch, &database, N);
+    assert_eq!(
+        spooled_batches(&spool),
+        0,
+        "the spool is empty once ClickHouse has everything"
+    );
+}
+
+#[test]
+fn a_wrong_url_or_password_is_a_clear_error() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let input = records_file("wrong", 1);
+    let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-wrong", std::process::id()));
+    let run = |args: &[&str]| {
+        let output = Command::new(binary())
+            .arg("load")
+            .arg(&input)
+            .arg("--spool")
+            .arg(&spool)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--clickhouse", "http://127.0.0.1:9"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot reach ClickHouse at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--clickhouse", ch.url(), "--user", "mallory"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("refused the credentials of user \"mallory\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_record_names_its_file_and_line_and_exits_2() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("badline");
+    migrate(ch, &database);
+    let input = records_file("badline", 3);
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str("{\"observed_at\": \"yesterday\"}\n");
+    std::fs::write(&input, text).unwrap();
+    let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-badline", std::process::id()));
+    let output = Command::new(binary())
+        .arg("load")
+        .arg(&input)
+        .args(["--clickhouse", ch.url(), "--database", &database, "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:", input.display())),
+        "{stderr}"
+    );
+}
