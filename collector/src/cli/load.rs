@@ -39,6 +39,9 @@ pub struct LoadArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     batch_rows: u64,
+    /// Close a batch once its input lines reach this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_mib: u64,
     /// Send a partial batch after this many seconds without a full one.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     batch_age: f64,
@@ -115,6 +118,7 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     let mut pending: Vec<FlowRecord> = Vec::new();
+    let mut pending_bytes = 0u64;
     let age = Duration::from_secs_f64(args.batch_age);
     let mut loaded = 0u64;
     loop {
@@ -134,10 +138,11 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
                 let record: FlowRecord = serde_json::from_str(text)
                     .map_err(|e| BadInput(format!("{name}:{}: {e}", position.line)))?;
                 pending.push(record);
+                pending_bytes += line.len() as u64;
             }
             line.clear();
         }
-        let full = pending.len() as u64 >= args.batch_rows;
+        let full = pending.len() as u64 >= args.batch_rows || pending_bytes >= args.batch_mib << 20;
         if !pending.is_empty() && (full || at_end || read.is_none()) {
             loaded += pending.len() as u64;
             let batch = Batch {
@@ -146,6 +151,7 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
                 resume_at: position,
                 records: std::mem::take(&mut pending),
             };
+            pending_bytes = 0;
             spool.push(&batch)?;
             deliver::drain(&mut spool, &sink, policy).await?;
         }
