@@ -44,10 +44,11 @@ pub async fn drain<S: Sink + Sync>(
         (|| sink.write(&batch))
             .retry(backoff)
             .notify(|error: &WriteError, wait: Duration| {
+                let sink = sink.name();
                 if error.transient {
-                    tracing::warn!(%error, seq = batch.seq, retry_in = ?wait, "batch not delivered; will retry");
+                    tracing::warn!(sink, %error, seq = batch.seq, retry_in = ?wait, "batch not delivered; will retry");
                 } else {
-                    tracing::error!(%error, seq = batch.seq, retry_in = ?wait, "batch refused; it stays spooled and is retried until this is fixed");
+                    tracing::error!(sink, %error, seq = batch.seq, retry_in = ?wait, "batch refused; it stays spooled and is retried until this is fixed");
                 }
             })
             .await
