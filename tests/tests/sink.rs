@@ -285,3 +285,103 @@ fn a_bad_record_names_its_file_and_line_and_exits_2() {
         "{stderr}"
     );
 }
+
+/// TLS for real: a private CA and a server certificate made with openssl,
+/// and stunnel terminating TLS in front of the real ClickHouse.
+#[test]
+fn https_with_a_private_ca_is_verified() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tollgate-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let status = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=tollgate test CA' 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf 2>/dev/null");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = ch.url().trim_start_matches("http://");
+    std::fs::write(
+        dir.join("stunnel.conf"),
+        format!("foreground = yes\npid =\n[clickhouse]\naccept = 127.0.0.1:{port}\nconnect = {backend}\ncert = server.crt\nkey = server.key\n"),
+    )
+    .unwrap();
+    let mut stunnel = Command::new("stunnel4")
+        .arg("stunnel.conf")
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("stunnel", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    let url = format!("https://127.0.0.1:{port}");
+    let database = ch.fresh_database("tls");
+    let ca = dir.join("ca.crt");
+    let migrate = |extra: &[&str]| {
+        let output = Command::new(binary())
+            .args(["migrate", "--clickhouse", &url, "--database", &database])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = migrate(&[]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a certificate from an unknown CA must be refused"
+    );
+    assert!(
+        stderr.contains("cannot reach ClickHouse") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    let (code, stderr) = migrate(&["--ca-file", ca.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = migrate(&["--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot use /nonexistent/ca.pem as a CA file"),
+        "{stderr}"
+    );
+
+    let input = records_file("tls", 500);
+    let spool = dir.join("spool");
+    let status = Command::new(binary())
+        .arg("load")
+        .arg(&input)
+        .args([
+            "--clickhouse",
+            &url,
+            "--database",
+            &database,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--spool",
+        ])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(count(ch, &database).0, 500);
+    let _ = stunnel.kill();
+    let _ = stunnel.wait();
+}

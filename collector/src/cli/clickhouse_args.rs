@@ -7,6 +7,8 @@ use clap::Args;
 use tollgate::sink::clickhouse::migrate::check_name;
 use tollgate::sink::clickhouse::{Connection, PasswordSource};
 
+use super::BadInput;
+
 /// Where ClickHouse is and who to be there.
 #[derive(Debug, Args)]
 pub struct ClickHouseArgs {
@@ -23,6 +25,10 @@ pub struct ClickHouseArgs {
     /// TOLLGATE_CLICKHOUSE_PASSWORD is used if set.
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// PEM file of certificate authorities to trust for an https:// URL
+    /// (e.g. a private CA), in addition to the public WebPKI roots.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClickHouseArgs {
@@ -36,14 +42,17 @@ impl ClickHouseArgs {
             (None, Ok(value)) => PasswordSource::Environment(value),
             (None, Err(_)) => PasswordSource::None,
         };
-        Ok(Connection {
+        let connection = Connection {
             url: self.url.clone(),
             database: self.database.clone(),
             user: self.user.clone(),
             password: password
                 .read()
                 .with_context(|| format!("cannot read the ClickHouse password ({password:?})"))?,
-        })
+            ca_file: self.ca_file.clone(),
+        };
+        connection.validate().map_err(|e| BadInput(e.to_string()))?;
+        Ok(connection)
     }
 }
 

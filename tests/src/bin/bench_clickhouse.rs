@@ -229,6 +229,7 @@ fn main() -> anyhow::Result<()> {
         database: "bench_sink".into(),
         user: "default".into(),
         password: None,
+        ca_file: None,
     };
     let sink = ClickHouseSink::new(&connection);
     let runtime = tokio::runtime::Builder::new_current_thread()

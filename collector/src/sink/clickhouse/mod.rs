@@ -19,6 +19,9 @@ pub struct Connection {
     pub user: String,
     /// Password, if any.
     pub password: Option<String>,
+    /// PEM file of extra certificate authorities to trust for `https`
+    /// (a private CA), beside the public WebPKI roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -28,6 +31,7 @@ impl std::fmt::Debug for Connection {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -67,17 +71,77 @@ impl PasswordSource {
     }
 }
 
+/// The CA file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {path} as a CA file: {detail}")]
+pub struct CaFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
 impl Connection {
-    /// A client for this connection, talking to the database (LZ4 compression
-    /// on the wire is the crate's default).
+    /// Check the settings that can be checked without a server (the CA
+    /// file), so a bad one is reported before any work starts.
+    pub fn validate(&self) -> Result<(), CaFileError> {
+        self.base_client().map(drop)
+    }
+
+    /// A client for this connection (LZ4 compression on the wire is the
+    /// crate's default; TLS for `https` URLs).
     pub fn client(&self) -> ::clickhouse::Client {
-        let client = ::clickhouse::Client::default()
+        // `validate` reports a bad CA file before anything calls this.
+        let client = self
+            .base_client()
+            .unwrap_or_default()
             .with_url(&self.url)
             .with_user(&self.user);
         match &self.password {
             Some(password) => client.with_password(password),
             None => client,
         }
+    }
+
+    /// The crate's own client, or, with a CA file, one whose TLS trusts
+    /// that file's certificates as well as the WebPKI roots.
+    fn base_client(&self) -> Result<::clickhouse::Client, CaFileError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(::clickhouse::Client::default());
+        };
+        let error = |detail: String| CaFileError {
+            path: path.clone(),
+            detail,
+        };
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| error(e.to_string()))? {
+            let cert = cert.map_err(|e| error(e.to_string()))?;
+            roots.add(cert).map_err(|e| error(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(error("it holds no PEM certificate".to_owned()));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(::clickhouse::Client::with_http_client(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+        ))
     }
 }
 
