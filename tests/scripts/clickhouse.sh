@@ -20,8 +20,12 @@ python="$venv/bin/python"
 
 install() {
   if "$python" -c 'import chdb' 2>/dev/null; then return; fi
-  echo "installing ClickHouse $version (chdb-core, about 180 MB) into $venv ..." >&2
   mkdir -p "$(dirname "$venv")"
+  # One installer at a time (test binaries may start servers concurrently).
+  exec 9>"$venv.lock"
+  flock 9
+  if "$python" -c 'import chdb' 2>/dev/null; then return; fi
+  echo "installing ClickHouse $version (chdb-core, about 180 MB) into $venv ..." >&2
   rm -rf "$venv.partial"
   python3 -m venv "$venv.partial"
   "$venv.partial/bin/pip" install -q --disable-pip-version-check --no-deps "chdb-core==$version"
