@@ -87,6 +87,9 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
     }
 
     let from_stdin = args.input.as_os_str() == "-";
+    if !from_stdin {
+        claim_spool(&args.spool, &args.input)?;
+    }
     let mut position = if from_stdin {
         Resume::default()
     } else {
@@ -120,11 +123,13 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
     let mut pending: Vec<FlowRecord> = Vec::new();
     let mut pending_bytes = 0u64;
     let age = Duration::from_secs_f64(args.batch_age);
+    // A partial batch is sent `age` after its first record arrived.
+    let mut deadline = tokio::time::Instant::now();
     let mut loaded = 0u64;
     loop {
         let read = tokio::select! {
             read = reader.read_until(b'\n', &mut line) => Some(read.with_context(|| format!("cannot read {name}"))?),
-            () = tokio::time::sleep(age), if !pending.is_empty() => None,
+            () = tokio::time::sleep_until(deadline), if !pending.is_empty() => None,
         };
         let at_end = read == Some(0);
         if read.is_some_and(|n| n > 0) {
@@ -137,6 +142,9 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
             if !text.trim().is_empty() {
                 let record: FlowRecord = serde_json::from_str(text)
                     .map_err(|e| BadInput(format!("{name}:{}: {e}", position.line)))?;
+                if pending.is_empty() {
+                    deadline = tokio::time::Instant::now() + age;
+                }
                 pending.push(record);
                 pending_bytes += line.len() as u64;
             }
@@ -171,4 +179,27 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
         connection.database
     );
     Ok(())
+}
+
+/// A spool remembers how far one file was read: refuse to resume another
+/// file from that position.
+fn claim_spool(spool: &std::path::Path, input: &std::path::Path) -> anyhow::Result<()> {
+    let owner = spool.join("input");
+    let input =
+        std::fs::canonicalize(input).with_context(|| format!("cannot open {}", input.display()))?;
+    match std::fs::read_to_string(&owner) {
+        Ok(recorded) if recorded.trim_end() == input.to_string_lossy() => Ok(()),
+        Ok(recorded) => Err(BadInput(format!(
+            "spool {} belongs to input {}, not {}: use one spool directory per input",
+            spool.display(),
+            recorded.trim_end(),
+            input.display()
+        ))
+        .into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&owner, format!("{}\n", input.display()))
+                .with_context(|| format!("cannot write {}", owner.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", owner.display())),
+    }
 }
