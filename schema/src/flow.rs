@@ -41,6 +41,19 @@ macro_rules! flow_record {
             $( $(#[doc = $doc])+ pub $field: $rust, )+
         }
 
+        /// The records as one Arrow record batch with [`arrow_schema`]'s
+        /// columns (the Parquet sink's input).
+        #[cfg(feature = "arrow")]
+        pub fn to_record_batch<'a>(
+            records: &[&'a FlowRecord],
+        ) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+            use arrow::ArrowColumn;
+            arrow_array::RecordBatch::try_new(
+                std::sync::Arc::new(arrow_schema()),
+                vec![$( <$rust as ArrowColumn>::column(records.iter().map(|r| &r.$field), $clickhouse), )+],
+            )
+        }
+
         /// The columns of the `flows` table, in order.
         pub const COLUMNS: &[Column] = &[
             $( Column {
@@ -229,15 +242,24 @@ text_enum! {
 
 #[cfg(feature = "arrow")]
 mod arrow {
+    use std::net::Ipv6Addr;
     use std::sync::Arc;
 
+    use arrow_array::builder::StringDictionaryBuilder;
+    use arrow_array::types::Int32Type;
+    use arrow_array::{
+        ArrayRef, BooleanArray, StringArray, TimestampMillisecondArray, UInt16Array, UInt32Array,
+        UInt64Array,
+    };
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
-    use super::COLUMNS;
+    use super::{Category, Initiator, RemoteKind, COLUMNS};
+    use crate::{Family, Protocol};
 
     /// The Arrow schema of a flow record, derived from [`COLUMNS`]: text
-    /// columns dictionary-encoded, IPs as 16-byte fixed-size binary,
-    /// timestamps as UTC seconds.
+    /// columns dictionary-encoded, IPs as text in ClickHouse's IPv6 form
+    /// (`::ffff:10.0.0.1`, castable with `toIPv6`), timestamps as UTC
+    /// timestamps (millisecond unit, whole seconds).
     pub fn arrow_schema() -> Schema {
         Schema::new(
             COLUMNS
@@ -250,16 +272,123 @@ mod arrow {
     /// The Arrow type for one of the ClickHouse types the record uses.
     fn arrow_type(clickhouse: &str) -> DataType {
         match clickhouse {
-            "DateTime('UTC')" => DataType::Timestamp(TimeUnit::Second, Some(Arc::from("UTC"))),
+            // Parquet has no second-unit timestamp: milliseconds keep the
+            // column a timestamp for every reader.
+            "DateTime('UTC')" => DataType::Timestamp(TimeUnit::Millisecond, Some(Arc::from("UTC"))),
             "LowCardinality(String)" => {
                 DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
             }
-            "IPv6" => DataType::FixedSizeBinary(16),
+            "IPv6" => DataType::Utf8,
             "UInt16" => DataType::UInt16,
             "UInt32" => DataType::UInt32,
             "UInt64" => DataType::UInt64,
             "Bool" => DataType::Boolean,
             other => unreachable!("flow record column type {other} has no Arrow mapping"),
+        }
+    }
+
+    /// Builds one Arrow column from a field's values; the ClickHouse type
+    /// tells apart fields that share a Rust type (a `u32` is a timestamp or
+    /// a count).
+    pub(super) trait ArrowColumn: Sized {
+        fn column<'a>(values: impl Iterator<Item = &'a Self>, clickhouse: &str) -> ArrayRef
+        where
+            Self: 'a;
+    }
+
+    impl ArrowColumn for u32 {
+        fn column<'a>(values: impl Iterator<Item = &'a u32>, clickhouse: &str) -> ArrayRef {
+            let values = values.map(|v| *v);
+            if clickhouse.starts_with("DateTime") {
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(
+                        values.map(|s| i64::from(s) * 1000),
+                    )
+                    .with_timezone("UTC"),
+                )
+            } else {
+                Arc::new(UInt32Array::from_iter_values(values))
+            }
+        }
+    }
+
+    impl ArrowColumn for u16 {
+        fn column<'a>(values: impl Iterator<Item = &'a u16>, _: &str) -> ArrayRef {
+            Arc::new(UInt16Array::from_iter_values(values.copied()))
+        }
+    }
+
+    impl ArrowColumn for u64 {
+        fn column<'a>(values: impl Iterator<Item = &'a u64>, _: &str) -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(values.copied()))
+        }
+    }
+
+    impl ArrowColumn for bool {
+        fn column<'a>(values: impl Iterator<Item = &'a bool>, _: &str) -> ArrayRef {
+            Arc::new(values.map(|v| Some(*v)).collect::<BooleanArray>())
+        }
+    }
+
+    impl ArrowColumn for Ipv6Addr {
+        fn column<'a>(values: impl Iterator<Item = &'a Ipv6Addr>, _: &str) -> ArrayRef {
+            // ClickHouse's text form: IPv4-mapped addresses as ::ffff:a.b.c.d.
+            Arc::new(
+                values
+                    .map(|ip| Some(ip.to_string()))
+                    .collect::<StringArray>(),
+            )
+        }
+    }
+
+    /// Values stored as dictionary-encoded text.
+    trait Text {
+        fn text(&self) -> std::borrow::Cow<'_, str>;
+    }
+
+    impl Text for String {
+        fn text(&self) -> std::borrow::Cow<'_, str> {
+            self.as_str().into()
+        }
+    }
+
+    impl Text for Family {
+        fn text(&self) -> std::borrow::Cow<'_, str> {
+            self.as_str().into()
+        }
+    }
+
+    impl Text for Protocol {
+        fn text(&self) -> std::borrow::Cow<'_, str> {
+            match self.name() {
+                Some(name) => name.into(),
+                None => self.0.to_string().into(),
+            }
+        }
+    }
+
+    macro_rules! text_enums {
+        ($($t:ty),+) => {$(
+            impl Text for $t {
+                fn text(&self) -> std::borrow::Cow<'_, str> {
+                    self.as_str().into()
+                }
+            }
+        )+};
+    }
+
+    text_enums!(Category, RemoteKind, Initiator);
+
+    impl<T: Text> ArrowColumn for T {
+        fn column<'a>(values: impl Iterator<Item = &'a T>, _: &str) -> ArrayRef
+        where
+            T: 'a,
+        {
+            let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+            for value in values {
+                builder.append_value(value.text());
+            }
+            Arc::new(builder.finish())
         }
     }
 }
@@ -292,11 +421,27 @@ mod tests {
 
     #[cfg(feature = "arrow")]
     #[test]
-    fn the_arrow_schema_follows_the_columns() {
+    fn the_arrow_schema_follows_the_columns_and_records_fit_it() {
         let schema = arrow_schema();
         assert_eq!(schema.fields().len(), COLUMNS.len());
         for (field, column) in schema.fields().iter().zip(COLUMNS) {
             assert_eq!(field.name(), column.name);
         }
+        let record: FlowRecord = serde_json::from_str(SAMPLE).unwrap();
+        let mut other = record.clone();
+        other.protocol = Protocol(47);
+        let batch = to_record_batch(&[&record, &other]).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema().as_ref(), &schema);
     }
+
+    #[cfg(feature = "arrow")]
+    const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
+        "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
+        "local_workload_kind":"Deployment","local_workload":"w","local_team":"t","local_zone":"z","local_region":"r",
+        "remote_ip":"2001:db8::1","remote_port":2,"remote_kind":"internet","remote_pod":"","remote_namespace":"",
+        "remote_workload_kind":"","remote_workload":"","remote_team":"","remote_node":"","remote_zone":"",
+        "remote_region":"","remote_cloud_provider":"","remote_cloud_service":"","remote_service":"",
+        "initiator":"local","bytes_sent":100,"bytes_received":50,"packets_sent":1,"packets_received":1,
+        "category":"internet","ended":false,"conntrack_id":9}"#;
 }

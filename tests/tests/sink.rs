@@ -388,14 +388,19 @@ fn https_with_a_private_ca_is_verified() {
 
 #[test]
 fn a_spool_resumes_only_the_input_it_belongs_to() {
-    let Some(ch) = clickhouse::require("sink") else { return };
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
     let database = ch.fresh_database("owner");
     migrate(ch, &database);
     let first = records_file("owner-a", 10);
     let second = records_file("owner-b", 10);
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-owner", std::process::id()));
     let _ = std::fs::remove_dir_all(&spool);
-    assert!(start_load(ch, &database, &first, &spool).wait().unwrap().success());
+    assert!(start_load(ch, &database, &first, &spool)
+        .wait()
+        .unwrap()
+        .success());
     let output = Command::new(binary())
         .arg("load")
         .arg(&second)
@@ -405,6 +410,9 @@ fn a_spool_resumes_only_the_input_it_belongs_to() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("belongs to input") && stderr.contains("owner-a"), "{stderr}");
+    assert!(
+        stderr.contains("belongs to input") && stderr.contains("owner-a"),
+        "{stderr}"
+    );
     assert_eq!(count(ch, &database).0, 10);
 }

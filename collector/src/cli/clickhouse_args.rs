@@ -14,7 +14,7 @@ use super::BadInput;
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP(S) URL.
     #[arg(long = "clickhouse", value_name = "URL", value_parser = parse_url)]
-    pub url: String,
+    pub url: Option<String>,
     /// Database for tollgate's tables.
     #[arg(long, default_value = "tollgate", value_parser = |s: &str| parse_name("database", s))]
     pub database: String,
@@ -32,8 +32,11 @@ pub struct ClickHouseArgs {
 }
 
 impl ClickHouseArgs {
-    /// The connection, with the password read.
-    pub fn connection(&self) -> anyhow::Result<Connection> {
+    /// The connection, with the password read; `None` without `--clickhouse`.
+    pub fn connection(&self) -> anyhow::Result<Option<Connection>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
         let password = match (
             &self.password_file,
             std::env::var("TOLLGATE_CLICKHOUSE_PASSWORD"),
@@ -43,7 +46,7 @@ impl ClickHouseArgs {
             (None, Err(_)) => PasswordSource::None,
         };
         let connection = Connection {
-            url: self.url.clone(),
+            url: url.clone(),
             database: self.database.clone(),
             user: self.user.clone(),
             password: password
@@ -52,7 +55,7 @@ impl ClickHouseArgs {
             ca_file: self.ca_file.clone(),
         };
         connection.validate().map_err(|e| BadInput(e.to_string()))?;
-        Ok(connection)
+        Ok(Some(connection))
     }
 }
 

@@ -10,14 +10,16 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
 use tollgate::sink::batch::{Batch, Resume, TokenMaker};
 use tollgate::sink::clickhouse::{self, ClickHouseSink};
 use tollgate::sink::deliver::{self, RetryPolicy};
+use tollgate::sink::parquet::ParquetSink;
 use tollgate::sink::spool::Spool;
+use tollgate::sink::{Both, Sink};
 use tollgate_schema::FlowRecord;
 
 use super::clickhouse_args::ClickHouseArgs;
 use super::BadInput;
 
 /// Loads flow records (one JSON object per line, the `flows` columns as
-/// keys) into ClickHouse. Each batch is written to the spool before it is
+/// keys) into ClickHouse, Parquet files, or both. Each batch is written to the spool before it is
 /// sent and removed once ClickHouse has it; a file input resumes where the
 /// spool says it stopped, so interrupting and re-running the same command
 /// loads every record exactly once.
@@ -29,6 +31,9 @@ pub struct LoadArgs {
     input: PathBuf,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// Also (or instead) write Parquet files under this directory.
+    #[arg(long, value_name = "DIR")]
+    parquet: Option<PathBuf>,
     /// Spool directory (one per input).
     #[arg(long, value_name = "DIR")]
     spool: PathBuf,
@@ -59,24 +64,53 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         .into());
     }
     let connection = args.clickhouse.connection()?;
-    tokio::runtime::Builder::new_current_thread()
+    let parquet = args.parquet.as_deref().map(ParquetSink::open).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(load(args, connection))
-}
-
-async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Result<()> {
-    let mut spool = Spool::open(&args.spool, args.spool_cap_mib * 1024 * 1024)?;
+        .context("cannot start the async runtime")?;
+    let spool = Spool::open(&args.spool, args.spool_cap_mib * 1024 * 1024)?;
     // A wrong URL or password fails at once. But batches in the spool mean
     // an earlier run reached this ClickHouse: failing now is an outage, to be
     // waited out while the spool keeps them.
-    if spool.is_empty() {
-        clickhouse::check(&connection.client(), &connection).await?;
-    } else {
-        tracing::info!(batches = spool.len(), "replaying spooled batches");
+    if let Some(connection) = &connection {
+        if spool.is_empty() {
+            runtime.block_on(clickhouse::check(&connection.client(), connection))?;
+        } else {
+            tracing::info!(batches = spool.len(), "replaying spooled batches");
+        }
     }
-    let sink = ClickHouseSink::new(&connection);
+    let destination = [
+        connection.as_ref().map(|c| format!("{}.flows", c.database)),
+        args.parquet.as_ref().map(|dir| dir.display().to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" and ");
+    match (connection, parquet) {
+        (Some(c), Some(p)) => runtime.block_on(load(
+            args,
+            spool,
+            Both(ClickHouseSink::new(&c), p),
+            destination,
+        )),
+        (Some(c), None) => {
+            runtime.block_on(load(args, spool, ClickHouseSink::new(&c), destination))
+        }
+        (None, Some(p)) => runtime.block_on(load(args, spool, p, destination)),
+        (None, None) => {
+            Err(BadInput("give --clickhouse URL, --parquet DIR, or both".to_owned()).into())
+        }
+    }
+}
+
+async fn load<S: Sink + Sync>(
+    args: LoadArgs,
+    mut spool: Spool,
+    sink: S,
+    destination: String,
+) -> anyhow::Result<()> {
     let policy = RetryPolicy::default();
     let replayed = deliver::drain(&mut spool, &sink, policy).await?;
     if replayed > 0 {
@@ -174,10 +208,7 @@ async fn load(args: LoadArgs, connection: clickhouse::Connection) -> anyhow::Res
             stats.dropped_records
         );
     }
-    println!(
-        "loaded {loaded} records from {name} into {}.flows",
-        connection.database
-    );
+    println!("loaded {loaded} records from {name} into {destination}");
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use clap::Args;
 use tollgate::sink::clickhouse::migrate::{self, Layout, Retention, MIGRATIONS};
 
 use super::clickhouse_args::{parse_name, ClickHouseArgs};
+use super::BadInput;
 
 /// Applies `sql/migrations` in order (each once; re-running applies
 /// nothing), refuses a database whose schema drifted, and sets each table's
@@ -54,7 +55,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let connection = args.clickhouse.connection()?;
+    let connection = args
+        .clickhouse
+        .connection()?
+        .ok_or_else(|| BadInput("--clickhouse URL is required (or --print)".to_owned()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

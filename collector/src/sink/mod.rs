@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod clickhouse;
 pub mod deliver;
+pub mod parquet;
 pub mod spool;
 
 use std::future::Future;
@@ -41,4 +42,20 @@ pub trait Sink {
     /// twice: sinks make a resent batch harmless (ClickHouse deduplicates by
     /// the batch's token).
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// Two sinks fed the same batches: a batch is delivered once both have it.
+/// Each makes a resend harmless, so retrying after only one succeeded
+/// rewrites that one idempotently.
+pub struct Both<A, B>(pub A, pub B);
+
+impl<A: Sink + Sync, B: Sink + Sync> Sink for Both<A, B> {
+    fn name(&self) -> &'static str {
+        "both"
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
+        self.0.write(batch).await?;
+        self.1.write(batch).await
+    }
 }

@@ -1,0 +1,175 @@
+//! Writes batches as Parquet files, one per batch and hour, in Hive-style
+//! partitions: `<dir>/date=YYYY-MM-DD/hour=HH/<token>.parquet`.
+//!
+//! A file is written under `<name>.parquet.tmp`, fsynced, renamed into
+//! place and its directory fsynced: a reader never sees a half-written
+//! file. Its name is the batch's token (origin, run id, sequence), unique
+//! per cluster, node and batch; a batch resent after a crash writes the same
+//! names again, replacing rather than duplicating. On start, leftover
+//! `.tmp` files (writes a crash interrupted, whose batches are still in the
+//! spool) are removed.
+//!
+//! Columns follow the schema crate's Arrow schema: ZSTD, dictionary
+//! encoding, column statistics. IPs are text in ClickHouse's IPv6 form
+//! (`toIPv6(remote_ip)` turns them back into `IPv6`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tollgate_schema::flow::to_record_batch;
+use tollgate_schema::FlowRecord;
+
+use crate::sink::{Batch, Sink, WriteError};
+
+/// The Parquet sink.
+pub struct ParquetSink {
+    dir: PathBuf,
+    properties: WriterProperties,
+}
+
+impl ParquetSink {
+    /// Write under `dir` (created if missing), after removing the leftovers
+    /// of interrupted writes.
+    pub fn open(dir: &Path) -> Result<Self, WriteError> {
+        fs::create_dir_all(dir).map_err(|e| failure(dir, "creating the directory", &e))?;
+        remove_unfinished(dir)?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
+                WriteError {
+                    sink: "parquet",
+                    message: e.to_string(),
+                    transient: false,
+                }
+            })?))
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by("tollgate".to_owned())
+            .build();
+        Ok(Self {
+            dir: dir.to_owned(),
+            properties,
+        })
+    }
+
+    /// Write one batch; returns the files written.
+    pub fn write_batch(&self, batch: &Batch) -> Result<Vec<PathBuf>, WriteError> {
+        let mut partitions: BTreeMap<(String, String), Vec<&FlowRecord>> = BTreeMap::new();
+        for record in &batch.records {
+            partitions
+                .entry(partition(record.observed_at))
+                .or_default()
+                .push(record);
+        }
+        let mut written = Vec::new();
+        for ((date, hour), records) in partitions {
+            let dir = self
+                .dir
+                .join(format!("date={date}"))
+                .join(format!("hour={hour}"));
+            fs::create_dir_all(&dir).map_err(|e| failure(&dir, "creating a partition", &e))?;
+            let path = dir.join(format!("{}.parquet", batch.token));
+            let tmp = dir.join(format!("{}.parquet.tmp", batch.token));
+            let result = self.write_file(&tmp, &path, &dir, &records);
+            if result.is_err() {
+                // Never leave a partial file behind, even a temporary one.
+                let _ = fs::remove_file(&tmp);
+            }
+            result?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    fn write_file(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        dir: &Path,
+        records: &[&FlowRecord],
+    ) -> Result<(), WriteError> {
+        let columns = to_record_batch(records).map_err(|e| WriteError {
+            sink: "parquet",
+            message: format!("cannot build columns: {e}"),
+            transient: false,
+        })?;
+        let file = File::create(tmp).map_err(|e| failure(tmp, "creating", &e))?;
+        let mut writer =
+            ArrowWriter::try_new(file, columns.schema(), Some(self.properties.clone()))
+                .map_err(|e| failure(tmp, "starting", &e))?;
+        writer
+            .write(&columns)
+            .map_err(|e| failure(tmp, "writing", &e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| failure(tmp, "finishing", &e))?;
+        file.sync_all().map_err(|e| failure(tmp, "syncing", &e))?;
+        drop(file);
+        fs::rename(tmp, path).map_err(|e| failure(path, "renaming into place", &e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| failure(dir, "syncing the directory", &e))
+    }
+}
+
+impl Sink for ParquetSink {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
+        self.write_batch(batch).map(drop)
+    }
+}
+
+/// `(YYYY-MM-DD, HH)` of a UTC timestamp.
+fn partition(observed_at: u32) -> (String, String) {
+    let time = chrono::DateTime::from_timestamp(i64::from(observed_at), 0).unwrap_or_default();
+    (
+        time.format("%Y-%m-%d").to_string(),
+        time.format("%H").to_string(),
+    )
+}
+
+fn failure(path: &Path, action: &str, error: &dyn std::fmt::Display) -> WriteError {
+    WriteError {
+        sink: "parquet",
+        message: format!("{action} {}: {error}", path.display()),
+        // A full disk or a permission problem may be fixed while the
+        // batches wait in the spool.
+        transient: true,
+    }
+}
+
+fn remove_unfinished(dir: &Path) -> Result<(), WriteError> {
+    let entries = fs::read_dir(dir).map_err(|e| failure(dir, "listing", &e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| failure(dir, "listing", &e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            remove_unfinished(&path)?;
+        } else if path.to_string_lossy().ends_with(".parquet.tmp") {
+            tracing::info!(file = %path.display(), "removing a file an interrupted write left");
+            fs::remove_file(&path).map_err(|e| failure(&path, "removing", &e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_utc_date_and_hour() {
+        assert_eq!(partition(0), ("1970-01-01".to_owned(), "00".to_owned()));
+        // 2026-11-22 23:59:59 UTC
+        assert_eq!(
+            partition(1_795_391_999),
+            ("2026-11-22".to_owned(), "23".to_owned())
+        );
+    }
+}
