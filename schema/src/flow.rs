@@ -44,8 +44,8 @@ macro_rules! flow_record {
         /// The records as one Arrow record batch with [`arrow_schema`]'s
         /// columns (the Parquet sink's input).
         #[cfg(feature = "arrow")]
-        pub fn to_record_batch<'a>(
-            records: &[&'a FlowRecord],
+        pub fn to_record_batch(
+            records: &[&FlowRecord],
         ) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
             use arrow::ArrowColumn;
             arrow_array::RecordBatch::try_new(
@@ -298,7 +298,7 @@ mod arrow {
 
     impl ArrowColumn for u32 {
         fn column<'a>(values: impl Iterator<Item = &'a u32>, clickhouse: &str) -> ArrayRef {
-            let values = values.map(|v| *v);
+            let values = values.copied();
             if clickhouse.starts_with("DateTime") {
                 Arc::new(
                     TimestampMillisecondArray::from_iter_values(
