@@ -71,3 +71,44 @@ pub fn run(command: &mut Command) -> anyhow::Result<String> {
 pub fn sh(script: &str) -> anyhow::Result<String> {
     run(Command::new("sh").arg("-ec").arg(script))
 }
+
+/// A file of `n` flow records as JSON lines, each with a distinct conntrack
+/// id (0..n) and bytes_sent = id, observed over the last hour.
+pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-records-{}-{name}.jsonl",
+        std::process::id()
+    ));
+    let mut text = String::new();
+    for id in 0..n {
+        text.push_str(&format!(
+            concat!(
+                r#"{{"observed_at":{},"interval_seconds":10,"cluster":"c1","node":"n-{}","family":"ipv4","#,
+                r#""protocol":"tcp","local_ip":"::ffff:10.0.{}.{}","local_port":{},"local_pod":"web-{}","#,
+                r#""local_namespace":"shop","local_workload_kind":"Deployment","local_workload":"web","#,
+                r#""local_team":"storefront","local_zone":"a","local_region":"r1","remote_ip":"::ffff:10.1.0.9","#,
+                r#""remote_port":5432,"remote_kind":"pod","remote_pod":"db-0","remote_namespace":"data","#,
+                r#""remote_workload_kind":"StatefulSet","remote_workload":"db","remote_team":"platform","#,
+                r#""remote_node":"n-b","remote_zone":"b","remote_region":"r1","remote_cloud_provider":"","#,
+                r#""remote_cloud_service":"","remote_service":"","initiator":"local","bytes_sent":{},"#,
+                r#""bytes_received":1,"packets_sent":1,"packets_received":1,"category":"cross_zone","#,
+                r#""ended":false,"conntrack_id":{}}}"#,
+                "\n"
+            ),
+            now - 3600 + id % 3600,
+            id % 7,
+            id / 250 % 250,
+            id % 250,
+            1024 + id % 60000,
+            id % 50,
+            id,
+            id
+        ));
+    }
+    std::fs::write(&path, text).expect("temp dir writable");
+    path
+}

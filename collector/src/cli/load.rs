@@ -50,6 +50,11 @@ pub struct LoadArgs {
     /// Send a partial batch after this many seconds without a full one.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     batch_age: f64,
+    /// Stop (exit 1) when a batch could not be delivered for this many
+    /// seconds; it stays in the spool for the next run. Default: retry
+    /// without end.
+    #[arg(long, value_name = "SECS")]
+    give_up_after: Option<u64>,
     /// Name in batch tokens (default: the host name).
     #[arg(long)]
     origin: Option<String>,
@@ -111,7 +116,10 @@ async fn load<S: Sink + Sync>(
     sink: S,
     destination: String,
 ) -> anyhow::Result<()> {
-    let policy = RetryPolicy::default();
+    let policy = RetryPolicy {
+        give_up_after: args.give_up_after.map(Duration::from_secs),
+        ..RetryPolicy::default()
+    };
     let replayed = deliver::drain(&mut spool, &sink, policy).await?;
     if replayed > 0 {
         tracing::info!(

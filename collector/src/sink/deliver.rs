@@ -14,6 +14,9 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     /// Longest wait between attempts.
     pub max_delay: Duration,
+    /// Stop retrying a batch after waiting this long in total (it stays in
+    /// the spool); `None` retries without end.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -21,26 +24,45 @@ impl Default for RetryPolicy {
         Self {
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            give_up_after: None,
         }
     }
 }
 
+/// Why delivery stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A batch could not be delivered within the policy's time; it is still
+    /// in the spool.
+    #[error("gave up delivering batch {seq} (it stays in the spool for the next run)")]
+    GaveUp {
+        /// The batch.
+        seq: u64,
+        /// The last failure.
+        source: WriteError,
+    },
+}
+
 /// Deliver every spooled batch to `sink`, in order. A failing write is
-/// retried without end (jittered exponential backoff, capped): a batch
-/// leaves the spool only when the sink has it. Returns the number of
-/// batches delivered.
+/// retried (jittered exponential backoff, capped) without end, or until the
+/// policy gives up: a batch leaves the spool only when the sink has it.
+/// Returns the number of batches delivered.
 pub async fn drain<S: Sink + Sync>(
     spool: &mut Spool,
     sink: &S,
     policy: RetryPolicy,
-) -> Result<u64, SpoolError> {
+) -> Result<u64, DeliveryError> {
     let mut delivered = 0;
     while let Some(batch) = spool.oldest()? {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(policy.min_delay)
             .with_max_delay(policy.max_delay)
             .with_jitter()
-            .without_max_times();
+            .without_max_times()
+            .with_total_delay(policy.give_up_after);
         (|| sink.write(&batch))
             .retry(backoff)
             .notify(|error: &WriteError, wait: Duration| {
@@ -52,7 +74,10 @@ pub async fn drain<S: Sink + Sync>(
                 }
             })
             .await
-            .expect("retries without end never return an error");
+            .map_err(|source| DeliveryError::GaveUp {
+                seq: batch.seq,
+                source,
+            })?;
         spool.ack(batch.seq)?;
         delivered += 1;
     }

@@ -1,0 +1,368 @@
+//! The Parquet sink: files third-party readers take as they are, the same
+//! metering as ClickHouse through the same SQL, and no partial file or lost
+//! or doubled record whatever interrupts the writer.
+
+// Test code: an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate_tests::clickhouse::{self, ClickHouse};
+use tollgate_tests::tollgate::binary;
+use tollgate_tests::{records_file, repo_root, require_root};
+
+fn temp(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tollgate-parquet-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+/// Python with pyarrow and duckdb (installed once by the project's script).
+fn readers() -> String {
+    let output = Command::new("bash")
+        .arg(repo_root().join("tests/scripts/python-tool.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn python(script: &str, args: &[&str]) -> String {
+    let output = Command::new(readers())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn load(input: &Path, spool: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("load")
+        .arg(input)
+        .arg("--spool")
+        .arg(spool)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files(&path, suffix));
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+const CHECK: &str = r#"
+import sys, glob, pyarrow.parquet as pq, pyarrow.dataset as ds, duckdb
+root = sys.argv[1]
+paths = glob.glob(root + "/date=*/hour=*/*.parquet")
+for p in paths:
+    pq.ParquetFile(p).metadata  # every file is complete
+table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+schema = {f.name: str(f.type) for f in table.schema}
+ids = table.column("conntrack_id").to_pylist()
+con = duckdb.connect()
+duck = con.execute(f"SELECT count(*), count(DISTINCT conntrack_id) FROM read_parquet('{root}/**/*.parquet')").fetchone()
+print(len(paths), table.num_rows, len(set(ids)), duck[0], duck[1])
+for name in ["observed_at", "remote_ip", "local_team", "bytes_sent", "local_port", "ended", "date"]:
+    print(name, schema[name])
+"#;
+
+#[test]
+fn pyarrow_and_duckdb_read_every_file_with_the_schema_and_counts() {
+    let dir = temp("readers");
+    let input = records_file("parquet-readers", 20_000);
+    let output = load(
+        &input,
+        &dir.join("spool"),
+        &[
+            "--parquet",
+            dir.join("flows").to_str().unwrap(),
+            "--batch-rows",
+            "3000",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = python(CHECK, &[dir.join("flows").to_str().unwrap()]);
+    let mut lines = report.lines();
+    let counts: Vec<u64> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        counts[0] >= 7,
+        "batches of 3000 over an hour boundary make several files: {counts:?}"
+    );
+    assert_eq!(
+        counts[1..],
+        [20_000, 20_000, 20_000, 20_000],
+        "rows, distinct ids, DuckDB rows, DuckDB distinct ids"
+    );
+    let types: Vec<&str> = lines.collect();
+    assert_eq!(
+        types,
+        [
+            "observed_at timestamp[ms, tz=UTC]",
+            "remote_ip string",
+            "local_team dictionary<values=string, indices=int32, ordered=0>",
+            "bytes_sent uint64",
+            "local_port uint16",
+            "ended bool",
+            "date string",
+        ]
+    );
+    assert!(files(&dir.join("flows"), ".tmp").is_empty());
+}
+
+fn run_statements(ch: &ClickHouse, sql: &str, settings: &[(&str, &str)]) {
+    for statement in sql.split(";\n") {
+        let statement: String = statement
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !statement.trim().is_empty() {
+            ch.query_with(&statement, settings).unwrap();
+        }
+    }
+}
+
+#[test]
+fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
+    let Some(ch) = clickhouse::require("parquet") else {
+        return;
+    };
+    let database = ch.fresh_database("both");
+    let migrated = Command::new(binary())
+        .args(["migrate", "--clickhouse", ch.url(), "--database", &database])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success());
+    let dir = temp("both");
+    let input = records_file("parquet-both", 30_000);
+    let output = load(
+        &input,
+        &dir.join("spool"),
+        &[
+            "--clickhouse",
+            ch.url(),
+            "--database",
+            &database,
+            "--parquet",
+            dir.join("flows").to_str().unwrap(),
+            "--batch-rows",
+            "4000",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The same object names over the files, in a scratch database.
+    let files_db = ch.fresh_database("files");
+    ch.query(&format!("CREATE DATABASE {files_db}")).unwrap();
+    let views = std::fs::read_to_string(repo_root().join("sql/parquet/views.sql")).unwrap();
+    let dir_param = dir.join("flows").display().to_string();
+    run_statements(
+        ch,
+        &views,
+        &[("database", &files_db), ("param_dir", &dir_param)],
+    );
+
+    let metering = "SELECT * FROM metering_daily ORDER BY ALL FORMAT TSV";
+    let from_clickhouse = ch.query_with(metering, &[("database", &database)]).unwrap();
+    let from_files = ch.query_with(metering, &[("database", &files_db)]).unwrap();
+    assert!(from_clickhouse.lines().count() >= 2, "{from_clickhouse}");
+    assert_eq!(from_files, from_clickhouse);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let when = |unix: u64| {
+        ch.query(&format!("SELECT toDateTime({unix}, 'UTC') FORMAT TSVRaw"))
+            .unwrap()
+            .trim()
+            .replace(' ', "%20")
+    };
+    let (from, to) = (when(now - 7200), when(now + 60));
+    for (file, params) in [
+        (
+            "top_talkers.sql",
+            vec![
+                ("param_from", from.as_str()),
+                ("param_to", to.as_str()),
+                ("param_limit", "10"),
+            ],
+        ),
+        (
+            "pod_connections.sql",
+            vec![
+                ("param_namespace", "shop"),
+                ("param_pod", "web-7"),
+                ("param_from", from.as_str()),
+                ("param_to", to.as_str()),
+            ],
+        ),
+        (
+            "cross_zone_pairs.sql",
+            vec![
+                ("param_from", from.as_str()),
+                ("param_to", to.as_str()),
+                ("param_limit", "10"),
+            ],
+        ),
+    ] {
+        let sql = std::fs::read_to_string(repo_root().join("sql/forensics").join(file)).unwrap();
+        let sql = format!("{} FORMAT TSV", sql.trim().trim_end_matches(';'));
+        let run = |db: &str| {
+            let mut settings = vec![("database", db)];
+            settings.extend(params.iter().copied());
+            ch.query_with(&sql, &settings).unwrap()
+        };
+        let (a, b) = (run(&database), run(&files_db));
+        assert!(!a.trim().is_empty(), "{file} returned nothing");
+        assert_eq!(b, a, "{file} differs between ClickHouse and Parquet");
+    }
+}
+
+#[test]
+fn sigkills_while_writing_leave_complete_files_and_every_record_once() {
+    let dir = temp("sigkill");
+    const N: u64 = 40_000;
+    let input = records_file("parquet-sigkill", N);
+    let flows = dir.join("flows");
+    let spool = dir.join("spool");
+    let start = || {
+        Command::new(binary())
+            .arg("load")
+            .arg(&input)
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--parquet", flows.to_str().unwrap(), "--batch-rows", "500"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut kills = 0;
+    for round in 1..=4u64 {
+        let mut loader = start();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while files(&flows, ".parquet").len() < (round * 12) as usize
+            && loader.try_wait().unwrap().is_none()
+        {
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if loader.try_wait().unwrap().is_none() {
+            loader.kill().unwrap();
+            kills += 1;
+        }
+        loader.wait().unwrap();
+    }
+    assert!(kills >= 3, "the writer finished before it could be killed");
+    assert!(start().wait().unwrap().success());
+    let report = python(CHECK, &[flows.to_str().unwrap()]);
+    let counts: Vec<u64> = report
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(
+        counts[1..],
+        [N, N, N, N],
+        "rows, distinct ids (pyarrow, DuckDB): none lost, none twice"
+    );
+    assert!(files(&flows, ".tmp").is_empty(), "no temporary file left");
+}
+
+#[test]
+fn a_full_disk_or_an_unwritable_directory_is_a_clear_error_and_no_corrupt_file() {
+    let dir = temp("unwritable");
+    let input = records_file("parquet-unwritable", 10);
+    let output = load(
+        &input,
+        &dir.join("spool"),
+        &["--parquet", "/proc/tollgate-flows"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/proc/tollgate-flows"), "{stderr}");
+
+    if !require_root("parquet", "mounting a small tmpfs") {
+        return;
+    }
+    let disk = temp("fulldisk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let input = records_file("parquet-full", 20_000);
+    let output = load(
+        &input,
+        &dir.join("spool-full"),
+        &[
+            "--parquet",
+            disk.to_str().unwrap(),
+            "--batch-rows",
+            "1000",
+            "--give-up-after",
+            "2",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let written = files(&disk, ".parquet");
+    let leftovers = files(&disk, ".tmp");
+    let report = if written.is_empty() {
+        String::new()
+    } else {
+        python(CHECK, &[disk.to_str().unwrap()])
+    };
+    let _ = Command::new("umount").arg(&disk).status();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("stays in the spool"),
+        "{stderr}"
+    );
+    assert!(
+        leftovers.is_empty(),
+        "a partial file was left: {leftovers:?}"
+    );
+    // Every file that exists is complete (the check opens each one).
+    assert!(written.is_empty() || report.lines().count() > 1);
+}
