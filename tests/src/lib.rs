@@ -77,7 +77,7 @@ pub fn sh(script: &str) -> anyhow::Result<String> {
 pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
+        .expect("clock after 1970")
         .as_secs();
     let path = std::env::temp_dir().join(format!(
         "tollgate-records-{}-{name}.jsonl",
