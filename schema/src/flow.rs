@@ -245,11 +245,11 @@ mod arrow {
     use std::net::Ipv6Addr;
     use std::sync::Arc;
 
-    use arrow_array::builder::StringDictionaryBuilder;
+    use arrow_array::builder::StringBuilder;
     use arrow_array::types::Int32Type;
     use arrow_array::{
-        ArrayRef, BooleanArray, StringArray, TimestampMillisecondArray, UInt16Array, UInt32Array,
-        UInt64Array,
+        ArrayRef, BooleanArray, DictionaryArray, Int32Array, StringArray,
+        TimestampMillisecondArray, UInt16Array, UInt32Array, UInt64Array,
     };
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
@@ -333,11 +333,19 @@ mod arrow {
     impl ArrowColumn for Ipv6Addr {
         fn column<'a>(values: impl Iterator<Item = &'a Ipv6Addr>, _: &str) -> ArrayRef {
             // ClickHouse's text form: IPv4-mapped addresses as ::ffff:a.b.c.d.
-            Arc::new(
-                values
-                    .map(|ip| Some(ip.to_string()))
-                    .collect::<StringArray>(),
-            )
+            // Neighbouring rows often repeat an address: format it once.
+            let mut builder = StringBuilder::new();
+            let mut text = String::new();
+            let mut last = None;
+            for ip in values {
+                if last != Some(*ip) {
+                    text.clear();
+                    let _ = write!(text, "{ip}");
+                    last = Some(*ip);
+                }
+                builder.append_value(&text);
+            }
+            Arc::new(builder.finish())
         }
     }
 
@@ -345,6 +353,9 @@ mod arrow {
     trait Text {
         fn text(&self) -> std::borrow::Cow<'_, str>;
     }
+
+    use std::collections::HashMap;
+    use std::fmt::Write as _;
 
     impl Text for String {
         fn text(&self) -> std::borrow::Cow<'_, str> {
@@ -379,16 +390,38 @@ mod arrow {
 
     text_enums!(Category, RemoteKind, Initiator);
 
+    /// Dictionary-encoded text. Neighbouring rows mostly repeat a value, so
+    /// a repeat reuses the previous key before any hashing.
     impl<T: Text> ArrowColumn for T {
         fn column<'a>(values: impl Iterator<Item = &'a T>, _: &str) -> ArrayRef
         where
             T: 'a,
         {
-            let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+            let mut keys = Vec::new();
+            let mut dictionary: Vec<std::borrow::Cow<'a, str>> = Vec::new();
+            let mut index: HashMap<std::borrow::Cow<'a, str>, i32> = HashMap::new();
+            let mut previous: Option<(std::borrow::Cow<'a, str>, i32)> = None;
             for value in values {
-                builder.append_value(value.text());
+                let text = value.text();
+                let key = match &previous {
+                    Some((last, key)) if *last == text => *key,
+                    _ => {
+                        let next = i32::try_from(dictionary.len()).unwrap_or(i32::MAX);
+                        let key = *index.entry(text.clone()).or_insert_with(|| {
+                            dictionary.push(text.clone());
+                            next
+                        });
+                        previous = Some((text, key));
+                        key
+                    }
+                };
+                keys.push(key);
             }
-            Arc::new(builder.finish())
+            let values: StringArray = dictionary.iter().map(|v| Some(v.as_ref())).collect();
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values))
+                    .expect("every key indexes the dictionary"),
+            )
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod clickhouse;
 pub mod netns;
 pub mod oracle;
+pub mod synthetic;
 pub mod tollgate;
 
 use std::path::PathBuf;

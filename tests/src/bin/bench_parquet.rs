@@ -1,0 +1,92 @@
+//! Benchmark of the Parquet sink (run by `tests/scripts/bench-parquet.sh`):
+//! rows per second written on one core and bytes per row, against ClickHouse
+//! writing the same rows, in the same order, with `SELECT ... FORMAT Parquet`
+//! (the reference), in the same run.
+//!
+//! Data: [`synthetic::cluster_records`] (1,242,000 records).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{ensure, Context};
+use tollgate::sink::parquet::ParquetSink;
+use tollgate::sink::Batch;
+use tollgate_tests::clickhouse::Dedicated;
+use tollgate_tests::synthetic;
+
+fn size(paths: &[std::path::PathBuf]) -> anyhow::Result<u64> {
+    paths.iter().map(|p| Ok(std::fs::metadata(p)?.len())).sum()
+}
+
+fn main() -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let rows = synthetic::cluster_records(u32::try_from(now - 3 * 3600)?);
+    let n = rows.len() as f64;
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-parquet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sink = ParquetSink::open(&dir.join("tollgate"))?;
+    let batch = Batch {
+        seq: 1,
+        token: "bench-1".into(),
+        resume_at: Default::default(),
+        records: rows,
+    };
+
+    // Where the time goes: building the Arrow columns alone.
+    let refs: Vec<&tollgate_schema::FlowRecord> = batch.records.iter().collect();
+    let started = Instant::now();
+    let columns = tollgate_schema::flow::to_record_batch(&refs)?;
+    let columns_seconds = started.elapsed().as_secs_f64();
+    drop(columns);
+    drop(refs);
+
+    // Best of three: the machine is shared.
+    let mut best = f64::MAX;
+    let mut files = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        files = sink.write_batch(&batch)?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    let ours = size(&files)?;
+
+    // ClickHouse rewrites exactly those rows, in that order, as Parquet.
+    let server = Dedicated::start("bench-parquet")?;
+    let reference = dir.join("clickhouse.parquet");
+    let mut reference_best = f64::MAX;
+    for _ in 0..3 {
+        let query = format!(
+            "SELECT * EXCEPT (date, hour) FROM file('{}/**/*.parquet', Parquet) FORMAT Parquet",
+            dir.join("tollgate").display()
+        );
+        let started = Instant::now();
+        let status = Command::new("curl")
+            .args(["-sS", "--fail", "-o"])
+            .arg(&reference)
+            .arg(format!(
+                "{}/?output_format_parquet_compression_method=zstd",
+                server.server().url()
+            ))
+            .args(["--data-binary", &query])
+            .status()
+            .context("curl")?;
+        ensure!(status.success(), "ClickHouse could not write Parquet");
+        reference_best = reference_best.min(started.elapsed().as_secs_f64());
+    }
+    let theirs = std::fs::metadata(Path::new(&reference))?.len();
+
+    println!("{} rows, {} file(s)", batch.records.len(), files.len());
+    println!("  reference: ClickHouse SELECT ... FORMAT Parquet (zstd)  {reference_best:>6.2} s {:>10.0} rows/s {:>6.2} bytes/row", n / reference_best, theirs as f64 / n);
+    println!("  tollgate ParquetSink (one core)                        {best:>6.2} s {:>10.0} rows/s {:>6.2} bytes/row", n / best, ours as f64 / n);
+    println!("  of which building the Arrow columns                    {columns_seconds:>6.2} s");
+    println!(
+        "  size ratio tollgate / ClickHouse: {:.2}x; speed ratio: {:.2}x",
+        ours as f64 / theirs as f64,
+        reference_best / best
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
