@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
 
-step "test (unit, CLI, kernel, ClickHouse, sink)"
+step "test (unit, CLI, kernel, ClickHouse, sink, Parquet)"
 cargo test --workspace --locked
 
 step "fuzz the netlink decoder (short run)"
