@@ -18,9 +18,14 @@ step "build"
 cargo build --workspace --bins --locked
 
 step "test (unit, CLI, kernel, ClickHouse, sink, Parquet)"
-cargo test --workspace --locked
+results="$(mktemp)"
+cargo test --workspace --locked 2>&1 | tee "$results"
 
 step "fuzz the netlink decoder (short run)"
 bash tests/scripts/fuzz.sh 30
 
 step "all checks passed"
+# One closing line with the totals of every suite (cargo's own last lines are doc-test runs).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+  "$results"
+rm -f "$results"
