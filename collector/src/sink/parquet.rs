@@ -57,15 +57,17 @@ impl ParquetSink {
 
     /// Write one batch; returns the files written.
     pub fn write_batch(&self, batch: &Batch) -> Result<Vec<PathBuf>, WriteError> {
-        let mut partitions: BTreeMap<(String, String), Vec<&FlowRecord>> = BTreeMap::new();
+        // Keyed by the hour since the epoch; its name is formatted once.
+        let mut partitions: BTreeMap<u32, Vec<&FlowRecord>> = BTreeMap::new();
         for record in &batch.records {
             partitions
-                .entry(partition(record.observed_at))
+                .entry(record.observed_at / 3600)
                 .or_default()
                 .push(record);
         }
         let mut written = Vec::new();
-        for ((date, hour), records) in partitions {
+        for (hour_since_epoch, records) in partitions {
+            let (date, hour) = partition(hour_since_epoch * 3600);
             let dir = self
                 .dir
                 .join(format!("date={date}"))
