@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -163,6 +163,18 @@ pub fn dump(ns: &Netns, zero: bool) -> anyhow::Result<Vec<Line>> {
         command.arg("--no-zero");
     }
     parse_lines(&crate::run(&mut command)?)
+}
+
+/// `tollgate load INPUT --spool SPOOL ARGS...`, run to completion.
+pub fn load(input: &Path, spool: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("load")
+        .arg(input)
+        .arg("--spool")
+        .arg(spool)
+        .args(args)
+        .output()
+        .expect("tollgate load runs")
 }
 
 /// A running `tollgate conntrack watch`.

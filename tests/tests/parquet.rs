@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse::{self, ClickHouse};
-use tollgate_tests::tollgate::binary;
+use tollgate_tests::tollgate::{binary, load};
 use tollgate_tests::{records_file, repo_root, require_root};
 
 fn temp(name: &str) -> PathBuf {
@@ -46,17 +46,6 @@ fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
-}
-
-fn load(input: &Path, spool: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .arg("load")
-        .arg(input)
-        .arg("--spool")
-        .arg(spool)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {

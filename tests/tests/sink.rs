@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse::{self, ClickHouse, Dedicated};
 use tollgate_tests::records_file;
-use tollgate_tests::tollgate::binary;
+use tollgate_tests::tollgate::{binary, load};
 
 fn migrate(ch: &ClickHouse, database: &str) {
     let output = Command::new(binary())
@@ -192,14 +192,7 @@ fn a_wrong_url_or_password_is_a_clear_error() {
     let input = records_file("wrong", 1);
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-wrong", std::process::id()));
     let run = |args: &[&str]| {
-        let output = Command::new(binary())
-            .arg("load")
-            .arg(&input)
-            .arg("--spool")
-            .arg(&spool)
-            .args(args)
-            .output()
-            .unwrap();
+        let output = load(&input, &spool, args);
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -231,13 +224,11 @@ fn a_bad_record_names_its_file_and_line_and_exits_2() {
     text.push_str("{\"observed_at\": \"yesterday\"}\n");
     std::fs::write(&input, text).unwrap();
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-badline", std::process::id()));
-    let output = Command::new(binary())
-        .arg("load")
-        .arg(&input)
-        .args(["--clickhouse", ch.url(), "--database", &database, "--spool"])
-        .arg(&spool)
-        .output()
-        .unwrap();
+    let output = load(
+        &input,
+        &spool,
+        &["--clickhouse", ch.url(), "--database", &database],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -325,22 +316,23 @@ fn https_with_a_private_ca_is_verified() {
 
     let input = records_file("tls", 500);
     let spool = dir.join("spool");
-    let status = Command::new(binary())
-        .arg("load")
-        .arg(&input)
-        .args([
+    let output = load(
+        &input,
+        &spool,
+        &[
             "--clickhouse",
             &url,
             "--database",
             &database,
             "--ca-file",
             ca.to_str().unwrap(),
-            "--spool",
-        ])
-        .arg(&spool)
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(count(ch, &database).0, 500);
     let _ = stunnel.kill();
     let _ = stunnel.wait();
@@ -361,13 +353,11 @@ fn a_spool_resumes_only_the_input_it_belongs_to() {
         .wait()
         .unwrap()
         .success());
-    let output = Command::new(binary())
-        .arg("load")
-        .arg(&second)
-        .args(["--clickhouse", ch.url(), "--database", &database, "--spool"])
-        .arg(&spool)
-        .output()
-        .unwrap();
+    let output = load(
+        &second,
+        &spool,
+        &["--clickhouse", ch.url(), "--database", &database],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
