@@ -54,7 +54,9 @@ impl ClickHouseArgs {
                 .with_context(|| format!("cannot read the ClickHouse password ({password:?})"))?,
             ca_file: self.ca_file.clone(),
         };
-        connection.validate().map_err(|e| BadInput(e.to_string()))?;
+        // Build a client now, so that an unusable CA file is bad input
+        // (exit 2) before any work starts.
+        connection.client().map_err(|e| BadInput(e.to_string()))?;
         Ok(Some(connection))
     }
 }

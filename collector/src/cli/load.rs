@@ -80,7 +80,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     // waited out while the spool keeps them.
     if let Some(connection) = &connection {
         if spool.is_empty() {
-            runtime.block_on(clickhouse::check(&connection.client(), connection))?;
+            runtime.block_on(clickhouse::check(&connection.client()?, connection))?;
         } else {
             tracing::info!(batches = spool.len(), "replaying spooled batches");
         }
@@ -97,11 +97,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         (Some(c), Some(p)) => runtime.block_on(load(
             args,
             spool,
-            Both(ClickHouseSink::new(&c), p),
+            Both(ClickHouseSink::new(&c)?, p),
             destination,
         )),
         (Some(c), None) => {
-            runtime.block_on(load(args, spool, ClickHouseSink::new(&c), destination))
+            runtime.block_on(load(args, spool, ClickHouseSink::new(&c)?, destination))
         }
         (None, Some(p)) => runtime.block_on(load(args, spool, p, destination)),
         (None, None) => {

@@ -63,7 +63,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(migrate::migrate(&connection.client(), &connection, &layout))?;
+    let report = runtime.block_on(migrate::migrate(
+        &connection.client()?,
+        &connection,
+        &layout,
+    ))?;
     if report.applied.is_empty() {
         println!(
             "{}: up to date ({} migrations already applied)",

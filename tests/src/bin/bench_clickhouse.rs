@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
         password: None,
         ca_file: None,
     };
-    let sink = ClickHouseSink::new(&connection);
+    let sink = ClickHouseSink::new(&connection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -82,25 +82,19 @@ pub struct CaFileError {
 }
 
 impl Connection {
-    /// Check the settings that can be checked without a server (the CA
-    /// file), so a bad one is reported before any work starts.
-    pub fn validate(&self) -> Result<(), CaFileError> {
-        self.base_client().map(drop)
-    }
-
     /// A client for this connection (LZ4 compression on the wire is the
-    /// crate's default; TLS for `https` URLs).
-    pub fn client(&self) -> ::clickhouse::Client {
-        // `validate` reports a bad CA file before anything calls this.
+    /// crate's default; TLS for `https` URLs, trusting the CA file if one is
+    /// set). A CA file that cannot be used is an error, never a silent
+    /// fallback to the public roots alone.
+    pub fn client(&self) -> Result<::clickhouse::Client, CaFileError> {
         let client = self
-            .base_client()
-            .unwrap_or_default()
+            .base_client()?
             .with_url(&self.url)
             .with_user(&self.user);
-        match &self.password {
+        Ok(match &self.password {
             Some(password) => client.with_password(password),
             None => client,
-        }
+        })
     }
 
     /// The crate's own client, or, with a CA file, one whose TLS trusts

@@ -27,10 +27,10 @@ pub struct ClickHouseSink {
 
 impl ClickHouseSink {
     /// A sink writing to `connection`'s database.
-    pub fn new(connection: &Connection) -> Self {
-        Self {
-            client: connection.client().with_database(&connection.database),
-        }
+    pub fn new(connection: &Connection) -> Result<Self, super::CaFileError> {
+        Ok(Self {
+            client: connection.client()?.with_database(&connection.database),
+        })
     }
 }
 
