@@ -13,5 +13,9 @@
 //! end between two reads (DESTROY events); and the ClickHouse schema the
 //! records are stored in, which tollgate owns and migrates ([`sink`]).
 
+pub mod classify;
+pub mod config;
 pub mod conntrack;
+pub mod enrich;
+pub mod inventory;
 pub mod sink;

@@ -14,10 +14,19 @@
 //! each byte once.
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Family, Protocol};
+
+/// A name in a record (pod, namespace, zone...): shared, immutable text.
+///
+/// Records repeat the same few thousand names millions of times; the
+/// inventory interns each once and every record holding it shares the one
+/// allocation, so building a record copies pointers, not text, and the
+/// Parquet writer recognises a repeated name by its address.
+pub type Name = Arc<str>;
 
 /// One column of the flows table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +81,9 @@ flow_record! {
     /// before the first read).
     interval_seconds: u32 = "UInt32",
     /// Cluster name, from the agent's configuration.
-    cluster: String = "LowCardinality(String)",
+    cluster: Name = "LowCardinality(String)",
     /// The node that observed the connection; the local endpoint lives on it.
-    node: String = "LowCardinality(String)",
+    node: Name = "LowCardinality(String)",
     /// `ipv4` or `ipv6`.
     family: Family = "LowCardinality(String)",
     /// `tcp`, `udp`, `icmp`, `icmpv6`, ... or the protocol number as text.
@@ -84,20 +93,20 @@ flow_record! {
     /// Local endpoint's port (0 for protocols without ports).
     local_port: u16 = "UInt16",
     /// Local pod name; empty for the node itself.
-    local_pod: String = "LowCardinality(String)",
+    local_pod: Name = "LowCardinality(String)",
     /// Local pod's namespace.
-    local_namespace: String = "LowCardinality(String)",
+    local_namespace: Name = "LowCardinality(String)",
     /// Kind of the local pod's owning workload (Deployment, StatefulSet,
     /// DaemonSet, CronJob, Job, ReplicaSet, Pod, Node).
-    local_workload_kind: String = "LowCardinality(String)",
+    local_workload_kind: Name = "LowCardinality(String)",
     /// Name of the local pod's owning workload.
-    local_workload: String = "LowCardinality(String)",
+    local_workload: Name = "LowCardinality(String)",
     /// Team the local workload belongs to.
-    local_team: String = "LowCardinality(String)",
+    local_team: Name = "LowCardinality(String)",
     /// Zone of the observing node.
-    local_zone: String = "LowCardinality(String)",
+    local_zone: Name = "LowCardinality(String)",
     /// Region of the observing node.
-    local_region: String = "LowCardinality(String)",
+    local_region: Name = "LowCardinality(String)",
     /// Remote endpoint's address (IPv4 stored IPv4-mapped).
     remote_ip: Ipv6Addr = "IPv6",
     /// Remote endpoint's port (0 for protocols without ports).
@@ -105,27 +114,27 @@ flow_record! {
     /// What the remote endpoint is.
     remote_kind: RemoteKind = "LowCardinality(String)",
     /// Remote pod name, when it is a pod.
-    remote_pod: String = "LowCardinality(String)",
+    remote_pod: Name = "LowCardinality(String)",
     /// Remote pod's namespace.
-    remote_namespace: String = "LowCardinality(String)",
+    remote_namespace: Name = "LowCardinality(String)",
     /// Kind of the remote pod's owning workload.
-    remote_workload_kind: String = "LowCardinality(String)",
+    remote_workload_kind: Name = "LowCardinality(String)",
     /// Name of the remote pod's owning workload.
-    remote_workload: String = "LowCardinality(String)",
+    remote_workload: Name = "LowCardinality(String)",
     /// Team the remote workload belongs to.
-    remote_team: String = "LowCardinality(String)",
+    remote_team: Name = "LowCardinality(String)",
     /// Node of the remote endpoint, when in the cluster.
-    remote_node: String = "LowCardinality(String)",
+    remote_node: Name = "LowCardinality(String)",
     /// Zone of the remote endpoint, when known.
-    remote_zone: String = "LowCardinality(String)",
+    remote_zone: Name = "LowCardinality(String)",
     /// Region of the remote endpoint, when known.
-    remote_region: String = "LowCardinality(String)",
+    remote_region: Name = "LowCardinality(String)",
     /// Cloud provider of the remote address (aws, gcp, azure), when known.
-    remote_cloud_provider: String = "LowCardinality(String)",
+    remote_cloud_provider: Name = "LowCardinality(String)",
     /// Cloud service of the remote address (e.g. S3), when known.
-    remote_cloud_service: String = "LowCardinality(String)",
+    remote_cloud_service: Name = "LowCardinality(String)",
     /// `namespace/name` of the Service, when reached through a ClusterIP.
-    remote_service: String = "LowCardinality(String)",
+    remote_service: Name = "LowCardinality(String)",
     /// Which endpoint opened the connection.
     initiator: Initiator = "LowCardinality(String)",
     /// Layer-3 bytes the local endpoint sent.
@@ -253,7 +262,7 @@ mod arrow {
     };
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
-    use super::{Category, Initiator, RemoteKind, COLUMNS};
+    use super::{Category, Initiator, Name, RemoteKind, COLUMNS};
     use crate::{Family, Protocol};
 
     /// The Arrow schema of a flow record, derived from [`COLUMNS`]: text
@@ -352,14 +361,24 @@ mod arrow {
     /// Values stored as dictionary-encoded text.
     trait Text {
         fn text(&self) -> std::borrow::Cow<'_, str>;
+
+        /// An address that equal values usually share (interned names),
+        /// or 0: a cheap first lookup before comparing text.
+        fn identity(&self) -> usize {
+            0
+        }
     }
 
     use std::collections::HashMap;
     use std::fmt::Write as _;
 
-    impl Text for String {
+    impl Text for Name {
         fn text(&self) -> std::borrow::Cow<'_, str> {
-            self.as_str().into()
+            self.as_ref().into()
+        }
+
+        fn identity(&self) -> usize {
+            Arc::as_ptr(self).cast::<u8>() as usize
         }
     }
 
@@ -400,21 +419,35 @@ mod arrow {
             let mut keys = Vec::new();
             let mut dictionary: Vec<std::borrow::Cow<'a, str>> = Vec::new();
             let mut index: HashMap<std::borrow::Cow<'a, str>, i32> = HashMap::new();
-            let mut previous: Option<(std::borrow::Cow<'a, str>, i32)> = None;
+            let mut by_identity: HashMap<usize, i32> = HashMap::new();
+            let mut previous: Option<(usize, std::borrow::Cow<'a, str>, i32)> = None;
             for value in values {
+                let identity = value.identity();
+                if let Some((last, _, key)) = &previous {
+                    if identity != 0 && identity == *last {
+                        keys.push(*key);
+                        continue;
+                    }
+                }
+                if let Some(key) = by_identity.get(&identity) {
+                    keys.push(*key);
+                    continue;
+                }
                 let text = value.text();
                 let key = match &previous {
-                    Some((last, key)) if *last == text => *key,
+                    Some((_, last, key)) if *last == text => *key,
                     _ => {
                         let next = i32::try_from(dictionary.len()).unwrap_or(i32::MAX);
-                        let key = *index.entry(text.clone()).or_insert_with(|| {
+                        *index.entry(text.clone()).or_insert_with(|| {
                             dictionary.push(text.clone());
                             next
-                        });
-                        previous = Some((text, key));
-                        key
+                        })
                     }
                 };
+                if identity != 0 {
+                    by_identity.insert(identity, key);
+                }
+                previous = Some((identity, text, key));
                 keys.push(key);
             }
             let values: StringArray = dictionary.iter().map(|v| Some(v.as_ref())).collect();

@@ -2,6 +2,7 @@
 
 use std::net::Ipv6Addr;
 
+use tollgate::inventory::Interner;
 use tollgate_schema::{Category, Family, FlowRecord, Initiator, Protocol, RemoteKind};
 
 /// xorshift64*: repeatable pseudo-random numbers.
@@ -36,9 +37,11 @@ struct Connection4 {
 /// One cluster for 45 minutes, starting at `start` (unix seconds): 200 pods
 /// in 10 namespaces, each with 20 long-lived connections reported every 10 s
 /// and 3 new short ones per interval, to 5,000 remote addresses, with skewed
-/// byte counts. Repeatable: the same records every call.
+/// byte counts. Repeatable: the same records every call. Names are
+/// interned, as the enricher's are.
 pub fn cluster_records(start: u32) -> Vec<FlowRecord> {
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let mut names = Interner::default();
     let categories = [
         Category::SameZone,
         Category::CrossZone,
@@ -87,20 +90,20 @@ pub fn cluster_records(start: u32) -> Vec<FlowRecord> {
                 out.push(FlowRecord {
                     observed_at: start + interval * 10,
                     interval_seconds: 10,
-                    cluster: "prod-eu".into(),
-                    node: format!("node-{}", p % 12),
+                    cluster: names.name("prod-eu"),
+                    node: names.name(&format!("node-{}", p % 12)),
                     family: Family::Ipv4,
                     protocol: Protocol::TCP,
                     local_ip: std::net::Ipv4Addr::new(10, 4, (p / 250) as u8, (p % 250) as u8)
                         .to_ipv6_mapped(),
                     local_port: conn.local_port,
-                    local_pod: pod.2.clone(),
-                    local_namespace: pod.0.clone(),
-                    local_workload_kind: "Deployment".into(),
-                    local_workload: pod.1.clone(),
-                    local_team: pod.3.clone(),
-                    local_zone: format!("eu-west-1{}", ["a", "b", "c"][p % 3]),
-                    local_region: "eu-west-1".into(),
+                    local_pod: names.name(&pod.2),
+                    local_namespace: names.name(&pod.0),
+                    local_workload_kind: names.name("Deployment"),
+                    local_workload: names.name(&pod.1),
+                    local_team: names.name(&pod.3),
+                    local_zone: names.name(&format!("eu-west-1{}", ["a", "b", "c"][p % 3])),
+                    local_region: names.name("eu-west-1"),
                     remote_ip: if internet {
                         Ipv6Addr::from(
                             0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(conn.remote),
@@ -115,48 +118,51 @@ pub fn cluster_records(start: u32) -> Vec<FlowRecord> {
                         RemoteKind::Pod
                     },
                     remote_pod: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("peer-{}", conn.remote % 300)
+                        names.name(&format!("peer-{}", conn.remote % 300))
                     },
                     remote_namespace: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("team-{}", conn.remote % 10)
+                        names.name(&format!("team-{}", conn.remote % 10))
                     },
                     remote_workload_kind: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        "Deployment".into()
+                        names.name("Deployment")
                     },
                     remote_workload: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("svc-{}", conn.remote % 5)
+                        names.name(&format!("svc-{}", conn.remote % 5))
                     },
                     remote_team: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("owner-{}", conn.remote % 10)
+                        names.name(&format!("owner-{}", conn.remote % 10))
                     },
                     remote_node: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("node-{}", conn.remote % 12)
+                        names.name(&format!("node-{}", conn.remote % 12))
                     },
                     remote_zone: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        format!("eu-west-1{}", ["a", "b", "c"][(conn.remote % 3) as usize])
+                        names.name(&format!(
+                            "eu-west-1{}",
+                            ["a", "b", "c"][(conn.remote % 3) as usize]
+                        ))
                     },
                     remote_region: if internet {
-                        String::new()
+                        names.name("")
                     } else {
-                        "eu-west-1".into()
+                        names.name("eu-west-1")
                     },
-                    remote_cloud_provider: String::new(),
-                    remote_cloud_service: String::new(),
-                    remote_service: String::new(),
+                    remote_cloud_provider: names.name(""),
+                    remote_cloud_service: names.name(""),
+                    remote_service: names.name(""),
                     initiator: Initiator::Local,
                     bytes_sent: random.size(12),
                     bytes_received: random.size(14),

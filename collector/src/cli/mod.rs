@@ -1,5 +1,6 @@
 //! Command-line arguments and the commands they run.
 
+mod classify;
 mod clickhouse_args;
 mod conntrack;
 mod load;
@@ -30,6 +31,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Load flow records from JSON lines into ClickHouse, exactly once.
     Load(load::LoadArgs),
+    /// Explain addresses: who they are and the category of a transfer.
+    Classify(classify::ClassifyArgs),
 }
 
 /// Input that cannot be used as given: reported with the file, line or
@@ -60,5 +63,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Conntrack(command) => conntrack::run(command),
         Command::Migrate(args) => migrate::run(args),
         Command::Load(args) => load::run(args),
+        Command::Classify(args) => classify::run(args),
     }
 }

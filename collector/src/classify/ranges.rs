@@ -1,0 +1,364 @@
+//! The cloud providers' published address ranges: AWS `ip-ranges.json`,
+//! GCP `cloud.json`, Azure Service Tags JSON.
+//!
+//! Each file becomes prefixes tagged with provider, service and region.
+//! Providers list broad ranges (AWS `AMAZON`, Azure `AzureCloud`) and the
+//! specific services inside them, sometimes with the very same prefix: the
+//! specific entry gets the higher priority, so it wins a tie.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use tollgate_schema::Name;
+
+use crate::inventory::Interner;
+
+/// Which provider's file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// AWS `ip-ranges.json`.
+    Aws,
+    /// GCP `cloud.json`.
+    Gcp,
+    /// Azure Service Tags (`ServiceTags_Public_*.json`).
+    Azure,
+}
+
+impl Provider {
+    /// The provider's name in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Gcp => "gcp",
+            Provider::Azure => "azure",
+        }
+    }
+}
+
+/// What an address of a published range is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudTag {
+    /// `aws`, `gcp`, `azure`, or empty for a user-defined service.
+    pub provider: Name,
+    /// The provider's service name (`S3`, `AzureStorage`, `Google Cloud`),
+    /// or the user's.
+    pub service: Name,
+    /// The provider's region, when the range has one.
+    pub region: Name,
+}
+
+/// A range file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeFileError {
+    /// The file could not be read.
+    #[error("cannot read {provider} range file {path}: {source}")]
+    Read {
+        /// Provider whose file it is.
+        provider: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not in the provider's format.
+    #[error("{provider} range file {path}: {message}")]
+    Format {
+        /// Provider whose file it is.
+        provider: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line and column or the entry.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct AwsFile {
+    prefixes: Vec<AwsPrefix>,
+    #[serde(default)]
+    ipv6_prefixes: Vec<AwsPrefix6>,
+}
+
+#[derive(Deserialize)]
+struct AwsPrefix {
+    ip_prefix: IpNet,
+    region: String,
+    service: String,
+}
+
+#[derive(Deserialize)]
+struct AwsPrefix6 {
+    ipv6_prefix: IpNet,
+    region: String,
+    service: String,
+}
+
+#[derive(Deserialize)]
+struct GcpFile {
+    prefixes: Vec<GcpPrefix>,
+}
+
+#[derive(Deserialize)]
+struct GcpPrefix {
+    #[serde(rename = "ipv4Prefix")]
+    ipv4: Option<IpNet>,
+    #[serde(rename = "ipv6Prefix")]
+    ipv6: Option<IpNet>,
+    service: String,
+    scope: String,
+}
+
+#[derive(Deserialize)]
+struct AzureFile {
+    values: Vec<AzureTag>,
+}
+
+#[derive(Deserialize)]
+struct AzureTag {
+    name: String,
+    properties: AzureProperties,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AzureProperties {
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    system_service: String,
+    address_prefixes: Vec<IpNet>,
+}
+
+/// Reads one provider's file into tagged prefixes with their priority.
+pub fn load(
+    provider: Provider,
+    path: &Path,
+    names: &mut Interner,
+) -> Result<Vec<(IpNet, CloudTag, u8)>, RangeFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RangeFileError::Read {
+        provider: provider.as_str(),
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(provider, &text, names).map_err(|message| RangeFileError::Format {
+        provider: provider.as_str(),
+        path: path.to_owned(),
+        message,
+    })
+}
+
+fn parse(
+    provider: Provider,
+    text: &str,
+    names: &mut Interner,
+) -> Result<Vec<(IpNet, CloudTag, u8)>, String> {
+    let json_error = |e: serde_json::Error| e.to_string();
+    let provider_name = names.name(provider.as_str());
+    let mut tag = |service: &str, region: &str| CloudTag {
+        provider: provider_name.clone(),
+        service: names.name(service),
+        region: names.name(region),
+    };
+    let mut out = Vec::new();
+    match provider {
+        Provider::Aws => {
+            let file: AwsFile = serde_json::from_str(text).map_err(json_error)?;
+            let specific = |service: &str| u8::from(service != "AMAZON");
+            let region = |r: &str| if r == "GLOBAL" { "" } else { r }.to_owned();
+            for p in &file.prefixes {
+                let family_ok = matches!(p.ip_prefix, IpNet::V4(_));
+                check(family_ok, "prefixes", &p.ip_prefix)?;
+                out.push((
+                    p.ip_prefix,
+                    tag(&p.service, &region(&p.region)),
+                    specific(&p.service),
+                ));
+            }
+            for p in &file.ipv6_prefixes {
+                check(
+                    matches!(p.ipv6_prefix, IpNet::V6(_)),
+                    "ipv6_prefixes",
+                    &p.ipv6_prefix,
+                )?;
+                out.push((
+                    p.ipv6_prefix,
+                    tag(&p.service, &region(&p.region)),
+                    specific(&p.service),
+                ));
+            }
+        }
+        Provider::Gcp => {
+            let file: GcpFile = serde_json::from_str(text).map_err(json_error)?;
+            for (i, p) in file.prefixes.iter().enumerate() {
+                let net = p.ipv4.or(p.ipv6).ok_or_else(|| {
+                    format!("prefixes[{i}] has neither ipv4Prefix nor ipv6Prefix")
+                })?;
+                out.push((net, tag(&p.service, &p.scope), 0));
+            }
+        }
+        Provider::Azure => {
+            let file: AzureFile = serde_json::from_str(text).map_err(json_error)?;
+            for value in &file.values {
+                let props = &value.properties;
+                // "AzureCloud.westeurope" has no service: the tag's base name is it.
+                let service = if props.system_service.is_empty() {
+                    value
+                        .name
+                        .split('.')
+                        .next()
+                        .unwrap_or(&value.name)
+                        .to_owned()
+                } else {
+                    props.system_service.clone()
+                };
+                let priority = 2 * u8::from(!props.system_service.is_empty())
+                    + u8::from(!props.region.is_empty());
+                for net in &props.address_prefixes {
+                    out.push((*net, tag(&service, &props.region), priority));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no prefixes in the file".into());
+    }
+    Ok(out)
+}
+
+fn check(ok: bool, list: &str, net: &IpNet) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{list}: {net} is of the wrong address family"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::prefix::PrefixMap;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/ranges")
+            .join(name)
+    }
+
+    fn tag_of(map: &PrefixMap<CloudTag>, ip: &str) -> Option<(String, String, String)> {
+        map.lookup(ip.parse().unwrap()).map(|(_, t)| {
+            (
+                t.provider.to_string(),
+                t.service.to_string(),
+                t.region.to_string(),
+            )
+        })
+    }
+
+    fn loaded(provider: Provider, file: &str) -> PrefixMap<CloudTag> {
+        PrefixMap::new(load(provider, &testdata(file), &mut Interner::default()).unwrap())
+    }
+
+    #[test]
+    fn aws_specific_services_win_over_amazon_and_global_has_no_region() {
+        let aws = loaded(Provider::Aws, "aws-ip-ranges.json");
+        let t = |ip| tag_of(&aws, ip);
+        assert_eq!(
+            t("52.95.144.9"),
+            Some(("aws".into(), "S3".into(), "eu-west-2".into()))
+        );
+        assert_eq!(
+            t("52.94.1.1"),
+            Some(("aws".into(), "AMAZON".into(), "us-east-1".into()))
+        );
+        assert_eq!(
+            t("3.5.141.1"),
+            Some(("aws".into(), "S3".into(), "ap-northeast-2".into()))
+        );
+        assert_eq!(
+            t("3.5.1.1"),
+            Some(("aws".into(), "AMAZON".into(), String::new()))
+        );
+        assert_eq!(
+            t("2600:1fa0:4000::5"),
+            Some(("aws".into(), "S3".into(), "eu-west-2".into()))
+        );
+        assert_eq!(
+            t("2600:1f18::1"),
+            Some(("aws".into(), "AMAZON".into(), "us-east-1".into()))
+        );
+        assert_eq!(t("8.8.8.8"), None);
+    }
+
+    #[test]
+    fn gcp_scopes_are_regions() {
+        let gcp = loaded(Provider::Gcp, "gcp-cloud.json");
+        assert_eq!(
+            tag_of(&gcp, "34.104.113.1"),
+            Some(("gcp".into(), "Google Cloud".into(), "europe-west1".into()))
+        );
+        assert_eq!(
+            tag_of(&gcp, "2600:1900:4010::1"),
+            Some(("gcp".into(), "Google Cloud".into(), "europe-west1".into()))
+        );
+    }
+
+    #[test]
+    fn azure_service_tags_beat_regional_which_beat_global() {
+        let azure = loaded(Provider::Azure, "azure-service-tags.json");
+        let t = |ip| tag_of(&azure, ip);
+        assert_eq!(
+            t("13.69.40.5"),
+            Some(("azure".into(), "AzureStorage".into(), "westeurope".into()))
+        );
+        assert_eq!(
+            t("13.69.1.1"),
+            Some(("azure".into(), "AzureCloud".into(), "westeurope".into()))
+        );
+        assert_eq!(
+            t("13.65.0.1"),
+            Some(("azure".into(), "AzureCloud".into(), String::new()))
+        );
+        assert_eq!(
+            t("2603:1020:200::1"),
+            Some(("azure".into(), "AzureCloud".into(), "westeurope".into()))
+        );
+    }
+
+    #[test]
+    fn a_malformed_or_wrong_file_names_the_file_and_the_place() {
+        let dir = std::env::temp_dir().join(format!("tollgate-ranges-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("ip-ranges.json");
+        std::fs::write(&bad, "{\"prefixes\": [{\"ip_prefix\": \"52.94.0.0/33\", \"region\": \"x\", \"service\": \"S3\"}]}").unwrap();
+        let error = load(Provider::Aws, &bad, &mut Interner::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ip-ranges.json") && error.contains("line 1"),
+            "{error}"
+        );
+        // A GCP file given as AWS.
+        let error = load(
+            Provider::Aws,
+            &testdata("gcp-cloud.json"),
+            &mut Interner::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("aws range file") && error.contains("gcp-cloud.json"),
+            "{error}"
+        );
+        let error = load(
+            Provider::Gcp,
+            &dir.join("missing.json"),
+            &mut Interner::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("missing.json"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,249 @@
+//! Table tests: every precedence rule, both families, overlapping prefixes,
+//! the providers' real file formats.
+
+use super::*;
+
+const RULES: &str = "
+direct_classification:
+  - {cidrs: [172.16.0.0/16, 'fd10::/32'], region: r1, zone: r1-b}
+  - {cidrs: [172.17.0.0/16], region: r1}
+  - {cidrs: [172.18.0.0/16], region: r2}
+  - {cidrs: [52.95.144.0/25], region: r1, zone: r1-a}
+internet: [172.16.9.0/24, 100.64.0.0/10, '2001:db8:ffff::/48']
+in_zone: [10.0.0.0/8, 100.64.1.0/24, 'fd00::/16']
+in_region: [10.20.0.0/16, 192.168.0.0/16]
+cross_region: [10.20.30.0/24, 192.168.0.0/16, 'fd00:30::/32']
+services:
+  - {name: corp-backup, cidrs: [198.51.100.0/24, 13.69.40.128/25]}
+cloud_ranges:
+  aws: aws-ip-ranges.json
+  gcp: gcp-cloud.json
+  azure: azure-service-tags.json
+";
+
+fn classifier() -> Classifier {
+    let config: NetworkConfig = serde_saphyr::from_str(RULES).unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ranges");
+    Classifier::new(&config, &base, &mut Interner::default()).unwrap()
+}
+
+const LOCAL: Place<'static> = Place {
+    zone: "r1-a",
+    region: "r1",
+};
+
+#[test]
+fn cluster_peers_compare_zones_and_regions() {
+    let c = classifier();
+    let peer = |zone, region| c.classify(LOCAL, Remote::InCluster(Place { zone, region }));
+    let table = [
+        ("r1-a", "r1", Category::SameZone),
+        ("r1-b", "r1", Category::CrossZone),
+        ("r2-a", "r2", Category::CrossRegion),
+        // Unknowns are not guessed...
+        ("", "r1", Category::Unknown),
+        ("r1-b", "", Category::Unknown),
+        ("", "", Category::Unknown),
+        // ...except what is certain: a same zone, another region.
+        ("r1-a", "", Category::SameZone),
+        ("", "r2", Category::CrossRegion),
+    ];
+    for (zone, region, expected) in table {
+        let v = peer(zone, region);
+        assert_eq!(v.category, expected, "peer in {zone:?}/{region:?}");
+        assert_eq!(v.rule, Rule::Cluster);
+    }
+    // A cluster peer wins over every CIDR list: the inventory knows better.
+    assert_eq!(
+        c.classify(LOCAL, Remote::ServiceAddress).category,
+        Category::Unknown
+    );
+}
+
+#[test]
+fn external_addresses_follow_the_precedence() {
+    let c = classifier();
+    // (address, category, rule that must decide, cloud service)
+    let table: &[(&str, Category, &str, Option<&str>)] = &[
+        // 1. direct classification first, compared with the local place.
+        (
+            "172.16.1.1",
+            Category::CrossZone,
+            "network.direct_classification 172.16.0.0/16",
+            None,
+        ),
+        (
+            "fd10::1",
+            Category::CrossZone,
+            "network.direct_classification fd10::/32",
+            None,
+        ),
+        // ...even inside an `internet` prefix that is longer.
+        (
+            "172.16.9.9",
+            Category::CrossZone,
+            "network.direct_classification 172.16.0.0/16",
+            None,
+        ),
+        // Region only: the local region is another zone of it; another region.
+        (
+            "172.17.0.1",
+            Category::CrossZone,
+            "network.direct_classification 172.17.0.0/16",
+            None,
+        ),
+        (
+            "172.18.0.1",
+            Category::CrossRegion,
+            "network.direct_classification 172.18.0.0/16",
+            None,
+        ),
+        // Direct classification also beats a provider range (and keeps the tag).
+        (
+            "52.95.144.5",
+            Category::SameZone,
+            "network.direct_classification 52.95.144.0/25",
+            Some("S3"),
+        ),
+        // 2. internet before the in-zone/in-region/cross-region lists.
+        (
+            "100.64.1.1",
+            Category::Internet,
+            "network.internet 100.64.0.0/10",
+            None,
+        ),
+        (
+            "2001:db8:ffff::1",
+            Category::Internet,
+            "network.internet 2001:db8:ffff::/48",
+            None,
+        ),
+        // 3. in-zone, then in-region, then cross-region: list order, not
+        //    prefix length, decides between lists.
+        (
+            "10.20.30.1",
+            Category::SameZone,
+            "network.in_zone 10.0.0.0/8",
+            None,
+        ),
+        (
+            "fd00:30::1",
+            Category::SameZone,
+            "network.in_zone fd00::/16",
+            None,
+        ),
+        (
+            "192.168.5.5",
+            Category::CrossZone,
+            "network.in_region 192.168.0.0/16",
+            None,
+        ),
+        // 4. cloud ranges and user services.
+        (
+            "52.95.144.200",
+            Category::CloudService,
+            "cloud range 52.95.144.0/24",
+            Some("S3"),
+        ),
+        (
+            "2600:1fa0:4000::9",
+            Category::CloudService,
+            "cloud range 2600:1fa0:4000::/40",
+            Some("S3"),
+        ),
+        (
+            "34.104.112.7",
+            Category::CloudService,
+            "cloud range 34.104.112.0/23",
+            Some("Google Cloud"),
+        ),
+        (
+            "13.69.40.5",
+            Category::CloudService,
+            "cloud range 13.69.40.0/24",
+            Some("AzureStorage"),
+        ),
+        // A user service beats the provider range it sits in.
+        (
+            "13.69.40.200",
+            Category::CloudService,
+            "cloud range 13.69.40.128/25",
+            Some("corp-backup"),
+        ),
+        (
+            "198.51.100.1",
+            Category::CloudService,
+            "cloud range 198.51.100.0/24",
+            Some("corp-backup"),
+        ),
+        // 5. anything else is internet.
+        (
+            "8.8.8.8",
+            Category::Internet,
+            "no rule matched: internet",
+            None,
+        ),
+        (
+            "2a00:1450::1",
+            Category::Internet,
+            "no rule matched: internet",
+            None,
+        ),
+    ];
+    for (ip, category, rule, service) in table {
+        let v = c.classify(LOCAL, Remote::External(ip.parse().unwrap()));
+        assert_eq!(v.category, *category, "{ip}");
+        assert_eq!(v.rule.to_string(), *rule, "{ip}");
+        assert_eq!(v.cloud.map(|t| &*t.service), *service, "{ip}");
+    }
+}
+
+#[test]
+fn the_remote_place_comes_from_the_rule_or_the_cloud_range() {
+    let c = classifier();
+    let place = |ip: &str| {
+        let v = c.classify(LOCAL, Remote::External(ip.parse().unwrap()));
+        (
+            v.zone.map(|z| z.to_string()),
+            v.region.map(|r| r.to_string()),
+        )
+    };
+    assert_eq!(
+        place("172.16.1.1"),
+        (Some("r1-b".into()), Some("r1".into()))
+    );
+    assert_eq!(place("172.17.0.1"), (None, Some("r1".into())));
+    assert_eq!(place("52.95.144.200"), (None, Some("eu-west-2".into())));
+    assert_eq!(place("3.5.1.1"), (None, None), "AWS GLOBAL has no region");
+    assert_eq!(place("8.8.8.8"), (None, None));
+    let v = c.classify(LOCAL, Remote::External("52.95.144.200".parse().unwrap()));
+    assert_eq!(v.cloud.map(|t| &*t.provider), Some("aws"));
+}
+
+#[test]
+fn without_a_local_region_region_only_rules_stay_unknown() {
+    let c = classifier();
+    let nowhere = Place {
+        zone: "",
+        region: "",
+    };
+    let v = c.classify(nowhere, Remote::External("172.17.0.1".parse().unwrap()));
+    assert_eq!(v.category, Category::Unknown);
+}
+
+#[test]
+fn a_missing_range_file_is_named() {
+    let config: NetworkConfig =
+        serde_saphyr::from_str("cloud_ranges: {aws: nowhere/ip-ranges.json}").unwrap();
+    let error = Classifier::new(
+        &config,
+        Path::new("/etc/tollgate"),
+        &mut Interner::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("/etc/tollgate/nowhere/ip-ranges.json"),
+        "{error}"
+    );
+}

@@ -1,0 +1,415 @@
+//! Conntrack entries to flow records: who is on each end, and the category.
+//!
+//! A conntrack entry knows the two real endpoints even through NAT: the
+//! original tuple's source is the initiator (before any SNAT), the reply
+//! tuple's source is the responder (after DNAT, so the backend pod behind a
+//! ClusterIP, not the ClusterIP). The [`Enricher`] emits one record for each
+//! endpoint that lives on this node, from that endpoint's side:
+//!
+//! - a pod of this node (by address, or by this node's pod ranges when the
+//!   inventory does not know the address yet);
+//! - this node itself, or the host-network pod that declares the port;
+//! - neither, but the node translated the connection (a NodePort, a
+//!   masquerade for another host): the node, on both halves.
+//!
+//! Entries with no endpoint here (traffic this node only routed) are
+//! counted in [`EnrichStats::not_local`] and left to the nodes of their
+//! endpoints. The remote end is looked up in the inventory at the record's
+//! time and classified by the [`Classifier`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tollgate_schema::{Category, FlowRecord, Initiator, Name, RemoteKind};
+
+use crate::classify::{Classifier, Place, Remote};
+use crate::conntrack::{Counters, Entry, Origin};
+use crate::inventory::{Holder, Inventory, NodeInfo, PodInfo};
+
+/// Counts of what the enricher saw, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnrichStats {
+    /// Entries read.
+    pub entries: u64,
+    /// Records produced.
+    pub records: u64,
+    /// Entries with no endpoint on this node (skipped).
+    pub not_local: u64,
+    /// Their bytes, both directions.
+    pub not_local_bytes: u64,
+    /// Local endpoints in this node's pod ranges that the inventory does not
+    /// know (recorded without pod details).
+    pub unknown_local: u64,
+    /// Remote addresses the inventory does not know (classified by the
+    /// rules).
+    pub unknown_remote: u64,
+}
+
+/// The fixed names records use.
+#[derive(Debug)]
+struct Words {
+    empty: Name,
+    node_kind: Name,
+}
+
+/// Turns entries into records for one node.
+#[derive(Debug)]
+pub struct Enricher {
+    cluster: Name,
+    node: Name,
+    node_team: Name,
+    words: Words,
+    /// Counts since creation.
+    pub stats: EnrichStats,
+}
+
+/// One endpoint of a connection, resolved.
+#[derive(Debug, Clone, Copy)]
+enum Party<'a> {
+    Pod(&'a PodInfo, Option<&'a NodeInfo>),
+    Node(&'a NodeInfo),
+    Service(&'a Name),
+    Unknown,
+}
+
+impl Enricher {
+    /// An enricher for `node` of `cluster`; node-level traffic is billed to
+    /// `node_team`.
+    pub fn new(cluster: &str, node: &str, node_team: &str) -> Self {
+        Self {
+            cluster: Arc::from(cluster),
+            node: Arc::from(node),
+            node_team: Arc::from(node_team),
+            words: Words {
+                empty: Arc::from(""),
+                node_kind: Arc::from("Node"),
+            },
+            stats: EnrichStats::default(),
+        }
+    }
+
+    /// The records of one entry, observed at `observed_at` (seconds) at the
+    /// end of an interval of `interval_seconds`, passed to `emit`.
+    pub fn enrich(
+        &mut self,
+        entry: &Entry,
+        observed_at: u32,
+        interval_seconds: u32,
+        inventory: &Inventory,
+        classifier: &Classifier,
+        mut emit: impl FnMut(FlowRecord),
+    ) {
+        self.stats.entries += 1;
+        let at = u64::from(observed_at);
+        let zero = Counters::default();
+        let forward = entry.orig_counters.unwrap_or(zero);
+        let backward = entry.reply_counters.unwrap_or(zero);
+        let (initiator_port, responder_port) = match (entry.orig.l4.ports(), entry.reply.l4.ports())
+        {
+            (Some((src, _)), Some((reply_src, _))) => (src, reply_src),
+            _ => (0, 0),
+        };
+        let initiator_ip = entry.orig.src;
+        let responder_ip = entry.reply.src;
+        let this_node = inventory.node(&self.node).map(Arc::as_ref);
+        let initiator = self.party(inventory, initiator_ip, initiator_port, entry, at);
+        let responder = self.party(inventory, responder_ip, responder_port, entry, at);
+        // The Service the initiator addressed, when it was translated.
+        let service = (entry.orig.dst != responder_ip)
+            .then(|| inventory.lookup(entry.orig.dst, at))
+            .flatten()
+            .and_then(|holder| match holder {
+                Holder::Service(s) => Some(&s.name),
+                _ => None,
+            });
+        let initiator_local = self.is_local(initiator, initiator_ip, this_node, inventory);
+        let responder_local = self.is_local(responder, responder_ip, this_node, inventory);
+        let side = Side {
+            entry,
+            observed_at,
+            interval_seconds,
+            classifier,
+        };
+        let before = self.stats.records;
+        if initiator_local {
+            let record = self.record(
+                &side,
+                (initiator, initiator_ip, initiator_port),
+                (responder, responder_ip, responder_port),
+                service,
+                Initiator::Local,
+                (forward, backward),
+                this_node,
+            );
+            emit(record);
+            self.stats.records += 1;
+        }
+        if responder_local {
+            let record = self.record(
+                &side,
+                (responder, responder_ip, responder_port),
+                (initiator, initiator_ip, initiator_port),
+                None,
+                Initiator::Remote,
+                (backward, forward),
+                this_node,
+            );
+            emit(record);
+            self.stats.records += 1;
+        }
+        if self.stats.records == before {
+            // Translated here: the node received from one side and sent to
+            // the other (a NodePort, or a masquerade for another host).
+            let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if n.name == self.node);
+            match this_node {
+                Some(node) if node_addressed(entry.orig.dst) || node_addressed(entry.reply.dst) => {
+                    let me = Party::Node(node);
+                    let first = self.record(
+                        &side,
+                        (me, entry.orig.dst, entry.orig.l4.ports().map_or(0, |p| p.1)),
+                        (initiator, initiator_ip, initiator_port),
+                        None,
+                        Initiator::Remote,
+                        (backward, forward),
+                        this_node,
+                    );
+                    emit(first);
+                    let second = self.record(
+                        &side,
+                        (
+                            me,
+                            entry.reply.dst,
+                            entry.reply.l4.ports().map_or(0, |p| p.1),
+                        ),
+                        (responder, responder_ip, responder_port),
+                        service,
+                        Initiator::Local,
+                        (forward, backward),
+                        this_node,
+                    );
+                    emit(second);
+                    self.stats.records += 2;
+                }
+                _ => {
+                    self.stats.not_local += 1;
+                    self.stats.not_local_bytes += forward.bytes + backward.bytes;
+                }
+            }
+        }
+    }
+
+    /// Who `ip` (and `port`) is at `at`.
+    fn party<'a>(
+        &self,
+        inventory: &'a Inventory,
+        ip: IpAddr,
+        port: u16,
+        entry: &Entry,
+        at: u64,
+    ) -> Party<'a> {
+        match inventory.lookup(ip, at) {
+            Some(Holder::Pod(pod)) => Party::Pod(pod, inventory.node(&pod.node).map(Arc::as_ref)),
+            Some(Holder::Node(node)) => match inventory.host_pod(&node.name, entry.proto, port) {
+                Some(pod) => Party::Pod(pod, Some(node)),
+                None => Party::Node(node),
+            },
+            Some(Holder::Service(service)) => Party::Service(&service.name),
+            None => Party::Unknown,
+        }
+    }
+
+    fn is_local(
+        &self,
+        party: Party<'_>,
+        ip: IpAddr,
+        this_node: Option<&NodeInfo>,
+        inventory: &Inventory,
+    ) -> bool {
+        match party {
+            Party::Pod(pod, _) => pod.node == self.node,
+            Party::Node(node) => node.name == self.node,
+            Party::Service(_) => false,
+            Party::Unknown => this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip)),
+        }
+    }
+
+    /// The record of `local`'s side of the connection.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        side: &Side<'_>,
+        (local, local_ip, local_port): (Party<'_>, IpAddr, u16),
+        (remote, remote_ip, remote_port): (Party<'_>, IpAddr, u16),
+        service: Option<&Name>,
+        initiator: Initiator,
+        (sent, received): (Counters, Counters),
+        this_node: Option<&NodeInfo>,
+    ) -> FlowRecord {
+        let w = &self.words;
+        let empty = || w.empty.clone();
+        let (zone, region) =
+            this_node.map_or((empty(), empty()), |n| (n.zone.clone(), n.region.clone()));
+        let (pod, namespace, workload_kind, workload, team) = match local {
+            Party::Pod(p, _) => (
+                p.name.clone(),
+                p.namespace.clone(),
+                p.workload_kind.clone(),
+                p.workload.clone(),
+                p.team.clone(),
+            ),
+            Party::Node(n) => (
+                empty(),
+                empty(),
+                w.node_kind.clone(),
+                n.name.clone(),
+                self.node_team.clone(),
+            ),
+            Party::Service(_) | Party::Unknown => {
+                self.stats.unknown_local += 1;
+                (empty(), empty(), empty(), empty(), empty())
+            }
+        };
+        let local_place = Place {
+            zone: &zone,
+            region: &region,
+        };
+        let mut remote_pod = empty();
+        let mut remote_namespace = empty();
+        let mut remote_workload_kind = empty();
+        let mut remote_workload = empty();
+        let mut remote_team = empty();
+        let mut remote_node = empty();
+        let mut remote_zone = empty();
+        let mut remote_region = empty();
+        let mut remote_cloud_provider = empty();
+        let mut remote_cloud_service = empty();
+        let (kind, category) = match remote {
+            Party::Pod(p, node) => {
+                remote_pod = p.name.clone();
+                remote_namespace = p.namespace.clone();
+                remote_workload_kind = p.workload_kind.clone();
+                remote_workload = p.workload.clone();
+                remote_team = p.team.clone();
+                remote_node = p.node.clone();
+                if let Some(node) = node {
+                    remote_zone = node.zone.clone();
+                    remote_region = node.region.clone();
+                }
+                (RemoteKind::Pod, self.peer(side, local_place, node))
+            }
+            Party::Node(n) => {
+                remote_workload_kind = w.node_kind.clone();
+                remote_workload = n.name.clone();
+                remote_team = self.node_team.clone();
+                remote_node = n.name.clone();
+                remote_zone = n.zone.clone();
+                remote_region = n.region.clone();
+                (RemoteKind::Node, self.peer(side, local_place, Some(n)))
+            }
+            Party::Service(_) => (
+                RemoteKind::Service,
+                side.classifier
+                    .classify(local_place, Remote::ServiceAddress)
+                    .category,
+            ),
+            Party::Unknown => {
+                self.stats.unknown_remote += 1;
+                let verdict = side
+                    .classifier
+                    .classify(local_place, Remote::External(remote_ip));
+                if let Some(zone) = verdict.zone {
+                    remote_zone = zone.clone();
+                }
+                if let Some(region) = verdict.region {
+                    remote_region = region.clone();
+                }
+                if let Some(tag) = verdict.cloud {
+                    remote_cloud_provider = tag.provider.clone();
+                    remote_cloud_service = tag.service.clone();
+                }
+                let kind = match verdict.category {
+                    Category::CloudService => RemoteKind::CloudService,
+                    Category::Internet => RemoteKind::Internet,
+                    _ => RemoteKind::Unknown,
+                };
+                (kind, verdict.category)
+            }
+        };
+        FlowRecord {
+            observed_at: side.observed_at,
+            interval_seconds: side.interval_seconds,
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+            family: side.entry.family,
+            protocol: side.entry.proto,
+            local_ip: v6(local_ip),
+            local_port,
+            local_pod: pod,
+            local_namespace: namespace,
+            local_workload_kind: workload_kind,
+            local_workload: workload,
+            local_team: team,
+            local_zone: zone,
+            local_region: region,
+            remote_ip: v6(remote_ip),
+            remote_port,
+            remote_kind: kind,
+            remote_pod,
+            remote_namespace,
+            remote_workload_kind,
+            remote_workload,
+            remote_team,
+            remote_node,
+            remote_zone,
+            remote_region,
+            remote_cloud_provider,
+            remote_cloud_service,
+            remote_service: match remote {
+                Party::Service(name) => name.clone(),
+                _ => service.cloned().unwrap_or_else(empty),
+            },
+            initiator,
+            bytes_sent: sent.bytes,
+            bytes_received: received.bytes,
+            packets_sent: sent.packets,
+            packets_received: received.packets,
+            category,
+            ended: side.entry.origin == Origin::Ended,
+            conntrack_id: side.entry.id,
+        }
+    }
+
+    fn peer(&self, side: &Side<'_>, local: Place<'_>, node: Option<&NodeInfo>) -> Category {
+        let place = node.map_or(
+            Place {
+                zone: "",
+                region: "",
+            },
+            |n| Place {
+                zone: &n.zone,
+                region: &n.region,
+            },
+        );
+        side.classifier
+            .classify(local, Remote::InCluster(place))
+            .category
+    }
+}
+
+/// What every record of one entry shares.
+struct Side<'a> {
+    entry: &'a Entry,
+    observed_at: u32,
+    interval_seconds: u32,
+    classifier: &'a Classifier,
+}
+
+fn v6(ip: IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+#[cfg(test)]
+mod tests;

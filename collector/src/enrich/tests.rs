@@ -1,0 +1,323 @@
+//! Who each record is about, through NAT, host networking and unknowns.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use tollgate_schema::{Category, Family, FlowRecord, Initiator, Protocol, RemoteKind};
+
+use super::Enricher;
+use crate::classify::{Classifier, NetworkConfig};
+use crate::conntrack::{Counters, Entry, Origin, Tuple, L4};
+use crate::inventory::{static_file, Inventory};
+
+const INVENTORY: &str = "
+nodes:
+  - {name: node-a, zone: r1-a, region: r1, addresses: [192.168.0.1, 'fd00:0:ffff::1'], pod_cidrs: [10.1.1.0/24]}
+  - {name: node-b, zone: r1-b, region: r1, addresses: [192.168.0.2], pod_cidrs: [10.1.2.0/24]}
+  - {name: node-c, zone: r2-a, region: r2, addresses: [192.168.0.3], pod_cidrs: [10.1.3.0/24]}
+pods:
+  - {name: web-1, namespace: shop, node: node-a, ips: [10.1.1.10, 'fd00:1::10'], workload: {kind: Deployment, name: web}}
+  - {name: cache-1, namespace: shop, node: node-a, ips: [10.1.1.11], workload: {kind: StatefulSet, name: cache}}
+  - {name: api-1, namespace: api, node: node-b, ips: [10.1.2.20, 'fd00:2::20'], workload: {kind: Deployment, name: api}}
+  - {name: db-1, namespace: data, node: node-c, ips: [10.1.3.30], workload: {kind: StatefulSet, name: db}}
+  - {name: exporter-a, namespace: monitoring, node: node-a, host_network: true, ports: [{port: 9100}], workload: {kind: DaemonSet, name: exporter}}
+services:
+  - {name: db, namespace: data, cluster_ips: [10.96.0.30]}
+namespaces:
+  - {name: shop, labels: {team: payments}}
+";
+
+fn world() -> (Inventory, Classifier) {
+    let inventory = static_file::from_str(INVENTORY, Path::new("inv.yaml"), "team", 300).unwrap();
+    let config: NetworkConfig = serde_saphyr::from_str("internet: []").unwrap();
+    let mut names = crate::inventory::Interner::default();
+    let classifier = Classifier::new(&config, Path::new("."), &mut names).unwrap();
+    (inventory, classifier)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A TCP entry: `orig` src:port -> dst:port, reply src:port -> dst:port,
+/// with `up` bytes in the original direction and `down` in the reply.
+fn entry(orig: (&str, u16, &str, u16), reply: (&str, u16, &str, u16), up: u64, down: u64) -> Entry {
+    let tuple = |(s, sp, d, dp): (&str, u16, &str, u16)| Tuple {
+        src: ip(s),
+        dst: ip(d),
+        l4: L4::Ports { src: sp, dst: dp },
+    };
+    Entry {
+        origin: Origin::Dump,
+        family: if ip(orig.0).is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        },
+        proto: Protocol::TCP,
+        orig: tuple(orig),
+        reply: tuple(reply),
+        orig_counters: Some(Counters {
+            packets: 3,
+            bytes: up,
+        }),
+        reply_counters: Some(Counters {
+            packets: 2,
+            bytes: down,
+        }),
+        id: 7,
+        zone: 0,
+        mark: 0,
+        status: 0,
+        tcp_state: None,
+        start_ns: None,
+        stop_ns: None,
+    }
+}
+
+fn records(node: &str, entry: &Entry) -> (Vec<FlowRecord>, super::EnrichStats) {
+    let (inventory, classifier) = world();
+    let mut enricher = Enricher::new("test", node, "platform");
+    let mut out = Vec::new();
+    enricher.enrich(entry, 1000, 10, &inventory, &classifier, |r| out.push(r));
+    (out, enricher.stats)
+}
+
+/// (local workload, remote workload, category, sent, received, initiator)
+fn summary(r: &FlowRecord) -> (String, String, Category, u64, u64, Initiator) {
+    (
+        format!("{}/{}", r.local_workload_kind, r.local_workload),
+        format!("{}/{}", r.remote_workload_kind, r.remote_workload),
+        r.category,
+        r.bytes_sent,
+        r.bytes_received,
+        r.initiator,
+    )
+}
+
+#[test]
+fn a_cross_node_connection_is_recorded_by_each_node_from_its_own_side() {
+    let e = entry(
+        ("10.1.1.10", 40000, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "10.1.1.10", 40000),
+        1000,
+        300,
+    );
+    let (a, _) = records("node-a", &e);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        summary(&a[0]),
+        (
+            "Deployment/web".into(),
+            "Deployment/api".into(),
+            Category::CrossZone,
+            1000,
+            300,
+            Initiator::Local
+        )
+    );
+    assert_eq!((&*a[0].local_team, &*a[0].remote_team), ("payments", "api"));
+    assert_eq!((a[0].local_port, a[0].remote_port), (40000, 8080));
+    assert_eq!(
+        (&*a[0].local_zone, &*a[0].remote_zone, &*a[0].remote_node),
+        ("r1-a", "r1-b", "node-b")
+    );
+    let (b, _) = records("node-b", &e);
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        summary(&b[0]),
+        (
+            "Deployment/api".into(),
+            "Deployment/web".into(),
+            Category::CrossZone,
+            300,
+            1000,
+            Initiator::Remote
+        )
+    );
+}
+
+#[test]
+fn two_pods_of_one_node_give_two_records_and_ipv6_works_alike() {
+    let e = entry(
+        ("10.1.1.10", 40000, "10.1.1.11", 6379),
+        ("10.1.1.11", 6379, "10.1.1.10", 40000),
+        500,
+        50,
+    );
+    let (a, _) = records("node-a", &e);
+    let got: Vec<_> = a.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "Deployment/web".into(),
+                "StatefulSet/cache".into(),
+                Category::SameZone,
+                500,
+                50,
+                Initiator::Local
+            ),
+            (
+                "StatefulSet/cache".into(),
+                "Deployment/web".into(),
+                Category::SameZone,
+                50,
+                500,
+                Initiator::Remote
+            ),
+        ]
+    );
+    let e6 = entry(
+        ("fd00:1::10", 40000, "fd00:2::20", 443),
+        ("fd00:2::20", 443, "fd00:1::10", 40000),
+        9,
+        8,
+    );
+    let (a6, _) = records("node-a", &e6);
+    assert_eq!(summary(&a6[0]).1, "Deployment/api");
+    assert_eq!(a6[0].family, Family::Ipv6);
+    assert_eq!(
+        a6[0].local_ip,
+        "fd00:1::10".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+}
+
+#[test]
+fn a_cluster_ip_is_attributed_to_the_backend_and_keeps_the_service_name() {
+    // web-1 -> ClusterIP 10.96.0.30:5432, DNATed to db-1 on node-c (region r2).
+    let e = entry(
+        ("10.1.1.10", 41000, "10.96.0.30", 5432),
+        ("10.1.3.30", 5432, "10.1.1.10", 41000),
+        700,
+        7000,
+    );
+    let (a, _) = records("node-a", &e);
+    assert_eq!(a.len(), 1);
+    assert_eq!(summary(&a[0]).1, "StatefulSet/db");
+    assert_eq!(a[0].category, Category::CrossRegion);
+    assert_eq!(&*a[0].remote_service, "data/db");
+    assert_eq!(
+        a[0].remote_ip,
+        "::ffff:10.1.3.30".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(a[0].remote_kind, RemoteKind::Pod);
+    // The backend's node records the backend's side.
+    let (c, _) = records("node-c", &e);
+    assert_eq!(summary(&c[0]).0, "StatefulSet/db");
+    assert_eq!((c[0].bytes_sent, c[0].bytes_received), (7000, 700));
+}
+
+#[test]
+fn masquerade_to_the_internet_keeps_the_pod() {
+    // web-1 -> 8.8.8.8:443, SNATed to node-a's address.
+    let e = entry(
+        ("10.1.1.10", 42000, "8.8.8.8", 443),
+        ("8.8.8.8", 443, "192.168.0.1", 61000),
+        100,
+        20000,
+    );
+    let (a, _) = records("node-a", &e);
+    assert_eq!(a.len(), 1);
+    assert_eq!(summary(&a[0]).0, "Deployment/web");
+    assert_eq!(
+        (a[0].category, a[0].remote_kind),
+        (Category::Internet, RemoteKind::Internet)
+    );
+    assert_eq!((a[0].bytes_sent, a[0].bytes_received), (100, 20000));
+}
+
+#[test]
+fn host_network_traffic_is_the_node_or_the_pod_that_declares_the_port() {
+    // api-1 scrapes the exporter on node-a's address, port 9100.
+    let e = entry(
+        ("10.1.2.20", 43000, "192.168.0.1", 9100),
+        ("192.168.0.1", 9100, "10.1.2.20", 43000),
+        80,
+        9000,
+    );
+    let (a, _) = records("node-a", &e);
+    assert_eq!(summary(&a[0]).0, "DaemonSet/exporter");
+    assert_eq!(&*a[0].local_team, "monitoring");
+    // The kubelet (a node process) talking to api-1.
+    let e = entry(
+        ("192.168.0.1", 50000, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "192.168.0.1", 50000),
+        60,
+        70,
+    );
+    let (a, _) = records("node-a", &e);
+    assert_eq!(summary(&a[0]).0, "Node/node-a");
+    assert_eq!(&*a[0].local_team, "platform");
+    assert_eq!(a[0].category, Category::CrossZone);
+    let (b, _) = records("node-b", &e);
+    assert_eq!(
+        (summary(&b[0]).1, b[0].remote_kind),
+        ("Node/node-a".into(), RemoteKind::Node)
+    );
+}
+
+#[test]
+fn a_node_port_forwarded_elsewhere_is_the_nodes_on_both_halves() {
+    // 203.0.113.5 -> node-a:30080, DNATed to api-1 on node-b and SNATed to node-a.
+    let e = entry(
+        ("203.0.113.5", 55000, "192.168.0.1", 30080),
+        ("10.1.2.20", 8080, "192.168.0.1", 30001),
+        400,
+        4000,
+    );
+    let (a, stats) = records("node-a", &e);
+    let got: Vec<_> = a.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "Node/node-a".into(),
+                "/".into(),
+                Category::Internet,
+                4000,
+                400,
+                Initiator::Remote
+            ),
+            (
+                "Node/node-a".into(),
+                "Deployment/api".into(),
+                Category::CrossZone,
+                400,
+                4000,
+                Initiator::Local
+            ),
+        ]
+    );
+    assert_eq!(stats.records, 2);
+}
+
+#[test]
+fn unknown_addresses_stay_unknown_and_foreign_entries_are_counted() {
+    // An address of node-a's pod range that no known pod holds (yet).
+    let e = entry(
+        ("10.1.1.99", 44000, "10.1.2.20", 80),
+        ("10.1.2.20", 80, "10.1.1.99", 44000),
+        10,
+        20,
+    );
+    let (a, stats) = records("node-a", &e);
+    assert_eq!(a.len(), 1);
+    assert_eq!((&*a[0].local_pod, &*a[0].local_workload), ("", ""));
+    assert_eq!(
+        a[0].category,
+        Category::CrossZone,
+        "the node's zone is still known"
+    );
+    assert_eq!(stats.unknown_local, 1);
+    // Traffic between two other nodes' pods, merely routed here.
+    let e = entry(
+        ("10.1.2.20", 45000, "10.1.3.30", 80),
+        ("10.1.3.30", 80, "10.1.2.20", 45000),
+        10,
+        20,
+    );
+    let (a, stats) = records("node-a", &e);
+    assert!(a.is_empty());
+    assert_eq!((stats.not_local, stats.not_local_bytes), (1, 30));
+}

@@ -1,0 +1,452 @@
+//! Who holds which IP address: pods, nodes and Services, with history.
+//!
+//! The [`Inventory`] is a trimmed copy of what the enrichment needs from the
+//! cluster: for each pod its workload, team and node; for each node its zone,
+//! region and provider; for each Service its ClusterIPs. It is filled from a
+//! static YAML file ([`static_file`]) or kept current from the Kubernetes API
+//! ([`kube`]); both feed it the same [`PodInfo`], [`NodeInfo`] and
+//! [`ServiceInfo`] values.
+//!
+//! Pod IPs are reused. The index keeps, per address, who held it from when
+//! until when; a record is attributed to whoever held the address at the
+//! record's time, and a departed holder is kept for a grace period so the
+//! records of its last interval still find it. An address nobody held stays
+//! unknown: the inventory never guesses.
+
+pub mod kube;
+pub mod static_file;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use tollgate_schema::{Name, Protocol};
+
+/// One copy of each distinct name, shared by every holder of it.
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: HashSet<Name>,
+}
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn name(&mut self, text: &str) -> Name {
+        if let Some(name) = self.names.get(text) {
+            return name.clone();
+        }
+        let name: Name = Arc::from(text);
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Forget names no holder uses any more.
+    fn prune(&mut self) {
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
+
+/// A pod, as enrichment sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod name.
+    pub name: Name,
+    /// Namespace.
+    pub namespace: Name,
+    /// Node the pod runs on.
+    pub node: Name,
+    /// Kind of the owning workload (Deployment, StatefulSet, DaemonSet,
+    /// CronJob, Job, ReplicaSet), or `Pod` for a bare pod.
+    pub workload_kind: Name,
+    /// Name of the owning workload (the pod's own name for a bare pod).
+    pub workload: Name,
+    /// Team the pod is billed to.
+    pub team: Name,
+    /// The pod shares its node's network namespace.
+    pub host_network: bool,
+    /// Ports a host-network pod declares: traffic on the node's address and
+    /// one of these ports is the pod's.
+    pub host_ports: Vec<(Protocol, u16)>,
+}
+
+/// A node, as enrichment sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: Name,
+    /// `topology.kubernetes.io/zone`, or empty.
+    pub zone: Name,
+    /// `topology.kubernetes.io/region`, or empty.
+    pub region: Name,
+    /// Cloud provider (aws, gcp, azure), or empty.
+    pub provider: Name,
+    /// Pod address ranges assigned to the node: an address in them that no
+    /// pod is known to hold is still a pod of this node.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+/// A Service reached through its ClusterIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `namespace/name`.
+    pub name: Name,
+}
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A pod's own address.
+    Pod(Arc<PodInfo>),
+    /// A node's address (host network).
+    Node(Arc<NodeInfo>),
+    /// A Service's virtual ClusterIP.
+    Service(Arc<ServiceInfo>),
+}
+
+/// Which object an entry of the inventory is (kind plus `namespace/name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// A pod.
+    Pod(String),
+    /// A node.
+    Node(String),
+    /// A Service.
+    Service(String),
+}
+
+/// One holder of an address during `[since, until)` (seconds since the
+/// epoch; `until` is `u64::MAX` while it still holds it).
+#[derive(Debug, Clone)]
+struct Holding {
+    object: u64,
+    since: u64,
+    until: u64,
+    holder: Holder,
+}
+
+#[derive(Debug)]
+struct Object {
+    id: u64,
+    ips: Vec<IpAddr>,
+    holder: Holder,
+}
+
+/// The IP index with history, plus nodes by name and host-network pods by
+/// node and port.
+#[derive(Debug)]
+pub struct Inventory {
+    ips: HashMap<IpAddr, Vec<Holding>>,
+    objects: HashMap<ObjectKey, Object>,
+    nodes: HashMap<Name, Arc<NodeInfo>>,
+    host_ports: HashMap<(Name, Protocol, u16), Arc<PodInfo>>,
+    next_id: u64,
+    grace_seconds: u64,
+    /// The shared copies of names; sources intern through it.
+    pub names: Interner,
+}
+
+impl Inventory {
+    /// An empty inventory that keeps departed holders for `grace_seconds`.
+    pub fn new(grace_seconds: u64) -> Self {
+        Self {
+            ips: HashMap::new(),
+            objects: HashMap::new(),
+            nodes: HashMap::new(),
+            host_ports: HashMap::new(),
+            next_id: 0,
+            grace_seconds,
+            names: Interner::default(),
+        }
+    }
+
+    /// Who held `ip` at `at` (seconds since the epoch): the most recent
+    /// holder that took it at or before `at`, including one that has since
+    /// let it go (within the grace period).
+    pub fn lookup(&self, ip: IpAddr, at: u64) -> Option<&Holder> {
+        let holdings = self.ips.get(&canonical(ip))?;
+        holdings
+            .iter()
+            .filter(|h| h.since <= at)
+            .max_by_key(|h| h.since)
+            .map(|h| &h.holder)
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&Arc<NodeInfo>> {
+        self.nodes.get(name)
+    }
+
+    /// The host-network pod of `node` that declares `port`, if any.
+    pub fn host_pod(&self, node: &Name, protocol: Protocol, port: u16) -> Option<&Arc<PodInfo>> {
+        self.host_ports.get(&(node.clone(), protocol, port))
+    }
+
+    /// Whether `ip` is inside one of `node`'s pod ranges.
+    pub fn in_pod_cidrs(&self, node: &NodeInfo, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        node.pod_cidrs.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Number of addresses indexed (current and departed holders).
+    pub fn addresses(&self) -> usize {
+        self.ips.len()
+    }
+
+    /// Number of objects (pods, nodes, Services) currently present.
+    pub fn objects(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Adds or updates a pod that holds `ips` since `since`.
+    pub fn upsert_pod(&mut self, pod: PodInfo, ips: &[IpAddr], since: u64, now: u64) {
+        let key = ObjectKey::Pod(format!("{}/{}", pod.namespace, pod.name));
+        let pod = Arc::new(pod);
+        self.remove_host_ports(&key);
+        if pod.host_network {
+            for &(protocol, port) in &pod.host_ports {
+                self.host_ports
+                    .insert((pod.node.clone(), protocol, port), pod.clone());
+            }
+            // A host-network pod's addresses are its node's.
+            self.upsert(key, Holder::Pod(pod), &[], since, now);
+        } else {
+            self.upsert(key, Holder::Pod(pod), ips, since, now);
+        }
+    }
+
+    /// Adds or updates a node and its addresses.
+    pub fn upsert_node(&mut self, node: NodeInfo, ips: &[IpAddr], now: u64) {
+        let key = ObjectKey::Node(node.name.to_string());
+        let node = Arc::new(node);
+        self.nodes.insert(node.name.clone(), node.clone());
+        self.upsert(key, Holder::Node(node), ips, 0, now);
+    }
+
+    /// Adds or updates a Service and its ClusterIPs.
+    pub fn upsert_service(&mut self, service: ServiceInfo, ips: &[IpAddr], now: u64) {
+        let key = ObjectKey::Service(service.name.to_string());
+        self.upsert(key, Holder::Service(Arc::new(service)), ips, 0, now);
+    }
+
+    /// An object is gone: its addresses are released at `now` (kept for the
+    /// grace period).
+    pub fn remove(&mut self, key: &ObjectKey, now: u64) {
+        self.remove_host_ports(key);
+        if let ObjectKey::Node(name) = key {
+            self.nodes.remove(name.as_str());
+        }
+        if let Some(object) = self.objects.remove(key) {
+            for ip in object.ips {
+                self.release(ip, object.id, now);
+            }
+        }
+    }
+
+    /// Keys of the objects currently present.
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.objects.keys()
+    }
+
+    /// The current holder recorded for `key`.
+    pub fn holder(&self, key: &ObjectKey) -> Option<&Holder> {
+        self.objects.get(key).map(|o| &o.holder)
+    }
+
+    /// Forgets holders that let their address go more than the grace period
+    /// before `now`, and names nobody uses any more.
+    pub fn prune(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.grace_seconds);
+        self.ips.retain(|_, holdings| {
+            holdings.retain(|h| h.until >= horizon);
+            !holdings.is_empty()
+        });
+        self.names.prune();
+    }
+
+    fn upsert(&mut self, key: ObjectKey, holder: Holder, ips: &[IpAddr], since: u64, now: u64) {
+        let ips: Vec<IpAddr> = ips.iter().map(|&ip| canonical(ip)).collect();
+        let id = match self.objects.get(&key) {
+            Some(object) => object.id,
+            None => {
+                self.next_id += 1;
+                self.next_id
+            }
+        };
+        let old_ips = self
+            .objects
+            .get(&key)
+            .map(|o| o.ips.clone())
+            .unwrap_or_default();
+        for ip in old_ips.iter().filter(|ip| !ips.contains(ip)) {
+            self.release(*ip, id, now);
+        }
+        for &ip in &ips {
+            let holdings = self.ips.entry(ip).or_default();
+            match holdings
+                .iter_mut()
+                .find(|h| h.object == id && h.until == u64::MAX)
+            {
+                Some(current) => current.holder = holder.clone(),
+                None => {
+                    // Whoever still holds the address has lost it: its
+                    // deletion may simply not have arrived yet.
+                    let taken = since.max(holdings.iter().map(|h| h.since).max().unwrap_or(0));
+                    for other in holdings.iter_mut().filter(|h| h.until == u64::MAX) {
+                        other.until = taken;
+                    }
+                    holdings.push(Holding {
+                        object: id,
+                        since: taken,
+                        until: u64::MAX,
+                        holder: holder.clone(),
+                    });
+                }
+            }
+        }
+        self.objects.insert(key, Object { id, ips, holder });
+    }
+
+    fn release(&mut self, ip: IpAddr, object: u64, now: u64) {
+        if let Some(holdings) = self.ips.get_mut(&ip) {
+            for h in holdings
+                .iter_mut()
+                .filter(|h| h.object == object && h.until == u64::MAX)
+            {
+                h.until = now.max(h.since);
+            }
+        }
+    }
+
+    fn remove_host_ports(&mut self, key: &ObjectKey) {
+        if let Some(Holder::Pod(old)) = self.objects.get(key).map(|o| &o.holder) {
+            if old.host_network {
+                for &(protocol, port) in &old.host_ports {
+                    let slot = (old.node.clone(), protocol, port);
+                    if self
+                        .host_ports
+                        .get(&slot)
+                        .is_some_and(|p| Arc::ptr_eq(p, old))
+                    {
+                        self.host_ports.remove(&slot);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are the IPv4 address they carry: the kernel
+/// reports an IPv4 flow as IPv4, and inventories may list either form.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(inventory: &mut Inventory, name: &str) -> PodInfo {
+        PodInfo {
+            name: inventory.names.name(name),
+            namespace: inventory.names.name("shop"),
+            node: inventory.names.name("node-a"),
+            workload_kind: inventory.names.name("Deployment"),
+            workload: inventory.names.name("web"),
+            team: inventory.names.name("payments"),
+            host_network: false,
+            host_ports: Vec::new(),
+        }
+    }
+
+    fn held_by(inventory: &Inventory, ip: &str, at: u64) -> Option<String> {
+        match inventory.lookup(ip.parse().unwrap(), at)? {
+            Holder::Pod(p) => Some(p.name.to_string()),
+            Holder::Node(n) => Some(format!("node {}", n.name)),
+            Holder::Service(s) => Some(format!("service {}", s.name)),
+        }
+    }
+
+    #[test]
+    fn a_reused_address_belongs_to_whoever_held_it_at_the_time() {
+        let mut inv = Inventory::new(300);
+        let old = pod(&mut inv, "web-old");
+        inv.upsert_pod(old, &["10.1.0.5".parse().unwrap()], 100, 100);
+        inv.remove(&ObjectKey::Pod("shop/web-old".into()), 200);
+        let new = pod(&mut inv, "web-new");
+        inv.upsert_pod(new, &["10.1.0.5".parse().unwrap()], 250, 250);
+
+        assert_eq!(held_by(&inv, "10.1.0.5", 99), None, "before anyone held it");
+        assert_eq!(held_by(&inv, "10.1.0.5", 150).as_deref(), Some("web-old"));
+        // Released at 200, not yet reused: the departed pod's last records.
+        assert_eq!(held_by(&inv, "10.1.0.5", 220).as_deref(), Some("web-old"));
+        assert_eq!(held_by(&inv, "10.1.0.5", 260).as_deref(), Some("web-new"));
+        // The IPv4-mapped form is the same address.
+        assert_eq!(
+            held_by(&inv, "::ffff:10.1.0.5", 260).as_deref(),
+            Some("web-new")
+        );
+
+        inv.prune(200 + 300 + 1);
+        assert_eq!(
+            held_by(&inv, "10.1.0.5", 150),
+            None,
+            "forgotten after the grace period"
+        );
+        assert_eq!(held_by(&inv, "10.1.0.5", 260).as_deref(), Some("web-new"));
+    }
+
+    #[test]
+    fn a_new_holder_ends_the_old_one_even_before_its_deletion_arrives() {
+        let mut inv = Inventory::new(300);
+        let a = pod(&mut inv, "a");
+        inv.upsert_pod(a, &["fd00::5".parse().unwrap()], 10, 10);
+        let b = pod(&mut inv, "b");
+        inv.upsert_pod(b, &["fd00::5".parse().unwrap()], 50, 50);
+        assert_eq!(held_by(&inv, "fd00::5", 40).as_deref(), Some("a"));
+        assert_eq!(held_by(&inv, "fd00::5", 60).as_deref(), Some("b"));
+        // The late deletion of `a` does not end `b`'s holding.
+        inv.remove(&ObjectKey::Pod("shop/a".into()), 70);
+        assert_eq!(held_by(&inv, "fd00::5", 80).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn updates_keep_the_holding_and_changed_addresses_move() {
+        let mut inv = Inventory::new(300);
+        let mut p = pod(&mut inv, "p");
+        inv.upsert_pod(p.clone(), &["10.0.0.1".parse().unwrap()], 10, 10);
+        p.team = inv.names.name("search");
+        inv.upsert_pod(p.clone(), &["10.0.0.1".parse().unwrap()], 10, 20);
+        match inv.lookup("10.0.0.1".parse().unwrap(), 15) {
+            Some(Holder::Pod(p)) => assert_eq!(&*p.team, "search"),
+            other => panic!("{other:?}"),
+        }
+        inv.upsert_pod(p, &["10.0.0.2".parse().unwrap()], 10, 30);
+        assert_eq!(held_by(&inv, "10.0.0.1", 25).as_deref(), Some("p"));
+        assert_eq!(held_by(&inv, "10.0.0.2", 35).as_deref(), Some("p"));
+        inv.prune(30 + 301);
+        assert_eq!(held_by(&inv, "10.0.0.1", 25), None);
+        assert_eq!(inv.addresses(), 1);
+    }
+
+    #[test]
+    fn host_network_pods_are_found_by_node_and_port() {
+        let mut inv = Inventory::new(300);
+        let mut p = pod(&mut inv, "node-exporter-x");
+        p.host_network = true;
+        p.host_ports = vec![(Protocol::TCP, 9100)];
+        inv.upsert_pod(p, &["192.168.0.10".parse().unwrap()], 0, 0);
+        let node = inv.names.name("node-a");
+        assert!(inv.host_pod(&node, Protocol::TCP, 9100).is_some());
+        assert!(inv.host_pod(&node, Protocol::UDP, 9100).is_none());
+        assert_eq!(
+            held_by(&inv, "192.168.0.10", 5),
+            None,
+            "the node's address, not the pod's"
+        );
+        inv.remove(&ObjectKey::Pod("shop/node-exporter-x".into()), 10);
+        assert!(inv.host_pod(&node, Protocol::TCP, 9100).is_none());
+    }
+}

@@ -1,0 +1,347 @@
+//! The inventory from a YAML file, for clusters without API access,
+//! hosts outside Kubernetes, tests and the demo.
+//!
+//! The file says what the Kubernetes API would: nodes with their zone,
+//! region, addresses and pod ranges; pods with their node, addresses,
+//! workload and labels; Services with their ClusterIPs; namespaces with their
+//! labels. Team resolution is the same as with the API (see
+//! [`super::kube::team_of`]). The format is documented in
+//! `docs/inventory.md`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use tollgate_schema::Protocol;
+
+use super::{Inventory, NodeInfo, PodInfo, ServiceInfo};
+
+/// A static inventory that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StaticInventoryError {
+    /// The file could not be read.
+    #[error("cannot read inventory {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid inventory (YAML syntax, unknown field, bad
+    /// address); the message names the line and column.
+    #[error("inventory {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message with the location.
+        message: String,
+    },
+    /// A value is inconsistent with the rest of the file.
+    #[error("inventory {path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which entry, e.g. `pods[3].node`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    pods: Vec<PodEntry>,
+    #[serde(default)]
+    services: Vec<ServiceEntry>,
+    #[serde(default)]
+    namespaces: Vec<NamespaceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeEntry {
+    name: String,
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pod_cidrs: Vec<IpNet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodEntry {
+    name: String,
+    namespace: String,
+    node: String,
+    #[serde(default)]
+    ips: Vec<IpAddr>,
+    workload: Option<WorkloadEntry>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    host_network: bool,
+    #[serde(default)]
+    ports: Vec<PortEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadEntry {
+    kind: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortEntry {
+    #[serde(default = "tcp")]
+    protocol: Protocol,
+    port: u16,
+}
+
+fn tcp() -> Protocol {
+    Protocol::TCP
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceEntry {
+    name: String,
+    namespace: String,
+    cluster_ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceEntry {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// Reads `path` into a new inventory. `team_label` is the label (on the pod,
+/// else on its namespace) that names a pod's team.
+pub fn load(
+    path: &Path,
+    team_label: &str,
+    grace_seconds: u64,
+) -> Result<Inventory, StaticInventoryError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StaticInventoryError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_str(&text, path, team_label, grace_seconds)
+}
+
+/// Parses inventory YAML; `path` names it in errors.
+pub fn from_str(
+    text: &str,
+    path: &Path,
+    team_label: &str,
+    grace_seconds: u64,
+) -> Result<Inventory, StaticInventoryError> {
+    let file: File = serde_saphyr::from_str(text).map_err(|e| StaticInventoryError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    build(file, path, team_label, grace_seconds)
+}
+
+fn build(
+    file: File,
+    path: &Path,
+    team_label: &str,
+    grace_seconds: u64,
+) -> Result<Inventory, StaticInventoryError> {
+    let invalid = |field: String, message: String| StaticInventoryError::Invalid {
+        path: path.to_owned(),
+        field,
+        message,
+    };
+    let mut inventory = Inventory::new(grace_seconds);
+    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut claim = |ip: IpAddr, who: String| match owners.insert(super::canonical(ip), who.clone())
+    {
+        Some(first) => Err(invalid(
+            who,
+            format!("address {ip} is already held by {first}"),
+        )),
+        None => Ok(()),
+    };
+
+    let mut node_names = HashSet::new();
+    for (i, node) in file.nodes.iter().enumerate() {
+        if !node_names.insert(node.name.as_str()) {
+            return Err(invalid(
+                format!("nodes[{i}].name"),
+                format!("node {:?} is listed twice", node.name),
+            ));
+        }
+        for ip in &node.addresses {
+            claim(*ip, format!("nodes[{i}].addresses"))?;
+        }
+        let names = &mut inventory.names;
+        let info = NodeInfo {
+            name: names.name(&node.name),
+            zone: names.name(&node.zone),
+            region: names.name(&node.region),
+            provider: names.name(&node.provider),
+            pod_cidrs: node.pod_cidrs.clone(),
+        };
+        inventory.upsert_node(info, &node.addresses, 0);
+    }
+
+    let namespace_labels: BTreeMap<&str, &BTreeMap<String, String>> = file
+        .namespaces
+        .iter()
+        .map(|ns| (ns.name.as_str(), &ns.labels))
+        .collect();
+    for (i, pod) in file.pods.iter().enumerate() {
+        if !node_names.contains(pod.node.as_str()) {
+            return Err(invalid(
+                format!("pods[{i}].node"),
+                format!("node {:?} is not in `nodes`", pod.node),
+            ));
+        }
+        if !pod.host_network {
+            for ip in &pod.ips {
+                claim(*ip, format!("pods[{i}].ips"))?;
+            }
+        }
+        let team = super::kube::team_of(
+            &pod.labels,
+            namespace_labels.get(pod.namespace.as_str()).copied(),
+            &pod.namespace,
+            team_label,
+        );
+        let names = &mut inventory.names;
+        let (kind, workload) = match &pod.workload {
+            Some(w) => (w.kind.as_str(), w.name.as_str()),
+            None => ("Pod", pod.name.as_str()),
+        };
+        let info = PodInfo {
+            name: names.name(&pod.name),
+            namespace: names.name(&pod.namespace),
+            node: names.name(&pod.node),
+            workload_kind: names.name(kind),
+            workload: names.name(workload),
+            team: names.name(team),
+            host_network: pod.host_network,
+            host_ports: pod.ports.iter().map(|p| (p.protocol, p.port)).collect(),
+        };
+        inventory.upsert_pod(info, &pod.ips, 0, 0);
+    }
+
+    for (i, service) in file.services.iter().enumerate() {
+        for ip in &service.cluster_ips {
+            claim(*ip, format!("services[{i}].cluster_ips"))?;
+        }
+        let name = inventory
+            .names
+            .name(&format!("{}/{}", service.namespace, service.name));
+        inventory.upsert_service(ServiceInfo { name }, &service.cluster_ips, 0);
+    }
+    Ok(inventory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Holder;
+
+    fn parse(yaml: &str) -> Result<Inventory, StaticInventoryError> {
+        from_str(yaml, Path::new("inv.yaml"), "team", 300)
+    }
+
+    const SAMPLE: &str = "
+nodes:
+  - {name: node-a, zone: r1-a, region: r1, provider: aws, addresses: [192.168.1.1], pod_cidrs: [10.1.1.0/24]}
+pods:
+  - name: web-1
+    namespace: shop
+    node: node-a
+    ips: [10.1.1.2, 'fd00:1::2']
+    workload: {kind: Deployment, name: web}
+  - name: tagged
+    namespace: shop
+    node: node-a
+    ips: [10.1.1.3]
+    labels: {team: search}
+  - {name: exporter, namespace: monitoring, node: node-a, host_network: true, ports: [{port: 9100}]}
+services:
+  - {name: api, namespace: shop, cluster_ips: [10.96.0.10]}
+namespaces:
+  - {name: shop, labels: {team: payments}}
+";
+
+    #[test]
+    fn a_static_file_gives_the_same_answers_as_the_api_would() {
+        let inv = parse(SAMPLE).unwrap();
+        let pod = |ip: &str| match inv.lookup(ip.parse().unwrap(), 1) {
+            Some(Holder::Pod(p)) => p.clone(),
+            other => panic!("{ip}: {other:?}"),
+        };
+        let web = pod("fd00:1::2");
+        assert_eq!((&*web.workload_kind, &*web.workload), ("Deployment", "web"));
+        assert_eq!(&*web.team, "payments", "from the namespace's label");
+        let tagged = pod("10.1.1.3");
+        assert_eq!(
+            (&*tagged.workload_kind, &*tagged.workload),
+            ("Pod", "tagged")
+        );
+        assert_eq!(&*tagged.team, "search", "the pod's own label wins");
+        let node = inv.node("node-a").unwrap().clone();
+        assert_eq!(&*node.zone, "r1-a");
+        let exporter = inv.host_pod(&node.name, Protocol::TCP, 9100).unwrap();
+        assert_eq!(&*exporter.team, "monitoring", "no label: the namespace");
+        assert!(matches!(
+            inv.lookup("10.96.0.10".parse().unwrap(), 1),
+            Some(Holder::Service(s)) if &*s.name == "shop/api"
+        ));
+        assert!(inv.lookup("10.1.1.99".parse().unwrap(), 1).is_none());
+    }
+
+    #[test]
+    fn mistakes_name_the_line_or_the_entry() {
+        let error = parse("pods:\n  - {name: a, namespace: b, node: n, ips: [10.0.0.300]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("inv.yaml") && error.contains("line 2"),
+            "{error}"
+        );
+        let error = parse("nodes:\n  - {name: n, zoen: a}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `zoen`"), "{error}");
+        let error = parse("pods:\n  - {name: a, namespace: b, node: nowhere}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pods[0].node") && error.contains("nowhere"),
+            "{error}"
+        );
+        let error = parse(
+            "nodes: [{name: n}]\npods:\n  - {name: a, namespace: b, node: n, ips: [10.0.0.1]}\n  - {name: c, namespace: b, node: n, ips: ['::ffff:10.0.0.1']}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("pods[1].ips") && error.contains("already held by pods[0].ips"),
+            "{error}"
+        );
+    }
+}
