@@ -6,11 +6,13 @@
 #   kube-apiserver.sh start DIR      start etcd + kube-apiserver with state, certificates and
 #                                    logs in DIR; prints the path of an admin kubeconfig
 #   kube-apiserver.sh stop DIR       stop both
+#   kube-apiserver.sh restart DIR    kill kube-apiserver and start it again (KUBE_DOWN_SECONDS later)
 #   kube-apiserver.sh kubectl        print the path of a kubectl of the same version
 #
 # With KUBE_WATCH_PID set, both exit when that process does (test suites).
-# DIR/tokens.csv holds two bearer tokens: "admin" (system:masters) and "agent" (no roles:
-# tests bind the roles they want). Only the API server runs: no scheduler, no controllers.
+# DIR/{admin,agent,nobody}.kubeconfig use three bearer tokens: "admin" (system:masters),
+# "agent" and "nobody" (no roles: tests bind the roles they want).
+# Only the API server runs: no scheduler, no controllers.
 set -euo pipefail
 version=1.20.2
 cache="${TOLLGATE_CACHE:-/var/cache/tollgate}/kube-apiserver-$version"
@@ -151,10 +153,11 @@ start() {
   dir="$(cd "$dir" && pwd)"
   if [ -f "$dir/admin.kubeconfig" ] && ready "$dir"; then echo "$dir/admin.kubeconfig"; return; fi
   certificates "$dir"
-  local admin agent etcd_port peer_port port
+  local admin agent nobody etcd_port peer_port port
   admin="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   agent="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  printf '%s,admin,admin,system:masters\n%s,agent,agent\n' "$admin" "$agent" > "$dir/tokens.csv"
+  nobody="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  printf '%s,admin,admin,system:masters\n%s,agent,agent\n%s,nobody,nobody\n' "$admin" "$agent" "$nobody" > "$dir/tokens.csv"
   etcd_port="$(free_port)"; peer_port="$(free_port)"; port="$(free_port)"
   nohup etcd --data-dir "$dir/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -162,17 +165,25 @@ start() {
     --initial-cluster "default=http://127.0.0.1:$peer_port" > "$dir/etcd.log" 2>&1 &
   echo $! > "$dir/etcd.pid"
   watch "$dir/etcd.pid"
-  nohup "$binary" --bind-address=127.0.0.1 --secure-port="$port" --insecure-port=0 \
+  printf '%s\n' --bind-address=127.0.0.1 --secure-port="$port" --insecure-port=0 \
     --etcd-servers="http://127.0.0.1:$etcd_port" --token-auth-file="$dir/tokens.csv" \
     --authorization-mode=RBAC --tls-cert-file="$dir/server.crt" --tls-private-key-file="$dir/server.key" \
     --client-ca-file="$dir/ca.crt" --service-account-key-file="$dir/sa.pub" \
     --service-account-signing-key-file="$dir/sa.key" --service-account-issuer=https://kubernetes.default.svc \
     --service-cluster-ip-range=10.96.0.0/16 --disable-admission-plugins=ServiceAccount \
-    --allow-privileged=true > "$dir/apiserver.log" 2>&1 &
-  echo $! > "$dir/apiserver.pid"
-  watch "$dir/apiserver.pid"
+    --allow-privileged=true > "$dir/apiserver.args"
   kubeconfig "$dir" "$port" admin "$admin"
   kubeconfig "$dir" "$port" agent "$agent"
+  kubeconfig "$dir" "$port" nobody "$nobody"
+  launch "$dir"
+}
+
+launch() { # dir: start kube-apiserver with the saved arguments, wait until ready
+  local dir="$1" args
+  mapfile -t args < "$dir/apiserver.args"
+  nohup "$binary" "${args[@]}" >> "$dir/apiserver.log" 2>&1 &
+  echo $! > "$dir/apiserver.pid"
+  watch "$dir/apiserver.pid"
   for _ in $(seq 300); do
     if ready "$dir"; then echo "$dir/admin.kubeconfig"; return; fi
     kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null || break
@@ -181,6 +192,15 @@ start() {
   echo "kube-apiserver did not start; see $dir/apiserver.log" >&2
   tail -n 20 "$dir/apiserver.log" >&2 || true
   return 1
+}
+
+restart() { # dir: kill kube-apiserver (watches break), start it again on the same port
+  local dir="$1" pid
+  pid="$(cat "$dir/apiserver.pid")"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  sleep "${KUBE_DOWN_SECONDS:-0}"
+  launch "$dir"
 }
 
 stop() {
@@ -199,6 +219,7 @@ case "${1:-}" in
   install) install ;;
   start) start "${2:?state directory}" ;;
   stop) stop "${2:?state directory}" ;;
+  restart) restart "${2:?state directory}" ;;
   kubectl) install >/dev/null; echo "$kubectl_binary" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -41,8 +41,8 @@ pub enum KubeError {
     /// The credentials may not list or watch a resource tollgate needs.
     #[error(
         "the Kubernetes API refuses to list {resource}: {message} \
-         (tollgate needs get, list and watch on pods, nodes, services, namespaces, \
-         replicasets and jobs; see deploy/)"
+         (tollgate needs list and watch on pods, nodes, services, namespaces, \
+         replicasets and jobs; see deploy/base/rbac.yaml)"
     )]
     Forbidden {
         /// The resource, e.g. `pods`.
@@ -221,8 +221,9 @@ struct TrimmedPod {
 struct Tracker {
     team_label: String,
     pods: HashMap<String, TrimmedPod>,
-    /// ReplicaSet or Job (`namespace/name`) -> its owner's kind and name.
-    owners: HashMap<String, (String, String)>,
+    /// (`ReplicaSet` or `Job`, `namespace/name`) -> its owner's kind and
+    /// name.
+    owners: HashMap<(&'static str, String), (String, String)>,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
     relisting: HashMap<&'static str, HashSet<String>>,
     listed: HashSet<&'static str>,
@@ -270,7 +271,7 @@ impl Tracker {
                 inventory,
                 now,
                 Self::owned,
-                Self::owned_gone,
+                |tracker, key, _, _| tracker.owner_gone("ReplicaSet", key),
             ),
             Change::Job(event) => self.on(
                 *event,
@@ -278,7 +279,7 @@ impl Tracker {
                 inventory,
                 now,
                 Self::owned,
-                Self::owned_gone,
+                |tracker, key, _, _| tracker.owner_gone("Job", key),
             ),
             Change::Failed(resource, error) => {
                 tracing::warn!(resource, %error, "Kubernetes watch failed; retrying with backoff");
@@ -326,7 +327,18 @@ impl Tracker {
         match resource {
             "pods" => self.pods.keys().cloned().collect(),
             "namespaces" => self.namespace_labels.keys().cloned().collect(),
-            "replicasets" | "jobs" => self.owners.keys().cloned().collect(),
+            "replicasets" | "jobs" => {
+                let kind = if resource == "jobs" {
+                    "Job"
+                } else {
+                    "ReplicaSet"
+                };
+                self.owners
+                    .keys()
+                    .filter(|(k, _)| *k == kind)
+                    .map(|(_, key)| key.clone())
+                    .collect()
+            }
             "nodes" | "services" => inventory
                 .keys()
                 .filter_map(|key| match (key, resource) {
@@ -413,12 +425,16 @@ impl Tracker {
         let (kind, workload) = match &pod.owner {
             None => ("Pod".to_owned(), pod.name.to_string()),
             Some((kind, name)) => {
-                let owned_by = self.owners.get(&format!("{}/{name}", pod.namespace));
-                match (kind.as_str(), owned_by) {
-                    ("ReplicaSet" | "Job", Some((up_kind, up_name))) => {
-                        (up_kind.clone(), up_name.clone())
-                    }
-                    _ => (kind.clone(), name.clone()),
+                let kind_key = match kind.as_str() {
+                    "ReplicaSet" => Some("ReplicaSet"),
+                    "Job" => Some("Job"),
+                    _ => None,
+                };
+                let owned_by = kind_key
+                    .and_then(|k| self.owners.get(&(k, format!("{}/{name}", pod.namespace))));
+                match owned_by {
+                    Some((up_kind, up_name)) => (up_kind.clone(), up_name.clone()),
+                    None => (kind.clone(), name.clone()),
                 }
             }
         };
@@ -550,9 +566,14 @@ impl Tracker {
     }
 
     /// A ReplicaSet or a Job: remembers which workload controls it.
-    fn owned<K: Resource>(&mut self, object: &K, inventory: &mut Inventory, now: u64) {
+    fn owned<K: Resource + k8s_openapi::Resource>(
+        &mut self,
+        object: &K,
+        inventory: &mut Inventory,
+        now: u64,
+    ) {
         let meta = object.meta();
-        let key = key_of(meta);
+        let key = (K::KIND, key_of(meta));
         let owner = controller_of(meta);
         if self.owners.get(&key) != owner.as_ref() {
             match owner {
@@ -564,10 +585,21 @@ impl Tracker {
         }
     }
 
-    fn owned_gone(&mut self, key: &str, _: &mut Inventory, _: u64) {
-        // Pods keep the workload they were resolved to: a Deployment's old
-        // ReplicaSet can go before its last pods.
-        self.owners.remove(key);
+    /// A ReplicaSet or Job is gone. Its pods may outlive it (background
+    /// deletion removes the owner first): the mapping stays while a pod
+    /// still names it.
+    fn owner_gone(&mut self, kind: &'static str, key: &str) {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let still_owns = self.pods.values().any(|pod| {
+            &*pod.namespace == namespace
+                && pod
+                    .owner
+                    .as_ref()
+                    .is_some_and(|(k, n)| k == kind && n == name)
+        });
+        if !still_owns {
+            self.owners.remove(&(kind, key.to_owned()));
+        }
     }
 
     fn resolve_namespace(&self, namespace: &str, inventory: &mut Inventory, now: u64) {
