@@ -153,9 +153,21 @@ pub fn from_str(
     team_label: &str,
     grace_seconds: u64,
 ) -> Result<Inventory, StaticInventoryError> {
-    let file: File = serde_saphyr::from_str(text).map_err(|e| StaticInventoryError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
+    // The parser's default budget (250,000 nodes) stops near 20,000 pods;
+    // an inventory is as large as its cluster, so the budget grows with the
+    // text (every node or event takes at least a byte). Alias limits stay.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: 1_000_000 + text.len(),
+            max_nodes: 250_000 + text.len(),
+            max_total_scalar_bytes: (64 << 20) + text.len(),
+        },
+    };
+    let file: File = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        StaticInventoryError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
     })?;
     build(file, path, team_label, grace_seconds)
 }
