@@ -39,10 +39,17 @@ pub fn require(suite: &str) -> Option<&'static KubeApi> {
 }
 
 fn script(args: &[&str]) -> anyhow::Result<String> {
+    script_with(args, &[])
+}
+
+/// Runs the script with extra environment variables; its servers exit with
+/// this process.
+fn script_with(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<String> {
     let output = Command::new("bash")
         .arg(repo_root().join("tests/scripts/kube-apiserver.sh"))
         .args(args)
         .env("KUBE_WATCH_PID", std::process::id().to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .stderr(Stdio::inherit())
         .output()
         .context("running kube-apiserver.sh")?;
@@ -197,18 +204,10 @@ impl KubeApi {
     /// Kills the API server and starts it again `down_seconds` later: every
     /// watch breaks and must resume.
     pub fn restart(&self, down_seconds: u32) -> anyhow::Result<()> {
-        let output = Command::new("bash")
-            .arg(repo_root().join("tests/scripts/kube-apiserver.sh"))
-            .args(["restart", self.dir.to_str().context("path")?])
-            .env("KUBE_WATCH_PID", std::process::id().to_string())
-            .env("KUBE_DOWN_SECONDS", down_seconds.to_string())
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "restart failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
+        script_with(
+            &["restart", self.dir.to_str().context("path")?],
+            &[("KUBE_DOWN_SECONDS", down_seconds.to_string())],
+        )
+        .map(drop)
     }
 }

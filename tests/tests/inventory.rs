@@ -227,19 +227,7 @@ fn records_follow_owners_services_pod_deletion_ip_reuse_and_a_broken_watch() {
     assert_eq!(r.category, Category::CrossZone);
     assert_eq!((r.bytes_sent, r.bytes_received), (1500, 90_000));
 
-    let to_job = entry("fd50:1::10", 40001, "10.50.2.40", "10.50.2.40", 8080);
-    let to_job = Entry {
-        family: Family::Ipv4,
-        orig: Tuple {
-            src: "10.50.1.10".parse().unwrap(),
-            ..to_job.orig
-        },
-        reply: Tuple {
-            dst: "10.50.1.10".parse().unwrap(),
-            ..to_job.reply
-        },
-        ..to_job
-    };
+    let to_job = entry("10.50.1.10", 40001, "10.50.2.40", "10.50.2.40", 8080);
     let before_reuse = now();
     let r = enrich(&world, &to_job, before_reuse);
     assert_eq!(
