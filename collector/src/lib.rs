@@ -13,6 +13,7 @@
 //! end between two reads (DESTROY events); and the ClickHouse schema the
 //! records are stored in, which tollgate owns and migrates ([`sink`]).
 
+pub mod agent;
 pub mod classify;
 pub mod config;
 pub mod conntrack;

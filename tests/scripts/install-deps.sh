@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-packages=(conntrack nftables iproute2 iputils-ping python3 python3-venv util-linux procps curl openssl stunnel4)
+packages=(conntrack nftables iproute2 iputils-ping python3 python3-venv util-linux procps curl openssl stunnel4 socat prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -20,6 +20,6 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null; then
-  echo "error: cargo not found; install a Rust toolchain >= 1.85 with rustup" >&2
+  echo "error: cargo not found; install a Rust toolchain >= 1.89 with rustup" >&2
   exit 1
 fi

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 
-use crate::netns::Routed;
+use crate::netns::{Netns, Routed};
 use crate::oracle;
 use crate::repo_root;
 use crate::tollgate::{self, Line};
@@ -25,6 +25,34 @@ pub const FAST_TCP_EXPIRY: &str = "net.netfilter.nf_conntrack_tcp_timeout_time_w
      net.netfilter.nf_conntrack_tcp_timeout_fin_wait=1 \
      net.netfilter.nf_conntrack_tcp_timeout_last_ack=1";
 
+/// Start `traffic.py serve` in `ns` (a TCP sink and a UDP echo on both
+/// families) and wait until it listens.
+pub fn serve_traffic(ns: &Netns, tcp_port: &str, udp_port: &str) -> anyhow::Result<Child> {
+    let script = repo_root().join("tests/scripts/traffic.py");
+    let mut server = ns.spawn(
+        "python3",
+        &[
+            script.to_str().context("script path")?,
+            "serve",
+            "--tcp-port",
+            tcp_port,
+            "--udp-port",
+            udp_port,
+        ],
+    )?;
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().context("server stdout")?),
+        &mut ready,
+    )?;
+    if ready.trim() != "ready" {
+        let _ = server.kill();
+        let _ = server.wait();
+        anyhow::bail!("traffic server did not start: {ready:?}");
+    }
+    Ok(server)
+}
+
 /// A routed test network with the oracle installed and a server running.
 pub struct Bench {
     /// The namespaces.
@@ -41,27 +69,7 @@ impl Bench {
         if !router_sysctls.is_empty() {
             net.router.sh(&format!("sysctl -qw {router_sysctls}"))?;
         }
-        let script = repo_root().join("tests/scripts/traffic.py");
-        let mut server = net.server.spawn(
-            "python3",
-            &[
-                script.to_str().context("script path")?,
-                "serve",
-                "--tcp-port",
-                TCP_PORT,
-                "--udp-port",
-                UDP_PORT,
-            ],
-        )?;
-        let mut ready = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(server.stdout.as_mut().context("server stdout")?),
-            &mut ready,
-        )?;
-        ensure!(
-            ready.trim() == "ready",
-            "traffic server did not start: {ready:?}"
-        );
+        let server = serve_traffic(&net.server, TCP_PORT, UDP_PORT)?;
         Ok(Self { net, server })
     }
 

@@ -115,6 +115,7 @@ pub struct Dedicated {
     server: ClickHouse,
     dir: PathBuf,
     port: String,
+    keep_data: bool,
 }
 
 impl Dedicated {
@@ -123,6 +124,12 @@ impl Dedicated {
         let dir =
             std::env::temp_dir().join(format!("tollgate-clickhouse-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        Self::start_in(dir, false)
+    }
+
+    /// Start a server over the data in `dir` (created if missing), which
+    /// is kept after the server stops if `keep_data`.
+    pub fn start_in(dir: PathBuf, keep_data: bool) -> anyhow::Result<Self> {
         let url = script(&["start", dir.to_str().context("path")?])?;
         let port = url.rsplit(':').next().context("port in URL")?.to_owned();
         Ok(Self {
@@ -132,6 +139,7 @@ impl Dedicated {
             },
             dir,
             port,
+            keep_data,
         })
     }
 
@@ -154,7 +162,9 @@ impl Dedicated {
 impl Drop for Dedicated {
     fn drop(&mut self) {
         let _ = self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

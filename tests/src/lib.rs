@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod clickhouse;
+pub mod cluster;
 pub mod kube;
 pub mod netns;
 pub mod oracle;

@@ -165,6 +165,20 @@ pub fn dump(ns: &Netns, zero: bool) -> anyhow::Result<Vec<Line>> {
     parse_lines(&crate::run(&mut command)?)
 }
 
+/// `tollgate migrate` of `database` on the ClickHouse at `url`, which
+/// must succeed.
+pub fn migrate(url: &str, database: &str) {
+    let output = Command::new(binary())
+        .args(["migrate", "--clickhouse", url, "--database", database])
+        .output()
+        .expect("tollgate migrate runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `tollgate load INPUT --spool SPOOL ARGS...`, run to completion.
 pub fn load(input: &Path, spool: &Path, args: &[&str]) -> std::process::Output {
     Command::new(binary())

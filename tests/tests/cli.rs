@@ -191,3 +191,46 @@ fn classify_rejects_bad_files_with_exit_2_naming_file_and_line() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--from 9.9.9.9"), "{stderr}");
 }
+
+#[test]
+fn agent_configuration_errors_exit_2_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("inventory.yaml"), INVENTORY).expect("write");
+    let cases = [
+        (
+            "node: n-a\ninventory: {file: inventory.yaml}\nsinks: {parquet: {dir: out}}\n",
+            "cluster",
+        ),
+        (
+            "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\n",
+            "sinks: configure clickhouse, parquet, or both",
+        ),
+        (
+            "cluster: c\ninventory: {file: inventory.yaml}\nsinks: {parquet: {dir: out}}\n",
+            "node: give this node's name",
+        ),
+        (
+            "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\nagent: {interval_seconds: 0}\nsinks: {parquet: {dir: out}}\n",
+            "agent.interval_seconds: 0 is not between 1 and 3600",
+        ),
+        (
+            "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\nsinks: {clickhouse: {url: 'ftp://x'}}\n",
+            "sinks.clickhouse.url \"ftp://x\" is not an http:// or https:// URL",
+        ),
+        (
+            "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\nsinks: {parquet: {dir: out}, kafka: {}}\n",
+            "kafka",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let config = dir.join(format!("agent-{i}.yaml"));
+        std::fs::write(&config, text).expect("write");
+        let (code, _, stderr) = tollgate(&["agent", "--config", config.to_str().expect("path")]);
+        assert_eq!(code, Some(2), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(&config.display().to_string()),
+            "case {i}: {stderr}"
+        );
+    }
+}

@@ -150,11 +150,7 @@ fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
         return;
     };
     let database = ch.fresh_database("both");
-    let migrated = Command::new(binary())
-        .args(["migrate", "--clickhouse", ch.url(), "--database", &database])
-        .output()
-        .unwrap();
-    assert!(migrated.status.success());
+    tollgate_tests::tollgate::migrate(ch.url(), &database);
     let dir = temp("both");
     let input = records_file("parquet-both", 30_000);
     let output = load(

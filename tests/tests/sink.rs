@@ -12,19 +12,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse::{self, ClickHouse, Dedicated};
 use tollgate_tests::records_file;
-use tollgate_tests::tollgate::{binary, load};
-
-fn migrate(ch: &ClickHouse, database: &str) {
-    let output = Command::new(binary())
-        .args(["migrate", "--clickhouse", ch.url(), "--database", database])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use tollgate_tests::tollgate::{self, binary, load};
 
 fn start_load(ch: &ClickHouse, database: &str, input: &Path, spool: &Path) -> Child {
     Command::new(binary())
@@ -99,7 +87,7 @@ fn sigkilled_loaders_resume_and_every_record_lands_exactly_once() {
         return;
     };
     let database = ch.fresh_database("sigkill");
-    migrate(ch, &database);
+    tollgate::migrate(ch.url(), &database);
     const N: u64 = 60_000;
     let input = records_file("sigkill", N);
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-sigkill", std::process::id()));
@@ -140,7 +128,7 @@ fn a_30_second_clickhouse_outage_and_a_sigkill_with_a_full_spool_lose_and_duplic
     let dedicated = Dedicated::start("outage").unwrap();
     let ch = dedicated.server();
     let database = ch.fresh_database("outage");
-    migrate(ch, &database);
+    tollgate::migrate(ch.url(), &database);
     const N: u64 = 40_000;
     let input = records_file("outage", N);
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-outage", std::process::id()));
@@ -218,7 +206,7 @@ fn a_bad_record_names_its_file_and_line_and_exits_2() {
         return;
     };
     let database = ch.fresh_database("badline");
-    migrate(ch, &database);
+    tollgate::migrate(ch.url(), &database);
     let input = records_file("badline", 3);
     let mut text = std::fs::read_to_string(&input).unwrap();
     text.push_str("{\"observed_at\": \"yesterday\"}\n");
@@ -344,7 +332,7 @@ fn a_spool_resumes_only_the_input_it_belongs_to() {
         return;
     };
     let database = ch.fresh_database("owner");
-    migrate(ch, &database);
+    tollgate::migrate(ch.url(), &database);
     let first = records_file("owner-a", 10);
     let second = records_file("owner-b", 10);
     let spool = std::env::temp_dir().join(format!("tollgate-spool-{}-owner", std::process::id()));

@@ -1,11 +1,11 @@
 //! The flags every command that talks to ClickHouse shares.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
+use tollgate::config::ClickHouseConfig;
 use tollgate::sink::clickhouse::migrate::check_name;
-use tollgate::sink::clickhouse::{Connection, PasswordSource};
+use tollgate::sink::clickhouse::Connection;
 
 use super::BadInput;
 
@@ -13,7 +13,7 @@ use super::BadInput;
 #[derive(Debug, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP(S) URL.
-    #[arg(long = "clickhouse", value_name = "URL", value_parser = parse_url)]
+    #[arg(long = "clickhouse", value_name = "URL")]
     pub url: Option<String>,
     /// Database for tollgate's tables.
     #[arg(long, default_value = "tollgate", value_parser = |s: &str| parse_name("database", s))]
@@ -33,43 +33,24 @@ pub struct ClickHouseArgs {
 
 impl ClickHouseArgs {
     /// The connection, with the password read; `None` without `--clickhouse`.
+    /// An unusable CA file or password file is bad input (exit 2) before any
+    /// work starts.
     pub fn connection(&self) -> anyhow::Result<Option<Connection>> {
         let Some(url) = &self.url else {
             return Ok(None);
         };
-        let password = match (
-            &self.password_file,
-            std::env::var("TOLLGATE_CLICKHOUSE_PASSWORD"),
-        ) {
-            (Some(path), _) => PasswordSource::File(path.clone()),
-            (None, Ok(value)) => PasswordSource::Environment(value),
-            (None, Err(_)) => PasswordSource::None,
-        };
-        let connection = Connection {
+        let config = ClickHouseConfig {
             url: url.clone(),
             database: self.database.clone(),
             user: self.user.clone(),
-            password: password
-                .read()
-                .with_context(|| format!("cannot read the ClickHouse password ({password:?})"))?,
+            password_file: self.password_file.clone(),
             ca_file: self.ca_file.clone(),
         };
-        // Build a client now, so that an unusable CA file is bad input
-        // (exit 2) before any work starts.
-        connection.client().map_err(|e| BadInput(e.to_string()))?;
-        Ok(Some(connection))
+        config
+            .connection(Path::new("."))
+            .map(Some)
+            .map_err(|e| BadInput(e).into())
     }
-}
-
-fn parse_url(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"))
-        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
-    if rest.trim_end_matches('/').is_empty() {
-        return Err(format!("{text:?} names no host"));
-    }
-    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// A database or cluster name, checked because it is written into SQL.

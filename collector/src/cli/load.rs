@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use std::sync::{Mutex, PoisonError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
+
 use tollgate::sink::batch::{Batch, Resume, TokenMaker};
 use tollgate::sink::clickhouse::{self, ClickHouseSink};
-use tollgate::sink::deliver::{self, RetryPolicy};
+use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
 use tollgate::sink::parquet::ParquetSink;
 use tollgate::sink::spool::Spool;
-use tollgate::sink::{Both, Sink};
+use tollgate::sink::Configured;
 use tollgate_schema::FlowRecord;
 
 use super::clickhouse_args::ClickHouseArgs;
@@ -93,34 +95,29 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     .flatten()
     .collect::<Vec<_>>()
     .join(" and ");
-    match (connection, parquet) {
-        (Some(c), Some(p)) => runtime.block_on(load(
-            args,
-            spool,
-            Both(ClickHouseSink::new(&c)?, p),
-            destination,
-        )),
-        (Some(c), None) => {
-            runtime.block_on(load(args, spool, ClickHouseSink::new(&c)?, destination))
-        }
-        (None, Some(p)) => runtime.block_on(load(args, spool, p, destination)),
-        (None, None) => {
-            Err(BadInput("give --clickhouse URL, --parquet DIR, or both".to_owned()).into())
-        }
+    if connection.is_none() && parquet.is_none() {
+        return Err(BadInput("give --clickhouse URL, --parquet DIR, or both".to_owned()).into());
     }
+    let sink = Configured {
+        clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
+        parquet,
+    };
+    runtime.block_on(load(args, Mutex::new(spool), sink, destination))
 }
 
-async fn load<S: Sink + Sync>(
+async fn load(
     args: LoadArgs,
-    mut spool: Spool,
-    sink: S,
+    spool: Mutex<Spool>,
+    sink: Configured,
     destination: String,
 ) -> anyhow::Result<()> {
+    let counts = DeliveryCounts::default();
+    let lock = || spool.lock().unwrap_or_else(PoisonError::into_inner);
     let policy = RetryPolicy {
         give_up_after: args.give_up_after.map(Duration::from_secs),
         ..RetryPolicy::default()
     };
-    let replayed = deliver::drain(&mut spool, &sink, policy).await?;
+    let replayed = deliver::drain(&spool, &sink, policy, &counts).await?;
     if replayed > 0 {
         tracing::info!(
             batches = replayed,
@@ -135,7 +132,7 @@ async fn load<S: Sink + Sync>(
     let mut position = if from_stdin {
         Resume::default()
     } else {
-        spool.position()
+        lock().position()
     };
     let input: Box<dyn AsyncRead + Unpin> = if from_stdin {
         Box::new(tokio::io::stdin())
@@ -195,21 +192,22 @@ async fn load<S: Sink + Sync>(
         let full = pending.len() as u64 >= args.batch_rows || pending_bytes >= args.batch_mib << 20;
         if !pending.is_empty() && (full || at_end || read.is_none()) {
             loaded += pending.len() as u64;
+            let seq = lock().next_seq();
             let batch = Batch {
-                seq: spool.next_seq(),
-                token: tokens.token(spool.next_seq()),
+                seq,
+                token: tokens.token(seq),
                 resume_at: position,
                 records: std::mem::take(&mut pending),
             };
             pending_bytes = 0;
-            spool.push(&batch)?;
-            deliver::drain(&mut spool, &sink, policy).await?;
+            lock().push(&batch)?;
+            deliver::drain(&spool, &sink, policy, &counts).await?;
         }
         if at_end {
             break;
         }
     }
-    let stats = spool.stats();
+    let stats = lock().stats();
     if stats.dropped_records > 0 {
         anyhow::bail!(
             "{} records were dropped because the spool was full",

@@ -1,5 +1,6 @@
 //! Command-line arguments and the commands they run.
 
+mod agent;
 mod classify;
 mod clickhouse_args;
 mod conntrack;
@@ -18,12 +19,19 @@ pub struct Args {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Log lines as JSON objects instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Meter this node's traffic into ClickHouse and/or Parquet until
+    /// SIGTERM.
+    Agent(agent::AgentArgs),
     /// Read the kernel's connection-tracking table of this network namespace.
     #[command(subcommand)]
     Conntrack(conntrack::ConntrackCommand),
@@ -41,25 +49,36 @@ enum Command {
 #[error("{0}")]
 pub struct BadInput(pub String);
 
-/// Log to stderr; stdout is reserved for data.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
+/// Log to stderr; stdout is reserved for data. The agent, a daemon, logs
+/// at info level by default, the other commands only warnings.
+pub fn init_logging(args: &Args) {
+    let quiet = if matches!(args.command, Command::Agent(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let default = match args.verbose {
+        0 => quiet,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 /// Run the parsed command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Agent(args) => agent::run(args),
         Command::Conntrack(command) => conntrack::run(command),
         Command::Migrate(args) => migrate::run(args),
         Command::Load(args) => load::run(args),

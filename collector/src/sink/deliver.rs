@@ -1,5 +1,7 @@
 //! Sends spooled batches to a sink, oldest first, until the spool is empty.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -29,6 +31,17 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What delivery has done, readable while it runs (for metrics).
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    /// Batches the sink acknowledged.
+    pub batches: AtomicU64,
+    /// Their records.
+    pub records: AtomicU64,
+    /// Failed writes that were retried.
+    pub retries: AtomicU64,
+}
+
 /// Why delivery stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -49,14 +62,22 @@ pub enum DeliveryError {
 /// Deliver every spooled batch to `sink`, in order. A failing write is
 /// retried (jittered exponential backoff, capped) without end, or until the
 /// policy gives up: a batch leaves the spool only when the sink has it.
-/// Returns the number of batches delivered.
+/// The spool is locked only to read or forget a batch, never while the sink
+/// writes, so batches can be added meanwhile. Cancelling the returned future
+/// is safe: an unacknowledged batch stays spooled and its resend is
+/// harmless. Returns the number of batches delivered.
 pub async fn drain<S: Sink + Sync>(
-    spool: &mut Spool,
+    spool: &Mutex<Spool>,
     sink: &S,
     policy: RetryPolicy,
+    counts: &DeliveryCounts,
 ) -> Result<u64, DeliveryError> {
+    let lock = || spool.lock().unwrap_or_else(PoisonError::into_inner);
     let mut delivered = 0;
-    while let Some(batch) = spool.oldest()? {
+    loop {
+        let Some(batch) = lock().oldest()? else {
+            return Ok(delivered);
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(policy.min_delay)
             .with_max_delay(policy.max_delay)
@@ -66,6 +87,7 @@ pub async fn drain<S: Sink + Sync>(
         (|| sink.write(&batch))
             .retry(backoff)
             .notify(|error: &WriteError, wait: Duration| {
+                counts.retries.fetch_add(1, Ordering::Relaxed);
                 let sink = sink.name();
                 if error.transient {
                     tracing::warn!(sink, %error, seq = batch.seq, retry_in = ?wait, "batch not delivered; will retry");
@@ -78,8 +100,11 @@ pub async fn drain<S: Sink + Sync>(
                 seq: batch.seq,
                 source,
             })?;
-        spool.ack(batch.seq)?;
+        lock().ack(batch.seq)?;
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+        counts
+            .records
+            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
         delivered += 1;
     }
-    Ok(delivered)
 }

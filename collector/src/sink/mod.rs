@@ -44,18 +44,33 @@ pub trait Sink {
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// Two sinks fed the same batches: a batch is delivered once both have it.
-/// Each makes a resend harmless, so retrying after only one succeeded
+/// The sinks a configuration asks for (ClickHouse, Parquet files, or
+/// both), fed the same batches: a batch is delivered once every one has
+/// it. Each makes a resend harmless, so retrying after only one succeeded
 /// rewrites that one idempotently.
-pub struct Both<A, B>(pub A, pub B);
+pub struct Configured {
+    /// ClickHouse, if configured.
+    pub clickhouse: Option<clickhouse::ClickHouseSink>,
+    /// Parquet files, if configured.
+    pub parquet: Option<parquet::ParquetSink>,
+}
 
-impl<A: Sink + Sync, B: Sink + Sync> Sink for Both<A, B> {
+impl Sink for Configured {
     fn name(&self) -> &'static str {
-        "both"
+        match (&self.clickhouse, &self.parquet) {
+            (Some(_), Some(_)) => "clickhouse+parquet",
+            (Some(_), None) => "clickhouse",
+            _ => "parquet",
+        }
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
-        self.0.write(batch).await?;
-        self.1.write(batch).await
+        if let Some(sink) = &self.clickhouse {
+            sink.write(batch).await?;
+        }
+        if let Some(sink) = &self.parquet {
+            sink.write(batch).await?;
+        }
+        Ok(())
     }
 }

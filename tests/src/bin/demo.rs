@@ -1,25 +1,24 @@
-//! tollgate's demo: real traffic through a real kernel, read by tollgate,
-//! counted independently by nftables, compared byte for byte.
+//! tollgate's demo: a simulated three-node cluster in network namespaces,
+//! one `tollgate agent` per node reading that node's conntrack table, real
+//! ClickHouse, and the metering views: who moved which bytes, in which
+//! billing category, at what cost; checked against nftables' counters.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Child;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::ensure;
-use tollgate_tests::bench::{Bench, FAST_TCP_EXPIRY};
-use tollgate_tests::netns::addr;
-use tollgate_tests::oracle;
-use tollgate_tests::tollgate::{self, Ledger, Line, Watch};
+use anyhow::{ensure, Context};
+use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
+use tollgate_tests::cluster::{
+    Agent, Cluster, Flow, Relay, Target, CLUSTER, INTERNET4, INTERNET6, SERVICE4,
+};
+use tollgate_tests::tollgate;
 
-/// Per connection: how tollgate saw it.
-#[derive(Default)]
-struct Seen {
-    reads: u32,
-    ended: bool,
-    bytes: u64,
-    nftables: u64,
-}
+/// Seconds between two reads of each node's table.
+const INTERVAL: u32 = 5;
+/// Where the demo keeps its data.
+const HOME: &str = "/var/tmp/tollgate-demo";
 
 fn main() -> anyhow::Result<()> {
     ensure!(
@@ -27,126 +26,155 @@ fn main() -> anyhow::Result<()> {
         "run the demo as root"
     );
     println!(
-        "\ntollgate demo: exact network metering from the kernel's conntrack table\n\
-         =======================================================================\n\n\
-         A small routed network in namespaces on this machine:\n\n  \
-         client {c4} / {c6}  ->  router (conntrack, tollgate)  ->  server {s4} / {s6}\n\n\
-         tollgate reads the router's conntrack table once a second with a zeroing dump\n\
-         (each byte is reported by exactly one read) and listens for connections that end\n\
-         in between. nftables counts the same packets in the router, independently.\n",
-        c4 = addr::CLIENT4,
-        c6 = addr::CLIENT6,
-        s4 = addr::SERVER4,
-        s6 = addr::SERVER6,
+        "\ntollgate demo: which workload causes the network bill?\n\
+         =======================================================\n\n\
+         A simulated Kubernetes cluster, built from network namespaces on this machine:\n\n  \
+         node-a  zone r1-a, region r1   pods: frontend (team web), report (team data)\n  \
+         node-b  zone r1-b, region r1   pods: api (team payments, behind Service shop/api {SERVICE4}), db-0 (team data)\n  \
+         node-c  zone r2-c, region r2   pods: db-replica-0 (team data), log-shipper (team platform)\n  \
+         internet host {INTERNET4} / {INTERNET6}, reached through the nodes' masquerade\n\n\
+         Every node routes its pods' traffic through its own kernel conntrack table. One\n\
+         `tollgate agent` per node reads that table every {INTERVAL} s (a zeroing dump: each byte\n\
+         is reported once) plus the connections that end in between, names both ends of\n\
+         every connection (pod, workload, team, zone), classifies the transfer and inserts\n\
+         the records into ClickHouse and Parquet files.\n"
     );
-    let bench = Bench::new(FAST_TCP_EXPIRY)?;
-    let watch = Watch::start(&bench.net.router)?;
-    println!(
-        "Traffic for about 5 s: TCP uploads (IPv4 6 MB, IPv6 3 MB), UDP request/response,\n\
-         ping (both families) and 200 short TCP connections.\n"
-    );
-    let clients = vec![
-        bench.tcp_upload(addr::SERVER4, 41001, 6_000_000, 8, 0.6)?,
-        bench.tcp_upload(addr::SERVER6, 41002, 3_000_000, 6, 0.6)?,
-        bench.udp_exchange(addr::SERVER4, 41003, 40, 500, 0.1)?,
-        bench.udp_exchange(addr::SERVER6, 41004, 40, 800, 0.1)?,
-        bench.ping(addr::SERVER4, "20")?,
-        bench.ping(addr::SERVER6, "20")?,
-        bench.short_connections(addr::SERVER4, 20000, 200, 5000)?,
-    ];
-    let mut reads = bench.dump_while_running(clients, Duration::from_secs(1))?;
-    reads.push(tollgate::dump(&bench.net.router, true)?);
-    bench.flush_router()?;
-    thread::sleep(Duration::from_millis(500));
-    let (ended, _) = watch.stop()?;
-    let oracle = oracle::read(&bench.net.router)?;
+    let home = PathBuf::from(HOME);
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home)?;
+    println!("Starting ClickHouse (its data: {HOME}/clickhouse) ...");
+    let server = Dedicated::start_in(home.join("clickhouse"), true)?;
+    let ch = server.server();
+    let database = "tollgate";
+    tollgate::migrate(ch.url(), database);
+    ch.query(&format!(
+        "INSERT INTO {database}.clusters (cluster, provider) VALUES ('{CLUSTER}', 'aws')"
+    ))?;
+    println!("Building the cluster and starting one agent per node ...");
+    let cluster = Cluster::create()?;
+    let _relay = Relay::start(&cluster, ch.url())?;
+    let mut agents = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let config = cluster.agent_config(
+            i,
+            "http://127.0.0.1:8123",
+            database,
+            Some(&home.join("parquet")),
+            INTERVAL,
+        )?;
+        agents.push(Agent::start(node, &config)?);
+    }
 
-    for (i, read) in reads.iter().enumerate() {
-        let bytes: u64 = read.iter().map(Line::bytes).sum();
+    println!("\nAbout 30 s of traffic (TCP and UDP, IPv4 and IPv6):");
+    let started = Instant::now();
+    let clients = traffic(&cluster)?;
+    let mut clients: Vec<Child> = clients;
+    while clients.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+        thread::sleep(Duration::from_secs(5));
+        let rows = ch.query(&format!("SELECT count() FROM {database}.flows"))?;
         println!(
-            "  read {:>2}: {:>4} entries, {:>12} bytes zeroed",
-            i + 1,
-            read.len(),
-            group(bytes)
+            "  {:>3} s: {} flow records in ClickHouse",
+            started.elapsed().as_secs(),
+            rows.trim()
         );
     }
-    let ended_bytes: u64 = ended.iter().map(Line::bytes).sum();
-    println!(
-        "  ended connections reported between reads: {}, carrying {} bytes\n",
-        ended.len(),
-        group(ended_bytes)
-    );
+    for mut client in clients {
+        ensure!(client.wait()?.success(), "a traffic client failed");
+    }
+    println!("Stopping the agents (each reads its table one last time and flushes) ...");
+    for agent in agents {
+        agent.stop()?;
+    }
 
-    let mut connections: BTreeMap<String, Seen> = BTreeMap::new();
-    let reads_and_ended = reads.iter().flatten().map(|l| (l, true));
-    for (line, from_read) in reads_and_ended.chain(ended.iter().map(|l| (l, false))) {
-        let [(orig, _), _] = line.directions();
-        let seen = connections
-            .entry(connection(
-                &orig.proto,
-                orig.src,
-                orig.dst,
-                orig.sport,
-                orig.dport,
-            ))
-            .or_default();
-        if line.bytes() > 0 {
-            if from_read {
-                seen.reads += 1;
-            } else {
-                seen.ended = true;
-            }
+    println!("\nPer team, this month (from the view cost_daily; AWS list prices, USD):\n");
+    table(
+        ch,
+        &format!(
+            "SELECT team, \
+               formatReadableSize(sumIf(bytes, category = 'same_zone')) AS same_zone, \
+               formatReadableSize(sumIf(bytes, category = 'cross_zone')) AS cross_zone, \
+               formatReadableSize(sumIf(bytes, category = 'cross_region')) AS cross_region, \
+               formatReadableSize(sumIf(bytes, category = 'internet')) AS internet, \
+               toString(round(sum(cost), 8)) AS cost_usd \
+             FROM {database}.cost_daily WHERE toStartOfMonth(day) = toStartOfMonth(today()) \
+             GROUP BY team ORDER BY sum(cost) DESC, team"
+        ),
+    )?;
+    println!(
+        "\n  Bytes are each team's sent plus received. AWS bills a cross-zone byte on both\n  \
+         sides, internet and cross-region egress on the sending side; same zone is free.\n\
+         \nPer workload and category (from the view metering_daily):\n"
+    );
+    table(
+        ch,
+        &format!(
+            "SELECT namespace, workload_kind AS kind, workload, category, \
+               sumIf(bytes, direction = 'out') AS bytes_out, sumIf(bytes, direction = 'in') AS bytes_in \
+             FROM {database}.metering_daily GROUP BY ALL ORDER BY namespace, workload, category"
+        ),
+    )?;
+    println!(
+        "\nForensics: what was sending to {INTERNET4} or {INTERNET6}? (from the flows table)\n"
+    );
+    table(
+        ch,
+        &format!(
+            "SELECT local_pod AS pod, node, replaceOne(toString(local_ip), '::ffff:', '') AS local_ip, \
+               replaceOne(toString(remote_ip), '::ffff:', '') AS remote_ip, remote_port, protocol, \
+               sum(bytes_sent) AS sent, sum(bytes_received) AS received, \
+               min(observed_at) AS first_seen, max(observed_at) AS last_seen \
+             FROM {database}.flows WHERE category = 'internet' GROUP BY ALL ORDER BY sent DESC"
+        ),
+    )?;
+
+    let expected = cluster.expected(&flows())?;
+    let metered = ch.query(&format!(
+        "SELECT team, namespace, workload, category, direction, sum(bytes) \
+         FROM {database}.metering_daily GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
+    ))?;
+    let mut differences = Vec::new();
+    let mut rows = 0;
+    for line in metered.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        ensure!(f.len() == 6, "unexpected row {line:?}");
+        let key = (
+            f[0].to_owned(),
+            f[1].to_owned(),
+            f[2].to_owned(),
+            f[3].to_owned(),
+            f[4].to_owned(),
+        );
+        let bytes: u64 = f[5].parse()?;
+        rows += 1;
+        if expected.get(&key) != Some(&bytes) {
+            differences.push(format!(
+                "{key:?}: tollgate {bytes}, nftables {:?}",
+                expected.get(&key)
+            ));
         }
-        seen.bytes += line.bytes();
     }
-    // nftables' bytes per connection: both directions, named from the client.
-    for (key, count) in &oracle {
-        let from_client =
-            key.src.to_string() == addr::CLIENT4 || key.src.to_string() == addr::CLIENT6;
-        let name = if from_client {
-            connection(&key.proto, key.src, key.dst, key.sport, key.dport)
-        } else {
-            connection(&key.proto, key.dst, key.src, key.dport, key.sport)
-        };
-        connections.entry(name).or_default().nftables += count.bytes;
+    if rows != expected.len() {
+        differences.push(format!(
+            "{rows} metering rows, {} expected from nftables",
+            expected.len()
+        ));
     }
-
-    println!(
-        "  {:<58} {:>6} {:>6} {:>12} {:>12}",
-        "connection (client -> server)", "reads", "ended", "tollgate", "nftables"
-    );
-    for (name, seen) in &connections {
-        println!(
-            "  {:<58} {:>6} {:>6} {:>12} {:>12}  {}",
-            name,
-            seen.reads,
-            if seen.ended { "yes" } else { "-" },
-            group(seen.bytes),
-            group(seen.nftables),
-            if seen.bytes == seen.nftables {
-                "equal"
-            } else {
-                "DIFFERENT"
-            }
-        );
-    }
-
-    let mut ledger = Ledger::default();
-    for read in &reads {
-        ledger.add(read);
-    }
-    ledger.add(&ended);
-    let differences = ledger.differences(&oracle);
-    let total = ledger.total().bytes;
-    let counted: u64 = oracle.values().map(|c| c.bytes).sum();
+    let direction = |d: &str| -> u64 {
+        expected
+            .iter()
+            .filter(|(k, _)| k.4 == d)
+            .map(|(_, v)| v)
+            .sum()
+    };
     println!();
     if differences.is_empty() {
         println!(
-            "Total: tollgate metered {} bytes, nftables counted {} bytes, in every one of\n\
-             the {} flow directions: each byte was metered exactly once.",
-            group(total),
-            group(counted),
-            oracle.len()
+            "Checked: each of the {rows} metering rows (team, workload, category, direction)\n\
+             equals what nftables counted independently in the nodes: {} bytes sent and\n\
+             {} bytes received by the pods, each byte metered once by the node of the pod\n\
+             that sent it and once by the node of the pod that received it.",
+            group(direction("out")),
+            group(direction("in"))
         );
     } else {
         println!(
@@ -155,37 +183,88 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nThe raw data is JSON lines: `tollgate conntrack dump` (add --no-zero to only look)\n\
-         and `tollgate conntrack watch` print one object per connection. Try them in any\n\
-         network namespace as root. The demo's namespaces are removed now.\n"
+        "\nThe data stays in {HOME}: ClickHouse's in {HOME}/clickhouse (database `{database}`:\n\
+         table `flows`, views `metering_daily`, `cost_daily`; start it again with\n\
+         `bash tests/scripts/clickhouse.sh start {HOME}/clickhouse`), and the same records\n\
+         as Parquet files under {HOME}/parquet (sql/parquet/views.sql queries them).\n\
+         The simulated cluster's namespaces are removed now.\n"
     );
     ensure!(differences.is_empty(), "metering was not exact");
+    drop(cluster);
     Ok(())
 }
 
-/// A display name for a connection; the short connections share one row.
-fn connection(proto: &str, client: IpAddr, server: IpAddr, cport: u16, sport: u16) -> String {
-    if proto == "tcp" && (20000..20200).contains(&cport) {
-        return "tcp   200 short connections (IPv4)".to_owned();
-    }
-    format!(
-        "{proto:<5} {} -> {}",
-        endpoint(&client, cport, proto),
-        endpoint(&server, sport, proto)
-    )
+/// The demo's traffic; each flow owns its client ports.
+fn flows() -> Vec<Flow> {
+    use Target::{Internet, Pod, Service};
+    vec![
+        Flow::new("frontend-7f9c4-x2k8p", Service, "tcp", false, 22000, 300),
+        Flow::new("api-5d8f6-m4n2b", Pod("db-0"), "tcp", false, 21000, 1),
+        Flow::new("report-29123-q7z", Pod("db-0"), "tcp", true, 21001, 1),
+        Flow::new("db-0", Pod("db-replica-0"), "tcp", false, 21002, 1),
+        Flow::new("log-shipper-h5j2", Internet, "tcp", false, 21003, 1),
+        Flow::new("frontend-7f9c4-x2k8p", Internet, "udp", true, 21004, 1),
+        Flow::new(
+            "report-29123-q7z",
+            Pod("frontend-7f9c4-x2k8p"),
+            "udp",
+            false,
+            21005,
+            1,
+        ),
+    ]
 }
 
-fn endpoint(ip: &IpAddr, port: u16, proto: &str) -> String {
-    let host = if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    if proto.starts_with("icmp") {
-        host
-    } else {
-        format!("{host}:{port}")
+fn traffic(cluster: &Cluster) -> anyhow::Result<Vec<Child>> {
+    let flows = flows();
+    fn tcp(bytes: &'static str) -> Vec<&'static str> {
+        vec!["tcp", "--bytes", bytes, "--chunks", "14", "--pause", "2"]
     }
+    fn udp(size: &'static str) -> Vec<&'static str> {
+        vec!["udp", "--count", "140", "--size", size, "--pause", "0.2"]
+    }
+    let plan: Vec<(&Flow, Vec<&str>)> = vec![
+        (&flows[0], vec!["short", "--n", "300", "--bytes", "40000"]),
+        (&flows[1], tcp("6000000")),
+        (&flows[2], tcp("20000000")),
+        (&flows[3], tcp("12000000")),
+        (&flows[4], tcp("8000000")),
+        (&flows[5], udp("1200")),
+        (&flows[6], udp("600")),
+    ];
+    plan.into_iter()
+        .map(|(flow, args)| cluster.start(flow, &args))
+        .collect()
+}
+
+/// Run `sql` and print the result as an aligned table.
+fn table(ch: &ClickHouse, sql: &str) -> anyhow::Result<()> {
+    let text = ch.query(&format!("{sql} FORMAT TabSeparatedWithNames"))?;
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let columns = rows.first().context("no header")?.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+        if n == 0 {
+            println!(
+                "  {}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (columns - 1))
+            );
+        }
+    }
+    Ok(())
 }
 
 /// 1234567 -> "1,234,567".

@@ -1,0 +1,233 @@
+//! The agent's Prometheus metrics: one registry, encoded on each scrape.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::sink::deliver::DeliveryCounts;
+use crate::sink::spool::Spool;
+
+/// Labels of per-category counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    /// `same_zone`, `cross_zone`, ...
+    pub category: &'static str,
+}
+
+/// Labels of the metered bytes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// The transfer category.
+    pub category: &'static str,
+    /// `out` (sent by a local endpoint) or `in` (received).
+    pub direction: &'static str,
+}
+
+/// Everything the agent counts.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Entries read by zeroing dumps.
+    pub entries_read: Counter,
+    /// Ended connections received (DESTROY events).
+    pub ended_connections: Counter,
+    /// Event socket overflows (the kernel resends those events).
+    pub event_overruns: Counter,
+    /// Dumps that failed part-way (entries before the failure are kept).
+    pub read_errors: Counter,
+    /// Dumps the kernel flagged as interrupted by table changes.
+    pub dumps_interrupted: Counter,
+    /// Seconds one interval's read took (ended connections, dump,
+    /// enrichment, spooling).
+    pub read_duration: Histogram,
+    /// Records produced, by category.
+    pub records: Family<CategoryLabels, Counter>,
+    /// Bytes metered, by category and direction.
+    pub bytes: Family<BytesLabels, Counter>,
+    /// Entries with no endpoint on this node (routed through, skipped).
+    pub not_local_entries: Counter,
+    /// Local endpoints the inventory did not know.
+    pub unknown_local: Counter,
+    /// Remote addresses the inventory did not know.
+    pub unknown_remote: Counter,
+    /// Records lost because the spool was full or unwritable.
+    pub records_dropped: Counter,
+    /// Entries in this namespace's conntrack table after the last read.
+    pub table_entries: Gauge,
+    /// The table's limit (`nf_conntrack_max`).
+    pub table_max: Gauge,
+    /// When the last read finished (seconds since the epoch).
+    pub last_read: Gauge,
+}
+
+impl Metrics {
+    /// The metrics, registered in `registry` under `tollgate_`, with the
+    /// sink's delivery counts and the spool read at each scrape.
+    pub fn register(
+        registry: &mut Registry,
+        spool: Arc<Mutex<Spool>>,
+        delivery: Arc<DeliveryCounts>,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(Self {
+            entries_read: Counter::default(),
+            ended_connections: Counter::default(),
+            event_overruns: Counter::default(),
+            read_errors: Counter::default(),
+            dumps_interrupted: Counter::default(),
+            read_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            records: Family::default(),
+            bytes: Family::default(),
+            not_local_entries: Counter::default(),
+            unknown_local: Counter::default(),
+            unknown_remote: Counter::default(),
+            records_dropped: Counter::default(),
+            table_entries: Gauge::default(),
+            table_max: Gauge::default(),
+            last_read: Gauge::default(),
+        });
+        let m = &metrics;
+        let r = registry.sub_registry_with_prefix("tollgate");
+        r.register(
+            "conntrack_entries_read",
+            "Entries read by zeroing dumps of the conntrack table",
+            m.entries_read.clone(),
+        );
+        r.register(
+            "conntrack_ended_connections",
+            "Connections reported by DESTROY events as they ended",
+            m.ended_connections.clone(),
+        );
+        r.register(
+            "conntrack_event_overruns",
+            "Times the event socket overflowed; the kernel resends those events",
+            m.event_overruns.clone(),
+        );
+        r.register(
+            "conntrack_read_errors",
+            "Table reads that failed part-way (entries before the failure are kept)",
+            m.read_errors.clone(),
+        );
+        r.register(
+            "conntrack_dumps_interrupted",
+            "Dumps the kernel flagged as interrupted by changes to the table",
+            m.dumps_interrupted.clone(),
+        );
+        r.register_with_unit(
+            "interval_read_duration",
+            "Time to read, enrich and spool one interval",
+            Unit::Seconds,
+            m.read_duration.clone(),
+        );
+        r.register(
+            "conntrack_table_entries",
+            "Entries in the conntrack table after the last read",
+            m.table_entries.clone(),
+        );
+        r.register(
+            "conntrack_table_max",
+            "The conntrack table's limit, nf_conntrack_max",
+            m.table_max.clone(),
+        );
+        r.register(
+            "records",
+            "Flow records produced, by transfer category",
+            m.records.clone(),
+        );
+        r.register_with_unit(
+            "metered",
+            "Bytes metered, by transfer category and direction",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        r.register(
+            "enrich_not_local_entries",
+            "Entries with no endpoint on this node (traffic routed through it)",
+            m.not_local_entries.clone(),
+        );
+        r.register(
+            "enrich_unknown_local",
+            "Local endpoints the inventory does not know (recorded without pod details)",
+            m.unknown_local.clone(),
+        );
+        r.register(
+            "enrich_unknown_remote",
+            "Remote addresses the inventory does not know (classified by the network rules)",
+            m.unknown_remote.clone(),
+        );
+        r.register(
+            "records_dropped",
+            "Records lost because the spool was full or could not be written",
+            m.records_dropped.clone(),
+        );
+        r.register(
+            "last_read_timestamp_seconds",
+            "When the last interval's read finished",
+            m.last_read.clone(),
+        );
+        r.register_collector(Box::new(SinkCollector { spool, delivery }));
+        metrics
+    }
+}
+
+/// The spool and delivery figures, read when scraped.
+#[derive(Debug)]
+struct SinkCollector {
+    spool: Arc<Mutex<Spool>>,
+    delivery: Arc<DeliveryCounts>,
+}
+
+impl Collector for SinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (bytes, batches) = {
+            let spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
+            (spool.used_bytes(), spool.len() as u64)
+        };
+        let counters = [
+            (
+                "sink_batches",
+                "Batches the sinks acknowledged",
+                &self.delivery.batches,
+            ),
+            (
+                "sink_records",
+                "Records the sinks acknowledged",
+                &self.delivery.records,
+            ),
+            (
+                "sink_retries",
+                "Failed batch writes that were retried",
+                &self.delivery.retries,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauge = ConstGauge::new(bytes as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "spool",
+            "Bytes of batches waiting in the spool",
+            Some(&Unit::Bytes),
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(batches as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "spool_batches",
+            "Batches waiting in the spool",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

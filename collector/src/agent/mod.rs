@@ -1,0 +1,19 @@
+//! The agent's moving parts: a reader thread meters each interval into the
+//! spool; a delivery task (run by the caller) empties the spool into the
+//! sinks; an HTTP server exposes metrics and probes.
+//!
+//! ```text
+//! DESTROY events --(listener thread)--+
+//!                                      v
+//! zeroing dump --(reader thread)--> enrich + classify --> batcher --> spool
+//!                                                                      |
+//!                              sinks <--(delivery task, retries)-------+
+//! ```
+
+mod batcher;
+pub mod http;
+pub mod metrics;
+mod reader;
+
+pub use batcher::Batcher;
+pub use reader::{listen_for_ended, unix_seconds, Metering, Reader};

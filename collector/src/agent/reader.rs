@@ -1,0 +1,264 @@
+//! The interval loop: on every wall-clock multiple of the interval, the
+//! connections that ended since the last read and a zeroing dump of the
+//! table become enriched records in the batcher.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tollgate_schema::{Category, FlowRecord};
+
+use super::batcher::Batcher;
+use super::http::Health;
+use super::metrics::{BytesLabels, CategoryLabels, Metrics};
+use crate::classify::Classifier;
+use crate::conntrack::{ConntrackError, EndedConnections, Entry, ReadMode, TableReader};
+use crate::enrich::{EnrichStats, Enricher};
+use crate::inventory::Inventory;
+
+/// Turns entries into records and counts them.
+pub struct Metering {
+    /// This node's enricher.
+    pub enricher: Enricher,
+    /// The rules.
+    pub classifier: Classifier,
+    /// Pods, nodes and Services, kept current elsewhere.
+    pub inventory: Arc<RwLock<Inventory>>,
+    /// Where records go.
+    pub batcher: Batcher,
+    /// What is counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Per-interval sums, added to the metrics once per interval rather than
+/// once per record.
+#[derive(Default)]
+struct Tally {
+    records: [u64; Category::ALL.len()],
+    sent: [u64; Category::ALL.len()],
+    received: [u64; Category::ALL.len()],
+}
+
+impl Metering {
+    fn meter(&mut self, entry: &Entry, observed_at: u32, interval: u32, tally: &mut Tally) {
+        let inventory = self
+            .inventory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let batcher = &mut self.batcher;
+        self.enricher.enrich(
+            entry,
+            observed_at,
+            interval,
+            &inventory,
+            &self.classifier,
+            |record: FlowRecord| {
+                let i = record.category as usize;
+                tally.records[i] += 1;
+                tally.sent[i] += record.bytes_sent;
+                tally.received[i] += record.bytes_received;
+                batcher.add(record);
+            },
+        );
+    }
+
+    fn publish(&self, tally: &Tally, before: EnrichStats) {
+        for (i, category) in Category::ALL.iter().enumerate() {
+            let category = category.as_str();
+            if tally.records[i] > 0 {
+                self.metrics
+                    .records
+                    .get_or_create(&CategoryLabels { category })
+                    .inc_by(tally.records[i]);
+            }
+            for (direction, bytes) in [("out", tally.sent[i]), ("in", tally.received[i])] {
+                if bytes > 0 {
+                    self.metrics
+                        .bytes
+                        .get_or_create(&BytesLabels {
+                            category,
+                            direction,
+                        })
+                        .inc_by(bytes);
+                }
+            }
+        }
+        let now = self.enricher.stats;
+        let m = &self.metrics;
+        m.not_local_entries.inc_by(now.not_local - before.not_local);
+        m.unknown_local
+            .inc_by(now.unknown_local - before.unknown_local);
+        m.unknown_remote
+            .inc_by(now.unknown_remote - before.unknown_remote);
+    }
+}
+
+/// The reading side of the agent, run on its own thread.
+pub struct Reader {
+    /// The zeroing reader.
+    pub table: TableReader,
+    /// Ended connections from [`listen_for_ended`].
+    pub ended: Receiver<Entry>,
+    /// Tells the listener to finish.
+    pub stop_listening: Arc<AtomicBool>,
+    /// The listener's thread.
+    pub listener: std::thread::JoinHandle<()>,
+    /// Entries to records.
+    pub metering: Metering,
+    /// Seconds between reads.
+    pub interval: u32,
+    /// Reports each finished read.
+    pub health: Arc<Health>,
+}
+
+impl Reader {
+    /// Read on every interval boundary until `stop` receives (or its sender
+    /// is dropped); then read once more, collect the last ended
+    /// connections and spool everything.
+    pub fn run(mut self, stop: Receiver<()>) {
+        let interval = u64::from(self.interval);
+        let mut last = unix_seconds();
+        loop {
+            let now = SystemTime::now();
+            let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let boundary = (seconds / interval + 1) * interval;
+            let wait = (UNIX_EPOCH + Duration::from_secs(boundary))
+                .duration_since(now)
+                .unwrap_or_default();
+            match stop.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {
+                    self.read(clamp(boundary), self.interval);
+                    last = boundary;
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let now = unix_seconds();
+        let elapsed = clamp(now.saturating_sub(last).max(1));
+        self.read(clamp(now), elapsed);
+        // Connections that ended during that last dump.
+        self.stop_listening.store(true, Ordering::Relaxed);
+        if self.listener.join().is_err() {
+            tracing::error!("the conntrack event listener panicked");
+        }
+        let mut tally = Tally::default();
+        let before = self.metering.enricher.stats;
+        while let Ok(entry) = self.ended.try_recv() {
+            self.metering.meter(&entry, clamp(now), elapsed, &mut tally);
+        }
+        self.metering.batcher.flush();
+        self.metering.publish(&tally, before);
+        tracing::info!("final read spooled");
+    }
+
+    /// One interval: what ended since the last read, then the table.
+    fn read(&mut self, observed_at: u32, interval: u32) {
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let before = self.metering.enricher.stats;
+        let mut ended = 0u64;
+        while let Ok(entry) = self.ended.try_recv() {
+            self.metering
+                .meter(&entry, observed_at, interval, &mut tally);
+            ended += 1;
+        }
+        let metering = &mut self.metering;
+        let result = self.table.dump(ReadMode::Zero, |entry| {
+            metering.meter(entry, observed_at, interval, &mut tally);
+            ControlFlow::Continue(())
+        });
+        self.metering.batcher.flush();
+        let m = self.metering.metrics.clone();
+        match result {
+            Ok(summary) => {
+                m.entries_read.inc_by(summary.entries);
+                if summary.interrupted {
+                    m.dumps_interrupted.inc();
+                    tracing::warn!(
+                        entries = summary.entries,
+                        "the kernel flagged the dump as interrupted: the table changed during the walk"
+                    );
+                }
+                tracing::debug!(entries = summary.entries, ended, "interval read");
+            }
+            Err(error) => {
+                m.read_errors.inc();
+                tracing::error!(%error, "conntrack read failed; the entries read before the failure are kept");
+                if let ConntrackError::Overrun { entries_before }
+                | ConntrackError::Decode { entries_before, .. } = &error
+                {
+                    m.entries_read.inc_by(*entries_before);
+                }
+                match TableReader::open() {
+                    Ok(table) => self.table = table,
+                    Err(error) => tracing::error!(%error, "cannot reopen the conntrack socket"),
+                }
+            }
+        }
+        self.metering.publish(&tally, before);
+        if let Some(count) = read_number("/proc/sys/net/netfilter/nf_conntrack_count") {
+            m.table_entries.set(count);
+        }
+        if let Some(max) = read_number("/proc/sys/net/netfilter/nf_conntrack_max") {
+            m.table_max.set(max);
+        }
+        m.read_duration.observe(started.elapsed().as_secs_f64());
+        m.last_read
+            .set(i64::try_from(unix_seconds()).unwrap_or(i64::MAX));
+        self.health.read_done();
+    }
+}
+
+/// Receive ended connections until `stop` is set and the socket is empty,
+/// passing each to `ended`.
+pub fn listen_for_ended(
+    mut events: EndedConnections,
+    ended: Sender<Entry>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut overruns = 0;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let read = events.read(|entry| {
+            let _ = ended.send(*entry);
+        });
+        match read {
+            Ok(count) => {
+                metrics.ended_connections.inc_by(count);
+                let counts = events.counts();
+                metrics.event_overruns.inc_by(counts.overruns - overruns);
+                overruns = counts.overruns;
+                if stopping && count == 0 {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read conntrack events");
+                if stopping {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn read_number(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Seconds fit the schema's `u32` until 2106.
+fn clamp(seconds: u64) -> u32 {
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// Seconds since the epoch.
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}

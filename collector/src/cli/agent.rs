@@ -1,0 +1,233 @@
+//! `tollgate agent`: meter this node's traffic into the configured sinks
+//! until SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use tollgate::agent::http::{self, Health};
+use tollgate::agent::metrics::Metrics;
+use tollgate::agent::{listen_for_ended, Batcher, Metering, Reader};
+use tollgate::config::{self, Config};
+use tollgate::conntrack::sysctl::{self, Outcome};
+use tollgate::conntrack::{EndedConnections, TableReader};
+use tollgate::enrich::Enricher;
+use tollgate::sink::batch::TokenMaker;
+use tollgate::sink::clickhouse::{self, ClickHouseSink, ConnectionError};
+use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
+use tollgate::sink::parquet::ParquetSink;
+use tollgate::sink::spool::Spool;
+use tollgate::sink::Configured;
+
+use super::BadInput;
+
+/// Reads this node's conntrack table every interval (a zeroing dump plus
+/// the connections that ended in between), enriches and classifies each
+/// connection, and delivers the records to ClickHouse, Parquet files or
+/// both through a durable spool. SIGTERM or SIGINT: one last read, then
+/// delivery until `agent.shutdown_timeout_seconds`; what is left stays in
+/// the spool for the next start.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The configuration file (YAML; see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let (config, base) = Config::load(&args.config).map_err(|e| BadInput(e.to_string()))?;
+    let bad = |message: String| BadInput(format!("config {}: {message}", args.config.display()));
+    let node = config
+        .node
+        .clone()
+        .ok_or_else(|| bad("node: give this node's name (or set TOLLGATE_NODE)".into()))?;
+    let sinks = &config.sinks;
+    if sinks.clickhouse.is_none() && sinks.parquet.is_none() {
+        return Err(bad("sinks: configure clickhouse, parquet, or both".into()).into());
+    }
+    let connection = sinks
+        .clickhouse
+        .as_ref()
+        .map(|c| c.connection(&base))
+        .transpose()
+        .map_err(|e| bad(format!("sinks.clickhouse.{e}")))?;
+    let parquet = sinks
+        .parquet
+        .as_ref()
+        .map(|p| ParquetSink::open(&base.join(&p.dir)))
+        .transpose()?;
+    for setting in [sysctl::ACCOUNTING, sysctl::TIMESTAMPS, sysctl::EVENTS] {
+        if sysctl::ensure(setting)? == Outcome::Enabled {
+            tracing::info!(sysctl = setting.name, "enabled");
+        }
+    }
+    let spool_dir = base.join(&sinks.spool.dir);
+    let spool = Spool::open(&spool_dir, sinks.spool.cap_mib << 20)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        if let Some(connection) = &connection {
+            match clickhouse::check(&connection.client()?, connection).await {
+                Ok(()) => {}
+                Err(error @ ConnectionError::Credentials { .. }) => {
+                    return Err(BadInput(error.to_string()).into())
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "ClickHouse is not reachable yet; records wait in the spool"
+                ),
+            }
+        }
+        let sink = Configured {
+            clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
+            parquet,
+        };
+        serve(config, base, node, spool, sink).await
+    })
+}
+
+async fn serve(
+    config: Config,
+    base: PathBuf,
+    node: String,
+    spool: Spool,
+    sink: Configured,
+) -> anyhow::Result<()> {
+    let agent = config.agent.clone();
+    let listener = tokio::net::TcpListener::bind(agent.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (agent.listen)", agent.listen))?;
+    let spool = Arc::new(Mutex::new(spool));
+    let delivery = Arc::new(DeliveryCounts::default());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, spool.clone(), delivery.clone());
+    let health = Arc::new(Health::new(agent.interval_seconds));
+    tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
+
+    let world = config::load_world(&config, &base)
+        .await
+        .map_err(|e| BadInput(e.to_string()))?;
+    let sink = Arc::new(sink);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let delivering = tokio::spawn(deliver_forever(
+        spool.clone(),
+        sink.clone(),
+        delivery.clone(),
+        wake.clone(),
+    ));
+
+    let events = EndedConnections::subscribe()?;
+    let table = TableReader::open()?;
+    let (ended_tx, ended_rx) = mpsc::channel();
+    let stop_listening = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let (stop, metrics) = (stop_listening.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("conntrack-events".into())
+            .spawn(move || listen_for_ended(events, ended_tx, stop, metrics))
+            .context("cannot start the event listener")?
+    };
+    let tokens = TokenMaker::new(&node).context("cannot make batch tokens")?;
+    let reader = Reader {
+        table,
+        ended: ended_rx,
+        stop_listening,
+        listener,
+        metering: Metering {
+            enricher: Enricher::new(&config.cluster, &node, &config.node_team),
+            classifier: world.classifier,
+            inventory: world.inventory,
+            batcher: Batcher::new(
+                spool.clone(),
+                tokens,
+                agent.batch_rows,
+                wake,
+                metrics.clone(),
+            ),
+            metrics,
+        },
+        interval: agent.interval_seconds,
+        health: health.clone(),
+    };
+    let (stop_reading, stop) = mpsc::channel();
+    let reading = std::thread::Builder::new()
+        .name("conntrack-reader".into())
+        .spawn(move || reader.run(stop))
+        .context("cannot start the reader")?;
+    health.set_ready();
+    tracing::info!(
+        node,
+        cluster = config.cluster,
+        interval_seconds = agent.interval_seconds,
+        listen = %agent.listen,
+        "metering"
+    );
+
+    shutdown_signal().await?;
+    tracing::info!("stopping: one last read, then delivery");
+    let _ = stop_reading.send(());
+    tokio::task::spawn_blocking(move || reading.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+    delivering.abort();
+    let timeout = Duration::from_secs(agent.shutdown_timeout_seconds);
+    match tokio::time::timeout(
+        timeout,
+        deliver::drain(&spool, sink.as_ref(), RetryPolicy::default(), &delivery),
+    )
+    .await
+    {
+        Ok(result) => {
+            result?;
+            tracing::info!("every record delivered");
+        }
+        Err(_) => {
+            let left = spool.lock().map(|s| s.len()).unwrap_or_default();
+            tracing::warn!(
+                batches = left,
+                spool = %base.join(&config.sinks.spool.dir).display(),
+                "delivery did not finish in time; the next start delivers the rest from the spool"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Deliver whatever the spool holds whenever the reader adds a batch (and
+/// every few seconds, to retry after an outage).
+async fn deliver_forever(
+    spool: Arc<Mutex<Spool>>,
+    sink: Arc<Configured>,
+    counts: Arc<DeliveryCounts>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        if let Err(error) =
+            deliver::drain(&spool, sink.as_ref(), RetryPolicy::default(), &counts).await
+        {
+            tracing::error!(%error, "delivery stopped; retrying");
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,745 @@
+//! A simulated three-node cluster in network namespaces: nodes that route
+//! their pods' traffic through their own conntrack, a ClusterIP Service
+//! DNATed by nftables the way kube-proxy's nftables mode does it, an
+//! "internet" host reached through masquerade, and the static inventory
+//! that describes it all. One `tollgate agent` runs inside each node.
+//!
+//! ```text
+//!   pods --veth-- node-a (r1, zone r1-a) --+
+//!   pods --veth-- node-b (r1, zone r1-b) --+-- vpc (router) -- internet 203.0.113.10
+//!   pods --veth-- node-c (r2, zone r2-c) --+
+//! ```
+//!
+//! Each node's nftables oracle counts, in prerouting just after conntrack,
+//! every TCP and UDP packet by its headers; [`Cluster::expected`] turns
+//! those counts into the metering a correct agent must produce, using only
+//! what the test itself set up (who holds which address, which client port
+//! belongs to which flow).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use crate::netns::Netns;
+use crate::oracle;
+use crate::{repo_root, sh};
+
+/// The TCP sink every pod and the internet host serve.
+pub const TCP_PORT: u16 = 5001;
+/// The UDP echo they serve.
+pub const UDP_PORT: u16 = 5002;
+/// The Service's port, DNATed to the api pod's [`TCP_PORT`].
+pub const SERVICE_PORT: u16 = 80;
+/// The Service's ClusterIPs.
+pub const SERVICE4: &str = "10.96.0.10";
+/// The Service's IPv6 ClusterIP.
+pub const SERVICE6: &str = "fd96::10";
+/// The internet host.
+pub const INTERNET4: &str = "203.0.113.10";
+/// The internet host's IPv6 address.
+pub const INTERNET6: &str = "2001:db8:113::10";
+/// The cluster's name in records.
+pub const CLUSTER: &str = "sim";
+
+/// (name, zone, region) of the three nodes.
+const NODES: [(&str, &str, &str); 3] = [
+    ("node-a", "r1-a", "r1"),
+    ("node-b", "r1-b", "r1"),
+    ("node-c", "r2-c", "r2"),
+];
+
+/// A pod: name, namespace, workload kind, workload, team, node index.
+struct PodSpec(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    usize,
+);
+
+const PODS: [PodSpec; 6] = [
+    PodSpec(
+        "frontend-7f9c4-x2k8p",
+        "shop",
+        "Deployment",
+        "frontend",
+        "web",
+        0,
+    ),
+    PodSpec(
+        "report-29123-q7z",
+        "analytics",
+        "CronJob",
+        "report",
+        "data",
+        0,
+    ),
+    PodSpec(
+        "api-5d8f6-m4n2b",
+        "shop",
+        "Deployment",
+        "api",
+        "payments",
+        1,
+    ),
+    PodSpec("db-0", "data", "StatefulSet", "db", "data", 1),
+    PodSpec(
+        "db-replica-0",
+        "data",
+        "StatefulSet",
+        "db-replica",
+        "data",
+        2,
+    ),
+    PodSpec(
+        "log-shipper-h5j2",
+        "monitoring",
+        "DaemonSet",
+        "log-shipper",
+        "platform",
+        2,
+    ),
+];
+
+/// A simulated node.
+pub struct Node {
+    /// Its namespace (where its conntrack and its agent live).
+    pub ns: Netns,
+    /// Its name.
+    pub name: &'static str,
+    /// Its zone.
+    pub zone: &'static str,
+    /// Its region.
+    pub region: &'static str,
+    /// Its IPv4 address on the VPC.
+    pub ip4: String,
+    /// Its IPv6 address on the VPC.
+    pub ip6: String,
+}
+
+/// A simulated pod.
+pub struct Pod {
+    /// Its namespace.
+    pub ns: Netns,
+    /// Pod name.
+    pub name: &'static str,
+    /// Kubernetes namespace.
+    pub namespace: &'static str,
+    /// Owner kind.
+    pub kind: &'static str,
+    /// Owner name.
+    pub workload: &'static str,
+    /// Team label.
+    pub team: &'static str,
+    /// Index of its node.
+    pub node: usize,
+    /// IPv4 address.
+    pub ip4: String,
+    /// IPv6 address.
+    pub ip6: String,
+}
+
+/// Where a flow goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A pod, by name.
+    Pod(&'static str),
+    /// The api Service's ClusterIP.
+    Service,
+    /// The internet host.
+    Internet,
+}
+
+impl Flow {
+    /// A flow from `client` to `target` over `n` client ports from `port`.
+    pub fn new(
+        client: &'static str,
+        target: Target,
+        proto: &'static str,
+        v6: bool,
+        port: u16,
+        n: u16,
+    ) -> Self {
+        Self {
+            client,
+            target,
+            proto,
+            v6,
+            ports: port..port + n,
+        }
+    }
+}
+
+/// Traffic the test starts: from `client` (a pod name) to `target`, over
+/// client ports `ports` (each flow owns its ports, so an oracle counter
+/// names its flow).
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Client pod.
+    pub client: &'static str,
+    /// Server.
+    pub target: Target,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// IPv6 rather than IPv4.
+    pub v6: bool,
+    /// Client source ports used.
+    pub ports: Range<u16>,
+}
+
+/// A metering key: team, namespace, workload, category, direction.
+pub type Key = (String, String, String, String, String);
+
+/// The cluster, torn down when dropped.
+pub struct Cluster {
+    /// The router between nodes and the internet host.
+    pub vpc: Netns,
+    /// The internet host.
+    pub internet: Netns,
+    /// Nodes, in [`NODES`] order.
+    pub nodes: Vec<Node>,
+    /// Pods.
+    pub pods: Vec<Pod>,
+    /// Inventory and configuration files.
+    pub dir: PathBuf,
+    servers: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        kill_all(&mut self.servers);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Cluster {
+    /// Build the namespaces, routes, NAT and oracle, write the inventory,
+    /// and start a traffic server in every pod and in the internet host.
+    /// Each node's conntrack table is empty when this returns.
+    pub fn create() -> anyhow::Result<Self> {
+        let vpc = Netns::create("vpc")?;
+        let internet = Netns::create("inet")?;
+        let v = vpc.name();
+        let mut script = format!(
+            "ip netns exec {v} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+             ip link add up0 netns {i} type veth peer name inet0 netns {v}
+             ip -n {v} addr add 203.0.113.1/24 dev inet0
+             ip -n {v} addr add 2001:db8:113::1/64 dev inet0 nodad
+             ip -n {i} addr add {INTERNET4}/24 dev up0
+             ip -n {i} addr add {INTERNET6}/64 dev up0 nodad
+             ip -n {v} link set inet0 up
+             ip -n {i} link set up0 up
+             ip -n {i} route add default via 203.0.113.1
+             ip -n {i} -6 route add default via 2001:db8:113::1
+",
+            i = internet.name()
+        );
+        let mut nodes = Vec::new();
+        for (index, &(name, zone, region)) in NODES.iter().enumerate() {
+            let ns = Netns::create(name)?;
+            let n = ns.name();
+            let k = index + 1;
+            write!(
+                script,
+                "ip link add up0 netns {n} type veth peer name n{k} netns {v}
+                 ip -n {v} addr add 10.90.{k}.1/24 dev n{k}
+                 ip -n {v} addr add fd90:{k}::1/64 dev n{k} nodad
+                 ip -n {n} addr add 10.90.{k}.2/24 dev up0
+                 ip -n {n} addr add fd90:{k}::2/64 dev up0 nodad
+                 ip -n {v} link set n{k} up
+                 ip -n {n} link set up0 up
+                 ip -n {v} route add 10.91.{k}.0/24 via 10.90.{k}.2
+                 ip -n {v} -6 route add fd91:{k}::/64 via fd90:{k}::2
+                 ip -n {n} route add default via 10.90.{k}.1
+                 ip -n {n} -6 route add default via fd90:{k}::1
+                 ip netns exec {n} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+                     net.netfilter.nf_conntrack_acct=1 net.netfilter.nf_conntrack_timestamp=1 \
+                     net.netfilter.nf_conntrack_events=1
+"
+            )?;
+            nodes.push(Node {
+                ns,
+                name,
+                zone,
+                region,
+                ip4: format!("10.90.{k}.2"),
+                ip6: format!("fd90:{k}::2"),
+            });
+        }
+        let mut pods = Vec::new();
+        let mut per_node = [0usize; 3];
+        for &PodSpec(name, namespace, kind, workload, team, node) in &PODS {
+            per_node[node] += 1;
+            let (k, slot) = (node + 1, 10 + per_node[node]);
+            let ns = Netns::create(&format!("pod{k}{slot}"))?;
+            let (p, n) = (ns.name(), nodes[node].ns.name());
+            // Routed pod interfaces, as Calico does: the node answers for
+            // the pod's gateway on every pod link and routes each pod by
+            // its /32 (/128). No bridge, so every packet meets the node's
+            // conntrack.
+            write!(
+                script,
+                "ip link add p{slot} netns {n} type veth peer name eth0 netns {p}
+                 ip -n {n} addr add 10.91.{k}.1/32 dev p{slot}
+                 ip -n {n} addr add fe80::1/64 dev p{slot} nodad
+                 ip -n {n} link set p{slot} up
+                 ip -n {p} addr add 10.91.{k}.{slot}/32 dev eth0
+                 ip -n {p} addr add fd91:{k}::{slot}/128 dev eth0 nodad
+                 ip -n {p} link set eth0 up
+                 ip -n {n} route add 10.91.{k}.{slot}/32 dev p{slot}
+                 ip -n {n} -6 route add fd91:{k}::{slot}/128 dev p{slot}
+                 ip -n {p} route add 10.91.{k}.1 dev eth0
+                 ip -n {p} route add default via 10.91.{k}.1
+                 ip -n {p} -6 route add default via fe80::1 dev eth0
+"
+            )?;
+            pods.push(Pod {
+                ns,
+                name,
+                namespace,
+                kind,
+                workload,
+                team,
+                node,
+                ip4: format!("10.91.{k}.{slot}"),
+                ip6: format!("fd91:{k}::{slot}"),
+            });
+        }
+        sh(&script)?;
+        let dir = std::env::temp_dir().join(format!("tollgate-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut cluster = Self {
+            vpc,
+            internet,
+            nodes,
+            pods,
+            dir,
+            servers: Vec::new(),
+        };
+        cluster.install_rules()?;
+        cluster.warm_up()?;
+        for node in &cluster.nodes {
+            oracle::install(&node.ns)?;
+        }
+        std::fs::write(cluster.dir.join("inventory.yaml"), cluster.inventory())?;
+        let (tcp, udp) = (TCP_PORT.to_string(), UDP_PORT.to_string());
+        let hosts: Vec<&Netns> = cluster
+            .pods
+            .iter()
+            .map(|p| &p.ns)
+            .chain([&cluster.internet])
+            .collect();
+        for ns in hosts {
+            let server = crate::bench::serve_traffic(ns, &tcp, &udp)?;
+            cluster.servers.push(server);
+        }
+        Ok(cluster)
+    }
+
+    /// kube-proxy's nftables mode (a map from ClusterIP, protocol and port
+    /// to a service chain that picks an endpoint chain, which DNATs) and
+    /// ip-masq-agent's rule (masquerade what leaves the private ranges).
+    fn install_rules(&self) -> anyhow::Result<()> {
+        let api = self.pod("api-5d8f6-m4n2b");
+        for node in &self.nodes {
+            let mut rules = String::new();
+            for (family, addr, cluster_ip, backend, private) in [
+                ("ip", "ipv4_addr", SERVICE4, api.ip4.clone(), "10.0.0.0/8"),
+                (
+                    "ip6",
+                    "ipv6_addr",
+                    SERVICE6,
+                    format!("[{}]", api.ip6),
+                    "fd00::/8",
+                ),
+            ] {
+                let daddr = if family == "ip" {
+                    "ip daddr"
+                } else {
+                    "ip6 daddr"
+                };
+                write!(
+                    rules,
+                    "table {family} kube-proxy {{
+  map service-ips {{
+    type {addr} . inet_proto . inet_service : verdict
+    elements = {{ {cluster_ip} . tcp . {SERVICE_PORT} : goto service-shop-api-tcp }}
+  }}
+  chain services {{ {daddr} . meta l4proto . th dport vmap @service-ips; }}
+  chain nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}
+  chain nat-output {{ type nat hook output priority -100; policy accept; jump services; }}
+  chain service-shop-api-tcp {{ numgen random mod 1 vmap {{ 0 : goto endpoint-shop-api-1 }}; }}
+  chain endpoint-shop-api-1 {{ meta l4proto tcp dnat to {backend}:{TCP_PORT}; }}
+}}
+table {family} ip-masq {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname up0 {daddr} != {private} masquerade
+  }}
+}}
+"
+                )?;
+            }
+            let path = self.dir.join(format!("rules-{}.nft", node.name));
+            std::fs::write(&path, rules)?;
+            crate::run(node.ns.command("nft").arg("-f").arg(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Resolve every neighbour, then empty the nodes' tables.
+    fn warm_up(&self) -> anyhow::Result<()> {
+        for pod in &self.pods {
+            pod.ns.sh(&format!(
+                "ping -q -c1 -W5 {INTERNET4} >/dev/null; ping -q -c1 -W5 {INTERNET6} >/dev/null"
+            ))?;
+            for other in &self.pods {
+                pod.ns.sh(&format!(
+                    "ping -q -c1 -W5 {} >/dev/null; ping -q -c1 -W5 {} >/dev/null",
+                    other.ip4, other.ip6
+                ))?;
+            }
+        }
+        for node in &self.nodes {
+            node.ns.sh("conntrack -F 2>/dev/null")?;
+        }
+        Ok(())
+    }
+
+    /// The static inventory describing the cluster.
+    fn inventory(&self) -> String {
+        let mut text = String::from("nodes:\n");
+        for (k, node) in self.nodes.iter().enumerate() {
+            let k = k + 1;
+            let _ = writeln!(
+                text,
+                "  - {{name: {}, zone: {}, region: {}, addresses: [{}, '{}'], pod_cidrs: [10.91.{k}.0/24, 'fd91:{k}::/64']}}",
+                node.name, node.zone, node.region, node.ip4, node.ip6
+            );
+        }
+        text.push_str("pods:\n");
+        for pod in &self.pods {
+            let _ = writeln!(
+                text,
+                "  - {{name: {}, namespace: {}, node: {}, ips: [{}, '{}'], workload: {{kind: {}, name: {}}}, labels: {{team: {}}}}}",
+                pod.name,
+                pod.namespace,
+                self.nodes[pod.node].name,
+                pod.ip4,
+                pod.ip6,
+                pod.kind,
+                pod.workload,
+                pod.team
+            );
+        }
+        let _ = writeln!(
+            text,
+            "services:\n  - {{name: api, namespace: shop, cluster_ips: [{SERVICE4}, '{SERVICE6}']}}"
+        );
+        text
+    }
+
+    /// An agent configuration for `node`, sending to ClickHouse at `url`
+    /// (as seen from inside the node) into `database`, and to Parquet files
+    /// under `parquet` if given, reading every `interval` seconds.
+    pub fn agent_config(
+        &self,
+        node: usize,
+        url: &str,
+        database: &str,
+        parquet: Option<&Path>,
+        interval: u32,
+    ) -> anyhow::Result<PathBuf> {
+        let parquet = parquet.map_or_else(String::new, |dir| {
+            format!("  parquet: {{dir: '{}'}}\n", dir.display())
+        });
+        let name = self.nodes[node].name;
+        let path = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "cluster: {CLUSTER}
+node: {name}
+inventory:
+  file: inventory.yaml
+network:
+  in_region: [10.0.0.0/8, 'fd00::/8']
+agent:
+  interval_seconds: {interval}
+  listen: 127.0.0.1:9102
+  batch_rows: 1000
+sinks:
+  clickhouse: {{url: '{url}', database: {database}}}
+{parquet}  spool: {{dir: spool-{name}}}
+"
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// The pod called `name`.
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name}"))
+    }
+
+    /// Where `flow` connects to.
+    pub fn destination(&self, flow: &Flow) -> String {
+        match (flow.target, flow.v6) {
+            (Target::Pod(name), false) => self.pod(name).ip4.clone(),
+            (Target::Pod(name), true) => self.pod(name).ip6.clone(),
+            (Target::Service, false) => SERVICE4.into(),
+            (Target::Service, true) => SERVICE6.into(),
+            (Target::Internet, false) => INTERNET4.into(),
+            (Target::Internet, true) => INTERNET6.into(),
+        }
+    }
+
+    /// Start `flow`'s client: `args` are traffic.py's command and sizes;
+    /// destination and port are filled in.
+    pub fn start(&self, flow: &Flow, args: &[&str]) -> anyhow::Result<Child> {
+        let script = repo_root().join("tests/scripts/traffic.py");
+        let port = match (flow.target, flow.proto) {
+            (Target::Service, _) => SERVICE_PORT,
+            (_, "udp") => UDP_PORT,
+            _ => TCP_PORT,
+        };
+        let (command, rest) = args.split_first().context("no traffic command")?;
+        let port_flag = if *command == "short" {
+            "--sport-base"
+        } else {
+            "--sport"
+        };
+        let mut child = self.pod(flow.client).ns.command("python3");
+        child
+            .arg(script)
+            .arg(command)
+            .args(["--dst", &self.destination(flow)])
+            .args(["--port", &port.to_string()])
+            .args([port_flag, &flow.ports.start.to_string()])
+            .args(rest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Ok(child.spawn()?)
+    }
+
+    /// The category a transfer between these two nodes has.
+    fn category(&self, a: usize, b: usize) -> &'static str {
+        let (a, b) = (&self.nodes[a], &self.nodes[b]);
+        if a.zone == b.zone {
+            "same_zone"
+        } else if a.region == b.region {
+            "cross_zone"
+        } else {
+            "cross_region"
+        }
+    }
+
+    /// The metering a correct agent produces, from the nodes' nftables
+    /// counters: each counted packet direction is matched to its flow by
+    /// the client port; a pod's bytes are taken from its own node's
+    /// counters (its node is the one that meters it).
+    pub fn expected(&self, flows: &[Flow]) -> anyhow::Result<BTreeMap<Key, u64>> {
+        let mut expected = BTreeMap::new();
+        let mut add = |pod: &Pod, category: &str, direction: &str, bytes: u64| {
+            *expected
+                .entry((
+                    pod.team.to_owned(),
+                    pod.namespace.to_owned(),
+                    pod.workload.to_owned(),
+                    category.to_owned(),
+                    direction.to_owned(),
+                ))
+                .or_insert(0) += bytes;
+        };
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (key, count) in oracle::read(&node.ns)? {
+                if !key.proto.starts_with("tcp") && !key.proto.starts_with("udp") {
+                    continue;
+                }
+                if key.src.is_loopback() || key.dst.is_loopback() {
+                    continue; // the agent's own ClickHouse and metrics traffic
+                }
+                let owner = |port: u16| flows.iter().find(|f| f.ports.contains(&port));
+                let (flow, client_sent) = match (owner(key.sport), owner(key.dport)) {
+                    (Some(flow), None) => (flow, true),
+                    (None, Some(flow)) => (flow, false),
+                    _ => bail!("node {}: no single flow for {key:?}", node.name),
+                };
+                let client = self.pod(flow.client);
+                let server = match flow.target {
+                    Target::Pod(name) => Some(self.pod(name)),
+                    Target::Service => Some(self.pod("api-5d8f6-m4n2b")),
+                    Target::Internet => None,
+                };
+                let category = match server {
+                    Some(server) => self.category(client.node, server.node),
+                    None => "internet",
+                };
+                let (client_dir, server_dir) = if client_sent {
+                    ("out", "in")
+                } else {
+                    ("in", "out")
+                };
+                if client.node == index {
+                    add(client, category, client_dir, count.bytes);
+                }
+                if let Some(server) = server.filter(|s| s.node == index) {
+                    add(server, category, server_dir, count.bytes);
+                }
+            }
+        }
+        Ok(expected)
+    }
+}
+
+/// A `tollgate agent` inside a node, stopped with SIGTERM when dropped.
+pub struct Agent {
+    child: Child,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Start the agent of `node` with `config` and wait until it is ready.
+    pub fn start(node: &Node, config: &Path) -> anyhow::Result<Self> {
+        let log = config.with_extension("log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = node
+            .ns
+            .command(crate::tollgate::binary().to_str().context("binary path")?)
+            .args(["agent", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot start tollgate agent")?;
+        let mut agent = Self { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!(
+                    "agent of {} exited ({status}):\n{}",
+                    node.name,
+                    std::fs::read_to_string(&agent.log).unwrap_or_default()
+                );
+            }
+            let ready = node
+                .ns
+                .command("curl")
+                .args(["-sf", "-o", "/dev/null", "http://127.0.0.1:9102/readyz"])
+                .status()?;
+            if ready.success() {
+                return Ok(agent);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "agent of {} not ready in 30 s",
+                node.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then wait for the final read and flush; the exit status
+    /// must be success.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        // `ip netns exec` execs the agent, so this pid is the agent's.
+        crate::run(Command::new("kill").args(["-TERM", &pid]))?;
+        let status = self.child.wait()?;
+        ensure!(
+            status.success(),
+            "agent exited with {status}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ClickHouse reachable as `http://127.0.0.1:8123` inside each node: socat
+/// listens there and forwards through a Unix socket (which every namespace
+/// can reach) to the server on the host's loopback. Servers stay on
+/// 127.0.0.1.
+pub struct Relay {
+    children: Vec<Child>,
+    socket: PathBuf,
+}
+
+impl Relay {
+    /// Relay `url` (`http://127.0.0.1:PORT`) into every node.
+    pub fn start(cluster: &Cluster, url: &str) -> anyhow::Result<Self> {
+        let target = url
+            .strip_prefix("http://")
+            .context("ClickHouse URL is not http://")?
+            .trim_end_matches('/');
+        let socket = cluster.dir.join("clickhouse.sock");
+        let mut children = vec![Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", socket.display()))
+            .arg(format!("TCP:{target}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start socat (apt-get install socat)")?];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            ensure!(Instant::now() < deadline, "socat did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for node in &cluster.nodes {
+            children.push(
+                node.ns
+                    .command("socat")
+                    .arg("TCP-LISTEN:8123,bind=127.0.0.1,fork,reuseaddr")
+                    .arg(format!("UNIX-CONNECT:{}", socket.display()))
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        for node in &cluster.nodes {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !node
+                .ns
+                .command("curl")
+                .args(["-sf", "-o", "/dev/null", "http://127.0.0.1:8123/ping"])
+                .status()?
+                .success()
+            {
+                ensure!(Instant::now() < deadline, "relay into {} failed", node.name);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(Self { children, socket })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        kill_all(&mut self.children);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

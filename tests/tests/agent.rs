@@ -1,0 +1,287 @@
+//! `tollgate agent` end to end on real components: three agents, one per
+//! node of a simulated cluster (kernel conntrack in network namespaces,
+//! kube-proxy-style DNAT, masquerade to an internet host), real ClickHouse
+//! and its metering views, compared with nftables' counters; an agent
+//! restarted mid-run; Prometheus scraping an agent.
+
+#![allow(clippy::unwrap_used)]
+// Test code: an unwrap is an assertion.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tollgate_tests::clickhouse;
+use tollgate_tests::cluster::{Agent, Cluster, Flow, Key, Relay, Target, CLUSTER};
+use tollgate_tests::tollgate;
+
+const INTERVAL: u32 = 2;
+
+fn wait(children: Vec<Child>) {
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a traffic client failed");
+    }
+}
+
+#[test]
+fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    let database = ch.fresh_database("agent");
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create().unwrap();
+    let _relay = Relay::start(&cluster, ch.url()).unwrap();
+    let configs: Vec<_> = (0..3)
+        .map(|i| {
+            cluster
+                .agent_config(i, "http://127.0.0.1:8123", &database, None, INTERVAL)
+                .unwrap()
+        })
+        .collect();
+    let mut agents: Vec<Option<Agent>> = (0..3)
+        .map(|i| Some(Agent::start(&cluster.nodes[i], &configs[i]).unwrap()))
+        .collect();
+
+    use Target::{Internet, Pod, Service};
+    let flows = [
+        Flow::new("report-29123-q7z", Pod("db-0"), "tcp", false, 21000, 1),
+        Flow::new(
+            "frontend-7f9c4-x2k8p",
+            Pod("report-29123-q7z"),
+            "tcp",
+            true,
+            21001,
+            1,
+        ),
+        Flow::new("frontend-7f9c4-x2k8p", Service, "tcp", false, 22000, 40),
+        Flow::new("frontend-7f9c4-x2k8p", Service, "tcp", true, 21002, 1),
+        Flow::new("db-0", Pod("db-replica-0"), "tcp", true, 21003, 1),
+        Flow::new("api-5d8f6-m4n2b", Pod("db-0"), "udp", false, 21004, 1),
+        Flow::new("log-shipper-h5j2", Internet, "tcp", false, 21005, 1),
+        Flow::new("log-shipper-h5j2", Internet, "udp", true, 21006, 1),
+        Flow::new("frontend-7f9c4-x2k8p", Pod("db-0"), "tcp", true, 21007, 1),
+        Flow::new("db-0", Pod("frontend-7f9c4-x2k8p"), "udp", false, 21008, 1),
+    ];
+    let tcp = |bytes: &str, chunks: &str| {
+        vec![
+            "tcp".to_owned(),
+            "--bytes".into(),
+            bytes.into(),
+            "--chunks".into(),
+            chunks.into(),
+            "--pause".into(),
+            "0.5".into(),
+        ]
+    };
+    let udp = |count: &str, size: &str| {
+        vec![
+            "udp".to_owned(),
+            "--count".into(),
+            count.into(),
+            "--size".into(),
+            size.into(),
+            "--pause".into(),
+            "0.05".into(),
+        ]
+    };
+    let start = |flow: &Flow, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.start(flow, &args).unwrap()
+    };
+
+    // Several intervals of every kind of traffic: long connections across
+    // reads, short ones inside one, UDP, both families, every category.
+    wait(vec![
+        start(&flows[0], tcp("3000000", "8")),
+        start(&flows[1], tcp("1000000", "1")),
+        start(
+            &flows[2],
+            vec![
+                "short".into(),
+                "--n".into(),
+                "40".into(),
+                "--bytes".into(),
+                "20000".into(),
+            ],
+        ),
+        start(&flows[3], tcp("500000", "4")),
+        start(&flows[4], tcp("2000000", "6")),
+        start(&flows[5], udp("50", "800")),
+        start(&flows[6], tcp("1000000", "4")),
+        start(&flows[7], udp("30", "1000")),
+    ]);
+
+    // Node a's agent restarts while two connections to and from its pods
+    // carry on: the bytes before, during and after the restart are metered
+    // once.
+    let long = vec![
+        start(&flows[8], tcp("2000000", "10")),
+        start(&flows[9], udp("60", "500")),
+    ];
+    thread::sleep(Duration::from_secs(2));
+    agents[0].take().unwrap().stop().unwrap();
+    agents[0] = Some(Agent::start(&cluster.nodes[0], &configs[0]).unwrap());
+    wait(long);
+
+    scrape_with_prometheus(&cluster);
+
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    for agent in &mut agents {
+        agent.take().unwrap().stop().unwrap();
+    }
+
+    let expected = cluster.expected(&flows).unwrap();
+    let actual = metering(ch, &database);
+    let totals = |m: &BTreeMap<Key, u64>, direction: &str| -> u64 {
+        m.iter()
+            .filter(|(k, _)| k.4 == direction)
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(
+        totals(&expected, "out") > 10_000_000,
+        "the traffic ran: {expected:#?}"
+    );
+    if actual != expected {
+        let mut report = String::new();
+        for key in expected.keys().chain(actual.keys()) {
+            let (e, a) = (expected.get(key), actual.get(key));
+            if e != a {
+                report.push_str(&format!("{key:?}: nftables {e:?}, tollgate {a:?}\n"));
+            }
+        }
+        panic!("metering differs from nftables' counters:\n{report}");
+    }
+    let categories: std::collections::BTreeSet<&str> =
+        expected.keys().map(|k| k.3.as_str()).collect();
+    assert_eq!(
+        categories.into_iter().collect::<Vec<_>>(),
+        ["cross_region", "cross_zone", "internet", "same_zone"]
+    );
+    let unknown = ch
+        .query(&format!(
+            "SELECT count() FROM {database}.flows WHERE local_workload = '' OR remote_kind = 'unknown'"
+        ))
+        .unwrap();
+    assert_eq!(unknown.trim(), "0", "every endpoint was attributed");
+    let services = ch
+        .query(&format!(
+            "SELECT DISTINCT remote_service FROM {database}.flows WHERE local_workload = 'frontend' AND remote_workload = 'api'"
+        ))
+        .unwrap();
+    assert_eq!(services.trim(), "shop/api", "the Service is kept");
+}
+
+/// `metering_daily` summed per team, namespace, workload, category and
+/// direction.
+fn metering(ch: &clickhouse::ClickHouse, database: &str) -> BTreeMap<Key, u64> {
+    let text = ch
+        .query(&format!(
+            "SELECT team, namespace, workload, category, direction, sum(bytes) \
+             FROM {database}.metering_daily WHERE cluster = '{CLUSTER}' \
+             GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
+        ))
+        .unwrap();
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            (
+                (
+                    f[0].to_owned(),
+                    f[1].to_owned(),
+                    f[2].to_owned(),
+                    f[3].to_owned(),
+                    f[4].to_owned(),
+                ),
+                f[5].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Debian's Prometheus, inside node a, scrapes the agent there; promtool
+/// lints the exposition.
+fn scrape_with_prometheus(cluster: &Cluster) {
+    let node = &cluster.nodes[0].ns;
+    let exposition = node
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:9102/metrics"])
+        .output()
+        .unwrap();
+    assert!(exposition.status.success());
+    let text = String::from_utf8(exposition.stdout.clone()).unwrap();
+    for name in [
+        "tollgate_conntrack_entries_read_total",
+        "tollgate_records_total{category=\"cross_zone\"}",
+        "tollgate_metered_bytes_total{category=\"cross_zone\",direction=\"out\"}",
+        "tollgate_conntrack_table_max",
+        "tollgate_sink_batches_total",
+        "tollgate_spool_bytes",
+        "tollgate_records_dropped_total 0",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), &exposition.stdout).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let dir = cluster.dir.join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: tollgate\n    static_configs: [{targets: ['127.0.0.1:9102']}]\n",
+    )
+    .unwrap();
+    let mut prometheus = node
+        .command("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:9090")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scraped = loop {
+        let answer = node
+            .command("curl")
+            .args([
+                "-s",
+                "http://127.0.0.1:9090/api/v1/query?query=sum(tollgate_records_total)%20and%20on()%20up%7Bjob%3D%22tollgate%22%7D%3D%3D1",
+            ])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer.stdout).into_owned();
+        if answer.contains("\"value\"") || Instant::now() > deadline {
+            break answer;
+        }
+        thread::sleep(Duration::from_millis(300));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        scraped.contains("\"value\""),
+        "Prometheus did not scrape the agent: {scraped}"
+    );
+}
