@@ -8,10 +8,13 @@
 //! ```
 //!
 //! This crate holds the collector's library; the `tollgate` binary is a thin
-//! command line over it. Today it contains the first stage, [`conntrack`]:
-//! an exact reader of the table (a zeroing dump) and of the connections that
-//! end between two reads (DESTROY events); and the ClickHouse schema the
-//! records are stored in, which tollgate owns and migrates ([`sink`]).
+//! command line over it. Each module is one stage: [`conntrack`] reads the
+//! table exactly (a zeroing dump and the DESTROY events of connections that
+//! end between reads); [`inventory`] knows who holds which address;
+//! [`enrich`] and [`classify`] turn entries into flow records with both ends
+//! named and a billing category; [`sink`] delivers batches exactly once to
+//! ClickHouse (whose schema tollgate owns and migrates) and Parquet files;
+//! [`agent`] runs them together on a node, configured by [`config`].
 
 pub mod agent;
 pub mod classify;

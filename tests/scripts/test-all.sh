@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
 
-step "test (unit, CLI, kernel, ClickHouse, sink, Parquet)"
+step "test (unit, CLI, kernel, ClickHouse, sink, Parquet, inventory, agent)"
 results="$(mktemp)"
 cargo test --workspace --locked 2>&1 | tee "$results"
 
