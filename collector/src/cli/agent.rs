@@ -127,7 +127,7 @@ async fn serve(
     let table = TableReader::open()?;
     let (ended_tx, ended_rx) = mpsc::channel();
     let stop_listening = Arc::new(AtomicBool::new(false));
-    let listener = {
+    let event_listener = {
         let (stop, metrics) = (stop_listening.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("conntrack-events".into())
@@ -139,7 +139,7 @@ async fn serve(
         table,
         ended: ended_rx,
         stop_listening,
-        listener,
+        listener: event_listener,
         metering: Metering {
             enricher: Enricher::new(&config.cluster, &node, &config.node_team),
             classifier: world.classifier,
