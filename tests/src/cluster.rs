@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 
+use crate::clickhouse::ClickHouse;
 use crate::netns::Netns;
 use crate::oracle;
 use crate::{repo_root, sh};
@@ -606,6 +607,45 @@ sinks:
         }
         Ok(expected)
     }
+}
+
+/// `metering_daily` of `database` summed per team, namespace, workload,
+/// category and direction (rows with bytes only).
+pub fn metering(ch: &ClickHouse, database: &str) -> anyhow::Result<BTreeMap<Key, u64>> {
+    let text = ch.query(&format!(
+        "SELECT team, namespace, workload, category, direction, sum(bytes) \
+         FROM {database}.metering_daily WHERE cluster = '{CLUSTER}' \
+         GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
+    ))?;
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            ensure!(f.len() == 6, "unexpected metering row {line:?}");
+            let key = (
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[2].to_owned(),
+                f[3].to_owned(),
+                f[4].to_owned(),
+            );
+            Ok((key, f[5].parse()?))
+        })
+        .collect()
+}
+
+/// One line per key where tollgate's metering and nftables' differ.
+pub fn differences(expected: &BTreeMap<Key, u64>, metered: &BTreeMap<Key, u64>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&Key> = expected.keys().chain(metered.keys()).collect();
+    keys.into_iter()
+        .filter(|key| expected.get(*key) != metered.get(*key))
+        .map(|key| {
+            format!(
+                "{key:?}: tollgate {:?}, nftables {:?}",
+                metered.get(key),
+                expected.get(key)
+            )
+        })
+        .collect()
 }
 
 /// A `tollgate agent` inside a node, stopped with SIGTERM when dropped.

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse;
-use tollgate_tests::cluster::{Agent, Cluster, Flow, Key, Relay, Target, CLUSTER};
+use tollgate_tests::cluster::{differences, metering, Agent, Cluster, Flow, Key, Relay, Target};
 use tollgate_tests::tollgate;
 
 const INTERVAL: u32 = 2;
@@ -136,7 +136,7 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
     }
 
     let expected = cluster.expected(&flows).unwrap();
-    let actual = metering(ch, &database);
+    let actual = metering(ch, &database).unwrap();
     let totals = |m: &BTreeMap<Key, u64>, direction: &str| -> u64 {
         m.iter()
             .filter(|(k, _)| k.4 == direction)
@@ -147,16 +147,12 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
         totals(&expected, "out") > 10_000_000,
         "the traffic ran: {expected:#?}"
     );
-    if actual != expected {
-        let mut report = String::new();
-        for key in expected.keys().chain(actual.keys()) {
-            let (e, a) = (expected.get(key), actual.get(key));
-            if e != a {
-                report.push_str(&format!("{key:?}: nftables {e:?}, tollgate {a:?}\n"));
-            }
-        }
-        panic!("metering differs from nftables' counters:\n{report}");
-    }
+    let report = differences(&expected, &actual);
+    assert!(
+        report.is_empty(),
+        "metering differs from nftables' counters:\n{}",
+        report.join("\n")
+    );
     let categories: std::collections::BTreeSet<&str> =
         expected.keys().map(|k| k.3.as_str()).collect();
     assert_eq!(
@@ -175,33 +171,6 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
         ))
         .unwrap();
     assert_eq!(services.trim(), "shop/api", "the Service is kept");
-}
-
-/// `metering_daily` summed per team, namespace, workload, category and
-/// direction.
-fn metering(ch: &clickhouse::ClickHouse, database: &str) -> BTreeMap<Key, u64> {
-    let text = ch
-        .query(&format!(
-            "SELECT team, namespace, workload, category, direction, sum(bytes) \
-             FROM {database}.metering_daily WHERE cluster = '{CLUSTER}' \
-             GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
-        ))
-        .unwrap();
-    text.lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            (
-                (
-                    f[0].to_owned(),
-                    f[1].to_owned(),
-                    f[2].to_owned(),
-                    f[3].to_owned(),
-                    f[4].to_owned(),
-                ),
-                f[5].parse().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Debian's Prometheus, inside node a, scrapes the agent there; promtool

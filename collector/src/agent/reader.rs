@@ -64,6 +64,22 @@ impl Metering {
         );
     }
 
+    /// Meter the ended connections received so far; returns how many.
+    fn meter_ended(
+        &mut self,
+        ended: &Receiver<Entry>,
+        observed_at: u32,
+        interval: u32,
+        tally: &mut Tally,
+    ) -> u64 {
+        let mut count = 0;
+        while let Ok(entry) = ended.try_recv() {
+            self.meter(&entry, observed_at, interval, tally);
+            count += 1;
+        }
+        count
+    }
+
     fn publish(&self, tally: &Tally, before: EnrichStats) {
         for (i, category) in Category::ALL.iter().enumerate() {
             let category = category.as_str();
@@ -145,9 +161,8 @@ impl Reader {
         }
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
-        while let Ok(entry) = self.ended.try_recv() {
-            self.metering.meter(&entry, clamp(now), elapsed, &mut tally);
-        }
+        self.metering
+            .meter_ended(&self.ended, clamp(now), elapsed, &mut tally);
         self.metering.batcher.flush();
         self.metering.publish(&tally, before);
         tracing::info!("final read spooled");
@@ -158,12 +173,9 @@ impl Reader {
         let started = Instant::now();
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
-        let mut ended = 0u64;
-        while let Ok(entry) = self.ended.try_recv() {
-            self.metering
-                .meter(&entry, observed_at, interval, &mut tally);
-            ended += 1;
-        }
+        let ended = self
+            .metering
+            .meter_ended(&self.ended, observed_at, interval, &mut tally);
         let metering = &mut self.metering;
         let result = self.table.dump(ReadMode::Zero, |entry| {
             metering.meter(entry, observed_at, interval, &mut tally);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
 use tollgate_tests::cluster::{
-    Agent, Cluster, Flow, Relay, Target, CLUSTER, INTERNET4, INTERNET6, SERVICE4,
+    differences, metering, Agent, Cluster, Flow, Relay, Target, CLUSTER, INTERNET4, INTERNET6,
+    SERVICE4,
 };
 use tollgate_tests::tollgate;
 
@@ -128,37 +129,9 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let expected = cluster.expected(&flows())?;
-    let metered = ch.query(&format!(
-        "SELECT team, namespace, workload, category, direction, sum(bytes) \
-         FROM {database}.metering_daily GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
-    ))?;
-    let mut differences = Vec::new();
-    let mut rows = 0;
-    for line in metered.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        ensure!(f.len() == 6, "unexpected row {line:?}");
-        let key = (
-            f[0].to_owned(),
-            f[1].to_owned(),
-            f[2].to_owned(),
-            f[3].to_owned(),
-            f[4].to_owned(),
-        );
-        let bytes: u64 = f[5].parse()?;
-        rows += 1;
-        if expected.get(&key) != Some(&bytes) {
-            differences.push(format!(
-                "{key:?}: tollgate {bytes}, nftables {:?}",
-                expected.get(&key)
-            ));
-        }
-    }
-    if rows != expected.len() {
-        differences.push(format!(
-            "{rows} metering rows, {} expected from nftables",
-            expected.len()
-        ));
-    }
+    let metered = metering(ch, database)?;
+    let rows = metered.len();
+    let differences = differences(&expected, &metered);
     let direction = |d: &str| -> u64 {
         expected
             .iter()
