@@ -42,14 +42,19 @@ fn ip(text: &str) -> Ipv6Addr {
     }
 }
 
-/// Midnight UTC at the start of yesterday: recent enough for every
-/// retention, two whole days before now.
-fn yesterday() -> u32 {
+/// The real clock, in seconds, as ClickHouse's now() sees it.
+fn unix_now() -> u32 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    u32::try_from(now - now % 86_400 - 2 * 86_400).unwrap()
+    u32::try_from(now).unwrap()
+}
+
+/// Midnight UTC two days ago: a whole day that retention keeps and that has ended.
+fn day_before_yesterday() -> u32 {
+    let now = unix_now();
+    now - now % 86_400 - 2 * 86_400
 }
 
 /// A pod-side record; the fields a test does not care about stay empty.
@@ -61,7 +66,7 @@ fn record(
 ) -> FlowRecord {
     let zone = |node: &str| if node == "n-a" { "zone-a" } else { "zone-b" };
     FlowRecord {
-        observed_at: yesterday(),
+        observed_at: day_before_yesterday(),
         interval_seconds: 10,
         cluster: "c1".into(),
         node: node.into(),
@@ -516,7 +521,9 @@ fn forensics_queries_answer_over_fixture_data() {
     let database = migrated(ch, "forensics");
     let web = ("shop", "web", "storefront");
     let db = ("data", "db", "platform");
-    let now = yesterday() + 2 * 86_400;
+    // The queries that look back "N days" count from ClickHouse's now(), so the fixture's
+    // recent records sit just before the real clock, whatever the time of day.
+    let now = unix_now();
 
     let mut to_db = record("n-a", web, db, Category::CrossZone);
     to_db.bytes_sent = 3 * GIB;
@@ -542,7 +549,7 @@ fn forensics_queries_answer_over_fixture_data() {
     );
 
     let range = [
-        ("from", datetime(ch, yesterday())),
+        ("from", datetime(ch, day_before_yesterday())),
         ("to", datetime(ch, now)),
         ("limit", "10".to_owned()),
     ];
