@@ -14,12 +14,14 @@
 //! [`enrich`] and [`classify`] turn entries into flow records with both ends
 //! named and a billing category; [`sink`] delivers batches exactly once to
 //! ClickHouse (whose schema tollgate owns and migrates) and Parquet files;
-//! [`agent`] runs them together on a node, configured by [`config`].
+//! [`agent`] runs them together on a node, configured by [`config`];
+//! [`export`] turns a month of metering into priced per-team reports.
 
 pub mod agent;
 pub mod classify;
 pub mod config;
 pub mod conntrack;
 pub mod enrich;
+pub mod export;
 pub mod inventory;
 pub mod sink;

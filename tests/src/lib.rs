@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod clickhouse;
 pub mod cluster;
+pub mod fixtures;
 pub mod kube;
 pub mod netns;
 pub mod oracle;
@@ -114,4 +115,19 @@ pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
     }
     std::fs::write(&path, text).expect("temp dir writable");
     path
+}
+
+/// Runs a Python script (`-c`) with ARGS in a virtualenv holding the
+/// third-party readers the suites check tollgate's files with (pyarrow,
+/// duckdb; installed once by the project's script); returns its stdout.
+/// A failure of the script fails the test.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let interpreter =
+        run(Command::new("bash").arg(repo_root().join("tests/scripts/python-tool.sh")))
+            .expect("the readers' virtualenv installs");
+    run(Command::new(interpreter.trim())
+        .arg("-c")
+        .arg(script)
+        .args(args))
+    .expect("the Python check passes")
 }

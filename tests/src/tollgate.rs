@@ -191,6 +191,39 @@ pub fn load(input: &Path, spool: &Path, args: &[&str]) -> std::process::Output {
         .expect("tollgate load runs")
 }
 
+/// `tollgate load INPUT` into ClickHouse's `database` and Parquet files
+/// under `parquet` at once, in batches of `batch_rows`, which must succeed.
+pub fn load_into_both(
+    input: &Path,
+    spool: &Path,
+    url: &str,
+    database: &str,
+    parquet: &Path,
+    batch_rows: u32,
+) {
+    let parquet = parquet.to_string_lossy();
+    let batch_rows = batch_rows.to_string();
+    let output = load(
+        input,
+        spool,
+        &[
+            "--clickhouse",
+            url,
+            "--database",
+            database,
+            "--parquet",
+            &parquet,
+            "--batch-rows",
+            &batch_rows,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A running `tollgate conntrack watch`.
 pub struct Watch {
     child: Child,

@@ -10,42 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse::{self, ClickHouse};
-use tollgate_tests::tollgate::{binary, load};
-use tollgate_tests::{records_file, repo_root, require_root};
+use tollgate_tests::tollgate::{binary, load, load_into_both};
+use tollgate_tests::{python, records_file, repo_root, require_root};
 
 fn temp(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("tollgate-parquet-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&path);
     path
-}
-
-/// Python with pyarrow and duckdb (installed once by the project's script).
-fn readers() -> String {
-    let output = Command::new("bash")
-        .arg(repo_root().join("tests/scripts/python-tool.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-fn python(script: &str, args: &[&str]) -> String {
-    let output = Command::new(readers())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -153,24 +124,13 @@ fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
     tollgate_tests::tollgate::migrate(ch.url(), &database);
     let dir = temp("both");
     let input = records_file("parquet-both", 30_000);
-    let output = load(
+    load_into_both(
         &input,
         &dir.join("spool"),
-        &[
-            "--clickhouse",
-            ch.url(),
-            "--database",
-            &database,
-            "--parquet",
-            dir.join("flows").to_str().unwrap(),
-            "--batch-rows",
-            "4000",
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ch.url(),
+        &database,
+        &dir.join("flows"),
+        4000,
     );
 
     // The same object names over the files, in a scratch database.

@@ -4,6 +4,7 @@ mod agent;
 mod classify;
 mod clickhouse_args;
 mod conntrack;
+mod export;
 mod load;
 mod migrate;
 
@@ -41,6 +42,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Explain addresses: who they are and the category of a transfer.
     Classify(classify::ClassifyArgs),
+    /// Write a month's metering, priced per team, namespace or workload.
+    Export(export::ExportArgs),
 }
 
 /// Input that cannot be used as given: reported with the file, line or
@@ -83,5 +86,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args),
         Command::Load(args) => load::run(args),
         Command::Classify(args) => classify::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -1,0 +1,211 @@
+//! `tollgate export`: a month's metering, priced, per team, namespace or
+//! workload, from ClickHouse or from the Parquet sink's files.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tollgate::export::prices::{self, PriceTable};
+use tollgate::export::write::{self, Format, Report};
+use tollgate::export::{
+    self as metering, fixed_point, from_clickhouse, from_parquet, Grouping, Month, Usage,
+};
+
+use super::clickhouse_args::ClickHouseArgs;
+use super::BadInput;
+
+/// Writes one calendar month (UTC) of metering as a report: bytes, GiB and
+/// cost per cluster, team (and namespace or workload), category and
+/// direction. Reads ClickHouse (`--clickhouse`, priced by its prices
+/// table) or a directory of the Parquet sink's files (`--parquet`, priced
+/// by `--prices` or the shipped prices, for `--provider`).
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The month, YYYY-MM, in UTC; the current month gives its figures so
+    /// far, a future one is refused.
+    #[arg(long, value_parser = clap::value_parser!(Month))]
+    month: Month,
+    /// What one line stands for.
+    #[arg(long, value_enum, default_value_t = Grouping::Team)]
+    by: Grouping,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    format: Format,
+    /// Output file, replaced only once complete (`-`: standard output, CSV
+    /// and JSON only).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Only this cluster.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    /// Read the Parquet sink's files under this directory instead of
+    /// ClickHouse.
+    #[arg(long, value_name = "DIR", conflicts_with = "url")]
+    parquet: Option<PathBuf>,
+    /// With --parquet: the cloud provider whose prices apply (aws, gcp,
+    /// azure, or a provider named in --prices).
+    #[arg(long, value_name = "NAME", requires = "parquet")]
+    provider: Option<String>,
+    /// With --parquet: a prices CSV file (provider,region,category,
+    /// direction,price_per_gib,currency) instead of the shipped prices.
+    #[arg(long, value_name = "FILE", requires = "parquet")]
+    prices: Option<PathBuf>,
+}
+
+/// Progress is reported once an export has run this long, then as often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let this_month = i64::try_from(now.as_secs())
+        .ok()
+        .and_then(Month::of_unix)
+        .context("the clock is out of range")?;
+    if args.month > this_month {
+        return Err(BadInput(format!(
+            "--month {} is in the future (this month is {this_month}, UTC)",
+            args.month
+        ))
+        .into());
+    }
+    if args.month == this_month {
+        eprintln!(
+            "tollgate: {} is not over: these are its figures so far",
+            args.month
+        );
+    }
+    let (usage, prices, source) = match &args.parquet {
+        Some(dir) => read_parquet(&args, dir)?,
+        None => read_clickhouse(&args)?,
+    };
+    let export = metering::price(usage, args.by, &prices).map_err(|e| BadInput(e.to_string()))?;
+    if export.lines.is_empty() {
+        anyhow::bail!(
+            "no metering data for {} in {source}: nothing written",
+            args.month
+        );
+    }
+    for (why, bytes) in &export.unpriced {
+        eprintln!(
+            "tollgate: warning: {bytes} bytes have no price ({why}); their lines have no cost"
+        );
+    }
+    let report = Report {
+        month: args.month,
+        grouping: args.by,
+        lines: &export.lines,
+    };
+    write::write(&report, args.format, &args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("tollgate: {}", summary(&report, &source));
+    Ok(())
+}
+
+/// What was written, for the operator: lines, bytes and cost per currency.
+fn summary(report: &Report<'_>, source: &str) -> String {
+    let bytes: u64 = report.lines.iter().map(|l| l.bytes).sum();
+    let mut costs = std::collections::BTreeMap::<&str, u128>::new();
+    for (cents, currency) in report.lines.iter().filter_map(|l| l.cost.as_ref()) {
+        *costs.entry(currency).or_default() += cents;
+    }
+    let costs: Vec<String> = costs
+        .into_iter()
+        .map(|(currency, cents)| format!("{} {currency}", fixed_point(cents, 2)))
+        .collect();
+    format!(
+        "{} by {} from {source}: {} lines, {bytes} bytes, {}",
+        report.month,
+        report.grouping.as_str(),
+        report.lines.len(),
+        if costs.is_empty() {
+            "no cost".to_owned()
+        } else {
+            costs.join(" + ")
+        }
+    )
+}
+
+type Source = (Vec<Usage>, PriceTable, String);
+
+fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
+    let connection = args.clickhouse.connection()?.ok_or_else(|| {
+        BadInput("give --clickhouse URL or --parquet DIR: where the metering is".to_owned())
+    })?;
+    let client = connection.client()?;
+    let database = &connection.database;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let source = format!("ClickHouse database {database}");
+    let (usage, prices) = runtime.block_on(async {
+        let read = async {
+            let usage =
+                from_clickhouse::usage(&client, database, args.month, args.cluster.as_deref())
+                    .await?;
+            let prices = from_clickhouse::prices(&client, database).await?;
+            Ok::<_, from_clickhouse::FetchError>((usage, prices))
+        };
+        tokio::pin!(read);
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                result = &mut read => break result,
+                () = tokio::time::sleep(PROGRESS_EVERY) => eprintln!(
+                    "tollgate: still reading {source} ({} s)",
+                    started.elapsed().as_secs()
+                ),
+            }
+        }
+    })?;
+    Ok((usage, prices, source))
+}
+
+fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Source> {
+    let provider = args.provider.clone().ok_or_else(|| {
+        BadInput("--parquet needs --provider (aws, gcp, azure...): it picks the prices".to_owned())
+    })?;
+    let rows = match &args.prices {
+        Some(path) => prices::read_csv(path),
+        None => prices::parse_csv("shipped prices", prices::DEFAULTS_CSV),
+    }
+    .map_err(|e| BadInput(e.to_string()))?;
+    if !rows.iter().any(|row| row.provider == provider) {
+        return Err(BadInput(format!("--provider {provider:?} has no prices")).into());
+    }
+    let prices = PriceTable::new(rows, Default::default(), Some(provider));
+    if !dir.is_dir() {
+        return Err(BadInput(format!("--parquet {}: not a directory", dir.display())).into());
+    }
+    let files = from_parquet::month_files(dir, args.month)?;
+    let mut sums = from_parquet::UsageSums::default();
+    let started = Instant::now();
+    let mut reported = started;
+    for (done, file) in files.iter().enumerate() {
+        sums.add_file(file, args.month)?;
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            eprintln!(
+                "tollgate: read {} of {} files ({} records, {} s)",
+                done + 1,
+                files.len(),
+                sums.records,
+                started.elapsed().as_secs()
+            );
+        }
+    }
+    let usage: Vec<Usage> = sums
+        .into_usage()
+        .filter(|u| args.cluster.as_ref().is_none_or(|c| *c == u.cluster))
+        .collect();
+    Ok((
+        usage,
+        prices,
+        format!("Parquet files under {}", dir.display()),
+    ))
+}

@@ -1,0 +1,142 @@
+//! A month's usage and the prices from ClickHouse: the `metering_daily`
+//! view (the same sums the dashboards and `cost_daily` show),
+//! `current_prices` and `current_clusters`.
+
+use std::collections::BTreeMap;
+
+use clickhouse::Client;
+use serde::Deserialize;
+
+use super::prices::{parse_price, PriceRow, PriceTable};
+use super::{Month, Usage};
+
+/// A query failed, or a price in ClickHouse cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The query failed.
+    #[error("{what} from ClickHouse: {source}")]
+    Query {
+        /// What was being read.
+        what: &'static str,
+        /// ClickHouse's error.
+        source: clickhouse::error::Error,
+    },
+    /// A price row's value is not a decimal.
+    #[error("price {0:?} in current_prices is not a decimal with at most 9 decimals")]
+    Price(String),
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct UsageRow {
+    cluster: String,
+    team: String,
+    namespace: String,
+    workload_kind: String,
+    workload: String,
+    region: String,
+    category: String,
+    direction: String,
+    bytes: u64,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct PriceText {
+    provider: String,
+    region: String,
+    category: String,
+    direction: String,
+    price: String,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct ClusterProvider {
+    cluster: String,
+    provider: String,
+}
+
+/// The month's usage in `database`, optionally of one cluster.
+pub async fn usage(
+    client: &Client,
+    database: &str,
+    month: Month,
+    cluster: Option<&str>,
+) -> Result<Vec<Usage>, FetchError> {
+    let sql = format!(
+        "SELECT cluster, team, namespace, workload_kind, workload, region, category, direction, \
+         sum(bytes) AS bytes FROM {database}.metering_daily \
+         WHERE day >= toDate(?) AND day < toDate(?) AND (? = '' OR cluster = ?) \
+         GROUP BY cluster, team, namespace, workload_kind, workload, region, category, direction \
+         HAVING bytes > 0"
+    );
+    let cluster = cluster.unwrap_or_default();
+    let rows = client
+        .query(&sql)
+        .bind(month.first_day().to_string())
+        .bind(month.end_day().to_string())
+        .bind(cluster)
+        .bind(cluster)
+        .fetch_all::<UsageRow>()
+        .await
+        .map_err(|source| FetchError::Query {
+            what: "reading metering_daily",
+            source,
+        })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Usage {
+            cluster: r.cluster,
+            team: r.team,
+            namespace: r.namespace,
+            workload_kind: r.workload_kind,
+            workload: r.workload,
+            region: r.region,
+            category: r.category,
+            direction: r.direction,
+            bytes: r.bytes,
+        })
+        .collect())
+}
+
+/// The prices as of now and each cluster's provider.
+pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, FetchError> {
+    let prices = client
+        .query(&format!(
+            "SELECT provider, region, category, direction, toString(price_per_gib) AS price, \
+             currency FROM {database}.current_prices"
+        ))
+        .fetch_all::<PriceText>()
+        .await
+        .map_err(|source| FetchError::Query {
+            what: "reading current_prices",
+            source,
+        })?;
+    let providers = client
+        .query(&format!(
+            "SELECT cluster, provider FROM {database}.current_clusters"
+        ))
+        .fetch_all::<ClusterProvider>()
+        .await
+        .map_err(|source| FetchError::Query {
+            what: "reading current_clusters",
+            source,
+        })?;
+    let rows = prices
+        .into_iter()
+        .map(|p| {
+            Ok(PriceRow {
+                nanos_per_gib: parse_price(&p.price).ok_or(FetchError::Price(p.price))?,
+                provider: p.provider,
+                region: p.region,
+                category: p.category,
+                direction: p.direction,
+                currency: p.currency,
+            })
+        })
+        .collect::<Result<Vec<_>, FetchError>>()?;
+    let providers: BTreeMap<String, String> = providers
+        .into_iter()
+        .map(|c| (c.cluster, c.provider))
+        .collect();
+    Ok(PriceTable::new(rows, providers, None))
+}

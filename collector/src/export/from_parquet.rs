@@ -1,0 +1,238 @@
+//! A month's usage from a directory of the Parquet sink's files: the same
+//! sums as the metering view, read batch by batch (only the ten columns
+//! metering needs), never the whole month in memory.
+//!
+//! Only `date=YYYY-MM-DD` partitions of the month are opened; within them
+//! each record is counted by its `observed_at`, as the view counts it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampMillisecondType, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use super::{Month, Usage};
+
+/// The text columns a usage row is keyed by, in [`Usage`]'s order (the
+/// direction comes from which byte column is read).
+const LABELS: [&str; 7] = [
+    "cluster",
+    "local_team",
+    "local_namespace",
+    "local_workload_kind",
+    "local_workload",
+    "local_region",
+    "category",
+];
+
+/// A file or directory that cannot be read as the Parquet sink's output.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ReadError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn error(path: &Path, message: impl ToString) -> ReadError {
+    ReadError {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The `.parquet` files of the month's partitions under `dir`, sorted.
+/// Files still being written (`.parquet.tmp`) are not among them.
+pub fn month_files(dir: &Path, month: Month) -> Result<Vec<PathBuf>, ReadError> {
+    let prefix = format!("date={month}-");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| error(dir, e))? {
+        let entry = entry.map_err(|e| error(dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            collect_parquet(&entry.path(), &mut files)?;
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn collect_parquet(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadError> {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| error(path, e))? {
+            collect_parquet(&entry.map_err(|e| error(path, e))?.path(), files)?;
+        }
+    } else if path.extension().is_some_and(|e| e == "parquet") {
+        files.push(path.to_owned());
+    }
+    Ok(())
+}
+
+/// Sums of one file set, keyed like [`Usage`] without its bytes.
+#[derive(Debug, Default)]
+pub struct UsageSums {
+    sums: HashMap<[String; 8], u64>,
+    /// Records read (all of them, also those outside the month).
+    pub records: u64,
+}
+
+impl UsageSums {
+    /// Adds one file's records observed in `month`.
+    pub fn add_file(&mut self, path: &Path, month: Month) -> Result<(), ReadError> {
+        let file = File::open(path).map_err(|e| error(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| error(path, e))?;
+        let wanted = LABELS
+            .iter()
+            .chain(&["observed_at", "bytes_sent", "bytes_received"])
+            .map(|name| {
+                builder.schema().index_of(name).map_err(|_| {
+                    error(path, format!("no column {name}: not a tollgate flows file"))
+                })
+            })
+            .collect::<Result<Vec<usize>, ReadError>>()?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|e| error(path, e))?;
+        let (start, end) = month.unix_range();
+        let range = start * 1000..end * 1000;
+        for batch in reader {
+            let batch = batch.map_err(|e| error(path, e))?;
+            self.add_batch(&batch, &range).map_err(|m| error(path, m))?;
+        }
+        Ok(())
+    }
+
+    /// Sums a batch by the dictionary keys of its labels first (a few
+    /// distinct keys per batch), then merges those few sums by name.
+    fn add_batch(
+        &mut self,
+        batch: &RecordBatch,
+        range: &std::ops::Range<i64>,
+    ) -> Result<(), String> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no column {name}"))
+        };
+        let labels = LABELS
+            .iter()
+            .map(|name| Labels::new(name, column(name)?.as_ref()))
+            .collect::<Result<Vec<_>, String>>()?;
+        let observed = column("observed_at")?;
+        if observed.data_type() != &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())) {
+            return Err(format!(
+                "observed_at is {}, not a UTC millisecond timestamp",
+                observed.data_type()
+            ));
+        }
+        let observed = observed.as_primitive::<TimestampMillisecondType>();
+        let bytes = |name: &str| -> Result<_, String> {
+            column(name)?
+                .as_primitive_opt::<UInt64Type>()
+                .cloned()
+                .ok_or_else(|| format!("{name} is not UInt64"))
+        };
+        let (sent, received) = (bytes("bytes_sent")?, bytes("bytes_received")?);
+        let mut by_keys: HashMap<[u32; 7], (u64, u64)> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            if !range.contains(&observed.value(row)) {
+                continue;
+            }
+            let key = std::array::from_fn(|i| labels[i].key(row));
+            let sum = by_keys.entry(key).or_default();
+            sum.0 += sent.value(row);
+            sum.1 += received.value(row);
+        }
+        self.records += batch.num_rows() as u64;
+        for (key, (sent, received)) in by_keys {
+            for (direction, bytes) in [("out", sent), ("in", received)] {
+                let name = |i: usize| labels[i].text(key[i]).to_owned();
+                let full = [
+                    name(0),
+                    name(1),
+                    name(2),
+                    name(3),
+                    name(4),
+                    name(5),
+                    name(6),
+                    direction.to_owned(),
+                ];
+                *self.sums.entry(full).or_default() += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// The usage rows with bytes.
+    pub fn into_usage(self) -> impl Iterator<Item = Usage> {
+        self.sums
+            .into_iter()
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(key, bytes)| {
+                let [cluster, team, namespace, workload_kind, workload, region, category, direction] =
+                    key;
+                Usage {
+                    cluster,
+                    team,
+                    namespace,
+                    workload_kind,
+                    workload,
+                    region,
+                    category,
+                    direction,
+                    bytes,
+                }
+            })
+    }
+}
+
+/// One text column, as the sink writes it (dictionary-encoded) or plain
+/// (files rewritten by another tool): each row's value as a small key.
+enum Labels<'a> {
+    Dictionary {
+        keys: &'a arrow_array::PrimitiveArray<Int32Type>,
+        values: &'a arrow_array::StringArray,
+    },
+    Plain(&'a arrow_array::StringArray),
+}
+
+impl<'a> Labels<'a> {
+    fn new(name: &str, array: &'a dyn Array) -> Result<Labels<'a>, String> {
+        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
+            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+                return Ok(Labels::Dictionary {
+                    keys: dictionary.keys(),
+                    values,
+                });
+            }
+        }
+        array
+            .as_string_opt::<i32>()
+            .map(Labels::Plain)
+            .ok_or_else(|| format!("{name} is {}, not text", array.data_type()))
+    }
+
+    /// A key that equals another row's exactly when their texts are equal
+    /// (dictionary keys may repeat a value; merging by text fixes that).
+    fn key(&self, row: usize) -> u32 {
+        match self {
+            Labels::Dictionary { keys, .. } => keys.value(row) as u32,
+            Labels::Plain(_) => row as u32,
+        }
+    }
+
+    fn text(&self, key: u32) -> &str {
+        match self {
+            Labels::Dictionary { values, .. } => values.value(key as usize),
+            Labels::Plain(values) => values.value(key as usize),
+        }
+    }
+}

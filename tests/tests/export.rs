@@ -1,0 +1,496 @@
+//! `tollgate export` against a real ClickHouse 26.x and the Parquet sink's
+//! files: the same records loaded into both give byte-identical reports;
+//! every line equals the metering and cost views; hand-computed figures;
+//! month edges; pyarrow reads the Parquet report; bad input exits 2.
+
+// Test code: an unwrap is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tollgate::export::Month;
+use tollgate_schema::{Category, FlowRecord};
+use tollgate_tests::clickhouse::{self, ClickHouse};
+use tollgate_tests::fixtures::{record, unix_now};
+use tollgate_tests::python;
+use tollgate_tests::tollgate::{binary, load_into_both, migrate};
+
+const GIB: u64 = 1 << 30;
+const WEB: (&str, &str, &str) = ("shop", "web", "storefront");
+const REPORT: (&str, &str, &str) = ("shop", "report", "storefront");
+const DB: (&str, &str, &str) = ("data", "db", "platform");
+const BATCH: (&str, &str, &str) = ("jobs", "etl", "analytics");
+const NOBODY: (&str, &str, &str) = ("", "", "");
+
+fn temp(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tollgate-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+/// Last month: complete, and well inside every rollup's retention.
+fn last_month() -> (Month, u32, u32) {
+    let this_month = Month::of_unix(i64::from(unix_now())).unwrap();
+    let start_of_this = u32::try_from(this_month.unix_range().0).unwrap();
+    let last = Month::of_unix(i64::from(start_of_this) - 1).unwrap();
+    let (start, end) = last.unix_range();
+    (
+        last,
+        u32::try_from(start).unwrap(),
+        u32::try_from(end).unwrap(),
+    )
+}
+
+fn flow(
+    local: (&str, &str, &str),
+    remote: (&str, &str, &str),
+    category: Category,
+    at: u32,
+    sent: u64,
+    received: u64,
+) -> FlowRecord {
+    let mut r = record("n-a", local, remote, category);
+    r.observed_at = at;
+    r.bytes_sent = sent;
+    r.bytes_received = received;
+    r
+}
+
+/// The month's records: hand-countable ones for storefront and platform,
+/// edge records just outside the month, and a few thousand pseudo-random
+/// ones for analytics (spread over the month's days and several Parquet
+/// files).
+fn records(start: u32, end: u32) -> Vec<FlowRecord> {
+    let day = 86_400;
+    let mut records = vec![
+        flow(WEB, DB, Category::CrossZone, start + day, 3 * GIB, GIB),
+        flow(WEB, NOBODY, Category::Internet, start + 2 * day, 6 * GIB, 0),
+        flow(WEB, NOBODY, Category::Internet, end - 1, 4 * GIB, 0),
+        flow(WEB, NOBODY, Category::SameZone, start, 5 * GIB, 5 * GIB),
+        flow(DB, WEB, Category::CrossZone, start + day, GIB, 3 * GIB),
+        flow(
+            DB,
+            NOBODY,
+            Category::CrossRegion,
+            start + 3 * day,
+            2 * GIB,
+            0,
+        ),
+        flow(
+            REPORT,
+            NOBODY,
+            Category::Internet,
+            start + 4 * day,
+            GIB / 2 + 123_457,
+            0,
+        ),
+        flow(REPORT, NOBODY, Category::Unknown, start + 4 * day, 999, 0),
+        // Just outside the month on either side.
+        flow(WEB, NOBODY, Category::Internet, start - 1, 100 * GIB, 0),
+        flow(WEB, NOBODY, Category::Internet, end, 100 * GIB, 0),
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let categories = [
+        Category::CrossZone,
+        Category::Internet,
+        Category::CrossRegion,
+    ];
+    for i in 0..3000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let workload = ["etl", "loader", "indexer"][(seed % 3) as usize];
+        let mut r = flow(
+            (BATCH.0, workload, BATCH.2),
+            NOBODY,
+            categories[(seed >> 8) as usize % 3],
+            // Noon of a day of the month: the sink writes one file per
+            // batch and hour, so few distinct hours keep the files few.
+            start + (seed >> 16) as u32 % ((end - start) / day) * day + day / 2,
+            seed >> 40,
+            seed >> 44,
+        );
+        r.conntrack_id = 1000 + i;
+        r.local_region = ["r1", "r2"][(seed >> 4) as usize % 2].into();
+        records.push(r);
+    }
+    records.sort_by_key(|r| r.observed_at);
+    records
+}
+
+/// A migrated database and a Parquet directory holding the same records,
+/// loaded by `tollgate load` into both sinks at once.
+fn loaded(ch: &ClickHouse, name: &str) -> (String, PathBuf, Month) {
+    let database = ch.fresh_database(name);
+    migrate(ch.url(), &database);
+    let dir = temp(name);
+    let (month, start, end) = last_month();
+    let input = dir.join("records.jsonl");
+    let text: String = records(start, end)
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let parquet = dir.join("flows");
+    load_into_both(
+        &input,
+        &dir.join("spool"),
+        ch.url(),
+        &database,
+        &parquet,
+        500,
+    );
+    ch.query(&format!(
+        "INSERT INTO {database}.clusters (cluster, provider) VALUES ('c1', 'aws')"
+    ))
+    .unwrap();
+    (database, parquet, month)
+}
+
+fn export(args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("export")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Exports to `out`, which must succeed; returns the file's bytes.
+fn exported(args: &[&str], out: &Path) -> Vec<u8> {
+    let output = export(&[args, &["--out", out.to_str().unwrap()]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+fn csv_lines(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (database, parquet, month) = loaded(ch, "agree");
+    let dir = parquet.parent().unwrap().to_owned();
+    let month_arg = month.to_string();
+    let from_clickhouse = ["--clickhouse", ch.url(), "--database", &database];
+    let parquet_arg = parquet.to_string_lossy().into_owned();
+    let from_parquet = ["--parquet", &parquet_arg, "--provider", "aws"];
+
+    for by in ["team", "namespace", "workload"] {
+        for format in ["csv", "json"] {
+            let common = ["--month", &month_arg, "--by", by, "--format", format];
+            let a = exported(
+                &[&common[..], &from_clickhouse].concat(),
+                &dir.join(format!("ch-{by}.{format}")),
+            );
+            let b = exported(
+                &[&common[..], &from_parquet].concat(),
+                &dir.join(format!("pq-{by}.{format}")),
+            );
+            assert!(
+                a == b,
+                "--by {by} --format {format}: ClickHouse\n{}\nParquet\n{}",
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b)
+            );
+        }
+    }
+
+    // Every line by team equals the metering and cost views (ClickHouse
+    // rounds a Decimal half away from zero, as the export does).
+    let report = std::fs::read_to_string(dir.join("ch-team.csv")).unwrap();
+    assert_eq!(
+        report.lines().next().unwrap(),
+        "period,cluster,team,category,direction,bytes,gib,cost,currency"
+    );
+    let (first, end) = (month.first_day(), month.end_day());
+    let views = ch
+        .query(&format!(
+            "SELECT '{month}', cluster, team, category, direction, sum(bytes), \
+             toString(round(toDecimal128(sum(bytes), 12) / 1073741824, 6)), \
+             if(category = 'unknown', '', toString(round(sum(cost), 2))), \
+             if(category = 'unknown', '', any(currency)) \
+             FROM {database}.cost_daily WHERE day >= '{first}' AND day < '{end}' \
+             GROUP BY cluster, team, category, direction HAVING sum(bytes) > 0 \
+             ORDER BY cluster, team, category, direction FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    let normalise = |lines: Vec<Vec<String>>| -> Vec<Vec<String>> {
+        lines
+            .into_iter()
+            .map(|mut l| {
+                // ClickHouse prints decimals without trailing zeros.
+                for i in [6, 7] {
+                    if l[i].contains('.') {
+                        l[i] = l[i].trim_end_matches('0').trim_end_matches('.').to_owned();
+                    }
+                }
+                l
+            })
+            .collect()
+    };
+    let views: Vec<Vec<String>> = views
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(normalise(csv_lines(&report)), normalise(views), "{report}");
+
+    // Hand-computed figures (AWS list prices: cross-zone 0.01/GiB each
+    // way, cross-region 0.02 out, internet 0.09 out, same zone free).
+    let line = |team: &str, category: &str, direction: &str| -> Vec<String> {
+        csv_lines(&report)
+            .into_iter()
+            .find(|l| l[2] == team && l[3] == category && l[4] == direction)
+            .unwrap_or_else(|| panic!("no {team} {category} {direction} in {report}"))[5..]
+            .to_vec()
+    };
+    // 6 + 4 GiB of internet (the last second of the month counts, the
+    // records just outside do not) + 0.5 GiB + 123,457 bytes of report at
+    // 0.09: 0.945010348 USD.
+    let internet = (10 * GIB + GIB / 2 + 123_457).to_string();
+    let expected = [
+        (
+            "storefront",
+            "cross_zone",
+            "out",
+            "3221225472",
+            "3.000000",
+            "0.03",
+            "USD",
+        ),
+        (
+            "storefront",
+            "cross_zone",
+            "in",
+            "1073741824",
+            "1.000000",
+            "0.01",
+            "USD",
+        ),
+        (
+            "storefront",
+            "internet",
+            "out",
+            &internet,
+            "10.500115",
+            "0.95",
+            "USD",
+        ),
+        (
+            "storefront",
+            "same_zone",
+            "in",
+            "5368709120",
+            "5.000000",
+            "0.00",
+            "USD",
+        ),
+        ("storefront", "unknown", "out", "999", "0.000001", "", ""),
+        (
+            "platform",
+            "cross_region",
+            "out",
+            "2147483648",
+            "2.000000",
+            "0.04",
+            "USD",
+        ),
+        (
+            "platform",
+            "cross_zone",
+            "in",
+            "3221225472",
+            "3.000000",
+            "0.03",
+            "USD",
+        ),
+    ];
+    for (team, category, direction, bytes, gib, cost, currency) in expected {
+        assert_eq!(
+            line(team, category, direction),
+            [bytes, gib, cost, currency],
+            "{team} {category} {direction}"
+        );
+    }
+
+    // pyarrow reads the Parquet report with decimal types and the same
+    // totals as the CSV.
+    let out = dir.join("report.parquet");
+    exported(
+        &[
+            &["--month", &month_arg, "--format", "parquet"][..],
+            &from_clickhouse,
+        ]
+        .concat(),
+        &out,
+    );
+    let csv_bytes: u64 = csv_lines(&report)
+        .iter()
+        .map(|l| l[5].parse::<u64>().unwrap())
+        .sum();
+    let read = python(
+        "import sys, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         print(t.schema.field('cost').type, t.schema.field('gib').type, t.schema.field('bytes').type)\n\
+         print(sum(t.column('bytes').to_pylist()), sum(c for c in t.column('cost').to_pylist() if c is not None))\n\
+         print(t.column_names)",
+        &[out.to_str().unwrap()],
+    );
+    let cents: u64 = csv_lines(&report)
+        .iter()
+        .filter(|l| !l[7].is_empty())
+        .map(|l| l[7].replace('.', "").parse::<u64>().unwrap())
+        .sum();
+    let expected_cost = format!("{}.{:02}", cents / 100, cents % 100);
+    assert_eq!(
+        read.lines().collect::<Vec<_>>()[..2],
+        [
+            "decimal128(38, 2) decimal128(38, 6) uint64".to_owned(),
+            format!("{csv_bytes} {expected_cost}"),
+        ],
+        "{read}"
+    );
+}
+
+#[test]
+fn shipped_prices_equal_the_migrated_prices_table() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let database = ch.fresh_database("prices");
+    migrate(ch.url(), &database);
+    let table = ch
+        .query(&format!(
+            "SELECT provider, region, category, direction, toString(price_per_gib), currency \
+             FROM {database}.current_prices ORDER BY ALL FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    let mut table: Vec<String> = table.lines().map(str::to_owned).collect();
+    let mut shipped: Vec<String> =
+        tollgate::export::prices::parse_csv("shipped", tollgate::export::prices::DEFAULTS_CSV)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let price = format!(
+                    "{}.{:09}",
+                    p.nanos_per_gib / 1_000_000_000,
+                    p.nanos_per_gib % 1_000_000_000
+                );
+                let price = price.trim_end_matches('0').trim_end_matches('.');
+                format!(
+                    "{},{},{},{},{price},{}",
+                    p.provider, p.region, p.category, p.direction, p.currency
+                )
+            })
+            .collect();
+    table.sort();
+    shipped.sort();
+    assert_eq!(table, shipped);
+}
+
+#[test]
+fn empty_months_future_months_and_bad_flags_are_refused_clearly() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (database, parquet, _) = loaded(ch, "refusals");
+    let dir = parquet.parent().unwrap().to_owned();
+    let out = dir.join("never.csv");
+    let out_arg = out.to_str().unwrap();
+    let parquet_arg = parquet.to_str().unwrap();
+    let clickhouse_flags = ["--clickhouse", ch.url(), "--database", &database];
+
+    for source in [
+        &clickhouse_flags[..],
+        &["--parquet", parquet_arg, "--provider", "aws"],
+    ] {
+        let output = export(&[&["--month", "2020-01", "--out", out_arg][..], source].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("no metering data for 2020-01"), "{stderr}");
+        assert!(!out.exists(), "nothing is written for an empty month");
+    }
+
+    let prices = dir.join("prices.csv");
+    std::fs::write(
+        &prices,
+        "provider,region,category,direction,price_per_gib,currency\naws,*,internet,out,cheap,USD\n",
+    )
+    .unwrap();
+    let prices_arg = prices.to_str().unwrap();
+    // Two years on: in the future whatever the day.
+    let future = format!("{}-01", 1972 + unix_now() / 31_556_952);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--month", &future], "in the future"),
+        (vec!["--month", "2026-13"], "YYYY-MM"),
+        (vec!["--month", "2026-10", "--by", "pod"], "--by"),
+        (vec!["--month", "2026-10", "--format", "xlsx"], "--format"),
+        (
+            vec!["--month", "2026-10"],
+            "--clickhouse URL or --parquet DIR",
+        ),
+        (
+            vec!["--month", "2026-10", "--parquet", parquet_arg],
+            "--provider",
+        ),
+        (
+            vec![
+                "--month",
+                "2026-10",
+                "--parquet",
+                parquet_arg,
+                "--provider",
+                "oracle",
+            ],
+            "oracle",
+        ),
+        (
+            vec![
+                "--month",
+                "2026-10",
+                "--parquet",
+                parquet_arg,
+                "--provider",
+                "aws",
+                "--prices",
+                prices_arg,
+            ],
+            ":2: price \"cheap\"",
+        ),
+        (vec!["--month", "2026-10", "--provider", "aws"], "--parquet"),
+        (
+            vec![
+                "--month",
+                "2026-10",
+                "--parquet",
+                parquet_arg,
+                "--clickhouse",
+                ch.url(),
+            ],
+            "cannot be used with",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = export(&[&args[..], &["--out", out_arg]].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        assert!(!out.exists());
+    }
+}
