@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn the_documented_example_loads() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/examples/tollgate.yaml");
+            .join("../deploy/overlays/clickhouse/tollgate.yaml");
         let (config, _) = Config::load(&path).unwrap();
         assert_eq!(config.agent.interval_seconds, 10);
         assert_eq!(config.sinks.spool.cap_mib, 512);

@@ -320,16 +320,23 @@ fn without_cap_net_admin_the_error_names_the_sysctl_and_the_capability() -> anyh
     Ok(())
 }
 
+/// A namespace with accounting and timestamps off and events in the
+/// kernel's default listener-only mode.
+fn with_settings_off(role: &str) -> anyhow::Result<tollgate_tests::netns::Netns> {
+    let ns = tollgate_tests::netns::Netns::create(role)?;
+    ns.sh(
+        "sysctl -qw net.netfilter.nf_conntrack_acct=0 net.netfilter.nf_conntrack_timestamp=0 \
+         net.netfilter.nf_conntrack_events=2",
+    )?;
+    Ok(ns)
+}
+
 #[test]
 fn the_reader_enables_accounting_timestamps_and_events_itself() -> anyhow::Result<()> {
     if !require_root("kernel", "network namespaces") {
         return Ok(());
     }
-    let ns = tollgate_tests::netns::Netns::create("sysctl")?;
-    ns.sh(
-        "sysctl -qw net.netfilter.nf_conntrack_acct=0 net.netfilter.nf_conntrack_timestamp=0 \
-         net.netfilter.nf_conntrack_events=2",
-    )?;
+    let ns = with_settings_off("sysctl")?;
     tollgate::dump(&ns, true)?;
     let values = ns.sh(
         "cat /proc/sys/net/netfilter/nf_conntrack_acct /proc/sys/net/netfilter/nf_conntrack_timestamp",
@@ -340,6 +347,65 @@ fn the_reader_enables_accounting_timestamps_and_events_itself() -> anyhow::Resul
         ns.sh("cat /proc/sys/net/netfilter/nf_conntrack_events")?
             .trim(),
         "1"
+    );
+    Ok(())
+}
+
+/// The DaemonSet's init container: `/proc/sys` read-only as in any
+/// unprivileged container, the host's `/proc/sys/net/netfilter` mounted at
+/// another path (a hostPath volume), only CAP_NET_ADMIN. The agent's own
+/// attempt is refused with a hint; `conntrack enable --proc-sys` succeeds.
+#[test]
+fn conntrack_enable_works_through_a_mounted_proc_sys_with_only_cap_net_admin() -> anyhow::Result<()>
+{
+    if !require_root("kernel", "network and mount namespaces") {
+        return Ok(());
+    }
+    let ns = with_settings_off("enable")?;
+    let host_sys = std::env::temp_dir().join(format!("tollgate-host-sys-{}", std::process::id()));
+    std::fs::create_dir_all(host_sys.join("net/netfilter"))?;
+    let container = |command: &str| {
+        ns.command("unshare")
+            .args(["--mount", "sh", "-ec"])
+            .arg(format!(
+                "mount --bind /proc/sys/net/netfilter {dir}/net/netfilter
+                 mount --bind /proc/sys /proc/sys
+                 mount -o remount,bind,ro /proc/sys
+                 exec setpriv --bounding-set=-all,+net_admin --inh-caps=-all {binary} {command}",
+                dir = host_sys.display(),
+                binary = tollgate::binary().display(),
+            ))
+            .output()
+            .expect("unshare runs")
+    };
+    let refused = container("conntrack dump");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("conntrack enable --proc-sys"), "{stderr}");
+
+    let enabled = container(&format!(
+        "conntrack enable --proc-sys {}",
+        host_sys.display()
+    ));
+    assert!(
+        enabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enabled.stderr)
+    );
+    let values = ns.sh(
+        "cat /proc/sys/net/netfilter/nf_conntrack_acct /proc/sys/net/netfilter/nf_conntrack_timestamp \
+         /proc/sys/net/netfilter/nf_conntrack_events",
+    )?;
+    assert_eq!(
+        values.split_whitespace().collect::<Vec<_>>(),
+        ["1", "1", "1"]
+    );
+    // With the settings on, the agent's read needs nothing more.
+    let dump = container("conntrack dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
     );
     Ok(())
 }

@@ -60,7 +60,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| ParquetSink::open(&base.join(&p.dir)))
         .transpose()?;
-    for setting in [sysctl::ACCOUNTING, sysctl::TIMESTAMPS, sysctl::EVENTS] {
+    for setting in sysctl::ALL {
         if sysctl::ensure(setting)? == Outcome::Enabled {
             tracing::info!(sysctl = setting.name, "enabled");
         }

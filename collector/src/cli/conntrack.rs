@@ -1,7 +1,9 @@
-//! `tollgate conntrack dump|watch`: the reader's output as JSON lines.
+//! `tollgate conntrack dump|watch`: the reader's output as JSON lines;
+//! `tollgate conntrack enable`: the kernel settings it depends on.
 
 use std::io::{self, BufWriter, ErrorKind};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,17 @@ pub enum ConntrackCommand {
         #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
         duration: Option<Duration>,
     },
+    /// Turn on the kernel settings exact metering needs (accounting,
+    /// timestamps, events) and exit.
+    ///
+    /// The DaemonSet's init container runs it against the host's
+    /// `/proc/sys` mounted at another path, so that no container needs to
+    /// be privileged.
+    Enable {
+        /// The procfs `sys` directory to write under.
+        #[arg(long, value_name = "DIR", default_value = "/proc/sys")]
+        proc_sys: PathBuf,
+    },
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -60,8 +73,19 @@ pub fn run(command: ConntrackCommand) -> anyhow::Result<()> {
             })
         }
         ConntrackCommand::Watch { duration } => {
-            enable(&[sysctl::ACCOUNTING, sysctl::TIMESTAMPS, sysctl::EVENTS])?;
+            enable(&sysctl::ALL)?;
             watch(duration)
+        }
+        ConntrackCommand::Enable { proc_sys } => {
+            for setting in sysctl::ALL {
+                let outcome = sysctl::ensure_in(setting, &proc_sys)?;
+                let done = match outcome {
+                    Outcome::Enabled => "enabled",
+                    Outcome::AlreadySet => "already on",
+                };
+                println!("{}: {done}", setting.name);
+            }
+            Ok(())
         }
     }
 }

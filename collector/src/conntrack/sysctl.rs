@@ -53,7 +53,8 @@ pub enum SysctlError {
     #[error(
         "cannot set {name}=1 ({why}): {cause}. tollgate needs CAP_NET_ADMIN in this network \
          namespace to enable it (run as root or grant the capability), or set it beforehand \
-         with `sysctl -w {name}=1`"
+         with `sysctl -w {name}=1`{}",
+        read_only_hint(cause)
     )]
     Denied {
         /// Setting name.
@@ -75,6 +76,17 @@ pub enum SysctlError {
     },
 }
 
+/// A container's `/proc/sys` is read-only whatever its capabilities.
+fn read_only_hint(cause: &io::Error) -> &'static str {
+    if cause.kind() == io::ErrorKind::ReadOnlyFilesystem {
+        "; in a container, /proc/sys is read-only: run `tollgate conntrack enable --proc-sys DIR` \
+         with the host's /proc/sys/net/netfilter mounted under DIR/net/netfilter (the \
+         DaemonSet's init container does)"
+    } else {
+        ""
+    }
+}
+
 /// What [`ensure`] did for one setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -84,13 +96,23 @@ pub enum Outcome {
     Enabled,
 }
 
+/// Every setting exact metering needs.
+pub const ALL: [Setting; 3] = [ACCOUNTING, TIMESTAMPS, EVENTS];
+
 /// Make sure `setting` is on in the current network namespace.
 pub fn ensure(setting: Setting) -> Result<Outcome, SysctlError> {
-    ensure_at(setting, &path_of(setting.name))
+    ensure_in(setting, std::path::Path::new("/proc/sys"))
 }
 
-fn path_of(name: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(name.replace('.', "/"))
+/// [`ensure`] through a procfs `sys` directory mounted elsewhere: a
+/// container's own `/proc/sys` is read-only, the host's mounted at another
+/// path is not (the write still needs CAP_NET_ADMIN).
+pub fn ensure_in(setting: Setting, proc_sys: &std::path::Path) -> Result<Outcome, SysctlError> {
+    ensure_at(setting, &path_of(proc_sys, setting.name))
+}
+
+fn path_of(proc_sys: &std::path::Path, name: &str) -> PathBuf {
+    proc_sys.join(name.replace('.', "/"))
 }
 
 fn ensure_at(setting: Setting, path: &std::path::Path) -> Result<Outcome, SysctlError> {
@@ -145,7 +167,10 @@ mod tests {
     #[test]
     fn names_map_to_proc_paths() {
         assert_eq!(
-            path_of("net.netfilter.nf_conntrack_acct"),
+            path_of(
+                std::path::Path::new("/proc/sys"),
+                "net.netfilter.nf_conntrack_acct"
+            ),
             PathBuf::from("/proc/sys/net/netfilter/nf_conntrack_acct")
         );
     }
