@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod clickhouse;
 pub mod cluster;
+pub mod dashboards;
 pub mod fixtures;
 pub mod kube;
 pub mod netns;

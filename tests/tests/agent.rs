@@ -2,7 +2,8 @@
 //! node of a simulated cluster (kernel conntrack in network namespaces,
 //! kube-proxy-style DNAT, masquerade to an internet host), real ClickHouse
 //! and its metering views, compared with nftables' counters; an agent
-//! restarted mid-run; Prometheus scraping an agent.
+//! restarted mid-run; Prometheus scraping an agent; every Grafana
+//! dashboard query answering over the data.
 
 #![allow(clippy::unwrap_used)]
 // Test code: an unwrap is an assertion.
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse;
 use tollgate_tests::cluster::{differences, metering, Agent, Cluster, Flow, Key, Relay, Target};
+use tollgate_tests::dashboards::{self, Range};
+use tollgate_tests::fixtures::unix_now;
 use tollgate_tests::tollgate;
 
 const INTERVAL: u32 = 2;
@@ -32,6 +35,7 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
     let Some(ch) = clickhouse::require("agent") else {
         return;
     };
+    let started = unix_now();
     let database = ch.fresh_database("agent");
     tollgate::migrate(ch.url(), &database);
     let cluster = Cluster::create().unwrap();
@@ -171,6 +175,21 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
         ))
         .unwrap();
     assert_eq!(services.trim(), "shop/api", "the Service is kept");
+
+    // Every dashboard variable and panel query, expanded as the plugin and
+    // Grafana expand them, returns rows over this data.
+    let range = Range {
+        from: i64::from(started) - 60,
+        to: i64::from(unix_now()) + 60,
+        interval_seconds: i64::from(INTERVAL),
+    };
+    let results = dashboards::run_all(ch, &database, range).unwrap();
+    let empty: Vec<_> = results.iter().filter(|(_, _, rows)| *rows == 0).collect();
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without rows: {empty:?}"
+    );
+    assert!(results.len() >= 20, "{results:?}");
 }
 
 /// Debian's Prometheus, inside node a, scrapes the agent there; promtool
