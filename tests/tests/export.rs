@@ -207,6 +207,18 @@ fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
         }
     }
 
+    // The records are all cluster c1's: --cluster c1 changes nothing.
+    for (name, source) in [("ch", &from_clickhouse[..]), ("pq", &from_parquet[..])] {
+        let only_c1 = exported(
+            &[&["--month", &month_arg, "--cluster", "c1"][..], source].concat(),
+            &dir.join(format!("{name}-c1.csv")),
+        );
+        assert_eq!(
+            only_c1,
+            std::fs::read(dir.join(format!("{name}-team.csv"))).unwrap()
+        );
+    }
+
     // Every line by team equals the metering and cost views (ClickHouse
     // rounds a Decimal half away from zero, as the export does).
     let report = std::fs::read_to_string(dir.join("ch-team.csv")).unwrap();
@@ -422,6 +434,19 @@ fn empty_months_future_months_and_bad_flags_are_refused_clearly() {
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("no metering data for 2020-01"), "{stderr}");
         assert!(!out.exists(), "nothing is written for an empty month");
+        // A cluster without records is as empty as a month without any.
+        let last_month = last_month().0.to_string();
+        let args = [
+            "--month",
+            &last_month,
+            "--cluster",
+            "other",
+            "--out",
+            out_arg,
+        ];
+        let output = export(&[&args[..], source].concat());
+        assert_eq!(output.status.code(), Some(1), "--cluster other");
+        assert!(!out.exists());
     }
 
     let prices = dir.join("prices.csv");
