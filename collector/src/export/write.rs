@@ -261,8 +261,8 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn csv_has_the_documented_columns_and_quotes() {
+    /// What `writer` makes of the two lines, for October 2026, by team.
+    fn written(writer: fn(&Report<'_>, &mut Vec<u8>) -> std::io::Result<()>) -> Vec<u8> {
         let lines = report_lines();
         let report = Report {
             month: "2026-10".parse().unwrap(),
@@ -270,9 +270,14 @@ mod tests {
             lines: &lines,
         };
         let mut out = Vec::new();
-        write_csv(&report, &mut out).unwrap();
+        writer(&report, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn csv_has_the_documented_columns_and_quotes() {
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(written(write_csv)).unwrap(),
             "period,cluster,team,category,direction,bytes,gib,cost,currency\n\
              2026-10,c1,\"web, \"\"east\"\"\",cross_zone,out,3221225472,3.000000,0.03,USD\n\
              2026-10,c1,web,unknown,in,7,0.000000,,\n"
@@ -281,14 +286,7 @@ mod tests {
 
     #[test]
     fn json_numbers_are_exact_decimals_and_unpriced_is_null() {
-        let lines = report_lines();
-        let report = Report {
-            month: "2026-10".parse().unwrap(),
-            grouping: Grouping::Team,
-            lines: &lines,
-        };
-        let mut out = Vec::new();
-        write_json(&report, &mut out).unwrap();
+        let out = written(write_json);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value[0]["team"], "web, \"east\"");
         assert_eq!(value[0]["bytes"], 3u64 << 30);
