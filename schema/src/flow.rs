@@ -63,6 +63,23 @@ macro_rules! flow_record {
             )
         }
 
+        /// Writes `record`'s fields, in column order, in the spool's
+        /// compact form.
+        pub(crate) fn put_compact(
+            record: &FlowRecord,
+            names: &mut crate::compact::Names,
+            out: &mut Vec<u8>,
+        ) {
+            use crate::compact::Field;
+            $( record.$field.put(names, out); )+
+        }
+
+        /// Reads one record written by [`put_compact`].
+        pub(crate) fn get_compact(input: &mut crate::compact::Input<'_>) -> Option<FlowRecord> {
+            use crate::compact::Field;
+            Some(FlowRecord { $( $field: Field::get(input)?, )+ })
+        }
+
         /// The columns of the `flows` table, in order.
         pub const COLUMNS: &[Column] = &[
             $( Column {
@@ -463,7 +480,7 @@ mod arrow {
 pub use arrow::arrow_schema;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -501,8 +518,7 @@ mod tests {
         assert_eq!(batch.schema().as_ref(), &schema);
     }
 
-    #[cfg(feature = "arrow")]
-    const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
+    pub(crate) const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
         "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
         "local_workload_kind":"Deployment","local_workload":"w","local_team":"t","local_zone":"z","local_region":"r",
         "remote_ip":"2001:db8::1","remote_port":2,"remote_kind":"internet","remote_pod":"","remote_namespace":"",

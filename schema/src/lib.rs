@@ -9,12 +9,14 @@
 //! The types are small `Copy` values: they are built on the hot path for
 //! every conntrack entry and must never allocate.
 //!
-//! [`flow`] defines the flow record stored by every sink, once.
+//! [`flow`] defines the flow record stored by every sink, once;
+//! [`compact`] is the spool's binary form of a run of records.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod compact;
 pub mod flow;
 
 pub use flow::{Category, FlowRecord, Initiator, Name, RemoteKind, COLUMNS};

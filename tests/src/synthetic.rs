@@ -1,6 +1,8 @@
-//! Realistic, repeatable flow records for benchmarks.
+//! Realistic, repeatable flow records and clusters for benchmarks.
 
-use std::net::Ipv6Addr;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 use tollgate::inventory::Interner;
 use tollgate_schema::{Category, Family, FlowRecord, Initiator, Protocol, RemoteKind};
@@ -177,4 +179,129 @@ pub fn cluster_records(start: u32) -> Vec<FlowRecord> {
         }
     }
     out
+}
+
+/// A large cluster for the enrichment and agent benchmarks: `pods` pods on
+/// `nodes` nodes in three zones of region r1, 1,000 Services, and
+/// `prefixes` cloud prefixes in AWS's range file format.
+#[derive(Debug, Clone, Copy)]
+pub struct World {
+    /// Pods (`pod_ip(0..pods)`).
+    pub pods: u64,
+    /// Nodes (`node-0`...); pod `p` runs on node `p % nodes`.
+    pub nodes: u64,
+    /// Cloud prefixes, /24s from 52.0.0.0.
+    pub prefixes: u64,
+}
+
+/// Number of Services (ClusterIPs in 10.96.0.0/16).
+const SERVICES: u64 = 1000;
+
+impl World {
+    /// Pod `p`'s address (10.0.0.0/8 from the bottom).
+    pub fn pod_ip(p: u64) -> Ipv4Addr {
+        Ipv4Addr::from(0x0a00_0000 + (p as u32))
+    }
+
+    /// The pods of `node-0`, the node the benchmarks observe from.
+    pub fn local_pods(&self) -> Vec<u64> {
+        (0..self.pods).filter(|p| p % self.nodes == 0).collect()
+    }
+
+    /// Writes `inventory.yaml` (static inventory) and `ip-ranges.json`
+    /// (AWS format) into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        let mut yaml = String::from("nodes:\n");
+        for n in 0..self.nodes {
+            let _ = writeln!(
+                yaml,
+                "  - {{name: node-{n}, zone: r1-{}, region: r1, addresses: [192.168.{}.{}]}}",
+                ["a", "b", "c"][(n % 3) as usize],
+                n / 250,
+                n % 250 + 1
+            );
+        }
+        yaml.push_str("pods:\n");
+        for p in 0..self.pods {
+            let _ = writeln!(
+                yaml,
+                "  - {{name: svc-{}-{p:x}, namespace: team-{}, node: node-{}, ips: [{}], workload: {{kind: Deployment, name: svc-{}}}}}",
+                p % 2000,
+                p % 40,
+                p % self.nodes,
+                Self::pod_ip(p),
+                p % 2000
+            );
+        }
+        yaml.push_str("services:\n");
+        for s in 0..SERVICES {
+            let _ = writeln!(
+                yaml,
+                "  - {{name: api-{s}, namespace: team-{}, cluster_ips: [{}]}}",
+                s % 40,
+                Self::service_ip(s)
+            );
+        }
+        let inventory = dir.join("inventory.yaml");
+        std::fs::write(&inventory, yaml)?;
+
+        let mut json = String::from("{\"prefixes\": [");
+        for i in 0..self.prefixes {
+            if i > 0 {
+                json.push(',');
+            }
+            let _ = write!(
+                json,
+                "{{\"ip_prefix\": \"{}/24\", \"region\": \"r{}\", \"service\": \"{}\"}}",
+                Ipv4Addr::from(0x3400_0000u32 + (i as u32) * 256),
+                i % 20,
+                ["AMAZON", "S3", "EC2"][(i % 3) as usize]
+            );
+        }
+        json.push_str("]}");
+        let ranges = dir.join("ip-ranges.json");
+        std::fs::write(&ranges, json)?;
+        Ok((inventory, ranges))
+    }
+
+    fn service_ip(s: u64) -> Ipv4Addr {
+        Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250 + 1) as u8)
+    }
+
+    /// The `i`th connection's far end as node-0 sees it, drawn with
+    /// `random`: `(destination, reply source)`, which differ when a
+    /// ClusterIP was translated to its backend. A quarter each: a pod
+    /// anywhere, a Service, a cloud range, the internet.
+    pub fn peer(&self, i: u64, random: &mut impl FnMut() -> u64) -> (Ipv4Addr, Ipv4Addr) {
+        match i % 4 {
+            0 => {
+                let peer = Self::pod_ip(random() % self.pods);
+                (peer, peer)
+            }
+            1 => (
+                Self::service_ip(random() % SERVICES),
+                Self::pod_ip(random() % self.pods),
+            ),
+            2 => {
+                let cloud =
+                    Ipv4Addr::from(0x3400_0000u32 + (random() % (self.prefixes * 256)) as u32);
+                (cloud, cloud)
+            }
+            _ => {
+                let internet = Ipv4Addr::from(0x5000_0000u32 + random() as u32 % 0x1000_0000);
+                (internet, internet)
+            }
+        }
+    }
+}
+
+/// xorshift64: repeatable pseudo-random numbers for [`World::peer`].
+pub fn random_numbers(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }

@@ -7,6 +7,12 @@
 //! batch was never handed out, and is removed) and replays them in `seq`
 //! order with their original tokens.
 //!
+//! A batch file is a header (sequence, token, resume position) and the
+//! records in the schema crate's compact form: each distinct name once,
+//! then the records with names as indexes, so reading a batch back shares
+//! one allocation per name rather than allocating every name of every
+//! record.
+//!
 //! The spool also remembers how far a replayable input was consumed: the
 //! newest batch's [`Resume`] position, kept in a `position` file when the
 //! last batch is acknowledged.
@@ -20,9 +26,19 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use tollgate_schema::compact;
+
 use super::batch::{Batch, Resume};
 
-const MAGIC: &[u8; 8] = b"TGSPOOL1";
+const MAGIC: &[u8; 8] = b"TGSPOOL2";
+
+/// What a batch file holds before its records (postcard).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    seq: u64,
+    token: String,
+    resume_at: Resume,
+}
 
 /// What went wrong with the spool directory.
 #[derive(Debug, thiserror::Error)]
@@ -166,11 +182,17 @@ impl Spool {
     /// Durably add `batch` (whose `seq` must be [`Spool::next_seq`]).
     pub fn push(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
         debug_assert_eq!(batch.seq, self.next_seq);
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend(postcard::to_stdvec(batch).map_err(|e| SpoolError::Corrupt {
-            path: self.batch_path(batch.seq),
-            detail: format!("cannot encode: {e}"),
-        })?);
+        let header = Header {
+            seq: batch.seq,
+            token: batch.token.clone(),
+            resume_at: batch.resume_at,
+        };
+        let mut bytes =
+            postcard::to_extend(&header, MAGIC.to_vec()).map_err(|e| SpoolError::Corrupt {
+                path: self.batch_path(batch.seq),
+                detail: format!("cannot encode: {e}"),
+            })?;
+        compact::encode(&batch.records, &mut bytes);
         let size = bytes.len() as u64;
         self.next_seq = batch.seq + 1;
         if self.used_bytes + size > self.cap_bytes {
@@ -241,7 +263,14 @@ impl Spool {
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| corrupt("no spool header".to_owned()))?;
-        let batch: Batch = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        let (header, records) =
+            postcard::take_from_bytes::<Header>(body).map_err(|e| corrupt(e.to_string()))?;
+        let batch = Batch {
+            seq: header.seq,
+            token: header.token,
+            resume_at: header.resume_at,
+            records: compact::decode(records).map_err(|e| corrupt(e.to_string()))?,
+        };
         if batch.seq != seq {
             return Err(corrupt(format!(
                 "holds batch {} under the name of {seq}",

@@ -7,9 +7,8 @@
 //! The reference in the same run is the cost of copying each entry into a
 //! record-sized struct with no lookups, to show what enrichment adds.
 
-use std::fmt::Write as _;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
 
@@ -18,6 +17,7 @@ use tollgate::conntrack::{Counters, Entry, Origin, Tuple, L4};
 use tollgate::enrich::Enricher;
 use tollgate::inventory::{static_file, Interner};
 use tollgate_schema::{Family, Protocol};
+use tollgate_tests::synthetic::{random_numbers, World};
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -37,73 +37,18 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn pod_ip(i: u64) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a00_0000 + (i as u32))
-}
-
 fn main() -> anyhow::Result<()> {
     let pods = arg(1, 100_000);
     let prefixes = arg(2, 50_000);
     let entries = arg(3, 2_000_000);
-    let nodes = 500;
     let dir = std::env::temp_dir().join(format!("tollgate-bench-enrich-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-
-    // The inventory, in the static file format.
-    let mut yaml = String::from("nodes:\n");
-    for n in 0..nodes {
-        writeln!(
-            yaml,
-            "  - {{name: node-{n}, zone: r1-{}, region: r1, addresses: [192.168.{}.{}]}}",
-            ["a", "b", "c"][n % 3],
-            n / 250,
-            n % 250 + 1
-        )?;
-    }
-    yaml.push_str("pods:\n");
-    for p in 0..pods {
-        writeln!(
-            yaml,
-            "  - {{name: svc-{}-{p:x}, namespace: team-{}, node: node-{}, ips: [{}], workload: {{kind: Deployment, name: svc-{}}}}}",
-            p % 2000,
-            p % 40,
-            p % nodes as u64,
-            pod_ip(p),
-            p % 2000
-        )?;
-    }
-    yaml.push_str("services:\n");
-    for s in 0..1000u64 {
-        writeln!(
-            yaml,
-            "  - {{name: api-{s}, namespace: team-{}, cluster_ips: [10.96.{}.{}]}}",
-            s % 40,
-            s / 250,
-            s % 250 + 1
-        )?;
-    }
-    let inventory_path = dir.join("inventory.yaml");
-    std::fs::write(&inventory_path, &yaml)?;
-    drop(yaml);
-
-    // 50,000 AWS-format prefixes in public space.
-    let mut json = String::from("{\"prefixes\": [");
-    for i in 0..prefixes {
-        let base = 0x3400_0000u32 + (i as u32) * 256;
-        if i > 0 {
-            json.push(',');
-        }
-        write!(
-            json,
-            "{{\"ip_prefix\": \"{}/24\", \"region\": \"r{}\", \"service\": \"{}\"}}",
-            Ipv4Addr::from(base),
-            i % 20,
-            ["AMAZON", "S3", "EC2"][(i % 3) as usize]
-        )?;
-    }
-    json.push_str("]}");
-    std::fs::write(dir.join("ip-ranges.json"), &json)?;
-    drop(json);
+    let world = World {
+        pods,
+        nodes: 500,
+        prefixes,
+    };
+    let (inventory_path, _) = world.write(&dir)?;
 
     let rss_before = rss_kib();
     let inventory = static_file::load(&inventory_path, "team", 300)?;
@@ -115,42 +60,15 @@ fn main() -> anyhow::Result<()> {
 
     // Entries as node-0 sees them: its pods talk to pods anywhere, to
     // ClusterIPs, to the internet and to cloud ranges.
-    let local_pods: Vec<u64> = (0..pods).filter(|p| p % nodes as u64 == 0).collect();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let local_pods = world.local_pods();
+    let mut next = random_numbers(0x2545_f491_4f6c_dd1d);
     let sample: Vec<Entry> = (0..100_000)
         .map(|i| {
-            let local = IpAddr::V4(pod_ip(
+            let local = IpAddr::V4(World::pod_ip(
                 local_pods[(next() % local_pods.len() as u64) as usize],
             ));
-            let (dst, reply_src) = match i % 4 {
-                0 => {
-                    let peer = IpAddr::V4(pod_ip(next() % pods));
-                    (peer, peer)
-                }
-                1 => {
-                    let s = next() % 1000;
-                    let vip =
-                        IpAddr::V4(Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250 + 1) as u8));
-                    (vip, IpAddr::V4(pod_ip(next() % pods)))
-                }
-                2 => {
-                    let cloud = IpAddr::V4(Ipv4Addr::from(
-                        0x3400_0000u32 + (next() % (prefixes * 256)) as u32,
-                    ));
-                    (cloud, cloud)
-                }
-                _ => {
-                    let internet =
-                        IpAddr::V4(Ipv4Addr::from(0x5000_0000u32 + next() as u32 % 0x1000_0000));
-                    (internet, internet)
-                }
-            };
+            let (dst, reply_src) = world.peer(i, &mut next);
+            let (dst, reply_src) = (IpAddr::V4(dst), IpAddr::V4(reply_src));
             Entry {
                 origin: Origin::Dump,
                 family: Family::Ipv4,
@@ -179,7 +97,7 @@ fn main() -> anyhow::Result<()> {
                     packets: 12,
                     bytes: 16000,
                 }),
-                id: i,
+                id: i as u32,
                 zone: 0,
                 mark: 0,
                 status: 0,

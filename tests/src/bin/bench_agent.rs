@@ -1,0 +1,425 @@
+//! Benchmark of the whole agent at ENTRIES conntrack entries per interval
+//! (run by `tests/scripts/bench-agent.sh`, as root, inside a network
+//! namespace of its own): CPU seconds per interval and peak RSS of
+//! `tollgate agent` delivering to a real ClickHouse, against the sum of its
+//! parts measured alone in this process over the same table: the zeroing
+//! dump, enrichment, spooling and delivery.
+//!
+//! Usage: bench_agent [ENTRIES] [INTERVALS]. The world is
+//! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
+//! prefixes) seen from node-0, whose 200 pods hold every connection.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use tollgate::classify::{Classifier, NetworkConfig};
+use tollgate::conntrack::{sysctl, Entry, ReadMode, TableReader};
+use tollgate::enrich::Enricher;
+use tollgate::inventory::{static_file, Interner};
+use tollgate::sink::batch::{Batch, Resume, TokenMaker};
+use tollgate::sink::clickhouse::{ClickHouseSink, Connection};
+use tollgate::sink::deliver::{drain, DeliveryCounts, RetryPolicy};
+use tollgate::sink::spool::Spool;
+use tollgate_schema::FlowRecord;
+use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
+use tollgate_tests::synthetic::{random_numbers, World};
+use tollgate_tests::tollgate::{binary, migrate};
+
+const BATCH_ROWS: usize = 50_000;
+const INTERVAL_SECONDS: u64 = 10;
+const NETWORK: &str = "in_region: [172.16.0.0/12]\ncloud_ranges: {aws: ip-ranges.json}\n";
+
+fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn status_kib(pid: &str, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("{field} in /proc/{pid}/status"))
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat format")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks()?)
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+/// Measures the CPU this process spends in `work`.
+fn timed<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
+    let cpu = cpu_seconds("self")?;
+    let started = Instant::now();
+    let result = work()?;
+    let spent = cpu_seconds("self")? - cpu;
+    eprintln!(
+        "  {label:<44} {spent:>6.2} s CPU {:>6.2} s wall",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((result, spent))
+}
+
+/// `conntrack -R` lines: every connection from one of node-0's pods (a
+/// distinct source port per pod), 80% TCP established, 20% UDP, to
+/// [`World::peer`]'s mix; Service connections carry their DNAT in the
+/// reply tuple.
+fn entries_file(world: &World, entries: u64, path: &Path) -> anyhow::Result<()> {
+    let local = world.local_pods();
+    let mut next = random_numbers(0x2545_f491_4f6c_dd1d);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut line = String::new();
+    for i in 0..entries {
+        let pod = World::pod_ip(local[(i % local.len() as u64) as usize]);
+        let sport = 1024 + i / local.len() as u64;
+        let (dst, reply_src) = world.peer(i, &mut next);
+        let (proto, dport, state) = if i % 5 == 4 {
+            ("udp", 53, "")
+        } else {
+            ("tcp", 443, " --state ESTABLISHED")
+        };
+        line.clear();
+        writeln!(
+            line,
+            "-I -s {pod} -d {dst} -p {proto} --sport {sport} --dport {dport} \
+             --reply-src {reply_src} --reply-dst {pod} --reply-port-src {dport} \
+             --reply-port-dst {sport}{state} --timeout 7200"
+        )?;
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The parts alone, over the same table: what each costs this process.
+struct Parts {
+    records: u64,
+    dump: f64,
+    enrich: f64,
+    spool: f64,
+    deliver: f64,
+}
+
+fn parts(dir: &Path, inventory: &Path, server: &ClickHouse, entries: u64) -> anyhow::Result<Parts> {
+    let mut table = TableReader::open()?;
+    let (read, dump) = timed("zeroing dump alone", || {
+        let mut read = 0u64;
+        table.dump(ReadMode::Zero, |_| {
+            read += 1;
+            ControlFlow::Continue(())
+        })?;
+        Ok(read)
+    })?;
+    ensure!(read == entries, "the dump read {read} of {entries} entries");
+
+    let inventory = static_file::load(inventory, "team", 300)?;
+    let network: NetworkConfig = serde_saphyr::from_str(NETWORK)?;
+    let classifier = Classifier::new(&network, dir, &mut Interner::default())?;
+    let mut table_entries: Vec<Entry> = Vec::new();
+    table.dump(ReadMode::Zero, |entry| {
+        table_entries.push(*entry);
+        ControlFlow::Continue(())
+    })?;
+    let mut enricher = Enricher::new("bench", "node-0", "platform");
+    // Recent: older rows would fall to the tables' retention on insert.
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    let (records, enrich) = timed("enrichment + classification alone", || {
+        let mut records: Vec<FlowRecord> = Vec::with_capacity(table_entries.len() + 1000);
+        for entry in &table_entries {
+            enricher.enrich(entry, now, 10, &inventory, &classifier, |r| records.push(r));
+        }
+        Ok(records)
+    })?;
+    drop(table_entries);
+    let count = records.len() as u64;
+
+    let tokens = TokenMaker::new("parts")?;
+    let mut batches = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(BATCH_ROWS));
+        let seq = batches.len() as u64 + 1;
+        batches.push(Batch {
+            seq,
+            token: tokens.token(seq),
+            resume_at: Resume::default(),
+            records: std::mem::replace(&mut rest, tail),
+        });
+    }
+    let mut spool = Spool::open(&dir.join("parts-spool"), 8 << 30)?;
+    let ((), spool_cpu) = timed("spooling alone (encode, write, fsync)", || {
+        for batch in &batches {
+            spool.push(batch)?;
+        }
+        Ok(())
+    })?;
+    drop(batches);
+
+    let database = "parts";
+    migrate(server.url(), database);
+    let sink = ClickHouseSink::new(&Connection {
+        url: server.url().to_owned(),
+        database: database.to_owned(),
+        user: "default".to_owned(),
+        password: None,
+        ca_file: None,
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let spool = Mutex::new(spool);
+    let ((), deliver) = timed("delivery alone (spool to ClickHouse)", || {
+        runtime.block_on(drain(
+            &spool,
+            &sink,
+            RetryPolicy::default(),
+            &DeliveryCounts::default(),
+        ))?;
+        Ok(())
+    })?;
+    let stored: u64 = server
+        .query(&format!("SELECT count() FROM {database}.flows"))?
+        .trim()
+        .parse()?;
+    ensure!(stored == count, "ClickHouse holds {stored} of {count} rows");
+    Ok(Parts {
+        records: count,
+        dump,
+        enrich,
+        spool: spool_cpu,
+        deliver,
+    })
+}
+
+fn rows(server: &ClickHouse, database: &str) -> anyhow::Result<u64> {
+    Ok(server
+        .query(&format!("SELECT count() FROM {database}.flows"))?
+        .trim()
+        .parse()?)
+}
+
+/// Wait until ClickHouse holds `expected` rows (or fail after `timeout`).
+fn wait_rows(
+    server: &ClickHouse,
+    database: &str,
+    expected: u64,
+    timeout: Duration,
+    agent: &mut Child,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if rows(server, database)? >= expected {
+            return Ok(());
+        }
+        if let Some(status) = agent.try_wait()? {
+            bail!("the agent exited: {status}");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "ClickHouse holds {} rows, expected {expected}",
+            rows(server, database)?
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Peak RSS (KiB) of an agent run for one read of the (empty) table.
+fn idle_agent_peak(config: &Path) -> anyhow::Result<u64> {
+    let mut agent = Command::new(binary())
+        .args(["agent", "--config"])
+        .arg(config)
+        .spawn()
+        .context("tollgate agent")?;
+    let pid = agent.id().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let to_boundary = INTERVAL_SECONDS - now.as_secs() % INTERVAL_SECONDS;
+    std::thread::sleep(Duration::from_secs(to_boundary + 3));
+    let peak = status_kib(&pid, "VmHWM:");
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    agent.wait()?;
+    peak
+}
+
+fn main() -> anyhow::Result<()> {
+    let entries = arg(1, 1_000_000);
+    let intervals = arg(2, 3);
+    let world = World {
+        pods: 100_000,
+        nodes: 500,
+        prefixes: 50_000,
+    };
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let (inventory_path, _) = world.write(&dir)?;
+
+    // What the inventory alone occupies, as the enrichment benchmark measures it.
+    let before = status_kib("self", "VmRSS:")?;
+    let inventory = static_file::load(&inventory_path, "team", 300)?;
+    let inventory_kib = status_kib("self", "VmRSS:")?.saturating_sub(before);
+    drop(inventory);
+
+    for setting in sysctl::ALL {
+        sysctl::ensure(setting)?;
+    }
+    let entries_path = dir.join("entries");
+    entries_file(&world, entries, &entries_path)?;
+    eprintln!("injecting {entries} entries...");
+    let injected = Command::new("conntrack")
+        .arg("-R")
+        .arg(&entries_path)
+        .output()
+        .context("conntrack -R")?;
+    ensure!(
+        injected.status.success(),
+        "conntrack -R failed: {}",
+        String::from_utf8_lossy(&injected.stderr)
+    );
+    let count: u64 = String::from_utf8(Command::new("conntrack").arg("-C").output()?.stdout)?
+        .trim()
+        .parse()?;
+    ensure!(
+        count == entries,
+        "the table holds {count} of {entries} entries"
+    );
+
+    let clickhouse = Dedicated::start("bench-agent")?;
+    let server = clickhouse.server();
+    eprintln!("the parts alone:");
+    let parts = parts(&dir, &inventory_path, server, entries)?;
+    let sum = parts.dump + parts.enrich + parts.spool + parts.deliver;
+
+    // The whole agent, on the same table, into a fresh database.
+    let database = "agent";
+    migrate(server.url(), database);
+    let config = dir.join("tollgate.yaml");
+    let mut yaml =
+        String::from("cluster: bench\nnode: node-0\ninventory: {file: inventory.yaml}\nnetwork:\n");
+    for line in NETWORK.lines() {
+        writeln!(yaml, "  {line}")?;
+    }
+    writeln!(
+        yaml,
+        "agent: {{interval_seconds: {INTERVAL_SECONDS}, listen: 127.0.0.1:19102, batch_rows: {BATCH_ROWS}}}\n\
+         sinks:\n  clickhouse: {{url: \"{}\", database: {database}}}\n  spool: {{dir: spool, cap_mib: 4096}}",
+        server.url()
+    )?;
+    std::fs::write(&config, yaml)?;
+    eprintln!("the agent, {intervals} intervals of {INTERVAL_SECONDS} s:");
+    let mut agent = Command::new(binary())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("tollgate agent")?;
+    let pid = agent.id().to_string();
+    let per_interval = parts.records;
+    let timeout = Duration::from_secs(INTERVAL_SECONDS * 3 + 60);
+    let result = (|| {
+        wait_rows(server, database, per_interval, timeout, &mut agent)?;
+        let cpu_start = cpu_seconds(&pid)?;
+        let rss_idle = status_kib(&pid, "VmRSS:")?;
+        let mut cpu = Vec::new();
+        let mut last = cpu_start;
+        for k in 1..=intervals {
+            wait_rows(
+                server,
+                database,
+                per_interval * (k + 1),
+                timeout,
+                &mut agent,
+            )?;
+            let now = cpu_seconds(&pid)?;
+            cpu.push(now - last);
+            last = now;
+        }
+        let peak = status_kib(&pid, "VmHWM:")?;
+        Ok::<_, anyhow::Error>((cpu, rss_idle, peak))
+    })();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let exit = agent.wait()?;
+    let (cpu, rss_idle, peak) = result?;
+    ensure!(exit.success(), "the agent exited with {exit}");
+
+    // Exactly one row per record of every interval, none lost, none twice.
+    let per_read = server.query(&format!(
+        "SELECT count() FROM {database}.flows GROUP BY observed_at ORDER BY observed_at"
+    ))?;
+    for line in per_read.lines() {
+        let rows: u64 = line.trim().parse()?;
+        ensure!(
+            rows == per_interval,
+            "an interval stored {rows} rows, expected {per_interval}: {per_read}"
+        );
+    }
+
+    // The same agent over an empty table: what the inventory and the
+    // process cost without entries.
+    let flushed = Command::new("conntrack").arg("-F").output()?;
+    ensure!(flushed.status.success(), "conntrack -F failed");
+    let idle_peak = idle_agent_peak(&config)?;
+
+    let mut sorted = cpu.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "entries": entries,
+            "records_per_interval": per_interval,
+            "intervals_stored": per_read.lines().count(),
+            "agent_cpu_seconds_per_interval": cpu,
+            "agent_cpu_seconds_median": median,
+            "parts_cpu_seconds": {
+                "dump": parts.dump,
+                "enrich": parts.enrich,
+                "spool": parts.spool,
+                "deliver": parts.deliver,
+                "sum": sum,
+            },
+            "ratio_agent_to_sum_of_parts": median / sum,
+            "agent_peak_rss_mib": peak as f64 / 1024.0,
+            "agent_peak_rss_empty_table_mib": idle_peak as f64 / 1024.0,
+            "interval_working_memory_mib": peak.saturating_sub(idle_peak) as f64 / 1024.0,
+            "agent_rss_between_reads_mib": rss_idle as f64 / 1024.0,
+            "inventory_rss_mib": inventory_kib as f64 / 1024.0,
+            "agent_peak_rss_minus_inventory_mib": (peak.saturating_sub(inventory_kib)) as f64 / 1024.0,
+        })
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
