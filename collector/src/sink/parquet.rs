@@ -16,14 +16,18 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use tollgate_schema::flow::to_record_batch;
+use tollgate_schema::flow::{arrow_schema, to_record_batch};
 use tollgate_schema::FlowRecord;
 
 use crate::sink::{Batch, Sink, WriteError};
+
+/// Records per Arrow batch handed to the writer (a few MiB of records).
+pub const CHUNK_ROWS: usize = 4096;
 
 /// The Parquet sink.
 pub struct ParquetSink {
@@ -93,18 +97,26 @@ impl ParquetSink {
         dir: &Path,
         records: &[&FlowRecord],
     ) -> Result<(), WriteError> {
-        let columns = to_record_batch(records).map_err(|e| WriteError {
-            sink: "parquet",
-            message: format!("cannot build columns: {e}"),
-            transient: false,
-        })?;
         let file = File::create(tmp).map_err(|e| failure(tmp, "creating", &e))?;
-        let mut writer =
-            ArrowWriter::try_new(file, columns.schema(), Some(self.properties.clone()))
-                .map_err(|e| failure(tmp, "starting", &e))?;
-        writer
-            .write(&columns)
-            .map_err(|e| failure(tmp, "writing", &e))?;
+        let mut writer = ArrowWriter::try_new(
+            file,
+            Arc::new(arrow_schema()),
+            Some(self.properties.clone()),
+        )
+        .map_err(|e| failure(tmp, "starting", &e))?;
+        // Columns are built a cache-sized slice of records at a time: each
+        // column reads every record once, so building them for the whole
+        // batch would stream all its records from memory once per column.
+        for chunk in records.chunks(CHUNK_ROWS) {
+            let columns = to_record_batch(chunk).map_err(|e| WriteError {
+                sink: "parquet",
+                message: format!("cannot build columns: {e}"),
+                transient: false,
+            })?;
+            writer
+                .write(&columns)
+                .map_err(|e| failure(tmp, "writing", &e))?;
+        }
         let file = writer
             .into_inner()
             .map_err(|e| failure(tmp, "finishing", &e))?;

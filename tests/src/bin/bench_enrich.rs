@@ -15,7 +15,7 @@ use std::time::Instant;
 use tollgate::classify::{Classifier, NetworkConfig};
 use tollgate::conntrack::{Counters, Entry, Origin, Tuple, L4};
 use tollgate::enrich::Enricher;
-use tollgate::inventory::{static_file, Interner};
+use tollgate::inventory::{static_file, Interner, Inventory, NodeInfo, PodInfo};
 use tollgate_schema::{Family, Protocol};
 use tollgate_tests::synthetic::{random_numbers, World};
 
@@ -37,7 +37,62 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The world's nodes and pods added one at a time through the
+/// inventory's update calls, with the same names as the static file.
+fn watched_inventory(world: &World) -> Inventory {
+    let mut inventory = Inventory::new(300);
+    for n in 0..world.nodes {
+        let node = NodeInfo {
+            name: inventory.names.name(&format!("node-{n}")),
+            zone: inventory
+                .names
+                .name(["r1-a", "r1-b", "r1-c"][(n % 3) as usize]),
+            region: inventory.names.name("r1"),
+            provider: inventory.names.name(""),
+            pod_cidrs: Vec::new(),
+        };
+        let ip = IpAddr::V4(std::net::Ipv4Addr::new(
+            192,
+            168,
+            (n / 250) as u8,
+            (n % 250 + 1) as u8,
+        ));
+        inventory.upsert_node(node, &[ip], 0);
+    }
+    for p in 0..world.pods {
+        let workload = format!("svc-{}", p % 2000);
+        let namespace = inventory.names.name(&format!("team-{}", p % 40));
+        let pod = PodInfo {
+            name: inventory.names.name(&format!("{workload}-{p:x}")),
+            team: namespace.clone(),
+            namespace,
+            node: inventory.names.name(&format!("node-{}", p % world.nodes)),
+            workload_kind: inventory.names.name("Deployment"),
+            workload: inventory.names.name(&workload),
+            host_network: false,
+            host_ports: Vec::new(),
+        };
+        inventory.upsert_pod(pod, &[IpAddr::V4(World::pod_ip(p))], 0, 0);
+    }
+    inventory
+}
+
+/// First argument of the child that measures [`watched_inventory`].
+const WATCHED: &str = "watched-inventory";
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(WATCHED) {
+        let world = World {
+            pods: arg(2, 100_000),
+            nodes: 500,
+            prefixes: 0,
+        };
+        let before = rss_kib();
+        let inventory = watched_inventory(&world);
+        println!("{}", rss_kib().saturating_sub(before));
+        drop(inventory);
+        return Ok(());
+    }
     let pods = arg(1, 100_000);
     let prefixes = arg(2, 50_000);
     let entries = arg(3, 2_000_000);
@@ -49,6 +104,15 @@ fn main() -> anyhow::Result<()> {
         prefixes,
     };
     let (inventory_path, _) = world.write(&dir)?;
+
+    // The inventory built object by object, as the Kubernetes watches feed
+    // it: its own memory, without a parser's leftovers, in a fresh process
+    // (memory freed here would be reused and hide part of it).
+    let watched = std::process::Command::new(std::env::current_exe()?)
+        .args([WATCHED, &pods.to_string()])
+        .output()?;
+    anyhow::ensure!(watched.status.success(), "{watched:?}");
+    let rss_watched: u64 = String::from_utf8(watched.stdout)?.trim().parse()?;
 
     let rss_before = rss_kib();
     let inventory = static_file::load(&inventory_path, "team", 300)?;
@@ -146,6 +210,8 @@ fn main() -> anyhow::Result<()> {
             "copy_only_entries_per_second": entries as f64 / copy_seconds,
             "inventory_rss_kib": rss_inventory,
             "bytes_per_pod": rss_inventory as f64 * 1024.0 / pods as f64,
+            "watched_inventory_rss_kib": rss_watched,
+            "watched_bytes_per_pod": rss_watched as f64 * 1024.0 / pods as f64,
             "unknown_remote": stats.unknown_remote,
             "not_local": stats.not_local,
         })
