@@ -305,3 +305,19 @@ pub fn random_numbers(seed: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+/// A `/proc/<pid>/status` memory field (`VmRSS:`, `VmHWM:`...) in KiB;
+/// `pid` may be `self`.
+pub fn status_kib(pid: &str, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
+}

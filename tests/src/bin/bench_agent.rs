@@ -28,7 +28,7 @@ use tollgate::sink::deliver::{drain, DeliveryCounts, RetryPolicy};
 use tollgate::sink::spool::Spool;
 use tollgate_schema::FlowRecord;
 use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
-use tollgate_tests::synthetic::{random_numbers, World};
+use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 use tollgate_tests::tollgate::{binary, migrate};
 
 const BATCH_ROWS: usize = 50_000;
@@ -40,21 +40,6 @@ fn arg(n: usize, default: u64) -> u64 {
         .nth(n)
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `/proc/<pid>/status` field in KiB.
-fn status_kib(pid: &str, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .with_context(|| format!("{field} in /proc/{pid}/status"))
 }
 
 /// User plus system CPU seconds of process `pid` (all its threads).
@@ -211,10 +196,7 @@ fn parts(dir: &Path, inventory: &Path, server: &ClickHouse, entries: u64) -> any
         ))?;
         Ok(())
     })?;
-    let stored: u64 = server
-        .query(&format!("SELECT count() FROM {database}.flows"))?
-        .trim()
-        .parse()?;
+    let stored = rows(server, database)?;
     ensure!(stored == count, "ClickHouse holds {stored} of {count} rows");
     Ok(Parts {
         records: count,

@@ -17,24 +17,13 @@ use tollgate::conntrack::{Counters, Entry, Origin, Tuple, L4};
 use tollgate::enrich::Enricher;
 use tollgate::inventory::{static_file, Interner, Inventory, NodeInfo, PodInfo};
 use tollgate_schema::{Family, Protocol};
-use tollgate_tests::synthetic::{random_numbers, World};
+use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
         .nth(n)
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The world's nodes and pods added one at a time through the
@@ -87,9 +76,9 @@ fn main() -> anyhow::Result<()> {
             nodes: 500,
             prefixes: 0,
         };
-        let before = rss_kib();
+        let before = status_kib("self", "VmRSS:")?;
         let inventory = watched_inventory(&world);
-        println!("{}", rss_kib().saturating_sub(before));
+        println!("{}", status_kib("self", "VmRSS:")?.saturating_sub(before));
         drop(inventory);
         return Ok(());
     }
@@ -114,9 +103,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(watched.status.success(), "{watched:?}");
     let rss_watched: u64 = String::from_utf8(watched.stdout)?.trim().parse()?;
 
-    let rss_before = rss_kib();
+    let rss_before = status_kib("self", "VmRSS:")?;
     let inventory = static_file::load(&inventory_path, "team", 300)?;
-    let rss_inventory = rss_kib().saturating_sub(rss_before);
+    let rss_inventory = status_kib("self", "VmRSS:")?.saturating_sub(rss_before);
     let config: NetworkConfig = serde_saphyr::from_str(
         "in_region: [172.16.0.0/12]\ncloud_ranges: {aws: ip-ranges.json}\n",
     )?;
