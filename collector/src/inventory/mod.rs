@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 use tollgate_schema::{Name, Protocol};
 
 /// One copy of each distinct name, shared by every holder of it.
@@ -135,7 +136,9 @@ struct Object {
 /// node and port.
 #[derive(Debug)]
 pub struct Inventory {
-    ips: HashMap<IpAddr, Vec<Holding>>,
+    /// Almost every address has had one holder: kept inline, a lookup
+    /// touches the map's slot only, not a second allocation.
+    ips: HashMap<IpAddr, SmallVec<[Holding; 1]>>,
     objects: HashMap<ObjectKey, Object>,
     nodes: HashMap<Name, Arc<NodeInfo>>,
     host_ports: HashMap<(Name, Protocol, u16), Arc<PodInfo>>,
