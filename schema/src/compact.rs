@@ -81,61 +81,27 @@ impl Names {
     }
 }
 
-/// Writes records one at a time; [`Encoder::finish`] gives the bytes.
-#[derive(Default)]
-pub struct Encoder {
-    names: Names,
-    records: Vec<u8>,
-    count: u64,
-}
-
-impl Encoder {
-    /// An empty run.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Append one record.
-    pub fn push(&mut self, record: &FlowRecord) {
-        put_compact(record, &mut self.names, &mut self.records);
-        self.count += 1;
-    }
-
-    /// Records pushed so far.
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
-    /// Whether nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Append the run (name table, count, records) to `out`.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        let names_len: usize = self.names.table.iter().map(|n| n.len() + 2).sum();
-        out.reserve(names_len + self.records.len() + 20);
-        put_varint(self.names.table.len() as u64, out);
-        for name in &self.names.table {
-            put_varint(name.len() as u64, out);
-            out.extend_from_slice(name.as_bytes());
-        }
-        put_varint(self.count, out);
-        out.extend_from_slice(&self.records);
-    }
-}
-
-/// `records` in compact form, appended to `out`.
+/// `records` in compact form (name table, count, records), appended to
+/// `out`.
 pub fn encode(records: &[FlowRecord], out: &mut Vec<u8>) {
-    let mut encoder = Encoder::new();
+    let mut names = Names::default();
+    let mut encoded = Vec::new();
     for record in records {
-        encoder.push(record);
+        put_compact(record, &mut names, &mut encoded);
     }
-    encoder.finish(out);
+    let names_len: usize = names.table.iter().map(|n| n.len() + 2).sum();
+    out.reserve(names_len + encoded.len() + 20);
+    put_varint(names.table.len() as u64, out);
+    for name in &names.table {
+        put_varint(name.len() as u64, out);
+        out.extend_from_slice(name.as_bytes());
+    }
+    put_varint(records.len() as u64, out);
+    out.extend_from_slice(&encoded);
 }
 
-/// The records of a run written by [`encode`] or [`Encoder`], which must
-/// span all of `bytes`.
+/// The records of a run written by [`encode`], which must span all of
+/// `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Vec<FlowRecord>, CompactError> {
     let mut input = Input {
         bytes,
