@@ -169,6 +169,15 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
         ))
         .unwrap();
     assert_eq!(unknown.trim(), "0", "every endpoint was attributed");
+    // The connections that finished sat in the table (TIME_WAIT, UDP
+    // timeouts) through at least one more read: idle entries are counted,
+    // not written as empty rows.
+    let empty_rows = ch
+        .query(&format!(
+            "SELECT count() FROM {database}.flows WHERE packets_sent + packets_received = 0 AND NOT ended"
+        ))
+        .unwrap();
+    assert_eq!(empty_rows.trim(), "0", "rows for idle entries");
     let services = ch
         .query(&format!(
             "SELECT DISTINCT remote_service FROM {database}.flows WHERE local_workload = 'frontend' AND remote_workload = 'api'"
@@ -205,6 +214,7 @@ fn scrape_with_prometheus(cluster: &Cluster) {
     let text = String::from_utf8(exposition.stdout.clone()).unwrap();
     for name in [
         "tollgate_conntrack_entries_read_total",
+        "tollgate_conntrack_idle_entries_total",
         "tollgate_records_total{category=\"cross_zone\"}",
         "tollgate_metered_bytes_total{category=\"cross_zone\",direction=\"out\"}",
         "tollgate_conntrack_table_max",

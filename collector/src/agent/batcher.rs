@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tollgate_schema::compact::Rows;
 use tollgate_schema::FlowRecord;
 
 use super::metrics::Metrics;
@@ -12,13 +13,13 @@ use crate::sink::spool::{Pushed, Spool};
 /// to this many batches' worth; beyond it they are dropped and counted.
 const HELD_BATCHES: usize = 8;
 
-/// Collects records and spools them `rows` at a time, waking the delivery
-/// task after each batch.
+/// Collects records (each in compact form as it arrives) and spools them
+/// `rows` at a time, waking the delivery task after each batch.
 pub struct Batcher {
     spool: Arc<Mutex<Spool>>,
     tokens: TokenMaker,
     rows: usize,
-    pending: Vec<FlowRecord>,
+    pending: Rows,
     wake: Arc<tokio::sync::Notify>,
     metrics: Arc<Metrics>,
 }
@@ -37,14 +38,14 @@ impl Batcher {
             spool,
             tokens,
             rows,
-            pending: Vec::new(),
+            pending: Rows::default(),
             wake,
             metrics,
         }
     }
 
     /// Add one record; a full batch goes to the spool.
-    pub fn add(&mut self, record: FlowRecord) {
+    pub fn add(&mut self, record: &FlowRecord) {
         self.pending.push(record);
         if self.pending.len().is_multiple_of(self.rows) {
             self.flush();
@@ -62,7 +63,7 @@ impl Batcher {
             seq,
             token: self.tokens.token(seq),
             resume_at: Resume::default(),
-            records: std::mem::take(&mut self.pending),
+            rows: std::mem::take(&mut self.pending),
         };
         match spool.push(&batch) {
             Ok(Pushed::Spooled) => {
@@ -70,18 +71,16 @@ impl Batcher {
                 self.wake.notify_one();
             }
             Ok(Pushed::Dropped) => {
-                self.metrics
-                    .records_dropped
-                    .inc_by(batch.records.len() as u64);
+                self.metrics.records_dropped.inc_by(batch.rows.len() as u64);
             }
             Err(error) => {
-                let held = batch.records.len();
+                let held = batch.rows.len();
                 if held >= self.rows * HELD_BATCHES {
                     tracing::error!(%error, records = held, "cannot write to the spool; records dropped");
                     self.metrics.records_dropped.inc_by(held as u64);
                 } else {
                     tracing::error!(%error, records = held, "cannot write to the spool; holding the records to try again");
-                    self.pending = batch.records;
+                    self.pending = batch.rows;
                 }
             }
         }

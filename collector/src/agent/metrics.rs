@@ -35,6 +35,8 @@ pub struct BytesLabels {
 pub struct Metrics {
     /// Entries read by zeroing dumps.
     pub entries_read: Counter,
+    /// Entries read with no traffic since the last read (not recorded).
+    pub idle_entries: Counter,
     /// Ended connections received (DESTROY events).
     pub ended_connections: Counter,
     /// Event socket overflows (the kernel resends those events).
@@ -76,6 +78,7 @@ impl Metrics {
     ) -> Arc<Self> {
         let metrics = Arc::new(Self {
             entries_read: Counter::default(),
+            idle_entries: Counter::default(),
             ended_connections: Counter::default(),
             event_overruns: Counter::default(),
             read_errors: Counter::default(),
@@ -97,6 +100,11 @@ impl Metrics {
             "conntrack_entries_read",
             "Entries read by zeroing dumps of the conntrack table",
             m.entries_read.clone(),
+        );
+        r.register(
+            "conntrack_idle_entries",
+            "Entries read with no traffic since the last read; they meter nothing and are not recorded",
+            m.idle_entries.clone(),
         );
         r.register(
             "conntrack_ended_connections",

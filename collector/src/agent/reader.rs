@@ -1,6 +1,9 @@
 //! The interval loop: on every wall-clock multiple of the interval, the
 //! connections that ended since the last read and a zeroing dump of the
-//! table become enriched records in the batcher.
+//! table become enriched records in the batcher. Entries idle since the
+//! last read are counted, not recorded: they meter nothing, and a node
+//! holding a million idle connections would otherwise write a million
+//! empty rows per interval. An ended connection is always recorded.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +62,7 @@ impl Metering {
                 tally.records[i] += 1;
                 tally.sent[i] += record.bytes_sent;
                 tally.received[i] += record.bytes_received;
-                batcher.add(record);
+                batcher.add(&record);
             },
         );
     }
@@ -177,12 +180,18 @@ impl Reader {
             .metering
             .meter_ended(&self.ended, observed_at, interval, &mut tally);
         let metering = &mut self.metering;
+        let mut idle = 0;
         let result = self.table.dump(ReadMode::Zero, |entry| {
-            metering.meter(entry, observed_at, interval, &mut tally);
+            if entry.is_idle() {
+                idle += 1;
+            } else {
+                metering.meter(entry, observed_at, interval, &mut tally);
+            }
             ControlFlow::Continue(())
         });
         self.metering.batcher.flush();
         let m = self.metering.metrics.clone();
+        m.idle_entries.inc_by(idle);
         match result {
             Ok(summary) => {
                 m.entries_read.inc_by(summary.entries);
@@ -193,7 +202,7 @@ impl Reader {
                         "the kernel flagged the dump as interrupted: the table changed during the walk"
                     );
                 }
-                tracing::debug!(entries = summary.entries, ended, "interval read");
+                tracing::debug!(entries = summary.entries, idle, ended, "interval read");
             }
             Err(error) => {
                 m.read_errors.inc();

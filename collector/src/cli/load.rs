@@ -15,6 +15,7 @@ use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
 use tollgate::sink::parquet::ParquetSink;
 use tollgate::sink::spool::Spool;
 use tollgate::sink::Configured;
+use tollgate_schema::compact::Rows;
 use tollgate_schema::FlowRecord;
 
 use super::clickhouse_args::ClickHouseArgs;
@@ -159,7 +160,7 @@ async fn load(
     let name = args.input.display().to_string();
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
-    let mut pending: Vec<FlowRecord> = Vec::new();
+    let mut pending = Rows::default();
     let mut pending_bytes = 0u64;
     let age = Duration::from_secs_f64(args.batch_age);
     // A partial batch is sent `age` after its first record arrived.
@@ -184,7 +185,7 @@ async fn load(
                 if pending.is_empty() {
                     deadline = tokio::time::Instant::now() + age;
                 }
-                pending.push(record);
+                pending.push(&record);
                 pending_bytes += line.len() as u64;
             }
             line.clear();
@@ -197,7 +198,7 @@ async fn load(
                 seq,
                 token: tokens.token(seq),
                 resume_at: position,
-                records: std::mem::take(&mut pending),
+                rows: std::mem::take(&mut pending),
             };
             pending_bytes = 0;
             lock().push(&batch)?;

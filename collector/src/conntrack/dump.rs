@@ -1,21 +1,23 @@
 //! Reads the whole conntrack table, optionally zeroing each entry's counters
-//! in the same step, and hands every entry on as soon as it is decoded.
+//! as it reads them, and hands every entry on as soon as it is decoded.
 
 use std::ops::ControlFlow;
 
 use super::decode::{messages, Message, NLM_F_DUMP_INTR};
 use super::error::ConntrackError;
 use super::socket::{NetfilterSocket, Received};
+use super::zeroing::{Zeroer, ZeroingCounts};
 use super::Entry;
 
-/// Whether a dump resets the counters it reads.
+/// Whether a read resets the counters it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
-    /// `IPCTNL_MSG_CT_GET_CTRZERO`: each entry's counters are swapped to
-    /// zero as the kernel writes them into the reply, so the next dump sees
-    /// only the bytes since. This is how tollgate meters.
+    /// Every entry that counted traffic since its last zeroing is read
+    /// again and zeroed in one step (`IPCTNL_MSG_CT_GET_CTRZERO` for that
+    /// entry), so the next read sees only the bytes since. Idle entries are
+    /// handed on as the walk found them. This is how tollgate meters.
     Zero,
-    /// `IPCTNL_MSG_CT_GET`: read without side effects (debugging).
+    /// Read without side effects (debugging).
     Keep,
 }
 
@@ -29,32 +31,40 @@ pub struct DumpSummary {
     /// The kernel flagged the dump `NLM_F_DUMP_INTR`: the table changed in
     /// a way that may have made the walk skip or repeat entries.
     pub interrupted: bool,
+    /// What zeroing the active entries found.
+    pub zeroing: ZeroingCounts,
 }
 
-/// A conntrack table reader on its own netlink socket.
+/// A conntrack table reader: one netlink socket walks the table, another
+/// zeroes the entries the walk found active.
 pub struct TableReader {
     socket: NetfilterSocket,
+    zeroer: Zeroer,
 }
 
 impl TableReader {
-    /// Open a netfilter netlink socket in the current network namespace.
+    /// Open the netfilter netlink sockets in the current network namespace.
     pub fn open() -> Result<Self, ConntrackError> {
         Ok(Self {
             socket: NetfilterSocket::open()?,
+            zeroer: Zeroer::open()?,
         })
     }
 
     /// Dump the table, calling `on_entry` for each entry as it is decoded.
     ///
-    /// Nothing is collected: memory stays constant whatever the table size.
+    /// Nothing is collected: memory stays constant whatever the table size
+    /// (active entries wait in batches of a few hundred zeroing requests).
     /// With [`ReadMode::Zero`], every entry handed to `on_entry` has already
-    /// been zeroed in the kernel, so the caller owns those bytes; if this
-    /// returns an error part-way, the entries already handed on are still
-    /// valid and must be kept. `on_entry` may abandon the dump with
-    /// `ControlFlow::Break`: entries the kernel has not yet written keep
-    /// their counters, but those already queued for this socket (up to one
-    /// datagram) were zeroed and are discarded, so only break when giving up
-    /// (e.g. the output pipe closed).
+    /// been zeroed in the kernel (or had nothing to zero), so the caller
+    /// owns those bytes; if this returns an error part-way, the entries
+    /// already handed on are still valid and must be kept. An entry that
+    /// ends between the walk and its zeroing is not handed on: its bytes
+    /// come with its DESTROY event. `on_entry` may abandon the dump with
+    /// `ControlFlow::Break`: entries not yet zeroed keep their counters, but
+    /// answers already queued for the zeroing socket (up to one batch) were
+    /// zeroed and are discarded, so only break when giving up (e.g. the
+    /// output pipe closed).
     pub fn dump<F>(
         &mut self,
         mode: ReadMode,
@@ -63,7 +73,8 @@ impl TableReader {
     where
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
-        self.socket.request_dump(mode == ReadMode::Zero)?;
+        self.socket.request_dump()?;
+        let before = self.zeroer.counts;
         let mut summary = DumpSummary::default();
         loop {
             let datagram = match self.socket.recv()? {
@@ -84,10 +95,19 @@ impl TableReader {
                     Message::Entry { entry, flags } => {
                         summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;
                         summary.entries += 1;
-                        if on_entry(&entry).is_break() {
+                        let flow = if mode == ReadMode::Zero
+                            && entry.orig_counters.is_some()
+                            && !entry.is_idle()
+                        {
+                            self.zeroer.zero(&entry, &mut on_entry)?
+                        } else {
+                            on_entry(&entry)
+                        };
+                        if flow.is_break() {
                             // Closing the socket ends the kernel's dump; a
                             // fresh one keeps the next dump free of leftovers.
                             self.socket = NetfilterSocket::open()?;
+                            self.zeroer = Zeroer::open()?;
                             return Ok(summary);
                         }
                     }
@@ -99,16 +119,19 @@ impl TableReader {
                                 during: "the end of a conntrack dump",
                             });
                         }
+                        // A break here leaves nothing unread.
+                        let _ = self.zeroer.flush(&mut on_entry)?;
+                        let after = self.zeroer.counts;
+                        summary.zeroing = ZeroingCounts {
+                            zeroed: after.zeroed - before.zeroed,
+                            vanished: after.vanished - before.vanished,
+                        };
                         return Ok(summary);
                     }
                     Message::Error { errno } if errno < 0 => {
                         return Err(ConntrackError::Kernel {
                             errno: -errno,
-                            during: if mode == ReadMode::Zero {
-                                "a zeroing conntrack dump request"
-                            } else {
-                                "a conntrack dump request"
-                            },
+                            during: "a conntrack dump request",
                         })
                     }
                     Message::Overrun => {

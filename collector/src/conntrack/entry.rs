@@ -139,4 +139,67 @@ impl Entry {
     pub fn total_bytes(&self) -> u64 {
         self.orig_counters.map_or(0, |c| c.bytes) + self.reply_counters.map_or(0, |c| c.bytes)
     }
+
+    /// Counted no packet in either direction since its counters were last
+    /// zeroed. Without counters (accounting off) nothing can be said, and
+    /// the entry is not idle.
+    pub fn is_idle(&self) -> bool {
+        matches!(
+            (self.orig_counters, self.reply_counters),
+            (Some(orig), Some(reply)) if orig.packets == 0 && reply.packets == 0
+        )
+    }
+}
+
+#[cfg(test)]
+impl Entry {
+    /// A dump row of `tuple` (both directions, no NAT), for tests.
+    pub(crate) fn sample(tuple: Tuple, orig: Option<Counters>, reply: Option<Counters>) -> Entry {
+        Entry {
+            origin: Origin::Dump,
+            family: if tuple.src.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            proto: Protocol::TCP,
+            orig: tuple,
+            reply: tuple,
+            orig_counters: orig,
+            reply_counters: reply,
+            id: 1,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            tcp_state: None,
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_means_no_packet_either_way_with_counters_on() {
+        let tuple = Tuple {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            l4: L4::Ports { src: 1, dst: 2 },
+        };
+        let counted = |packets| {
+            Some(Counters {
+                packets,
+                bytes: packets * 60,
+            })
+        };
+        let entry = |orig, reply| Entry::sample(tuple, orig, reply);
+        assert!(entry(counted(0), counted(0)).is_idle());
+        assert!(!entry(counted(1), counted(0)).is_idle());
+        assert!(!entry(counted(0), counted(2)).is_idle());
+        assert!(!entry(None, None).is_idle());
+        assert!(!entry(counted(0), None).is_idle());
+    }
 }

@@ -53,18 +53,11 @@ impl NetfilterSocket {
         &self.socket
     }
 
-    /// Ask for a dump of the whole table, both address families, zeroing the
-    /// counters as they are read when `zero` is set.
-    pub(crate) fn request_dump(&mut self, zero: bool) -> Result<(), ConntrackError> {
+    /// Ask for a dump of the whole table, both address families, without
+    /// side effects.
+    pub(crate) fn request_dump(&mut self) -> Result<(), ConntrackError> {
         self.sequence = self.sequence.wrapping_add(1);
-        let request = if zero {
-            ConntrackMessage::Other {
-                message_type: super::decode::IPCTNL_MSG_CT_GET_CTRZERO,
-                attributes: Vec::new(),
-            }
-        } else {
-            ConntrackMessage::Get(Vec::new())
-        };
+        let request = ConntrackMessage::Get(Vec::new());
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         header.sequence_number = self.sequence;
@@ -80,6 +73,14 @@ impl NetfilterSocket {
         let mut bytes = vec![0; packet.buffer_len()];
         packet.serialize(&mut bytes);
         self.socket.send(&bytes, 0).map_err(ConntrackError::Send)?;
+        Ok(())
+    }
+
+    /// Send a datagram of requests the caller encoded.
+    pub(crate) fn send(&self, requests: &[u8]) -> Result<(), ConntrackError> {
+        self.socket
+            .send(requests, 0)
+            .map_err(ConntrackError::Send)?;
         Ok(())
     }
 

@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use tollgate_schema::{Category, Family, FlowRecord, Initiator, Protocol, RemoteKind};
+use tollgate_schema::{Category, Family, FlowRecord, Initiator, RemoteKind};
 
 use super::Enricher;
 use crate::classify::{Classifier, NetworkConfig};
-use crate::conntrack::{Counters, Entry, Origin, Tuple, L4};
+use crate::conntrack::{Counters, Entry, Tuple, L4};
 use crate::inventory::{static_file, Inventory};
 
 const INVENTORY: &str = "
@@ -48,30 +48,19 @@ fn entry(orig: (&str, u16, &str, u16), reply: (&str, u16, &str, u16), up: u64, d
         l4: L4::Ports { src: sp, dst: dp },
     };
     Entry {
-        origin: Origin::Dump,
-        family: if ip(orig.0).is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        },
-        proto: Protocol::TCP,
-        orig: tuple(orig),
         reply: tuple(reply),
-        orig_counters: Some(Counters {
-            packets: 3,
-            bytes: up,
-        }),
-        reply_counters: Some(Counters {
-            packets: 2,
-            bytes: down,
-        }),
         id: 7,
-        zone: 0,
-        mark: 0,
-        status: 0,
-        tcp_state: None,
-        start_ns: None,
-        stop_ns: None,
+        ..Entry::sample(
+            tuple(orig),
+            Some(Counters {
+                packets: 3,
+                bytes: up,
+            }),
+            Some(Counters {
+                packets: 2,
+                bytes: down,
+            }),
+        )
     }
 }
 

@@ -1,10 +1,10 @@
 //! A batch: the unit the sinks write, the spool keeps and a retry resends.
 
-use tollgate_schema::FlowRecord;
+use tollgate_schema::compact::Rows;
 
 /// Records written together, with the identity that makes a resend
 /// harmless.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     /// Position in this spool's order (increasing).
     pub seq: u64,
@@ -14,8 +14,8 @@ pub struct Batch {
     /// Where the input resumes after this batch (for replayable inputs such
     /// as `tollgate load` files; 0 otherwise).
     pub resume_at: Resume,
-    /// The records.
-    pub records: Vec<FlowRecord>,
+    /// The records, in compact form.
+    pub rows: Rows,
 }
 
 /// A position in a replayable input.

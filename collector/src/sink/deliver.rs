@@ -104,7 +104,7 @@ pub async fn drain<S: Sink + Sync>(
         counts.batches.fetch_add(1, Ordering::Relaxed);
         counts
             .records
-            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
         delivered += 1;
     }
 }

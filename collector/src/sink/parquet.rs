@@ -13,6 +13,7 @@
 //! encoding, column statistics. IPs are text in ClickHouse's IPv6 form
 //! (`toIPv6(remote_ip)` turns them back into `IPv6`).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -61,72 +62,123 @@ impl ParquetSink {
 
     /// Write one batch; returns the files written.
     pub fn write_batch(&self, batch: &Batch) -> Result<Vec<PathBuf>, WriteError> {
-        // Keyed by the hour since the epoch; its name is formatted once.
-        let mut partitions: BTreeMap<u32, Vec<&FlowRecord>> = BTreeMap::new();
-        for record in &batch.records {
-            partitions
-                .entry(record.observed_at / 3600)
-                .or_default()
-                .push(record);
+        // Keyed by the hour since the epoch; usually one.
+        let mut files: BTreeMap<u32, PartitionFile> = BTreeMap::new();
+        let written = self
+            .write_records(batch, &mut files)
+            .and_then(|()| finish(&mut files));
+        // Never leave a partial file behind, even a temporary one.
+        for file in files.values() {
+            let _ = fs::remove_file(&file.tmp);
         }
-        let mut written = Vec::new();
-        for (hour_since_epoch, records) in partitions {
-            let (date, hour) = partition(hour_since_epoch * 3600);
-            let dir = self
-                .dir
-                .join(format!("date={date}"))
-                .join(format!("hour={hour}"));
-            fs::create_dir_all(&dir).map_err(|e| failure(&dir, "creating a partition", &e))?;
-            let path = dir.join(format!("{}.parquet", batch.token));
-            let tmp = dir.join(format!("{}.parquet.tmp", batch.token));
-            let result = self.write_file(&tmp, &path, &dir, &records);
-            if result.is_err() {
-                // Never leave a partial file behind, even a temporary one.
-                let _ = fs::remove_file(&tmp);
-            }
-            result?;
-            written.push(path);
-        }
-        Ok(written)
+        written
     }
 
-    fn write_file(
+    /// The batch's records, decoded and written a chunk at a time: the
+    /// batch is never held as full records, and each column of a chunk is
+    /// built from records still in the cache.
+    fn write_records(
         &self,
-        tmp: &Path,
-        path: &Path,
-        dir: &Path,
-        records: &[&FlowRecord],
+        batch: &Batch,
+        files: &mut BTreeMap<u32, PartitionFile>,
     ) -> Result<(), WriteError> {
-        let file = File::create(tmp).map_err(|e| failure(tmp, "creating", &e))?;
-        let mut writer = ArrowWriter::try_new(
+        let mut records = batch.rows.iter();
+        let mut chunk: Vec<FlowRecord> = Vec::with_capacity(CHUNK_ROWS);
+        loop {
+            chunk.clear();
+            for record in records.by_ref().take(CHUNK_ROWS) {
+                chunk.push(record.map_err(|e| WriteError {
+                    sink: "parquet",
+                    message: format!("spooled batch {} cannot be read: {e}", batch.seq),
+                    transient: false,
+                })?);
+            }
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            for run in chunk.chunk_by(|a, b| a.observed_at / 3600 == b.observed_at / 3600) {
+                let hour = run[0].observed_at / 3600;
+                let file = match files.entry(hour) {
+                    Entry::Occupied(file) => file.into_mut(),
+                    Entry::Vacant(slot) => slot.insert(self.create(&batch.token, hour)?),
+                };
+                let columns =
+                    to_record_batch(&run.iter().collect::<Vec<_>>()).map_err(|e| WriteError {
+                        sink: "parquet",
+                        message: format!("cannot build columns: {e}"),
+                        transient: false,
+                    })?;
+                file.writer
+                    .write(&columns)
+                    .map_err(|e| failure(&file.tmp, "writing", &e))?;
+            }
+        }
+    }
+
+    /// A new temporary file in the partition of `hour_since_epoch`.
+    fn create(&self, token: &str, hour_since_epoch: u32) -> Result<PartitionFile, WriteError> {
+        let (date, hour) = partition(hour_since_epoch * 3600);
+        let dir = self
+            .dir
+            .join(format!("date={date}"))
+            .join(format!("hour={hour}"));
+        fs::create_dir_all(&dir).map_err(|e| failure(&dir, "creating a partition", &e))?;
+        let path = dir.join(format!("{token}.parquet"));
+        let tmp = dir.join(format!("{token}.parquet.tmp"));
+        let file = File::create(&tmp).map_err(|e| failure(&tmp, "creating", &e))?;
+        let writer = ArrowWriter::try_new(
             file,
             Arc::new(arrow_schema()),
             Some(self.properties.clone()),
         )
-        .map_err(|e| failure(tmp, "starting", &e))?;
-        // Columns are built a cache-sized slice of records at a time: each
-        // column reads every record once, so building them for the whole
-        // batch would stream all its records from memory once per column.
-        for chunk in records.chunks(CHUNK_ROWS) {
-            let columns = to_record_batch(chunk).map_err(|e| WriteError {
-                sink: "parquet",
-                message: format!("cannot build columns: {e}"),
-                transient: false,
-            })?;
-            writer
-                .write(&columns)
-                .map_err(|e| failure(tmp, "writing", &e))?;
-        }
-        let file = writer
-            .into_inner()
-            .map_err(|e| failure(tmp, "finishing", &e))?;
-        file.sync_all().map_err(|e| failure(tmp, "syncing", &e))?;
-        drop(file);
-        fs::rename(tmp, path).map_err(|e| failure(path, "renaming into place", &e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| failure(dir, "syncing the directory", &e))
+        .map_err(|e| failure(&tmp, "starting", &e))?;
+        Ok(PartitionFile {
+            tmp,
+            path,
+            dir,
+            writer,
+        })
     }
+}
+
+/// A file being written into one partition.
+struct PartitionFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+/// Close, sync and rename every file into place; the files finished are
+/// taken out of `files`, so what is left there is to be removed.
+fn finish(files: &mut BTreeMap<u32, PartitionFile>) -> Result<Vec<PathBuf>, WriteError> {
+    let mut written = Vec::new();
+    while let Some((_, file)) = files.pop_first() {
+        let PartitionFile {
+            tmp,
+            path,
+            dir,
+            writer,
+        } = file;
+        let done = writer
+            .into_inner()
+            .map_err(|e| failure(&tmp, "finishing", &e))
+            .and_then(|f| f.sync_all().map_err(|e| failure(&tmp, "syncing", &e)))
+            .and_then(|()| {
+                fs::rename(&tmp, &path).map_err(|e| failure(&path, "renaming into place", &e))
+            })
+            .and_then(|()| {
+                File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| failure(&dir, "syncing the directory", &e))
+            });
+        if let Err(error) = done {
+            let _ = fs::remove_file(&tmp);
+            return Err(error);
+        }
+        written.push(path);
+    }
+    Ok(written)
 }
 
 impl Sink for ParquetSink {

@@ -8,10 +8,10 @@
 //! order with their original tokens.
 //!
 //! A batch file is a header (sequence, token, resume position) and the
-//! records in the schema crate's compact form: each distinct name once,
-//! then the records with names as indexes, so reading a batch back shares
-//! one allocation per name rather than allocating every name of every
-//! record.
+//! records in the schema crate's compact form (each distinct name once,
+//! then the records with names as indexes), the form the batch was built
+//! in: writing it copies bytes, and reading it back allocates each name
+//! once, not a record at a time.
 //!
 //! The spool also remembers how far a replayable input was consumed: the
 //! newest batch's [`Resume`] position, kept in a `position` file when the
@@ -26,7 +26,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tollgate_schema::compact;
+use tollgate_schema::compact::Rows;
 
 use super::batch::{Batch, Resume};
 
@@ -192,14 +192,14 @@ impl Spool {
                 path: self.batch_path(batch.seq),
                 detail: format!("cannot encode: {e}"),
             })?;
-        compact::encode(&batch.records, &mut bytes);
+        batch.rows.write_to(&mut bytes);
         let size = bytes.len() as u64;
         self.next_seq = batch.seq + 1;
         if self.used_bytes + size > self.cap_bytes {
             self.stats.dropped_batches += 1;
-            self.stats.dropped_records += batch.records.len() as u64;
+            self.stats.dropped_records += batch.rows.len() as u64;
             tracing::error!(
-                records = batch.records.len(),
+                records = batch.rows.len(),
                 dropped_records_total = self.stats.dropped_records,
                 used_bytes = self.used_bytes,
                 cap_bytes = self.cap_bytes,
@@ -269,7 +269,7 @@ impl Spool {
             seq: header.seq,
             token: header.token,
             resume_at: header.resume_at,
-            records: compact::decode(records).map_err(|e| corrupt(e.to_string()))?,
+            rows: Rows::read(records).map_err(|e| corrupt(e.to_string()))?,
         };
         if batch.seq != seq {
             return Err(corrupt(format!(
@@ -384,8 +384,23 @@ mod tests {
                 offset,
                 line: offset / 10,
             },
-            records: vec![record; records],
+            rows: vec![record; records].iter().collect(),
         }
+    }
+
+    fn assert_same(read: &Batch, written: &Batch) {
+        let records = |b: &Batch| -> Vec<tollgate_schema::FlowRecord> {
+            b.rows.iter().collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(
+            (read.seq, &read.token, read.resume_at, records(read)),
+            (
+                written.seq,
+                &written.token,
+                written.resume_at,
+                records(written)
+            )
+        );
     }
 
     const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
@@ -412,11 +427,11 @@ mod tests {
 
         let mut spool = Spool::open(&dir, 1 << 20).unwrap();
         assert_eq!(spool.len(), 2);
-        assert_eq!(spool.oldest().unwrap().unwrap(), first);
+        assert_same(&spool.oldest().unwrap().unwrap(), &first);
         assert_eq!(spool.position().offset, 200);
         assert!(!dir.join("00000000000000000003.batch.tmp").exists());
         spool.ack(first.seq).unwrap();
-        assert_eq!(spool.oldest().unwrap().unwrap(), second);
+        assert_same(&spool.oldest().unwrap().unwrap(), &second);
         spool.ack(second.seq).unwrap();
         assert!(spool.is_empty());
         assert_eq!(spool.used_bytes(), 0);

@@ -1,16 +1,19 @@
 //! Benchmark of the whole agent at ENTRIES conntrack entries per interval
 //! (run by `tests/scripts/bench-agent.sh`, as root, inside a network
 //! namespace of its own): CPU seconds per interval and peak RSS of
-//! `tollgate agent` delivering to a real ClickHouse, against the sum of its
+//! `tollgate agent` delivering to a real ClickHouse while one packet per
+//! entry and interval keeps every entry active, against the sum of its
 //! parts measured alone in this process over the same table: the zeroing
-//! dump, enrichment, spooling and delivery.
+//! dump, enrichment, spooling and delivery. Also the CPU of one read of the
+//! same table idle (every entry read, none recorded).
 //!
 //! Usage: bench_agent [ENTRIES] [INTERVALS]. The world is
 //! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
 //! prefixes) seen from node-0, whose 200 pods hold every connection.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -18,6 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use socket2::{Domain, Protocol as SocketProtocol, SockAddr, Socket, Type};
 use tollgate::classify::{Classifier, NetworkConfig};
 use tollgate::conntrack::{sysctl, Entry, ReadMode, TableReader};
 use tollgate::enrich::Enricher;
@@ -32,7 +36,13 @@ use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 use tollgate_tests::tollgate::{binary, migrate};
 
 const BATCH_ROWS: usize = 50_000;
-const INTERVAL_SECONDS: u64 = 10;
+/// Long enough for a read and a sweep of a million entries to follow
+/// each other inside one interval on two cores.
+const INTERVAL_SECONDS: u64 = 20;
+const METRICS: &str = "127.0.0.1:19102";
+const READS: &str = "tollgate_interval_read_duration_seconds_count";
+const IDLE: &str = "tollgate_conntrack_idle_entries_total";
+const ENTRIES_READ: &str = "tollgate_conntrack_entries_read_total";
 const NETWORK: &str = "in_region: [172.16.0.0/12]\ncloud_ranges: {aws: ip-ranges.json}\n";
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -74,24 +84,57 @@ fn timed<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Re
     Ok((result, spent))
 }
 
-/// `conntrack -R` lines: every connection from one of node-0's pods (a
-/// distinct source port per pod), 80% TCP established, 20% UDP, to
-/// [`World::peer`]'s mix; Service connections carry their DNAT in the
-/// reply tuple.
-fn entries_file(world: &World, entries: u64, path: &Path) -> anyhow::Result<()> {
+/// One connection of the table, as injected.
+#[derive(Clone, Copy)]
+struct TableConnection {
+    pod: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    reply_src: Ipv4Addr,
+    udp: bool,
+}
+
+impl TableConnection {
+    fn dport(&self) -> u16 {
+        if self.udp {
+            53
+        } else {
+            443
+        }
+    }
+}
+
+/// Every connection from one of node-0's pods (a distinct source port per
+/// pod), 80% TCP established, 20% UDP, to [`World::peer`]'s mix; Service
+/// connections carry their DNAT in the reply tuple.
+fn connections(world: &World, entries: u64) -> Vec<TableConnection> {
     let local = world.local_pods();
     let mut next = random_numbers(0x2545_f491_4f6c_dd1d);
+    (0..entries)
+        .map(|i| {
+            let (dst, reply_src) = world.peer(i, &mut next);
+            TableConnection {
+                pod: World::pod_ip(local[(i % local.len() as u64) as usize]),
+                sport: u16::try_from(1024 + i / local.len() as u64).unwrap_or(u16::MAX),
+                dst,
+                reply_src,
+                udp: i % 5 == 4,
+            }
+        })
+        .collect()
+}
+
+/// The connections as `conntrack -R` lines.
+fn entries_file(connections: &[TableConnection], path: &Path) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut line = String::new();
-    for i in 0..entries {
-        let pod = World::pod_ip(local[(i % local.len() as u64) as usize]);
-        let sport = 1024 + i / local.len() as u64;
-        let (dst, reply_src) = world.peer(i, &mut next);
-        let (proto, dport, state) = if i % 5 == 4 {
-            ("udp", 53, "")
+    for c in connections {
+        let (proto, state) = if c.udp {
+            ("udp", "")
         } else {
-            ("tcp", 443, " --state ESTABLISHED")
+            ("tcp", " --state ESTABLISHED")
         };
+        let (pod, sport, dst, dport, reply_src) = (c.pod, c.sport, c.dst, c.dport(), c.reply_src);
         line.clear();
         writeln!(
             line,
@@ -105,6 +148,104 @@ fn entries_file(world: &World, entries: u64, path: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Sends one packet per connection, in the direction that opened it
+/// (a TCP ACK or an empty UDP datagram), through a raw socket: conntrack
+/// counts it at OUTPUT and the script's nftables rule drops it right after
+/// (the drop is the `EPERM` every send returns). Every entry then carries
+/// traffic in the next read.
+fn sweep(socket: &Socket, connections: &[TableConnection]) -> anyhow::Result<()> {
+    let mut packet = [0u8; 40];
+    for c in connections {
+        let len = if c.udp { 28 } else { 40 };
+        packet[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        packet[9] = if c.udp { 17 } else { 6 };
+        packet[12..16].copy_from_slice(&c.pod.octets());
+        packet[16..20].copy_from_slice(&c.dst.octets());
+        packet[20..22].copy_from_slice(&c.sport.to_be_bytes());
+        packet[22..24].copy_from_slice(&c.dport().to_be_bytes());
+        if c.udp {
+            packet[24..28].copy_from_slice(&[0, 8, 0, 0]);
+        } else {
+            // seq 1, ack 1, header of 5 words, ACK, window 65535.
+            packet[24..40]
+                .copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        let to = SockAddr::from(SocketAddrV4::new(c.dst, 0));
+        match socket.send_to(&packet[..len], &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+                return Err(e).context("sending a packet")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A value of the agent's /metrics (the first sample named `name`).
+fn metric(name: &str) -> anyhow::Result<f64> {
+    let mut stream = TcpStream::connect(METRICS)?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{name} is not in the agent's metrics"))
+}
+
+/// Wait until the agent has finished `reads` interval reads.
+fn wait_reads(reads: f64, agent_pid: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(INTERVAL_SECONDS * 3 + 60);
+    loop {
+        if metric(READS).unwrap_or(0.0) >= reads {
+            return Ok(());
+        }
+        ensure!(
+            Path::new(&format!("/proc/{agent_pid}")).exists(),
+            "the agent exited"
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "the agent did not finish read {reads}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After each of the agent's reads from `first_read` on, one sweep, `sweeps` times;
+/// each must finish inside the interval it started in, or a read would see part of it.
+fn drive_traffic(
+    connections: &[TableConnection],
+    first_read: f64,
+    sweeps: u64,
+    agent_pid: &str,
+) -> anyhow::Result<()> {
+    let socket = raw_socket()?;
+    for k in 0..sweeps {
+        wait_reads(first_read + k as f64, agent_pid)?;
+        let started = unix_seconds();
+        sweep(&socket, connections)?;
+        ensure!(
+            unix_seconds() / INTERVAL_SECONDS == started / INTERVAL_SECONDS,
+            "a sweep crossed an interval boundary"
+        );
+    }
+    Ok(())
+}
+
+/// A raw IPv4 socket that sends the headers it is given (`IPPROTO_RAW`).
+fn raw_socket() -> anyhow::Result<Socket> {
+    Socket::new(Domain::IPV4, Type::RAW, Some(SocketProtocol::from(255))).context("a raw socket")
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 /// The parts alone, over the same table: what each costs this process.
 struct Parts {
     records: u64,
@@ -114,9 +255,17 @@ struct Parts {
     deliver: f64,
 }
 
-fn parts(dir: &Path, inventory: &Path, server: &ClickHouse, entries: u64) -> anyhow::Result<Parts> {
+fn parts(
+    dir: &Path,
+    inventory: &Path,
+    server: &ClickHouse,
+    connections: &[TableConnection],
+) -> anyhow::Result<Parts> {
+    let entries = connections.len() as u64;
     let mut table = TableReader::open()?;
-    let (read, dump) = timed("zeroing dump alone", || {
+    // Every entry active, as in the agent's intervals.
+    sweep(&raw_socket()?, connections)?;
+    let (read, dump) = timed("zeroing read alone (walk, zero each entry)", || {
         let mut read = 0u64;
         table.dump(ReadMode::Zero, |_| {
             read += 1;
@@ -152,26 +301,23 @@ fn parts(dir: &Path, inventory: &Path, server: &ClickHouse, entries: u64) -> any
     let count = records.len() as u64;
 
     let tokens = TokenMaker::new("parts")?;
-    let mut batches = Vec::new();
-    let mut rest = records;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(BATCH_ROWS));
-        let seq = batches.len() as u64 + 1;
-        batches.push(Batch {
-            seq,
-            token: tokens.token(seq),
-            resume_at: Resume::default(),
-            records: std::mem::replace(&mut rest, tail),
-        });
-    }
     let mut spool = Spool::open(&dir.join("parts-spool"), 8 << 30)?;
-    let ((), spool_cpu) = timed("spooling alone (encode, write, fsync)", || {
-        for batch in &batches {
-            spool.push(batch)?;
-        }
-        Ok(())
-    })?;
-    drop(batches);
+    let ((), spool_cpu) = timed(
+        "batching and spooling alone (compact form, write, fsync)",
+        || {
+            for (i, chunk) in records.chunks(BATCH_ROWS).enumerate() {
+                let seq = i as u64 + 1;
+                spool.push(&Batch {
+                    seq,
+                    token: tokens.token(seq),
+                    resume_at: Resume::default(),
+                    rows: chunk.iter().collect(),
+                })?;
+            }
+            Ok(())
+        },
+    )?;
+    drop(records);
 
     let database = "parts";
     migrate(server.url(), database);
@@ -279,7 +425,8 @@ fn main() -> anyhow::Result<()> {
         sysctl::ensure(setting)?;
     }
     let entries_path = dir.join("entries");
-    entries_file(&world, entries, &entries_path)?;
+    let connections = connections(&world, entries);
+    entries_file(&connections, &entries_path)?;
     eprintln!("injecting {entries} entries...");
     let injected = Command::new("conntrack")
         .arg("-R")
@@ -302,7 +449,7 @@ fn main() -> anyhow::Result<()> {
     let clickhouse = Dedicated::start("bench-agent")?;
     let server = clickhouse.server();
     eprintln!("the parts alone:");
-    let parts = parts(&dir, &inventory_path, server, entries)?;
+    let parts = parts(&dir, &inventory_path, server, &connections)?;
     let sum = parts.dump + parts.enrich + parts.spool + parts.deliver;
 
     // The whole agent, on the same table, into a fresh database.
@@ -316,12 +463,14 @@ fn main() -> anyhow::Result<()> {
     }
     writeln!(
         yaml,
-        "agent: {{interval_seconds: {INTERVAL_SECONDS}, listen: 127.0.0.1:19102, batch_rows: {BATCH_ROWS}}}\n\
+        "agent: {{interval_seconds: {INTERVAL_SECONDS}, listen: {METRICS}, batch_rows: {BATCH_ROWS}}}\n\
          sinks:\n  clickhouse: {{url: \"{}\", database: {database}}}\n  spool: {{dir: spool, cap_mib: 4096}}",
         server.url()
     )?;
     std::fs::write(&config, yaml)?;
-    eprintln!("the agent, {intervals} intervals of {INTERVAL_SECONDS} s:");
+    eprintln!(
+        "the agent: 2 reads of the idle table, then {intervals}+1 intervals of {INTERVAL_SECONDS} s with traffic on every entry:"
+    );
     let mut agent = Command::new(binary())
         .args(["agent", "--config"])
         .arg(&config)
@@ -331,12 +480,26 @@ fn main() -> anyhow::Result<()> {
     let pid = agent.id().to_string();
     let per_interval = parts.records;
     let timeout = Duration::from_secs(INTERVAL_SECONDS * 3 + 60);
-    let result = (|| {
+    let result = std::thread::scope(|scope| {
+        // The idle table: every entry read, none recorded.
+        wait_reads(1.0, &pid)?;
+        let before = (cpu_seconds(&pid)?, metric(IDLE)?, metric(ENTRIES_READ)?);
+        wait_reads(2.0, &pid)?;
+        let idle_cpu = cpu_seconds(&pid)? - before.0;
+        let idle = metric(IDLE)? - before.1;
+        let read = metric(ENTRIES_READ)? - before.2;
+        ensure!(
+            idle == entries as f64 && read == entries as f64,
+            "the idle read saw {read} entries, {idle} of them idle; expected {entries} and {entries}"
+        );
+        eprintln!("  one read of the idle table: {idle_cpu:.2} s CPU");
+
+        // Traffic on every entry from read 2 on: each following interval
+        // holds every record.
+        let traffic = scope.spawn(|| drive_traffic(&connections, 2.0, intervals + 1, &pid));
         wait_rows(server, database, per_interval, timeout, &mut agent)?;
-        let cpu_start = cpu_seconds(&pid)?;
-        let rss_idle = status_kib(&pid, "VmRSS:")?;
         let mut cpu = Vec::new();
-        let mut last = cpu_start;
+        let mut last = cpu_seconds(&pid)?;
         for k in 1..=intervals {
             wait_rows(
                 server,
@@ -346,15 +509,19 @@ fn main() -> anyhow::Result<()> {
                 &mut agent,
             )?;
             let now = cpu_seconds(&pid)?;
+            eprintln!("  interval with traffic: {:.2} s CPU", now - last);
             cpu.push(now - last);
             last = now;
         }
+        traffic
+            .join()
+            .map_err(|_| anyhow::anyhow!("the traffic thread panicked"))??;
         let peak = status_kib(&pid, "VmHWM:")?;
-        Ok::<_, anyhow::Error>((cpu, rss_idle, peak))
-    })();
+        Ok::<_, anyhow::Error>((cpu, idle_cpu, peak))
+    });
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let exit = agent.wait()?;
-    let (cpu, rss_idle, peak) = result?;
+    let (cpu, idle_cpu, peak) = result?;
     ensure!(exit.success(), "the agent exited with {exit}");
 
     // Exactly one row per record of every interval, none lost, none twice.
@@ -386,6 +553,7 @@ fn main() -> anyhow::Result<()> {
             "intervals_stored": per_read.lines().count(),
             "agent_cpu_seconds_per_interval": cpu,
             "agent_cpu_seconds_median": median,
+            "agent_cpu_seconds_idle_table_read": idle_cpu,
             "parts_cpu_seconds": {
                 "dump": parts.dump,
                 "enrich": parts.enrich,
@@ -397,7 +565,6 @@ fn main() -> anyhow::Result<()> {
             "agent_peak_rss_mib": peak as f64 / 1024.0,
             "agent_peak_rss_empty_table_mib": idle_peak as f64 / 1024.0,
             "interval_working_memory_mib": peak.saturating_sub(idle_peak) as f64 / 1024.0,
-            "agent_rss_between_reads_mib": rss_idle as f64 / 1024.0,
             "inventory_rss_mib": inventory_kib as f64 / 1024.0,
             "agent_peak_rss_minus_inventory_mib": (peak.saturating_sub(inventory_kib)) as f64 / 1024.0,
         })

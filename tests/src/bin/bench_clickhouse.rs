@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             seq: i as u64 + 1,
             token: format!("bench-{i}"),
             resume_at: Default::default(),
-            records: chunk.to_vec(),
+            rows: chunk.iter().collect(),
         })
         .collect();
     let started = Instant::now();

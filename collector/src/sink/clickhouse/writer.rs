@@ -73,8 +73,15 @@ impl Sink for ClickHouseSink {
             .map_err(fail)?
             .with_setting("insert_deduplication_token", batch.token.as_str())
             .with_setting("insert_deduplicate", "1");
-        for record in &batch.records {
-            insert.write(record).await.map_err(fail)?;
+        for record in batch.rows.iter() {
+            // A batch that cannot be read is never ended, so ClickHouse
+            // stores none of it.
+            let record = record.map_err(|e| WriteError {
+                sink: "clickhouse",
+                message: format!("spooled batch {} cannot be read: {e}", batch.seq),
+                transient: false,
+            })?;
+            insert.write(&record).await.map_err(fail)?;
         }
         insert.end().await.map_err(fail)?;
         self.checked.store(true, Ordering::Relaxed);
