@@ -25,8 +25,8 @@ pub const IPCTNL_MSG_CT_NEW: u8 = 0;
 pub const IPCTNL_MSG_CT_GET: u8 = 1;
 /// `IPCTNL_MSG_CT_DELETE`: DESTROY events.
 pub const IPCTNL_MSG_CT_DELETE: u8 = 2;
-/// `IPCTNL_MSG_CT_GET_CTRZERO`: a dump that zeroes each entry's counters as
-/// it writes them into the reply.
+/// `IPCTNL_MSG_CT_GET_CTRZERO`: a read that zeroes each entry's counters as
+/// it writes them into the reply (tollgate sends it for one entry at a time).
 pub const IPCTNL_MSG_CT_GET_CTRZERO: u8 = 3;
 
 const NLMSG_NOOP: u16 = 1;

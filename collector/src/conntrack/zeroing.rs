@@ -105,12 +105,7 @@ impl Zeroer {
             let datagram = match self.socket.recv()? {
                 Received::Datagram(datagram) => datagram,
                 Received::TimedOut => continue,
-                Received::Overrun => {
-                    return Err(ConntrackError::Kernel {
-                        errno: libc::ENOBUFS,
-                        during: "queueing the answers to zeroing requests",
-                    })
-                }
+                Received::Overrun => return Err(answers_lost()),
             };
             for message in messages(datagram) {
                 let message = message.map_err(|error| ConntrackError::Decode {
@@ -137,11 +132,21 @@ impl Zeroer {
                             during: "a request to read and zero one entry's counters",
                         })
                     }
-                    _ => {}
+                    Message::Overrun => return Err(answers_lost()),
+                    Message::Error { .. } | Message::Done { .. } | Message::Ignored { .. } => {}
                 }
             }
         }
         Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// The socket overflowed: answers, whose counters were zeroed, are lost.
+/// `BATCH` is far below what the buffer holds, so this means a bug.
+fn answers_lost() -> ConntrackError {
+    ConntrackError::Kernel {
+        errno: libc::ENOBUFS,
+        during: "queueing the answers to zeroing requests",
     }
 }
 
