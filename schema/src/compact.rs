@@ -1,12 +1,15 @@
 //! A compact binary form of a run of flow records ([`Rows`]): how the agent
 //! holds a batch while it fills, how the spool stores it and what the sinks
-//! read back, one record at a time.
+//! read back, one record at a time or (with the `arrow` feature) as Arrow
+//! columns.
 //!
 //! Records repeat a few thousand names millions of times, so a run is
 //! a table of its distinct names and the records, whose names are indexes
 //! into that table: writing a name costs a pointer lookup (names are
-//! interned, [`Name`]), reading one a reference count. A record in this
-//! form takes about a tenth of the memory of a [`FlowRecord`].
+//! interned, [`Name`]), reading one a reference count, or nothing at all
+//! for an Arrow dictionary column. A record in this form takes about a
+//! fifth of the memory of a [`FlowRecord`] (82 bytes against 408 in the
+//! Parquet benchmark's batch).
 //!
 //! Layout: `varint(names)`, each name as `varint(len)` and UTF-8 bytes;
 //! `varint(records)`; then each record's fields in column order. Integers
@@ -142,14 +145,19 @@ impl Rows {
     /// (or bytes left after the last one) ends the run with an error.
     pub fn iter(&self) -> RowsIter<'_> {
         RowsIter {
-            input: Input {
-                bytes: &self.body,
-                offset: 0,
-                base: self.body_offset,
-                names: &self.names.table,
-            },
+            input: self.input(),
             remaining: self.count,
             finished: false,
+        }
+    }
+
+    /// The records' bytes, to be read from the first.
+    fn input(&self) -> Input<'_> {
+        Input {
+            bytes: &self.body,
+            offset: 0,
+            base: self.body_offset,
+            names: &self.names.table,
         }
     }
 
@@ -206,6 +214,125 @@ impl<'a> FromIterator<&'a FlowRecord> for Rows {
         rows
     }
 }
+
+#[cfg(feature = "arrow")]
+impl Rows {
+    /// The records as Arrow record batches of at most `chunk_rows` rows
+    /// (the Parquet sink's input), built column by column from the compact
+    /// form without making a record: a name column's keys are the run's
+    /// name indexes, into one array of its distinct names.
+    pub fn record_batches(&self, chunk_rows: usize) -> RecordBatches<'_> {
+        let names: arrow_array::StringArray =
+            self.names.table.iter().map(|n| Some(n.as_ref())).collect();
+        RecordBatches {
+            input: self.input(),
+            remaining: self.count,
+            chunk_rows: chunk_rows.max(1),
+            names: std::sync::Arc::new(names),
+            buffers: crate::flow::ColumnBuffers::default(),
+        }
+    }
+}
+
+/// The record batches of a [`Rows`], in order: a record that cannot be
+/// decoded (or bytes left after the last one) ends them with an error.
+#[cfg(feature = "arrow")]
+pub struct RecordBatches<'a> {
+    input: Input<'a>,
+    remaining: usize,
+    chunk_rows: usize,
+    names: arrow_array::ArrayRef,
+    buffers: crate::flow::ColumnBuffers,
+}
+
+#[cfg(feature = "arrow")]
+impl Iterator for RecordBatches<'_> {
+    type Item = Result<arrow_array::RecordBatch, arrow_schema::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let corrupt =
+            |error: CompactError| arrow_schema::ArrowError::ExternalError(Box::new(error));
+        if self.remaining == 0 {
+            if self.input.offset != self.input.bytes.len() {
+                let error = self.input.error("the end of the records");
+                self.input.offset = self.input.bytes.len();
+                return Some(Err(corrupt(error)));
+            }
+            return None;
+        }
+        self.buffers.clear();
+        let rows = self.remaining.min(self.chunk_rows);
+        for _ in 0..rows {
+            if self.buffers.push(&mut self.input).is_none() {
+                let error = self.input.error("a record");
+                self.remaining = 0;
+                self.input.offset = self.input.bytes.len();
+                return Some(Err(corrupt(error)));
+            }
+        }
+        self.remaining -= rows;
+        Some(self.buffers.to_record_batch(&self.names))
+    }
+}
+
+/// How a field is read into a column buffer and turned into an Arrow
+/// column: names as their index in the run's table, everything else as
+/// its value.
+#[cfg(feature = "arrow")]
+pub(crate) trait ColumnField: Sized {
+    type Item;
+    fn get_item(input: &mut Input<'_>) -> Option<Self::Item>;
+    fn array(
+        items: &[Self::Item],
+        names: &arrow_array::ArrayRef,
+        clickhouse: &str,
+    ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError>;
+}
+
+#[cfg(feature = "arrow")]
+impl ColumnField for Name {
+    type Item = i32;
+
+    fn get_item(input: &mut Input<'_>) -> Option<i32> {
+        let index = input.varint("").ok()?;
+        (index < input.names.len() as u64).then_some(i32::try_from(index).ok()?)
+    }
+
+    fn array(
+        keys: &[i32],
+        names: &arrow_array::ArrayRef,
+        _: &str,
+    ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
+        let keys = arrow_array::Int32Array::from(keys.to_vec());
+        Ok(std::sync::Arc::new(arrow_array::DictionaryArray::<
+            arrow_array::types::Int32Type,
+        >::try_new(keys, names.clone())?))
+    }
+}
+
+/// Fields read as their own values.
+macro_rules! value_columns {
+    ($($t:ty),+) => {$(
+        #[cfg(feature = "arrow")]
+        impl ColumnField for $t {
+            type Item = $t;
+
+            fn get_item(input: &mut Input<'_>) -> Option<$t> {
+                Field::get(input)
+            }
+
+            fn array(
+                items: &[$t],
+                _: &arrow_array::ArrayRef,
+                clickhouse: &str,
+            ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
+                Ok(<$t as crate::flow::ArrowColumn>::column(items.iter(), clickhouse))
+            }
+        }
+    )+};
+}
+
+value_columns!(u16, u32, u64, bool, Ipv6Addr, Family, Protocol, Category, RemoteKind, Initiator);
 
 /// The records of a [`Rows`], in order.
 pub struct RowsIter<'a> {
@@ -452,6 +579,26 @@ mod tests {
             read_all(&bytes).unwrap_err().expected,
             "the end of the records"
         );
+    }
+
+    #[cfg(feature = "arrow")]
+    #[test]
+    fn record_batches_hold_every_record_and_report_corruption() {
+        let rows: Rows = sample().iter().collect();
+        let sizes: Vec<usize> = rows
+            .record_batches(2)
+            .map(|b| b.unwrap().num_rows())
+            .collect();
+        assert_eq!(sizes, [2, 1]);
+        let bytes = written(&sample());
+        for len in 0..bytes.len() {
+            if let Ok(rows) = Rows::read(&bytes[..len]) {
+                assert!(
+                    rows.record_batches(2).any(|b| b.is_err()),
+                    "truncated to {len}"
+                );
+            }
+        }
     }
 
     #[test]

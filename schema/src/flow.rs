@@ -3,7 +3,9 @@
 //! It is declared once, in the [`flow_record!`] invocation below. From that
 //! one list come the Rust type [`FlowRecord`], the ClickHouse column list
 //! [`COLUMNS`] (which `sql/`'s `flows` table is tested against on real
-//! ClickHouse) and, with the `arrow` feature, the Arrow schema.
+//! ClickHouse), the compact form's field order and, with the `arrow`
+//! feature, the Arrow schema and the column buffers a compact run is turned
+//! into Arrow columns with.
 //!
 //! A record describes a connection from the point of view of one endpoint
 //! that lives on the observing node (a pod, or the node itself): `local_*`
@@ -24,8 +26,9 @@ use crate::{Family, Protocol};
 ///
 /// Records repeat the same few thousand names millions of times; the
 /// inventory interns each once and every record holding it shares the one
-/// allocation, so building a record copies pointers, not text, and the
-/// Parquet writer recognises a repeated name by its address.
+/// allocation, so building a record copies pointers, not text, and a
+/// compact run ([`crate::compact::Rows`]) recognises a repeated name by its
+/// address.
 pub type Name = Arc<str>;
 
 /// One column of the flows table.
@@ -50,17 +53,39 @@ macro_rules! flow_record {
             $( $(#[doc = $doc])+ pub $field: $rust, )+
         }
 
-        /// The records as one Arrow record batch with [`arrow_schema`]'s
-        /// columns (the Parquet sink's input).
+        /// One chunk of a compact run's records, column by column, as the
+        /// compact form stores them (names as indexes into the run's table).
         #[cfg(feature = "arrow")]
-        pub fn to_record_batch(
-            records: &[&FlowRecord],
-        ) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
-            use arrow::ArrowColumn;
-            arrow_array::RecordBatch::try_new(
-                std::sync::Arc::new(arrow_schema()),
-                vec![$( <$rust as ArrowColumn>::column(records.iter().map(|r| &r.$field), $clickhouse), )+],
-            )
+        #[derive(Default)]
+        pub(crate) struct ColumnBuffers {
+            $( $field: Vec<<$rust as crate::compact::ColumnField>::Item>, )+
+        }
+
+        #[cfg(feature = "arrow")]
+        impl ColumnBuffers {
+            pub(crate) fn clear(&mut self) {
+                $( self.$field.clear(); )+
+            }
+
+            /// Appends one record read from `input`.
+            pub(crate) fn push(&mut self, input: &mut crate::compact::Input<'_>) -> Option<()> {
+                use crate::compact::ColumnField;
+                $( self.$field.push(<$rust as ColumnField>::get_item(input)?); )+
+                Some(())
+            }
+
+            /// The buffered records as one Arrow record batch with
+            /// [`arrow_schema`]'s columns; name columns index `names`.
+            pub(crate) fn to_record_batch(
+                &self,
+                names: &arrow_array::ArrayRef,
+            ) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
+                use crate::compact::ColumnField;
+                arrow_array::RecordBatch::try_new(
+                    std::sync::Arc::new(arrow_schema()),
+                    vec![$( <$rust as ColumnField>::array(&self.$field, names, $clickhouse)?, )+],
+                )
+            }
         }
 
         /// Writes `record`'s fields, in column order, in the spool's
@@ -279,7 +304,7 @@ mod arrow {
     };
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
-    use super::{Category, Initiator, Name, RemoteKind, COLUMNS};
+    use super::{Category, Initiator, RemoteKind, COLUMNS};
     use crate::{Family, Protocol};
 
     /// The Arrow schema of a flow record, derived from [`COLUMNS`]: text
@@ -316,7 +341,7 @@ mod arrow {
     /// Builds one Arrow column from a field's values; the ClickHouse type
     /// tells apart fields that share a Rust type (a `u32` is a timestamp or
     /// a count).
-    pub(super) trait ArrowColumn: Sized {
+    pub(crate) trait ArrowColumn: Sized {
         fn column<'a>(values: impl Iterator<Item = &'a Self>, clickhouse: &str) -> ArrayRef
         where
             Self: 'a;
@@ -375,29 +400,14 @@ mod arrow {
         }
     }
 
-    /// Values stored as dictionary-encoded text.
+    /// Closed sets of values stored as dictionary-encoded text (names come
+    /// with their own dictionary, the compact run's table).
     trait Text {
         fn text(&self) -> std::borrow::Cow<'_, str>;
-
-        /// An address that equal values usually share (interned names),
-        /// or 0: a cheap first lookup before comparing text.
-        fn identity(&self) -> usize {
-            0
-        }
     }
 
     use std::collections::HashMap;
     use std::fmt::Write as _;
-
-    impl Text for Name {
-        fn text(&self) -> std::borrow::Cow<'_, str> {
-            self.as_ref().into()
-        }
-
-        fn identity(&self) -> usize {
-            Arc::as_ptr(self).cast::<u8>() as usize
-        }
-    }
 
     impl Text for Family {
         fn text(&self) -> std::borrow::Cow<'_, str> {
@@ -436,23 +446,11 @@ mod arrow {
             let mut keys = Vec::new();
             let mut dictionary: Vec<std::borrow::Cow<'a, str>> = Vec::new();
             let mut index: HashMap<std::borrow::Cow<'a, str>, i32> = HashMap::new();
-            let mut by_identity: HashMap<usize, i32> = HashMap::new();
-            let mut previous: Option<(usize, std::borrow::Cow<'a, str>, i32)> = None;
+            let mut previous: Option<(std::borrow::Cow<'a, str>, i32)> = None;
             for value in values {
-                let identity = value.identity();
-                if let Some((last, _, key)) = &previous {
-                    if identity != 0 && identity == *last {
-                        keys.push(*key);
-                        continue;
-                    }
-                }
-                if let Some(key) = by_identity.get(&identity) {
-                    keys.push(*key);
-                    continue;
-                }
                 let text = value.text();
                 let key = match &previous {
-                    Some((_, last, key)) if *last == text => *key,
+                    Some((last, key)) if *last == text => *key,
                     _ => {
                         let next = i32::try_from(dictionary.len()).unwrap_or(i32::MAX);
                         *index.entry(text.clone()).or_insert_with(|| {
@@ -461,10 +459,7 @@ mod arrow {
                         })
                     }
                 };
-                if identity != 0 {
-                    by_identity.insert(identity, key);
-                }
-                previous = Some((identity, text, key));
+                previous = Some((text, key));
                 keys.push(key);
             }
             let values: StringArray = dictionary.iter().map(|v| Some(v.as_ref())).collect();
@@ -478,6 +473,8 @@ mod arrow {
 
 #[cfg(feature = "arrow")]
 pub use arrow::arrow_schema;
+#[cfg(feature = "arrow")]
+pub(crate) use arrow::ArrowColumn;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -513,9 +510,24 @@ pub(crate) mod tests {
         let record: FlowRecord = serde_json::from_str(SAMPLE).unwrap();
         let mut other = record.clone();
         other.protocol = Protocol(47);
-        let batch = to_record_batch(&[&record, &other]).unwrap();
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(batch.schema().as_ref(), &schema);
+        other.local_pod = Name::from("q");
+        let rows: crate::compact::Rows = [&record, &other, &record].into_iter().collect();
+        let batches: Vec<_> = rows.record_batches(2).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert!(batches.iter().all(|b| b.schema().as_ref() == &schema));
+        let pods = batches[0]
+            .column_by_name("local_pod")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>()
+            .unwrap()
+            .downcast_dict::<arrow_array::StringArray>()
+            .unwrap();
+        use arrow_array::ArrayAccessor;
+        assert_eq!((pods.value(0), pods.value(1)), ("p", "q"));
     }
 
     pub(crate) const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",

@@ -10,7 +10,8 @@
 //! every conntrack entry and must never allocate.
 //!
 //! [`flow`] defines the flow record stored by every sink, once;
-//! [`compact`] is the spool's binary form of a run of records.
+//! [`compact`] is the form a batch of records is held, spooled and turned
+//! into Arrow columns in.
 
 use std::fmt;
 

@@ -19,11 +19,11 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::TimestampMillisecondArray;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use tollgate_schema::flow::{arrow_schema, to_record_batch};
-use tollgate_schema::FlowRecord;
+use tollgate_schema::flow::arrow_schema;
 
 use crate::sink::{Batch, Sink, WriteError};
 
@@ -74,45 +74,47 @@ impl ParquetSink {
         written
     }
 
-    /// The batch's records, decoded and written a chunk at a time: the
-    /// batch is never held as full records, and each column of a chunk is
-    /// built from records still in the cache.
+    /// The batch's records, turned into Arrow columns straight from their
+    /// compact form a chunk at a time (the batch is never held as full
+    /// records, and each chunk's columns are built from bytes still in the
+    /// cache), each chunk split where the hour changes.
     fn write_records(
         &self,
         batch: &Batch,
         files: &mut BTreeMap<u32, PartitionFile>,
     ) -> Result<(), WriteError> {
-        let mut records = batch.rows.iter();
-        let mut chunk: Vec<FlowRecord> = Vec::with_capacity(CHUNK_ROWS);
-        loop {
-            chunk.clear();
-            for record in records.by_ref().take(CHUNK_ROWS) {
-                chunk.push(record.map_err(|e| WriteError {
+        for columns in batch.rows.record_batches(CHUNK_ROWS) {
+            let columns = columns.map_err(|e| WriteError {
+                sink: "parquet",
+                message: format!("spooled batch {} cannot be read: {e}", batch.seq),
+                transient: false,
+            })?;
+            let times = columns
+                .column_by_name("observed_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+                .ok_or_else(|| WriteError {
                     sink: "parquet",
-                    message: format!("spooled batch {} cannot be read: {e}", batch.seq),
+                    message: "the Arrow schema has no millisecond `observed_at` column".into(),
                     transient: false,
-                })?);
-            }
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            for run in chunk.chunk_by(|a, b| a.observed_at / 3600 == b.observed_at / 3600) {
-                let hour = run[0].observed_at / 3600;
-                let file = match files.entry(hour) {
+                })?;
+            let hours: Vec<u32> = times
+                .values()
+                .iter()
+                .map(|ms| u32::try_from(ms / 3_600_000).unwrap_or(0))
+                .collect();
+            let mut start = 0;
+            for run in hours.chunk_by(|a, b| a == b) {
+                let file = match files.entry(run[0]) {
                     Entry::Occupied(file) => file.into_mut(),
-                    Entry::Vacant(slot) => slot.insert(self.create(&batch.token, hour)?),
+                    Entry::Vacant(slot) => slot.insert(self.create(&batch.token, run[0])?),
                 };
-                let columns =
-                    to_record_batch(&run.iter().collect::<Vec<_>>()).map_err(|e| WriteError {
-                        sink: "parquet",
-                        message: format!("cannot build columns: {e}"),
-                        transient: false,
-                    })?;
                 file.writer
-                    .write(&columns)
+                    .write(&columns.slice(start, run.len()))
                     .map_err(|e| failure(&file.tmp, "writing", &e))?;
+                start += run.len();
             }
         }
+        Ok(())
     }
 
     /// A new temporary file in the partition of `hour_since_epoch`.
