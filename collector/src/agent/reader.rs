@@ -202,7 +202,14 @@ impl Reader {
                         "the kernel flagged the dump as interrupted: the table changed during the walk"
                     );
                 }
-                tracing::debug!(entries = summary.entries, idle, ended, "interval read");
+                tracing::debug!(
+                    entries = summary.entries,
+                    idle,
+                    zeroed = summary.zeroing.zeroed,
+                    ended_before_zeroing = summary.zeroing.vanished,
+                    ended,
+                    "interval read"
+                );
             }
             Err(error) => {
                 m.read_errors.inc();

@@ -114,6 +114,8 @@ fn dump(mode: ReadMode) -> anyhow::Result<()> {
     tracing::info!(
         entries = summary.entries,
         datagrams = summary.datagrams,
+        zeroed = summary.zeroing.zeroed,
+        ended_before_zeroing = summary.zeroing.vanished,
         "dump complete"
     );
     if summary.interrupted {
