@@ -33,6 +33,18 @@ pub struct WriteError {
     pub transient: bool,
 }
 
+impl WriteError {
+    /// `sink` could not read spooled batch `seq` back (a corrupt file): no
+    /// retry helps.
+    pub fn unreadable_batch(sink: &'static str, seq: u64, error: &dyn std::fmt::Display) -> Self {
+        Self {
+            sink,
+            message: format!("spooled batch {seq} cannot be read: {error}"),
+            transient: false,
+        }
+    }
+}
+
 /// A destination for batches of flow records.
 pub trait Sink {
     /// A short name for logs.

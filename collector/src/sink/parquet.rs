@@ -84,11 +84,8 @@ impl ParquetSink {
         files: &mut BTreeMap<u32, PartitionFile>,
     ) -> Result<(), WriteError> {
         for columns in batch.rows.record_batches(CHUNK_ROWS) {
-            let columns = columns.map_err(|e| WriteError {
-                sink: "parquet",
-                message: format!("spooled batch {} cannot be read: {e}", batch.seq),
-                transient: false,
-            })?;
+            let columns =
+                columns.map_err(|e| WriteError::unreadable_batch("parquet", batch.seq, &e))?;
             let times = columns
                 .column_by_name("observed_at")
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())

@@ -76,11 +76,8 @@ impl Sink for ClickHouseSink {
         for record in batch.rows.iter() {
             // A batch that cannot be read is never ended, so ClickHouse
             // stores none of it.
-            let record = record.map_err(|e| WriteError {
-                sink: "clickhouse",
-                message: format!("spooled batch {} cannot be read: {e}", batch.seq),
-                transient: false,
-            })?;
+            let record =
+                record.map_err(|e| WriteError::unreadable_batch("clickhouse", batch.seq, &e))?;
             insert.write(&record).await.map_err(fail)?;
         }
         insert.end().await.map_err(fail)?;
