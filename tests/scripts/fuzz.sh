@@ -20,6 +20,11 @@ fi
 # The stable toolchain runs cargo-fuzz without sanitizers (coverage guidance still works);
 # RUSTC_BOOTSTRAP lets it pass the flags it needs.
 log="$(mktemp)"
+if ! RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none decode >"$log" 2>&1; then
+  tail -n 30 "$log"
+  echo "the fuzz target did not build (see above); nothing was fuzzed" >&2
+  exit 1
+fi
 if RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none decode "$scratch" fuzz/corpus/decode \
   -- -max_total_time="$seconds" -max_len=65536 >"$log" 2>&1; then
   grep -E '^Done [0-9]+ runs' "$log"

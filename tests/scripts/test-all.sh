@@ -8,6 +8,18 @@ source tests/scripts/install-deps.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Everything the suites write to the temp dir (ClickHouse data, spools, records) goes to one
+# directory of this run, removed at the end; a test killed mid-way leaves nothing behind.
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-test-all.XXXXXX")"
+cleanup() {
+  grep -F " $scratch/" /proc/mounts | cut -d' ' -f2 | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+export TMPDIR="$scratch"
+# Incremental artefacts only help rebuilds; a one-shot run would carry gigabytes of them.
+export CARGO_INCREMENTAL=0
+
 step "format"
 cargo fmt --all -- --check
 
