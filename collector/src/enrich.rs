@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tollgate_schema::{Category, FlowRecord, Initiator, Name, RemoteKind};
+use tollgate_schema::{Category, FlowView, Initiator, Name, RemoteKind};
 
 use crate::classify::{Classifier, Place, Remote};
 use crate::conntrack::{Counters, Entry, Origin};
@@ -45,9 +45,12 @@ pub struct EnrichStats {
     pub unknown_remote: u64,
 }
 
-/// The fixed names records use.
+/// The names of this node that records borrow.
 #[derive(Debug)]
-struct Words {
+struct Fixed {
+    cluster: Name,
+    node: Name,
+    node_team: Name,
     empty: Name,
     node_kind: Name,
 }
@@ -55,10 +58,7 @@ struct Words {
 /// Turns entries into records for one node.
 #[derive(Debug)]
 pub struct Enricher {
-    cluster: Name,
-    node: Name,
-    node_team: Name,
-    words: Words,
+    fixed: Fixed,
     /// Counts since creation.
     pub stats: EnrichStats,
 }
@@ -77,10 +77,10 @@ impl Enricher {
     /// `node_team`.
     pub fn new(cluster: &str, node: &str, node_team: &str) -> Self {
         Self {
-            cluster: Arc::from(cluster),
-            node: Arc::from(node),
-            node_team: Arc::from(node_team),
-            words: Words {
+            fixed: Fixed {
+                cluster: Arc::from(cluster),
+                node: Arc::from(node),
+                node_team: Arc::from(node_team),
                 empty: Arc::from(""),
                 node_kind: Arc::from("Node"),
             },
@@ -97,9 +97,11 @@ impl Enricher {
         interval_seconds: u32,
         inventory: &Inventory,
         classifier: &Classifier,
-        mut emit: impl FnMut(FlowRecord),
+        mut emit: impl FnMut(&FlowView<'_>),
     ) {
-        self.stats.entries += 1;
+        let fixed = &self.fixed;
+        let stats = &mut self.stats;
+        stats.entries += 1;
         let at = u64::from(observed_at);
         let zero = Counters::default();
         let forward = entry.orig_counters.unwrap_or(zero);
@@ -111,9 +113,9 @@ impl Enricher {
         };
         let initiator_ip = entry.orig.src;
         let responder_ip = entry.reply.src;
-        let this_node = inventory.node(&self.node).map(Arc::as_ref);
-        let initiator = self.party(inventory, initiator_ip, initiator_port, entry, at);
-        let responder = self.party(inventory, responder_ip, responder_port, entry, at);
+        let this_node = inventory.node(&fixed.node).map(Arc::as_ref);
+        let initiator = party(inventory, initiator_ip, initiator_port, entry, at);
+        let responder = party(inventory, responder_ip, responder_port, entry, at);
         // The Service the initiator addressed, when it was translated.
         let service = (entry.orig.dst != responder_ip)
             .then(|| inventory.lookup(entry.orig.dst, at))
@@ -122,17 +124,18 @@ impl Enricher {
                 Holder::Service(s) => Some(&s.name),
                 _ => None,
             });
-        let initiator_local = self.is_local(initiator, initiator_ip, this_node, inventory);
-        let responder_local = self.is_local(responder, responder_ip, this_node, inventory);
+        let initiator_local = fixed.is_local(initiator, initiator_ip, this_node, inventory);
+        let responder_local = fixed.is_local(responder, responder_ip, this_node, inventory);
         let side = Side {
             entry,
             observed_at,
             interval_seconds,
             classifier,
         };
-        let before = self.stats.records;
+        let before = stats.records;
         if initiator_local {
-            let record = self.record(
+            let record = fixed.record(
+                stats,
                 &side,
                 (initiator, initiator_ip, initiator_port),
                 (responder, responder_ip, responder_port),
@@ -141,11 +144,12 @@ impl Enricher {
                 (forward, backward),
                 this_node,
             );
-            emit(record);
-            self.stats.records += 1;
+            emit(&record);
+            stats.records += 1;
         }
         if responder_local {
-            let record = self.record(
+            let record = fixed.record(
+                stats,
                 &side,
                 (responder, responder_ip, responder_port),
                 (initiator, initiator_ip, initiator_port),
@@ -154,17 +158,18 @@ impl Enricher {
                 (backward, forward),
                 this_node,
             );
-            emit(record);
-            self.stats.records += 1;
+            emit(&record);
+            stats.records += 1;
         }
-        if self.stats.records == before {
+        if stats.records == before {
             // Translated here: the node received from one side and sent to
             // the other (a NodePort, or a masquerade for another host).
-            let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if n.name == self.node);
+            let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if n.name == fixed.node);
             match this_node {
                 Some(node) if node_addressed(entry.orig.dst) || node_addressed(entry.reply.dst) => {
                     let me = Party::Node(node);
-                    let first = self.record(
+                    let first = fixed.record(
+                        stats,
                         &side,
                         (me, entry.orig.dst, entry.orig.l4.ports().map_or(0, |p| p.1)),
                         (initiator, initiator_ip, initiator_port),
@@ -173,8 +178,9 @@ impl Enricher {
                         (backward, forward),
                         this_node,
                     );
-                    emit(first);
-                    let second = self.record(
+                    emit(&first);
+                    let second = fixed.record(
+                        stats,
                         &side,
                         (
                             me,
@@ -187,37 +193,32 @@ impl Enricher {
                         (forward, backward),
                         this_node,
                     );
-                    emit(second);
-                    self.stats.records += 2;
+                    emit(&second);
+                    stats.records += 2;
                 }
                 _ => {
-                    self.stats.not_local += 1;
-                    self.stats.not_local_bytes += forward.bytes + backward.bytes;
+                    stats.not_local += 1;
+                    stats.not_local_bytes += forward.bytes + backward.bytes;
                 }
             }
         }
     }
+}
 
-    /// Who `ip` (and `port`) is at `at`.
-    fn party<'a>(
-        &self,
-        inventory: &'a Inventory,
-        ip: IpAddr,
-        port: u16,
-        entry: &Entry,
-        at: u64,
-    ) -> Party<'a> {
-        match inventory.lookup(ip, at) {
-            Some(Holder::Pod(pod)) => Party::Pod(pod, inventory.node(&pod.node).map(Arc::as_ref)),
-            Some(Holder::Node(node)) => match inventory.host_pod(&node.name, entry.proto, port) {
-                Some(pod) => Party::Pod(pod, Some(node)),
-                None => Party::Node(node),
-            },
-            Some(Holder::Service(service)) => Party::Service(&service.name),
-            None => Party::Unknown,
-        }
+/// Who `ip` (and `port`) is at `at`.
+fn party<'a>(inventory: &'a Inventory, ip: IpAddr, port: u16, entry: &Entry, at: u64) -> Party<'a> {
+    match inventory.lookup(ip, at) {
+        Some(Holder::Pod(pod)) => Party::Pod(pod, inventory.node(&pod.node).map(Arc::as_ref)),
+        Some(Holder::Node(node)) => match inventory.host_pod(&node.name, entry.proto, port) {
+            Some(pod) => Party::Pod(pod, Some(node)),
+            None => Party::Node(node),
+        },
+        Some(Holder::Service(service)) => Party::Service(&service.name),
+        None => Party::Unknown,
     }
+}
 
+impl Fixed {
     fn is_local(
         &self,
         party: Party<'_>,
@@ -235,75 +236,65 @@ impl Enricher {
 
     /// The record of `local`'s side of the connection.
     #[allow(clippy::too_many_arguments)]
-    fn record(
-        &mut self,
-        side: &Side<'_>,
-        (local, local_ip, local_port): (Party<'_>, IpAddr, u16),
-        (remote, remote_ip, remote_port): (Party<'_>, IpAddr, u16),
-        service: Option<&Name>,
+    fn record<'r>(
+        &'r self,
+        stats: &mut EnrichStats,
+        side: &Side<'r>,
+        (local, local_ip, local_port): (Party<'r>, IpAddr, u16),
+        (remote, remote_ip, remote_port): (Party<'r>, IpAddr, u16),
+        service: Option<&'r Name>,
         initiator: Initiator,
         (sent, received): (Counters, Counters),
-        this_node: Option<&NodeInfo>,
-    ) -> FlowRecord {
-        let w = &self.words;
-        let empty = || w.empty.clone();
-        let (zone, region) =
-            this_node.map_or((empty(), empty()), |n| (n.zone.clone(), n.region.clone()));
+        this_node: Option<&'r NodeInfo>,
+    ) -> FlowView<'r> {
+        let empty = &self.empty;
+        let (zone, region) = this_node.map_or((empty, empty), |n| (&n.zone, &n.region));
         let (pod, namespace, workload_kind, workload, team) = match local {
             Party::Pod(p, _) => (
-                p.name.clone(),
-                p.namespace.clone(),
-                p.workload_kind.clone(),
-                p.workload.clone(),
-                p.team.clone(),
+                &p.name,
+                &p.namespace,
+                &p.workload_kind,
+                &p.workload,
+                &p.team,
             ),
-            Party::Node(n) => (
-                empty(),
-                empty(),
-                w.node_kind.clone(),
-                n.name.clone(),
-                self.node_team.clone(),
-            ),
+            Party::Node(n) => (empty, empty, &self.node_kind, &n.name, &self.node_team),
             Party::Service(_) | Party::Unknown => {
-                self.stats.unknown_local += 1;
-                (empty(), empty(), empty(), empty(), empty())
+                stats.unknown_local += 1;
+                (empty, empty, empty, empty, empty)
             }
         };
-        let local_place = Place {
-            zone: &zone,
-            region: &region,
-        };
-        let mut remote_pod = empty();
-        let mut remote_namespace = empty();
-        let mut remote_workload_kind = empty();
-        let mut remote_workload = empty();
-        let mut remote_team = empty();
-        let mut remote_node = empty();
-        let mut remote_zone = empty();
-        let mut remote_region = empty();
-        let mut remote_cloud_provider = empty();
-        let mut remote_cloud_service = empty();
+        let local_place = Place { zone, region };
+        let mut remote_pod = empty;
+        let mut remote_namespace = empty;
+        let mut remote_workload_kind = empty;
+        let mut remote_workload = empty;
+        let mut remote_team = empty;
+        let mut remote_node = empty;
+        let mut remote_zone = empty;
+        let mut remote_region = empty;
+        let mut remote_cloud_provider = empty;
+        let mut remote_cloud_service = empty;
         let (kind, category) = match remote {
             Party::Pod(p, node) => {
-                remote_pod = p.name.clone();
-                remote_namespace = p.namespace.clone();
-                remote_workload_kind = p.workload_kind.clone();
-                remote_workload = p.workload.clone();
-                remote_team = p.team.clone();
-                remote_node = p.node.clone();
+                remote_pod = &p.name;
+                remote_namespace = &p.namespace;
+                remote_workload_kind = &p.workload_kind;
+                remote_workload = &p.workload;
+                remote_team = &p.team;
+                remote_node = &p.node;
                 if let Some(node) = node {
-                    remote_zone = node.zone.clone();
-                    remote_region = node.region.clone();
+                    remote_zone = &node.zone;
+                    remote_region = &node.region;
                 }
                 (RemoteKind::Pod, self.peer(side, local_place, node))
             }
             Party::Node(n) => {
-                remote_workload_kind = w.node_kind.clone();
-                remote_workload = n.name.clone();
-                remote_team = self.node_team.clone();
-                remote_node = n.name.clone();
-                remote_zone = n.zone.clone();
-                remote_region = n.region.clone();
+                remote_workload_kind = &self.node_kind;
+                remote_workload = &n.name;
+                remote_team = &self.node_team;
+                remote_node = &n.name;
+                remote_zone = &n.zone;
+                remote_region = &n.region;
                 (RemoteKind::Node, self.peer(side, local_place, Some(n)))
             }
             Party::Service(_) => (
@@ -313,19 +304,19 @@ impl Enricher {
                     .category,
             ),
             Party::Unknown => {
-                self.stats.unknown_remote += 1;
+                stats.unknown_remote += 1;
                 let verdict = side
                     .classifier
                     .classify(local_place, Remote::External(remote_ip));
                 if let Some(zone) = verdict.zone {
-                    remote_zone = zone.clone();
+                    remote_zone = zone;
                 }
                 if let Some(region) = verdict.region {
-                    remote_region = region.clone();
+                    remote_region = region;
                 }
                 if let Some(tag) = verdict.cloud {
-                    remote_cloud_provider = tag.provider.clone();
-                    remote_cloud_service = tag.service.clone();
+                    remote_cloud_provider = &tag.provider;
+                    remote_cloud_service = &tag.service;
                 }
                 let kind = match verdict.category {
                     Category::CloudService => RemoteKind::CloudService,
@@ -335,11 +326,11 @@ impl Enricher {
                 (kind, verdict.category)
             }
         };
-        FlowRecord {
+        FlowView {
             observed_at: side.observed_at,
             interval_seconds: side.interval_seconds,
-            cluster: self.cluster.clone(),
-            node: self.node.clone(),
+            cluster: &self.cluster,
+            node: &self.node,
             family: side.entry.family,
             protocol: side.entry.proto,
             local_ip: v6(local_ip),
@@ -365,8 +356,8 @@ impl Enricher {
             remote_cloud_provider,
             remote_cloud_service,
             remote_service: match remote {
-                Party::Service(name) => name.clone(),
-                _ => service.cloned().unwrap_or_else(empty),
+                Party::Service(name) => name,
+                _ => service.unwrap_or(empty),
             },
             initiator,
             bytes_sent: sent.bytes,

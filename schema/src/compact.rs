@@ -24,7 +24,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::flow::{get_compact, put_compact};
-use crate::{Category, Family, FlowRecord, Initiator, Name, Protocol, RemoteKind};
+use crate::{Category, Family, FlowRecord, FlowView, Initiator, Name, Protocol, RemoteKind};
 
 /// Bytes that are not a run of records (truncated or corrupt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,7 @@ impl std::fmt::Debug for Rows {
 
 impl Rows {
     /// Append one record.
-    pub fn push(&mut self, record: &FlowRecord) {
+    pub fn push(&mut self, record: &FlowView<'_>) {
         put_compact(record, &mut self.names, &mut self.body);
         self.count += 1;
     }
@@ -209,7 +209,7 @@ impl<'a> FromIterator<&'a FlowRecord> for Rows {
     fn from_iter<I: IntoIterator<Item = &'a FlowRecord>>(records: I) -> Self {
         let mut rows = Rows::default();
         for record in records {
-            rows.push(record);
+            rows.push(&record.view());
         }
         rows
     }
@@ -417,43 +417,59 @@ fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-/// How one field type is written and read.
-pub(crate) trait Field: Sized {
+/// How one field of a [`FlowView`] is written.
+pub(crate) trait Put {
     fn put(&self, names: &mut Names, out: &mut Vec<u8>);
+}
+
+/// How one field of a [`FlowRecord`] is read.
+pub(crate) trait Field: Sized {
     fn get(input: &mut Input<'_>) -> Option<Self>;
 }
 
-impl Field for u16 {
+impl Put for u16 {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
+}
+
+impl Field for u16 {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         input.array().map(u16::from_le_bytes)
     }
 }
 
-impl Field for u32 {
+impl Put for u32 {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
+}
+
+impl Field for u32 {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         input.array().map(u32::from_le_bytes)
     }
 }
 
-impl Field for u64 {
+impl Put for u64 {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         put_varint(*self, out);
     }
+}
+
+impl Field for u64 {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         input.varint("").ok()
     }
 }
 
-impl Field for bool {
+impl Put for bool {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.push(u8::from(*self));
     }
+}
+
+impl Field for bool {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         match input.array::<1>()? {
             [0] => Some(false),
@@ -463,41 +479,53 @@ impl Field for bool {
     }
 }
 
-impl Field for Ipv6Addr {
+impl Put for Ipv6Addr {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.octets());
     }
+}
+
+impl Field for Ipv6Addr {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         input.array::<16>().map(Ipv6Addr::from)
     }
 }
 
-impl Field for Name {
+impl Put for &Name {
     fn put(&self, names: &mut Names, out: &mut Vec<u8>) {
         put_varint(u64::from(names.index_of(self)), out);
     }
+}
+
+impl Field for Name {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         let index = usize::try_from(input.varint("").ok()?).ok()?;
         input.names.get(index).cloned()
     }
 }
 
-impl Field for Family {
+impl Put for Family {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.push(match self {
             Family::Ipv4 => Family::AF_INET,
             Family::Ipv6 => Family::AF_INET6,
         });
     }
+}
+
+impl Field for Family {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         Family::from_af(input.array::<1>()?[0])
     }
 }
 
-impl Field for Protocol {
+impl Put for Protocol {
     fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
         out.push(self.0);
     }
+}
+
+impl Field for Protocol {
     fn get(input: &mut Input<'_>) -> Option<Self> {
         Some(Protocol(input.array::<1>()?[0]))
     }
@@ -506,11 +534,14 @@ impl Field for Protocol {
 /// The closed text sets, as their position in `ALL`.
 macro_rules! positional {
     ($($t:ty),+) => {$(
-        impl Field for $t {
+        impl Put for $t {
             fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
                 let position = <$t>::ALL.iter().position(|v| v == self).unwrap_or(0);
                 out.push(position as u8);
             }
+        }
+
+        impl Field for $t {
             fn get(input: &mut Input<'_>) -> Option<Self> {
                 <$t>::ALL.get(usize::from(input.array::<1>()?[0])).copied()
             }

@@ -31,6 +31,52 @@ use crate::{Family, Protocol};
 /// address.
 pub type Name = Arc<str>;
 
+/// How a field of a [`FlowRecord`] appears in a [`FlowView`]: a name
+/// borrowed, every other value copied.
+pub trait ViewField {
+    /// The field's type in a view.
+    type View<'a>: Copy
+    where
+        Self: 'a;
+
+    /// The field, borrowed.
+    fn view(&self) -> Self::View<'_>;
+
+    /// The field owned again.
+    fn owned(view: Self::View<'_>) -> Self;
+}
+
+impl ViewField for Name {
+    type View<'a> = &'a Name;
+
+    fn view(&self) -> &Name {
+        self
+    }
+
+    fn owned(view: &Name) -> Name {
+        view.clone()
+    }
+}
+
+/// Fields a view holds by value.
+macro_rules! copied_in_views {
+    ($($t:ty),+) => {$(
+        impl ViewField for $t {
+            type View<'a> = $t;
+
+            fn view(&self) -> $t {
+                *self
+            }
+
+            fn owned(view: $t) -> $t {
+                view
+            }
+        }
+    )+};
+}
+
+copied_in_views!(u16, u32, u64, bool, Ipv6Addr, Family, Protocol, Category, RemoteKind, Initiator);
+
 /// One column of the flows table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
@@ -88,14 +134,36 @@ macro_rules! flow_record {
             }
         }
 
+        /// A flow record whose names are borrowed: what the enricher builds
+        /// for each connection and the batcher encodes, so making a record
+        /// copies pointers and touches no reference count.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct FlowView<'a> {
+            $( $(#[doc = $doc])+ pub $field: <$rust as ViewField>::View<'a>, )+
+        }
+
+        impl FlowRecord {
+            /// This record with its names borrowed.
+            pub fn view(&self) -> FlowView<'_> {
+                FlowView { $( $field: ViewField::view(&self.$field), )+ }
+            }
+        }
+
+        impl FlowView<'_> {
+            /// An owned copy (each name's reference count taken).
+            pub fn to_record(&self) -> FlowRecord {
+                FlowRecord { $( $field: ViewField::owned(self.$field), )+ }
+            }
+        }
+
         /// Writes `record`'s fields, in column order, in the spool's
         /// compact form.
         pub(crate) fn put_compact(
-            record: &FlowRecord,
+            record: &FlowView<'_>,
             names: &mut crate::compact::Names,
             out: &mut Vec<u8>,
         ) {
-            use crate::compact::Field;
+            use crate::compact::Put;
             $( record.$field.put(names, out); )+
         }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub mod compact;
 pub mod flow;
 
-pub use flow::{Category, FlowRecord, Initiator, Name, RemoteKind, COLUMNS};
+pub use flow::{Category, FlowRecord, FlowView, Initiator, Name, RemoteKind, COLUMNS};
 
 /// The address family of a connection: IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

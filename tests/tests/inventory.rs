@@ -107,7 +107,7 @@ fn enrich(world: &World, entry: &Entry, at: u64) -> Vec<FlowRecord> {
     let mut enricher = Enricher::new("test", "kt-a", "platform");
     let mut out = Vec::new();
     enricher.enrich(entry, at as u32, 10, &inventory, &world.classifier, |r| {
-        out.push(r)
+        out.push(r.to_record())
     });
     out
 }

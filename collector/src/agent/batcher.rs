@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_schema::compact::Rows;
-use tollgate_schema::FlowRecord;
+use tollgate_schema::FlowView;
 
 use super::metrics::Metrics;
 use crate::sink::batch::{Batch, Resume, TokenMaker};
@@ -45,7 +45,7 @@ impl Batcher {
     }
 
     /// Add one record; a full batch goes to the spool.
-    pub fn add(&mut self, record: &FlowRecord) {
+    pub fn add(&mut self, record: &FlowView<'_>) {
         self.pending.push(record);
         if self.pending.len().is_multiple_of(self.rows) {
             self.flush();

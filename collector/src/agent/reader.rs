@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tollgate_schema::{Category, FlowRecord};
+use tollgate_schema::Category;
 
 use super::batcher::Batcher;
 use super::http::Health;
@@ -57,12 +57,12 @@ impl Metering {
             interval,
             &inventory,
             &self.classifier,
-            |record: FlowRecord| {
+            |record| {
                 let i = record.category as usize;
                 tally.records[i] += 1;
                 tally.sent[i] += record.bytes_sent;
                 tally.received[i] += record.bytes_received;
-                batcher.add(&record);
+                batcher.add(record);
             },
         );
     }

@@ -3,7 +3,10 @@
 //! Prefixes are flattened once, at build time, into sorted disjoint address
 //! ranges, each carrying the value of the longest prefix covering it (ties
 //! broken by a priority). A lookup is one binary search over plain integers:
-//! no allocation, no pointer chasing, about 17 steps for 50,000 prefixes.
+//! no allocation, no pointer chasing. For large lists an index by the
+//! address's top 16 bits narrows the search to the ranges starting in that
+//! block, so a lookup among 50,000 prefixes touches two or three cache lines
+//! instead of the 17 steps of a search over all of them.
 
 use std::net::IpAddr;
 
@@ -13,9 +16,59 @@ use ipnet::IpNet;
 #[derive(Debug, Clone)]
 pub struct PrefixMap<V> {
     entries: Vec<(IpNet, V)>,
-    v4: Vec<Range<u32>>,
-    v6: Vec<Range<u128>>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
 }
+
+/// Sorted disjoint ranges, and for large lists where each 16-bit block's
+/// ranges begin.
+#[derive(Debug, Clone)]
+struct Ranges<T> {
+    ranges: Vec<Range<T>>,
+    /// `blocks[b]` is the number of ranges starting before block `b`
+    /// (65,537 entries), or empty when the list is short.
+    blocks: Vec<u32>,
+}
+
+/// Below this many ranges a plain binary search stays in cache anyway.
+const INDEXED_FROM: usize = 256;
+
+impl<T: Key> Ranges<T> {
+    fn new(ranges: Vec<Range<T>>) -> Self {
+        let blocks = if ranges.len() < INDEXED_FROM {
+            Vec::new()
+        } else {
+            let mut blocks = Vec::with_capacity(BLOCKS + 1);
+            let mut before = 0;
+            for block in 0..BLOCKS {
+                while before < ranges.len() && ranges[before].start.block() < block {
+                    before += 1;
+                }
+                blocks.push(u32::try_from(before).expect("fewer than 2^32 ranges"));
+            }
+            blocks.push(u32::try_from(ranges.len()).expect("fewer than 2^32 ranges"));
+            blocks
+        };
+        Self { ranges, blocks }
+    }
+
+    /// The entry of the range holding `ip`.
+    fn find(&self, ip: T) -> Option<u32> {
+        // Ranges starting in earlier blocks all start at or before `ip`,
+        // those in later blocks after it: only `ip`'s block is searched.
+        let after = match self.blocks.get(ip.block()..=ip.block() + 1) {
+            Some(&[from, to]) => {
+                let (from, to) = (from as usize, to as usize);
+                from + self.ranges[from..to].partition_point(|r| r.start <= ip)
+            }
+            _ => self.ranges.partition_point(|r| r.start <= ip),
+        };
+        let range = self.ranges.get(after.checked_sub(1)?)?;
+        (ip <= range.end).then_some(range.entry)
+    }
+}
+
+const BLOCKS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Range<T> {
@@ -28,8 +81,8 @@ impl<V> Default for PrefixMap<V> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
-            v4: Vec::new(),
-            v6: Vec::new(),
+            v4: Ranges::new(Vec::new()),
+            v6: Ranges::new(Vec::new()),
         }
     }
 }
@@ -62,8 +115,8 @@ impl<V> PrefixMap<V> {
         }
         Self {
             entries,
-            v4: flatten(v4),
-            v6: flatten(v6),
+            v4: Ranges::new(flatten(v4)),
+            v6: Ranges::new(flatten(v6)),
         }
     }
 
@@ -81,17 +134,11 @@ impl<V> PrefixMap<V> {
     /// addresses are looked up as IPv4.
     pub fn lookup(&self, ip: IpAddr) -> Option<&(IpNet, V)> {
         let entry = match crate::inventory::canonical(ip) {
-            IpAddr::V4(v4) => find(&self.v4, u32::from(v4)),
-            IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
+            IpAddr::V4(v4) => self.v4.find(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.find(u128::from(v6)),
         }?;
         self.entries.get(entry as usize)
     }
-}
-
-fn find<T: Copy + Ord>(ranges: &[Range<T>], ip: T) -> Option<u32> {
-    let after = ranges.partition_point(|r| r.start <= ip);
-    let range = ranges.get(after.checked_sub(1)?)?;
-    (ip <= range.end).then_some(range.entry)
 }
 
 /// Disjoint ranges from nested-or-disjoint prefixes (start, end, priority,
@@ -162,6 +209,11 @@ trait One: Sized {
     fn predecessor(self) -> Option<Self>;
 }
 
+/// An address as an integer: its neighbours and its 16-bit block.
+trait Key: Copy + Ord + One {
+    fn block(self) -> usize;
+}
+
 impl One for u32 {
     fn successor(self) -> Option<Self> {
         self.checked_add(1)
@@ -171,12 +223,24 @@ impl One for u32 {
     }
 }
 
+impl Key for u32 {
+    fn block(self) -> usize {
+        (self >> 16) as usize
+    }
+}
+
 impl One for u128 {
     fn successor(self) -> Option<Self> {
         self.checked_add(1)
     }
     fn predecessor(self) -> Option<Self> {
         self.checked_sub(1)
+    }
+}
+
+impl Key for u128 {
+    fn block(self) -> usize {
+        (self >> 112) as usize
     }
 }
 
@@ -263,17 +327,75 @@ mod tests {
         assert_eq!(at(&m, "::1"), Some("default6"));
     }
 
-    #[test]
-    fn agrees_with_a_linear_scan_on_random_prefixes() {
-        // A small deterministic generator: nested and overlapping prefixes
-        // in a narrow space so they collide often.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+    /// A small deterministic generator.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
-        };
+        }
+    }
+
+    /// The longest prefix holding `ip` by scanning every one.
+    fn scan<T: Copy>(prefixes: &[(IpNet, T, u8)], ip: IpAddr) -> Option<T> {
+        prefixes
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _, _))| n.contains(&ip))
+            .max_by(|(ia, (a, _, pa)), (ib, (b, _, pb))| {
+                a.prefix_len()
+                    .cmp(&b.prefix_len())
+                    .then(pa.cmp(pb))
+                    .then(ib.cmp(ia))
+            })
+            .map(|(_, (_, v, _))| *v)
+    }
+
+    #[test]
+    fn the_block_index_agrees_with_a_linear_scan_across_the_address_space() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut prefixes = Vec::new();
+        for i in 0..1500u32 {
+            let bits = u128::from(next()) << 64 | u128::from(next());
+            let net = if i % 2 == 0 {
+                let len = 4 + (next() % 29) as u8;
+                IpNet::V4(
+                    ipnet::Ipv4Net::new((bits as u32).into(), len)
+                        .unwrap()
+                        .trunc(),
+                )
+            } else {
+                let len = 4 + (next() % 125) as u8;
+                IpNet::V6(ipnet::Ipv6Net::new(bits.into(), len).unwrap().trunc())
+            };
+            prefixes.push((net, i, (next() % 2) as u8));
+        }
+        let m = PrefixMap::new(prefixes.clone());
+        assert!(!m.v4.blocks.is_empty() && !m.v6.blocks.is_empty());
+        for round in 0..20_000 {
+            // Half the probes inside a random prefix, half anywhere.
+            let bits = u128::from(next()) << 64 | u128::from(next());
+            let (net, _, _) = prefixes[(next() % prefixes.len() as u64) as usize];
+            let ip = match (net, round % 2) {
+                (IpNet::V4(n), 0) => IpAddr::V4(
+                    (u32::from(n.network()) | (bits as u32 & !u32::from(n.netmask()))).into(),
+                ),
+                (IpNet::V6(n), 0) => {
+                    IpAddr::V6((u128::from(n.network()) | (bits & !u128::from(n.netmask()))).into())
+                }
+                (IpNet::V4(_), _) => IpAddr::V4((bits as u32).into()),
+                (IpNet::V6(_), _) => IpAddr::V6(bits.into()),
+            };
+            assert_eq!(m.lookup(ip).map(|(_, v)| *v), scan(&prefixes, ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_a_linear_scan_on_random_prefixes() {
+        // Nested and overlapping prefixes in a narrow space, so they
+        // collide often.
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut prefixes = Vec::new();
         for i in 0..400u32 {
             let len = 12 + (next() % 21) as u8;
@@ -283,19 +405,8 @@ mod tests {
         }
         let m = PrefixMap::new(prefixes.clone());
         for _ in 0..20_000 {
-            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x001f_ffff));
-            let expected = prefixes
-                .iter()
-                .enumerate()
-                .filter(|(_, (n, _, _))| n.contains(&IpAddr::V4(ip)))
-                .max_by(|(ia, (a, _, pa)), (ib, (b, _, pb))| {
-                    a.prefix_len()
-                        .cmp(&b.prefix_len())
-                        .then(pa.cmp(pb))
-                        .then(ib.cmp(ia))
-                })
-                .map(|(_, (_, v, _))| *v);
-            assert_eq!(m.lookup(IpAddr::V4(ip)).map(|(_, v)| *v), expected, "{ip}");
+            let ip = IpAddr::V4((0x0a00_0000 | (next() as u32 & 0x001f_ffff)).into());
+            assert_eq!(m.lookup(ip).map(|(_, v)| *v), scan(&prefixes, ip), "{ip}");
         }
     }
 }

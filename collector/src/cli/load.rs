@@ -185,7 +185,7 @@ async fn load(
                 if pending.is_empty() {
                     deadline = tokio::time::Instant::now() + age;
                 }
-                pending.push(&record);
+                pending.push(&record.view());
                 pending_bytes += line.len() as u64;
             }
             line.clear();

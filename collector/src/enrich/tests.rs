@@ -68,7 +68,9 @@ fn records(node: &str, entry: &Entry) -> (Vec<FlowRecord>, super::EnrichStats) {
     let (inventory, classifier) = world();
     let mut enricher = Enricher::new("test", node, "platform");
     let mut out = Vec::new();
-    enricher.enrich(entry, 1000, 10, &inventory, &classifier, |r| out.push(r));
+    enricher.enrich(entry, 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
     (out, enricher.stats)
 }
 

@@ -16,10 +16,10 @@
 pub mod kube;
 pub mod static_file;
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 use tollgate_schema::{Name, Protocol};
@@ -133,7 +133,9 @@ struct Object {
 }
 
 /// The IP index with history, plus nodes by name and host-network pods by
-/// node and port.
+/// node and port. Looked up for both ends of every connection: the maps use
+/// a fast hash (keys come from the cluster's API, which an attacker does not
+/// choose; lookups never insert).
 #[derive(Debug)]
 pub struct Inventory {
     /// Almost every address has had one holder: kept inline, a lookup
@@ -141,7 +143,7 @@ pub struct Inventory {
     ips: HashMap<IpAddr, SmallVec<[Holding; 1]>>,
     objects: HashMap<ObjectKey, Object>,
     nodes: HashMap<Name, Arc<NodeInfo>>,
-    host_ports: HashMap<(Name, Protocol, u16), Arc<PodInfo>>,
+    host_ports: HashMap<Name, HashMap<(Protocol, u16), Arc<PodInfo>>>,
     next_id: u64,
     grace_seconds: u64,
     /// The shared copies of names; sources intern through it.
@@ -181,7 +183,7 @@ impl Inventory {
 
     /// The host-network pod of `node` that declares `port`, if any.
     pub fn host_pod(&self, node: &Name, protocol: Protocol, port: u16) -> Option<&Arc<PodInfo>> {
-        self.host_ports.get(&(node.clone(), protocol, port))
+        self.host_ports.get(node)?.get(&(protocol, port))
     }
 
     /// Whether `ip` is inside one of `node`'s pod ranges.
@@ -206,9 +208,9 @@ impl Inventory {
         let pod = Arc::new(pod);
         self.remove_host_ports(&key);
         if pod.host_network {
+            let ports = self.host_ports.entry(pod.node.clone()).or_default();
             for &(protocol, port) in &pod.host_ports {
-                self.host_ports
-                    .insert((pod.node.clone(), protocol, port), pod.clone());
+                ports.insert((protocol, port), pod.clone());
             }
             // A host-network pod's addresses are its node's.
             self.upsert(key, Holder::Pod(pod), &[], since, now);
@@ -322,16 +324,10 @@ impl Inventory {
 
     fn remove_host_ports(&mut self, key: &ObjectKey) {
         if let Some(Holder::Pod(old)) = self.objects.get(key).map(|o| &o.holder) {
-            if old.host_network {
-                for &(protocol, port) in &old.host_ports {
-                    let slot = (old.node.clone(), protocol, port);
-                    if self
-                        .host_ports
-                        .get(&slot)
-                        .is_some_and(|p| Arc::ptr_eq(p, old))
-                    {
-                        self.host_ports.remove(&slot);
-                    }
+            if let Some(ports) = self.host_ports.get_mut(&old.node) {
+                ports.retain(|_, pod| !Arc::ptr_eq(pod, old));
+                if ports.is_empty() {
+                    self.host_ports.remove(&old.node);
                 }
             }
         }

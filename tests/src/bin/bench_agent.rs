@@ -30,7 +30,7 @@ use tollgate::sink::batch::{Batch, Resume, TokenMaker};
 use tollgate::sink::clickhouse::{ClickHouseSink, Connection};
 use tollgate::sink::deliver::{drain, DeliveryCounts, RetryPolicy};
 use tollgate::sink::spool::Spool;
-use tollgate_schema::FlowRecord;
+use tollgate_schema::compact::Rows;
 use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
 use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 use tollgate_tests::tollgate::{binary, migrate};
@@ -290,34 +290,40 @@ fn parts(
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs(),
     )?;
-    let (records, enrich) = timed("enrichment + classification alone", || {
-        let mut records: Vec<FlowRecord> = Vec::with_capacity(table_entries.len() + 1000);
-        for entry in &table_entries {
-            enricher.enrich(entry, now, 10, &inventory, &classifier, |r| records.push(r));
-        }
-        Ok(records)
-    })?;
+    let (batches, enrich) = timed(
+        "enrichment + classification into compact batches alone",
+        || {
+            let mut batches: Vec<Rows> = Vec::new();
+            let mut rows = Rows::default();
+            for entry in &table_entries {
+                enricher.enrich(entry, now, 10, &inventory, &classifier, |r| {
+                    rows.push(r);
+                    if rows.len() == BATCH_ROWS {
+                        batches.push(std::mem::take(&mut rows));
+                    }
+                });
+            }
+            batches.push(rows);
+            Ok(batches)
+        },
+    )?;
     drop(table_entries);
-    let count = records.len() as u64;
+    let count = batches.iter().map(|rows| rows.len() as u64).sum();
 
     let tokens = TokenMaker::new("parts")?;
     let mut spool = Spool::open(&dir.join("parts-spool"), 8 << 30)?;
-    let ((), spool_cpu) = timed(
-        "batching and spooling alone (compact form, write, fsync)",
-        || {
-            for (i, chunk) in records.chunks(BATCH_ROWS).enumerate() {
-                let seq = i as u64 + 1;
-                spool.push(&Batch {
-                    seq,
-                    token: tokens.token(seq),
-                    resume_at: Resume::default(),
-                    rows: chunk.iter().collect(),
-                })?;
-            }
-            Ok(())
-        },
-    )?;
-    drop(records);
+    let ((), spool_cpu) = timed("spooling alone (write, fsync)", || {
+        for (i, rows) in batches.into_iter().enumerate() {
+            let seq = i as u64 + 1;
+            spool.push(&Batch {
+                seq,
+                token: tokens.token(seq),
+                resume_at: Resume::default(),
+                rows,
+            })?;
+        }
+        Ok(())
+    })?;
 
     let database = "parts";
     migrate(server.url(), database);
