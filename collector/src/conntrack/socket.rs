@@ -30,6 +30,45 @@ pub(crate) enum Received<'a> {
     Overrun,
 }
 
+/// Room for datagrams received together by [`NetfilterSocket::recv_many`].
+pub(crate) struct Datagrams {
+    buffer: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+/// Slots per [`Datagrams`].
+const MANY: usize = 64;
+/// A slot: the kernel builds a single-entry answer in one `NLMSG_GOODSIZE`
+/// buffer, at most 8 KiB whatever the page size.
+const SLOT: usize = 8 * 1024;
+
+impl Datagrams {
+    pub(crate) fn new() -> Self {
+        Self {
+            buffer: vec![0; MANY * SLOT],
+            lens: Vec::with_capacity(MANY),
+        }
+    }
+
+    /// The datagrams of the last receive, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.buffer
+            .chunks_exact(SLOT)
+            .zip(&self.lens)
+            .map(|(slot, &len)| &slot[..len])
+    }
+}
+
+/// The outcome of receiving many datagrams at once.
+pub(crate) enum ReceivedMany {
+    /// At least one datagram, now in the [`Datagrams`].
+    Datagrams,
+    /// The receive timeout passed with nothing to read.
+    TimedOut,
+    /// `ENOBUFS`: the socket's buffer overflowed and messages were dropped.
+    Overrun,
+}
+
 /// A NETLINK_NETFILTER socket with a reusable receive buffer.
 pub(crate) struct NetfilterSocket {
     socket: netlink_sys::Socket,
@@ -107,6 +146,71 @@ impl NetfilterSocket {
                 Err(e) => return Err(ConntrackError::Recv(e)),
             }
         }
+    }
+
+    /// Receive the datagrams already queued, up to `into`'s room, waiting
+    /// only for the first: one system call for many small answers.
+    #[allow(unsafe_code)]
+    pub(crate) fn recv_many(&self, into: &mut Datagrams) -> Result<ReceivedMany, ConntrackError> {
+        into.lens.clear();
+        let mut iovecs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MANY];
+        for (iovec, slot) in iovecs.iter_mut().zip(into.buffer.chunks_exact_mut(SLOT)) {
+            iovec.iov_base = slot.as_mut_ptr().cast();
+            iovec.iov_len = slot.len();
+        }
+        // SAFETY: `mmsghdr` is plain data for which all zeroes is a valid
+        // value (null pointers, zero lengths).
+        let mut headers: [libc::mmsghdr; MANY] = unsafe { std::mem::zeroed() };
+        for (header, iovec) in headers.iter_mut().zip(iovecs.iter_mut()) {
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        let received = loop {
+            // SAFETY: `headers` holds MANY headers, each pointing at one
+            // iovec of `iovecs`, each covering one SLOT-byte slot of
+            // `into.buffer`; all outlive the call. The fd is owned by
+            // `self.socket`.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.socket.as_raw_fd(),
+                    headers.as_mut_ptr(),
+                    MANY as _,
+                    (libc::MSG_WAITFORONE | libc::MSG_TRUNC) as _,
+                    std::ptr::null_mut(),
+                )
+            };
+            match usize::try_from(rc) {
+                Ok(count) => break count,
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            return Ok(ReceivedMany::TimedOut)
+                        }
+                        _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            return Ok(ReceivedMany::Overrun)
+                        }
+                        _ => return Err(ConntrackError::Recv(e)),
+                    }
+                }
+            }
+        };
+        for header in &headers[..received] {
+            // With MSG_TRUNC, netlink reports a datagram's full length.
+            let len = header.msg_len as usize;
+            if len > SLOT {
+                return Err(ConntrackError::TruncatedDatagram {
+                    size: len,
+                    capacity: SLOT,
+                });
+            }
+            into.lens.push(len);
+        }
+        Ok(ReceivedMany::Datagrams)
     }
 
     /// Make `recv` return [`Received::TimedOut`] after `timeout` without data.

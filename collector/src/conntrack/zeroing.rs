@@ -24,7 +24,7 @@ use super::decode::{
     NFNL_SUBSYS_CTNETLINK,
 };
 use super::error::ConntrackError;
-use super::socket::{NetfilterSocket, Received};
+use super::socket::{Datagrams, NetfilterSocket, ReceivedMany};
 use super::{Entry, L4};
 
 /// Requests per datagram. Every reply must fit the socket's receive buffer
@@ -51,6 +51,7 @@ pub struct ZeroingCounts {
 /// with.
 pub(crate) struct Zeroer {
     socket: NetfilterSocket,
+    answers: Datagrams,
     requests: Vec<u8>,
     queued: usize,
     pub(crate) counts: ZeroingCounts,
@@ -62,6 +63,7 @@ impl Zeroer {
         socket.set_receive_buffer(REPLY_BUFFER)?;
         Ok(Self {
             socket,
+            answers: Datagrams::new(),
             requests: Vec::with_capacity(BATCH * 112),
             queued: 0,
             counts: ZeroingCounts::default(),
@@ -102,12 +104,14 @@ impl Zeroer {
         self.requests.clear();
         self.queued = 0;
         while waiting > 0 {
-            let datagram = match self.socket.recv()? {
-                Received::Datagram(datagram) => datagram,
-                Received::TimedOut => continue,
-                Received::Overrun => return Err(answers_lost()),
-            };
-            for message in messages(datagram) {
+            // The kernel answers a datagram of requests before `send`
+            // returns: the answers are all queued, many per system call.
+            match self.socket.recv_many(&mut self.answers)? {
+                ReceivedMany::Datagrams => {}
+                ReceivedMany::TimedOut => continue,
+                ReceivedMany::Overrun => return Err(answers_lost()),
+            }
+            for message in self.answers.iter().flat_map(messages) {
                 let message = message.map_err(|error| ConntrackError::Decode {
                     error,
                     entries_before: self.counts.zeroed,
