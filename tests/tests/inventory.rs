@@ -12,10 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate::config::{self, Config, World};
-use tollgate::conntrack::{Counters, Entry, Origin, Tuple, L4};
+use tollgate::conntrack::{Counters, Entry, Tuple, L4};
 use tollgate::enrich::Enricher;
 use tollgate::inventory::Holder;
-use tollgate_schema::{Category, Family, FlowRecord, Protocol};
+use tollgate_schema::{Category, FlowRecord};
 use tollgate_tests::kube::{self, KubeApi};
 use tollgate_tests::tollgate::binary;
 
@@ -60,15 +60,8 @@ fn pod(namespace: &str, name: &str, node: &str, owner: Option<(&str, &str, &str,
 
 fn entry(src: &str, sport: u16, dst: &str, reply_src: &str, dport: u16) -> Entry {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    Entry {
-        origin: Origin::Dump,
-        family: if ip(src).is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        },
-        proto: Protocol::TCP,
-        orig: Tuple {
+    Entry::tcp(
+        Tuple {
             src: ip(src),
             dst: ip(dst),
             l4: L4::Ports {
@@ -76,7 +69,7 @@ fn entry(src: &str, sport: u16, dst: &str, reply_src: &str, dport: u16) -> Entry
                 dst: dport,
             },
         },
-        reply: Tuple {
+        Tuple {
             src: ip(reply_src),
             dst: ip(src),
             l4: L4::Ports {
@@ -84,22 +77,15 @@ fn entry(src: &str, sport: u16, dst: &str, reply_src: &str, dport: u16) -> Entry
                 dst: sport,
             },
         },
-        orig_counters: Some(Counters {
+        Some(Counters {
             packets: 10,
             bytes: 1500,
         }),
-        reply_counters: Some(Counters {
+        Some(Counters {
             packets: 8,
             bytes: 90_000,
         }),
-        id: 1,
-        zone: 0,
-        mark: 0,
-        status: 0,
-        tcp_state: None,
-        start_ns: None,
-        stop_ns: None,
-    }
+    )
 }
 
 fn enrich(world: &World, entry: &Entry, at: u64) -> Vec<FlowRecord> {

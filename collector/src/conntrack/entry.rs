@@ -151,22 +151,28 @@ impl Entry {
     }
 }
 
-#[cfg(test)]
 impl Entry {
-    /// A dump row of `tuple` (both directions, no NAT), for tests.
-    pub(crate) fn sample(tuple: Tuple, orig: Option<Counters>, reply: Option<Counters>) -> Entry {
+    /// A TCP entry as a dump reports it, with its tuples and counters and
+    /// none of the optional attributes: for tests and benchmarks that make
+    /// entries rather than read them (fields are public to adjust the rest).
+    pub fn tcp(
+        orig: Tuple,
+        reply: Tuple,
+        orig_counters: Option<Counters>,
+        reply_counters: Option<Counters>,
+    ) -> Entry {
         Entry {
             origin: Origin::Dump,
-            family: if tuple.src.is_ipv4() {
+            family: if orig.src.is_ipv4() {
                 Family::Ipv4
             } else {
                 Family::Ipv6
             },
             proto: Protocol::TCP,
-            orig: tuple,
-            reply: tuple,
-            orig_counters: orig,
-            reply_counters: reply,
+            orig,
+            reply,
+            orig_counters,
+            reply_counters,
             id: 1,
             zone: 0,
             mark: 0,
@@ -195,7 +201,7 @@ mod tests {
                 bytes: packets * 60,
             })
         };
-        let entry = |orig, reply| Entry::sample(tuple, orig, reply);
+        let entry = |orig, reply| Entry::tcp(tuple, tuple, orig, reply);
         assert!(entry(counted(0), counted(0)).is_idle());
         assert!(!entry(counted(1), counted(0)).is_idle());
         assert!(!entry(counted(0), counted(2)).is_idle());

@@ -256,7 +256,7 @@ mod tests {
         Entry {
             proto,
             zone,
-            ..Entry::sample(tuple, None, None)
+            ..Entry::tcp(tuple, tuple, None, None)
         }
     }
 

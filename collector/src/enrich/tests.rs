@@ -48,10 +48,10 @@ fn entry(orig: (&str, u16, &str, u16), reply: (&str, u16, &str, u16), up: u64, d
         l4: L4::Ports { src: sp, dst: dp },
     };
     Entry {
-        reply: tuple(reply),
         id: 7,
-        ..Entry::sample(
+        ..Entry::tcp(
             tuple(orig),
+            tuple(reply),
             Some(Counters {
                 packets: 3,
                 bytes: up,

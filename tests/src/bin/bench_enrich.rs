@@ -13,10 +13,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use tollgate::classify::{Classifier, NetworkConfig};
-use tollgate::conntrack::{Counters, Entry, Origin, Tuple, L4};
+use tollgate::conntrack::{Counters, Entry, Tuple, L4};
 use tollgate::enrich::Enricher;
 use tollgate::inventory::{static_file, Interner, Inventory, NodeInfo, PodInfo};
-use tollgate_schema::{Family, Protocol};
 use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -123,40 +122,33 @@ fn main() -> anyhow::Result<()> {
             let (dst, reply_src) = world.peer(i, &mut next);
             let (dst, reply_src) = (IpAddr::V4(dst), IpAddr::V4(reply_src));
             Entry {
-                origin: Origin::Dump,
-                family: Family::Ipv4,
-                proto: Protocol::TCP,
-                orig: Tuple {
-                    src: local,
-                    dst,
-                    l4: L4::Ports {
-                        src: 40000,
-                        dst: 443,
-                    },
-                },
-                reply: Tuple {
-                    src: reply_src,
-                    dst: local,
-                    l4: L4::Ports {
-                        src: 443,
-                        dst: 40000,
-                    },
-                },
-                orig_counters: Some(Counters {
-                    packets: 10,
-                    bytes: 1000,
-                }),
-                reply_counters: Some(Counters {
-                    packets: 12,
-                    bytes: 16000,
-                }),
                 id: i as u32,
-                zone: 0,
-                mark: 0,
-                status: 0,
-                tcp_state: None,
-                start_ns: None,
-                stop_ns: None,
+                ..Entry::tcp(
+                    Tuple {
+                        src: local,
+                        dst,
+                        l4: L4::Ports {
+                            src: 40000,
+                            dst: 443,
+                        },
+                    },
+                    Tuple {
+                        src: reply_src,
+                        dst: local,
+                        l4: L4::Ports {
+                            src: 443,
+                            dst: 40000,
+                        },
+                    },
+                    Some(Counters {
+                        packets: 10,
+                        bytes: 1000,
+                    }),
+                    Some(Counters {
+                        packets: 12,
+                        bytes: 16000,
+                    }),
+                )
             }
         })
         .collect();
