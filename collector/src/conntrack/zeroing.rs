@@ -6,10 +6,10 @@
 //! while it writes the entry into a dump reply. When the reply runs out of
 //! room part-way through an entry, after its counters, the entry is written
 //! again at the start of the next datagram with zeroed counters, and the
-//! bytes of the first attempt are gone. That happens at about one datagram
-//! boundary in three on a table of mixed entries (Linux 6.18: 35 entries of
-//! 20,000 per read). A single-entry reply is sized for its entry, so its
-//! counters always arrive.
+//! bytes of the first attempt are gone. On a table of mixed entries that
+//! happens at a good share of the datagram boundaries (Linux 6.18: dozens of
+//! entries of 20,000 per read; docs/conntrack.md). A single-entry reply is
+//! sized for its entry, so its counters always arrive.
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;
