@@ -135,15 +135,11 @@ impl NetfilterSocket {
                     })
                 }
                 Ok(_) => return Ok(Received::Datagram(&self.datagram)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    return Ok(Received::TimedOut)
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Received::Overrun),
-                Err(e) => return Err(ConntrackError::Recv(e)),
+                Err(e) => match no_datagram(e)? {
+                    NoDatagram::Interrupted => continue,
+                    NoDatagram::TimedOut => return Ok(Received::TimedOut),
+                    NoDatagram::Overrun => return Ok(Received::Overrun),
+                },
             }
         }
     }
@@ -184,19 +180,11 @@ impl NetfilterSocket {
             };
             match usize::try_from(rc) {
                 Ok(count) => break count,
-                Err(_) => {
-                    let e = io::Error::last_os_error();
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                            return Ok(ReceivedMany::TimedOut)
-                        }
-                        _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                            return Ok(ReceivedMany::Overrun)
-                        }
-                        _ => return Err(ConntrackError::Recv(e)),
-                    }
-                }
+                Err(_) => match no_datagram(io::Error::last_os_error())? {
+                    NoDatagram::Interrupted => continue,
+                    NoDatagram::TimedOut => return Ok(ReceivedMany::TimedOut),
+                    NoDatagram::Overrun => return Ok(ReceivedMany::Overrun),
+                },
             }
         };
         for header in &headers[..received] {
@@ -229,6 +217,26 @@ impl NetfilterSocket {
         set_option(&self.socket, libc::SO_RCVBUFFORCE, &size)
             .or_else(|_| set_option(&self.socket, libc::SO_RCVBUF, &size))
             .map_err(ConntrackError::SocketOption)
+    }
+}
+
+/// Why a receive returned no datagram.
+enum NoDatagram {
+    /// A signal: try again.
+    Interrupted,
+    /// The receive timeout passed.
+    TimedOut,
+    /// `ENOBUFS`: the socket's buffer overflowed.
+    Overrun,
+}
+
+/// What a receive's error means; anything else is a failure.
+fn no_datagram(e: io::Error) -> Result<NoDatagram, ConntrackError> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(NoDatagram::Interrupted),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(NoDatagram::TimedOut),
+        _ if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(NoDatagram::Overrun),
+        _ => Err(ConntrackError::Recv(e)),
     }
 }
 
