@@ -1,7 +1,8 @@
 //! The flow record: one row per local endpoint, connection and interval.
 //!
 //! It is declared once, in the [`flow_record!`] invocation below. From that
-//! one list come the Rust type [`FlowRecord`], the ClickHouse column list
+//! one list come the Rust type [`FlowRecord`], its borrowed form
+//! [`FlowView`] (what the enricher builds), the ClickHouse column list
 //! [`COLUMNS`] (which `sql/`'s `flows` table is tested against on real
 //! ClickHouse), the compact form's field order and, with the `arrow`
 //! feature, the Arrow schema and the column buffers a compact run is turned
