@@ -1,13 +1,13 @@
 //! A compact binary form of a run of flow records ([`Rows`]): how the agent
 //! holds a batch while it fills, how the spool stores it and what the sinks
-//! read back, one record at a time or (with the `arrow` feature) as Arrow
-//! columns.
+//! read back, one record at a time or column by column
+//! ([`crate::columns`]).
 //!
 //! Records repeat a few thousand names millions of times, so a run is
 //! a table of its distinct names and the records, whose names are indexes
 //! into that table: writing a name costs a pointer lookup (names are
 //! interned, [`Name`]), reading one a reference count, or nothing at all
-//! for an Arrow dictionary column. A record in this form takes about a
+//! for a dictionary-encoded column. A record in this form takes about a
 //! fifth of the memory of a [`FlowRecord`] (82 bytes against 408 in the
 //! Parquet benchmark's batch).
 //!
@@ -151,8 +151,14 @@ impl Rows {
         }
     }
 
+    /// The run's distinct names: what a name index in [`Rows::chunks`]
+    /// refers to.
+    pub fn names(&self) -> &[Name] {
+        &self.names.table
+    }
+
     /// The records' bytes, to be read from the first.
-    fn input(&self) -> Input<'_> {
+    pub(crate) fn input(&self) -> Input<'_> {
         Input {
             bytes: &self.body,
             offset: 0,
@@ -217,19 +223,15 @@ impl<'a> FromIterator<&'a FlowRecord> for Rows {
 
 #[cfg(feature = "arrow")]
 impl Rows {
-    /// The records as Arrow record batches of at most `chunk_rows` rows
-    /// (the Parquet sink's input), built column by column from the compact
-    /// form without making a record: a name column's keys are the run's
-    /// name indexes, into one array of its distinct names.
+    /// The records as Arrow record batches of at most `chunk_rows` rows,
+    /// built from [`Rows::chunks`]: a name column's keys are the run's name
+    /// indexes, into one array of its distinct names.
     pub fn record_batches(&self, chunk_rows: usize) -> RecordBatches<'_> {
         let names: arrow_array::StringArray =
             self.names.table.iter().map(|n| Some(n.as_ref())).collect();
         RecordBatches {
-            input: self.input(),
-            remaining: self.count,
-            chunk_rows: chunk_rows.max(1),
+            chunks: self.chunks(chunk_rows),
             names: std::sync::Arc::new(names),
-            buffers: crate::flow::ColumnBuffers::default(),
         }
     }
 }
@@ -238,11 +240,8 @@ impl Rows {
 /// decoded (or bytes left after the last one) ends them with an error.
 #[cfg(feature = "arrow")]
 pub struct RecordBatches<'a> {
-    input: Input<'a>,
-    remaining: usize,
-    chunk_rows: usize,
+    chunks: crate::columns::Chunks<'a>,
     names: arrow_array::ArrayRef,
-    buffers: crate::flow::ColumnBuffers,
 }
 
 #[cfg(feature = "arrow")]
@@ -250,89 +249,13 @@ impl Iterator for RecordBatches<'_> {
     type Item = Result<arrow_array::RecordBatch, arrow_schema::ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let corrupt =
-            |error: CompactError| arrow_schema::ArrowError::ExternalError(Box::new(error));
-        if self.remaining == 0 {
-            if self.input.offset != self.input.bytes.len() {
-                let error = self.input.error("the end of the records");
-                self.input.offset = self.input.bytes.len();
-                return Some(Err(corrupt(error)));
-            }
-            return None;
-        }
-        self.buffers.clear();
-        let rows = self.remaining.min(self.chunk_rows);
-        for _ in 0..rows {
-            if self.buffers.push(&mut self.input).is_none() {
-                let error = self.input.error("a record");
-                self.remaining = 0;
-                self.input.offset = self.input.bytes.len();
-                return Some(Err(corrupt(error)));
-            }
-        }
-        self.remaining -= rows;
-        Some(self.buffers.to_record_batch(&self.names))
+        let chunk = self.chunks.next_chunk()?;
+        Some(match chunk {
+            Ok(columns) => columns.to_record_batch(&self.names),
+            Err(error) => Err(arrow_schema::ArrowError::ExternalError(Box::new(error))),
+        })
     }
 }
-
-/// How a field is read into a column buffer and turned into an Arrow
-/// column: names as their index in the run's table, everything else as
-/// its value.
-#[cfg(feature = "arrow")]
-pub(crate) trait ColumnField: Sized {
-    type Item;
-    fn get_item(input: &mut Input<'_>) -> Option<Self::Item>;
-    fn array(
-        items: &[Self::Item],
-        names: &arrow_array::ArrayRef,
-        clickhouse: &str,
-    ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError>;
-}
-
-#[cfg(feature = "arrow")]
-impl ColumnField for Name {
-    type Item = i32;
-
-    fn get_item(input: &mut Input<'_>) -> Option<i32> {
-        let index = input.varint("").ok()?;
-        (index < input.names.len() as u64).then_some(i32::try_from(index).ok()?)
-    }
-
-    fn array(
-        keys: &[i32],
-        names: &arrow_array::ArrayRef,
-        _: &str,
-    ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
-        let keys = arrow_array::Int32Array::from(keys.to_vec());
-        Ok(std::sync::Arc::new(arrow_array::DictionaryArray::<
-            arrow_array::types::Int32Type,
-        >::try_new(keys, names.clone())?))
-    }
-}
-
-/// Fields read as their own values.
-macro_rules! value_columns {
-    ($($t:ty),+) => {$(
-        #[cfg(feature = "arrow")]
-        impl ColumnField for $t {
-            type Item = $t;
-
-            fn get_item(input: &mut Input<'_>) -> Option<$t> {
-                Field::get(input)
-            }
-
-            fn array(
-                items: &[$t],
-                _: &arrow_array::ArrayRef,
-                clickhouse: &str,
-            ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
-                Ok(<$t as crate::flow::ArrowColumn>::column(items.iter(), clickhouse))
-            }
-        }
-    )+};
-}
-
-value_columns!(u16, u32, u64, bool, Ipv6Addr, Family, Protocol, Category, RemoteKind, Initiator);
 
 /// The records of a [`Rows`], in order.
 pub struct RowsIter<'a> {
@@ -370,7 +293,7 @@ pub(crate) struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn error(&self, expected: &'static str) -> CompactError {
+    pub(crate) fn error(&self, expected: &'static str) -> CompactError {
         CompactError {
             offset: self.base + self.offset,
             expected,
@@ -386,6 +309,20 @@ impl<'a> Input<'a> {
         let slice = &self.bytes[self.offset..end];
         self.offset = end;
         Ok(slice)
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.offset == self.bytes.len()
+    }
+
+    pub(crate) fn skip_to_end(&mut self) {
+        self.offset = self.bytes.len();
+    }
+
+    /// A name's index in the table, checked.
+    pub(crate) fn name_index(&mut self) -> Option<u32> {
+        let index = self.varint("").ok()?;
+        (index < self.names.len() as u64).then_some(u32::try_from(index).ok()?)
     }
 
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
@@ -499,8 +436,8 @@ impl Put for &Name {
 
 impl Field for Name {
     fn get(input: &mut Input<'_>) -> Option<Self> {
-        let index = usize::try_from(input.varint("").ok()?).ok()?;
-        input.names.get(index).cloned()
+        let index = input.name_index()?;
+        input.names.get(index as usize).cloned()
     }
 }
 

@@ -4,9 +4,9 @@
 //! one list come the Rust type [`FlowRecord`], its borrowed form
 //! [`FlowView`] (what the enricher builds), the ClickHouse column list
 //! [`COLUMNS`] (which `sql/`'s `flows` table is tested against on real
-//! ClickHouse), the compact form's field order and, with the `arrow`
-//! feature, the Arrow schema and the column buffers a compact run is turned
-//! into Arrow columns with.
+//! ClickHouse), the compact form's field order, the [`Columns`] a compact
+//! run is read into column by column and, with the `arrow` feature, the
+//! Arrow schema.
 //!
 //! A record describes a connection from the point of view of one endpoint
 //! that lives on the observing node (a pod, or the node itself): `local_*`
@@ -101,37 +101,41 @@ macro_rules! flow_record {
         }
 
         /// One chunk of a compact run's records, column by column, as the
-        /// compact form stores them (names as indexes into the run's table).
-        #[cfg(feature = "arrow")]
+        /// compact form stores them (see [`crate::columns`]).
         #[derive(Default)]
-        pub(crate) struct ColumnBuffers {
-            $( $field: Vec<<$rust as crate::compact::ColumnField>::Item>, )+
+        pub struct Columns {
+            $( $field: Vec<<$rust as crate::columns::ColumnField>::Item>, )+
+            len: usize,
         }
 
-        #[cfg(feature = "arrow")]
-        impl ColumnBuffers {
+        impl Columns {
             pub(crate) fn clear(&mut self) {
                 $( self.$field.clear(); )+
+                self.len = 0;
             }
 
             /// Appends one record read from `input`.
             pub(crate) fn push(&mut self, input: &mut crate::compact::Input<'_>) -> Option<()> {
-                use crate::compact::ColumnField;
+                use crate::columns::ColumnField;
                 $( self.$field.push(<$rust as ColumnField>::get_item(input)?); )+
+                self.len += 1;
                 Some(())
             }
 
-            /// The buffered records as one Arrow record batch with
-            /// [`arrow_schema`]'s columns; name columns index `names`.
-            pub(crate) fn to_record_batch(
-                &self,
-                names: &arrow_array::ArrayRef,
-            ) -> Result<arrow_array::RecordBatch, arrow_schema::ArrowError> {
-                use crate::compact::ColumnField;
-                arrow_array::RecordBatch::try_new(
-                    std::sync::Arc::new(arrow_schema()),
-                    vec![$( <$rust as ColumnField>::array(&self.$field, names, $clickhouse)?, )+],
-                )
+            /// How many records.
+            pub fn len(&self) -> usize {
+                self.len
+            }
+
+            /// No records.
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+
+            /// Every column's values, in [`COLUMNS`] order.
+            pub fn values(&self) -> [crate::columns::ColumnValues<'_>; COLUMNS.len()] {
+                use crate::columns::ColumnField;
+                [ $( <$rust as ColumnField>::values(&self.$field, $clickhouse), )+ ]
             }
         }
 
@@ -362,19 +366,19 @@ text_enum! {
 
 #[cfg(feature = "arrow")]
 mod arrow {
-    use std::net::Ipv6Addr;
+    use std::fmt::Write as _;
     use std::sync::Arc;
 
     use arrow_array::builder::StringBuilder;
     use arrow_array::types::Int32Type;
     use arrow_array::{
-        ArrayRef, BooleanArray, DictionaryArray, Int32Array, StringArray,
+        ArrayRef, BooleanArray, DictionaryArray, Int32Array, RecordBatch,
         TimestampMillisecondArray, UInt16Array, UInt32Array, UInt64Array,
     };
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
-    use super::{Category, Initiator, RemoteKind, COLUMNS};
-    use crate::{Family, Protocol};
+    use super::COLUMNS;
+    use crate::columns::ColumnValues;
 
     /// The Arrow schema of a flow record, derived from [`COLUMNS`]: text
     /// columns dictionary-encoded, IPs as text in ClickHouse's IPv6 form
@@ -407,143 +411,79 @@ mod arrow {
         }
     }
 
-    /// Builds one Arrow column from a field's values; the ClickHouse type
-    /// tells apart fields that share a Rust type (a `u32` is a timestamp or
-    /// a count).
-    pub(crate) trait ArrowColumn: Sized {
-        fn column<'a>(values: impl Iterator<Item = &'a Self>, clickhouse: &str) -> ArrayRef
-        where
-            Self: 'a;
+    impl crate::columns::Columns {
+        /// The chunk as one Arrow record batch with [`arrow_schema`]'s
+        /// columns; name columns index `names` (the run's name table).
+        pub fn to_record_batch(&self, names: &ArrayRef) -> Result<RecordBatch, ArrowError> {
+            let columns = self
+                .values()
+                .into_iter()
+                .map(|values| array(values, names))
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(Arc::new(arrow_schema()), columns)
+        }
     }
 
-    impl ArrowColumn for u32 {
-        fn column<'a>(values: impl Iterator<Item = &'a u32>, clickhouse: &str) -> ArrayRef {
-            let values = values.copied();
-            if clickhouse.starts_with("DateTime") {
-                Arc::new(
-                    TimestampMillisecondArray::from_iter_values(
-                        values.map(|s| i64::from(s) * 1000),
-                    )
-                    .with_timezone("UTC"),
+    /// One Arrow column of [`arrow_type`]'s type.
+    fn array(values: ColumnValues<'_>, names: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+        Ok(match values {
+            ColumnValues::Timestamp(seconds) => Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    seconds.iter().map(|&s| i64::from(s) * 1000),
                 )
-            } else {
-                Arc::new(UInt32Array::from_iter_values(values))
-            }
-        }
-    }
-
-    impl ArrowColumn for u16 {
-        fn column<'a>(values: impl Iterator<Item = &'a u16>, _: &str) -> ArrayRef {
-            Arc::new(UInt16Array::from_iter_values(values.copied()))
-        }
-    }
-
-    impl ArrowColumn for u64 {
-        fn column<'a>(values: impl Iterator<Item = &'a u64>, _: &str) -> ArrayRef {
-            Arc::new(UInt64Array::from_iter_values(values.copied()))
-        }
-    }
-
-    impl ArrowColumn for bool {
-        fn column<'a>(values: impl Iterator<Item = &'a bool>, _: &str) -> ArrayRef {
-            Arc::new(values.map(|v| Some(*v)).collect::<BooleanArray>())
-        }
-    }
-
-    impl ArrowColumn for Ipv6Addr {
-        fn column<'a>(values: impl Iterator<Item = &'a Ipv6Addr>, _: &str) -> ArrayRef {
-            // ClickHouse's text form: IPv4-mapped addresses as ::ffff:a.b.c.d.
-            // Neighbouring rows often repeat an address: format it once.
-            let mut builder = StringBuilder::new();
-            let mut text = String::new();
-            let mut last = None;
-            for ip in values {
-                if last != Some(*ip) {
-                    text.clear();
-                    let _ = write!(text, "{ip}");
-                    last = Some(*ip);
-                }
-                builder.append_value(&text);
-            }
-            Arc::new(builder.finish())
-        }
-    }
-
-    /// Closed sets of values stored as dictionary-encoded text (names come
-    /// with their own dictionary, the compact run's table).
-    trait Text {
-        fn text(&self) -> std::borrow::Cow<'_, str>;
-    }
-
-    use std::collections::HashMap;
-    use std::fmt::Write as _;
-
-    impl Text for Family {
-        fn text(&self) -> std::borrow::Cow<'_, str> {
-            self.as_str().into()
-        }
-    }
-
-    impl Text for Protocol {
-        fn text(&self) -> std::borrow::Cow<'_, str> {
-            match self.name() {
-                Some(name) => name.into(),
-                None => self.0.to_string().into(),
-            }
-        }
-    }
-
-    macro_rules! text_enums {
-        ($($t:ty),+) => {$(
-            impl Text for $t {
-                fn text(&self) -> std::borrow::Cow<'_, str> {
-                    self.as_str().into()
-                }
-            }
-        )+};
-    }
-
-    text_enums!(Category, RemoteKind, Initiator);
-
-    /// Dictionary-encoded text. Neighbouring rows mostly repeat a value, so
-    /// a repeat reuses the previous key before any hashing.
-    impl<T: Text> ArrowColumn for T {
-        fn column<'a>(values: impl Iterator<Item = &'a T>, _: &str) -> ArrayRef
-        where
-            T: 'a,
-        {
-            let mut keys = Vec::new();
-            let mut dictionary: Vec<std::borrow::Cow<'a, str>> = Vec::new();
-            let mut index: HashMap<std::borrow::Cow<'a, str>, i32> = HashMap::new();
-            let mut previous: Option<(std::borrow::Cow<'a, str>, i32)> = None;
-            for value in values {
-                let text = value.text();
-                let key = match &previous {
-                    Some((last, key)) if *last == text => *key,
-                    _ => {
-                        let next = i32::try_from(dictionary.len()).unwrap_or(i32::MAX);
-                        *index.entry(text.clone()).or_insert_with(|| {
-                            dictionary.push(text.clone());
-                            next
-                        })
+                .with_timezone("UTC"),
+            ),
+            ColumnValues::UInt16(v) => Arc::new(UInt16Array::from(v.to_vec())),
+            ColumnValues::UInt32(v) => Arc::new(UInt32Array::from(v.to_vec())),
+            ColumnValues::UInt64(v) => Arc::new(UInt64Array::from(v.to_vec())),
+            ColumnValues::Bool(v) => Arc::new(BooleanArray::from(v.to_vec())),
+            ColumnValues::Ip(ips) => {
+                // Neighbouring rows often repeat an address: format it once.
+                let mut builder = StringBuilder::new();
+                let mut text = String::new();
+                let mut last = None;
+                for ip in ips {
+                    if last != Some(*ip) {
+                        text.clear();
+                        let _ = write!(text, "{ip}");
+                        last = Some(*ip);
                     }
-                };
-                previous = Some((text, key));
-                keys.push(key);
+                    builder.append_value(&text);
+                }
+                Arc::new(builder.finish())
             }
-            let values: StringArray = dictionary.iter().map(|v| Some(v.as_ref())).collect();
-            Arc::new(
-                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values))
-                    .expect("every key indexes the dictionary"),
-            )
-        }
+            ColumnValues::Name(keys) => {
+                let keys = keys.iter().map(|&k| k as i32).collect::<Int32Array>();
+                Arc::new(DictionaryArray::<Int32Type>::try_new(keys, names.clone())?)
+            }
+            ColumnValues::Code(codes, text) => {
+                // The chunk's own dictionary: each code's text once.
+                let mut key_of = [-1i32; 256];
+                let mut dictionary = StringBuilder::new();
+                let mut next = 0;
+                let keys: Int32Array = codes
+                    .iter()
+                    .map(|&code| {
+                        let key = &mut key_of[usize::from(code)];
+                        if *key < 0 {
+                            dictionary.append_value(text(code));
+                            *key = next;
+                            next += 1;
+                        }
+                        *key
+                    })
+                    .collect();
+                Arc::new(DictionaryArray::<Int32Type>::try_new(
+                    keys,
+                    Arc::new(dictionary.finish()),
+                )?)
+            }
+        })
     }
 }
 
 #[cfg(feature = "arrow")]
 pub use arrow::arrow_schema;
-#[cfg(feature = "arrow")]
-pub(crate) use arrow::ArrowColumn;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -10,13 +10,14 @@
 //! every conntrack entry and must never allocate.
 //!
 //! [`flow`] defines the flow record stored by every sink, once;
-//! [`compact`] is the form a batch of records is held, spooled and turned
-//! into Arrow columns in.
+//! [`compact`] is the form a batch of records is held and spooled in, and
+//! [`columns`] reads it column by column for the columnar writers.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod columns;
 pub mod compact;
 pub mod flow;
 

@@ -48,6 +48,36 @@ duck = con.execute(f"SELECT count(*), count(DISTINCT conntrack_id) FROM read_par
 print(len(paths), table.num_rows, len(set(ids)), duck[0], duck[1])
 for name in ["observed_at", "remote_ip", "local_team", "bytes_sent", "local_port", "ended", "date"]:
     print(name, schema[name])
+# Every column chunk: zstd, and min/max statistics equal to what pyarrow
+# computes from the chunk's values; which chunks have a dictionary page.
+import pyarrow as pa, pyarrow.compute as pc
+chunks, wrong, dictionaries = 0, [], {}
+for p in paths:
+    f = pq.ParquetFile(p)
+    for g in range(f.num_row_groups):
+        data = f.read_row_group(g)
+        for i in range(f.metadata.num_columns):
+            c = f.metadata.row_group(g).column(i)
+            name = c.path_in_schema
+            values = data.column(name)
+            if pa.types.is_dictionary(values.type):
+                values = values.cast(values.type.value_type)
+            if pa.types.is_timestamp(values.type):
+                values = values.cast(pa.int64())
+            s = c.statistics
+            extremes = pc.min_max(values)
+            expected = (extremes["min"].as_py(), extremes["max"].as_py())
+            got = None
+            if s is not None and s.has_min_max:
+                got = (s.min, s.max)
+                if pa.types.is_integer(values.type) and hasattr(got[0], "timestamp"):
+                    got = tuple(int(v.timestamp() * 1000) for v in got)
+            if c.compression != "ZSTD" or s is None or s.null_count != 0 or got != expected:
+                wrong.append((p, name, c.compression, got, expected))
+            dictionaries.setdefault(name, set()).add(c.has_dictionary_page)
+            chunks += 1
+print("chunks", chunks, "wrong", wrong[:3])
+print("dictionary", *(f"{n}={sorted(dictionaries[n])}" for n in ["local_team", "remote_ip", "protocol", "bytes_sent"]))
 "#;
 
 #[test]
@@ -86,7 +116,16 @@ fn pyarrow_and_duckdb_read_every_file_with_the_schema_and_counts() {
         [20_000, 20_000, 20_000, 20_000],
         "rows, distinct ids, DuckDB rows, DuckDB distinct ids"
     );
-    let types: Vec<&str> = lines.collect();
+    let types: Vec<&str> = lines.by_ref().take(7).collect();
+    let chunks = lines.next().unwrap();
+    assert!(
+        chunks.starts_with("chunks ") && chunks.ends_with(" wrong []"),
+        "every column chunk zstd, with pyarrow's own min/max: {chunks}"
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "dictionary local_team=[True] remote_ip=[True] protocol=[True] bytes_sent=[False]"
+    );
     assert_eq!(
         types,
         [
