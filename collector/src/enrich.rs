@@ -97,46 +97,76 @@ impl Enricher {
         interval_seconds: u32,
         inventory: &Inventory,
         classifier: &Classifier,
+        emit: impl FnMut(&FlowView<'_>),
+    ) {
+        self.enrich_many(
+            std::slice::from_ref(entry),
+            observed_at,
+            interval_seconds,
+            inventory,
+            classifier,
+            emit,
+        );
+    }
+
+    /// The records of `entries`, in order, as [`Enricher::enrich`] makes
+    /// them; what every entry shares (this node) is looked up once.
+    pub fn enrich_many(
+        &mut self,
+        entries: &[Entry],
+        observed_at: u32,
+        interval_seconds: u32,
+        inventory: &Inventory,
+        classifier: &Classifier,
         mut emit: impl FnMut(&FlowView<'_>),
+    ) {
+        let at = u64::from(observed_at);
+        let this_node = inventory.node(&self.fixed.node).map(Arc::as_ref);
+        for entry in entries {
+            let side = Side {
+                entry,
+                observed_at,
+                interval_seconds,
+                classifier,
+            };
+            let ends = Ends::of(entry, inventory, at);
+            self.records(&side, &ends, this_node, inventory, &mut emit);
+        }
+    }
+
+    /// The records of one entry whose ends are resolved.
+    fn records<'a>(
+        &'a mut self,
+        side: &Side<'a>,
+        ends: &Ends<'a>,
+        this_node: Option<&'a NodeInfo>,
+        inventory: &'a Inventory,
+        emit: &mut impl FnMut(&FlowView<'_>),
     ) {
         let fixed = &self.fixed;
         let stats = &mut self.stats;
+        let entry = side.entry;
         stats.entries += 1;
-        let at = u64::from(observed_at);
+        let at = u64::from(side.observed_at);
         let zero = Counters::default();
         let forward = entry.orig_counters.unwrap_or(zero);
         let backward = entry.reply_counters.unwrap_or(zero);
-        let (initiator_port, responder_port) = match (entry.orig.l4.ports(), entry.reply.l4.ports())
-        {
-            (Some((src, _)), Some((reply_src, _))) => (src, reply_src),
-            _ => (0, 0),
-        };
+        let Ends {
+            initiator,
+            initiator_port,
+            responder,
+            responder_port,
+            service,
+        } = *ends;
         let initiator_ip = entry.orig.src;
         let responder_ip = entry.reply.src;
-        let this_node = inventory.node(&fixed.node).map(Arc::as_ref);
-        let initiator = party(inventory, initiator_ip, initiator_port, entry, at);
-        let responder = party(inventory, responder_ip, responder_port, entry, at);
-        // The Service the initiator addressed, when it was translated.
-        let service = (entry.orig.dst != responder_ip)
-            .then(|| inventory.lookup(entry.orig.dst, at))
-            .flatten()
-            .and_then(|holder| match holder {
-                Holder::Service(s) => Some(&s.name),
-                _ => None,
-            });
         let initiator_local = fixed.is_local(initiator, initiator_ip, this_node, inventory);
         let responder_local = fixed.is_local(responder, responder_ip, this_node, inventory);
-        let side = Side {
-            entry,
-            observed_at,
-            interval_seconds,
-            classifier,
-        };
         let before = stats.records;
         if initiator_local {
             let record = fixed.record(
                 stats,
-                &side,
+                side,
                 (initiator, initiator_ip, initiator_port),
                 (responder, responder_ip, responder_port),
                 service,
@@ -150,7 +180,7 @@ impl Enricher {
         if responder_local {
             let record = fixed.record(
                 stats,
-                &side,
+                side,
                 (responder, responder_ip, responder_port),
                 (initiator, initiator_ip, initiator_port),
                 None,
@@ -170,7 +200,7 @@ impl Enricher {
                     let me = Party::Node(node);
                     let first = fixed.record(
                         stats,
-                        &side,
+                        side,
                         (me, entry.orig.dst, entry.orig.l4.ports().map_or(0, |p| p.1)),
                         (initiator, initiator_ip, initiator_port),
                         None,
@@ -181,7 +211,7 @@ impl Enricher {
                     emit(&first);
                     let second = fixed.record(
                         stats,
-                        &side,
+                        side,
                         (
                             me,
                             entry.reply.dst,
@@ -201,6 +231,41 @@ impl Enricher {
                     stats.not_local_bytes += forward.bytes + backward.bytes;
                 }
             }
+        }
+    }
+}
+
+/// Both ends of an entry, resolved, and the Service the initiator
+/// addressed.
+struct Ends<'a> {
+    initiator: Party<'a>,
+    initiator_port: u16,
+    responder: Party<'a>,
+    responder_port: u16,
+    service: Option<&'a Name>,
+}
+
+impl<'a> Ends<'a> {
+    fn of(entry: &Entry, inventory: &'a Inventory, at: u64) -> Self {
+        let (initiator_port, responder_port) = match (entry.orig.l4.ports(), entry.reply.l4.ports())
+        {
+            (Some((src, _)), Some((reply_src, _))) => (src, reply_src),
+            _ => (0, 0),
+        };
+        let responder_ip = entry.reply.src;
+        Ends {
+            initiator: party(inventory, entry.orig.src, initiator_port, entry, at),
+            initiator_port,
+            responder: party(inventory, responder_ip, responder_port, entry, at),
+            responder_port,
+            // The Service the initiator addressed, when it was translated.
+            service: (entry.orig.dst != responder_ip)
+                .then(|| inventory.lookup(entry.orig.dst, at))
+                .flatten()
+                .and_then(|holder| match holder {
+                    Holder::Service(s) => Some(&s.name),
+                    _ => None,
+                }),
         }
     }
 }

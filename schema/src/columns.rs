@@ -96,7 +96,7 @@ impl ColumnField for u32 {
     type Item = u32;
 
     fn get_item(input: &mut Input<'_>) -> Option<u32> {
-        Field::get(input)
+        <u32 as Field>::get(input)
     }
 
     fn values<'a>(items: &'a [u32], clickhouse: &str) -> ColumnValues<'a> {
@@ -115,7 +115,7 @@ macro_rules! value_columns {
             type Item = $t;
 
             fn get_item(input: &mut Input<'_>) -> Option<$t> {
-                Field::get(input)
+                <$t as Field>::get(input)
             }
 
             fn values<'a>(items: &'a [$t], _: &str) -> ColumnValues<'a> {
@@ -128,22 +128,29 @@ macro_rules! value_columns {
 value_columns!(u16 => UInt16, u64 => UInt64, bool => Bool, Ipv6Addr => Ip);
 
 /// A closed set of values, each with a one-byte code.
-trait Coded: Field + Copy {
+trait Coded: Copy {
     fn code(self) -> u8;
     fn text(code: u8) -> Cow<'static, str>;
 }
 
-impl<T: Coded> ColumnField for T {
-    type Item = u8;
+/// The closed sets' columns hold their codes.
+macro_rules! coded_columns {
+    ($($t:ty),+) => {$(
+        impl ColumnField for $t {
+            type Item = u8;
 
-    fn get_item(input: &mut Input<'_>) -> Option<u8> {
-        T::get(input).map(T::code)
-    }
+            fn get_item(input: &mut Input<'_>) -> Option<u8> {
+                <$t as Field>::get(input).map(Coded::code)
+            }
 
-    fn values<'a>(items: &'a [u8], _: &str) -> ColumnValues<'a> {
-        ColumnValues::Code(items, T::text)
-    }
+            fn values<'a>(items: &'a [u8], _: &str) -> ColumnValues<'a> {
+                ColumnValues::Code(items, <$t as Coded>::text)
+            }
+        }
+    )+};
 }
+
+coded_columns!(Family, Protocol, Category, RemoteKind, Initiator);
 
 impl Coded for Family {
     fn code(self) -> u8 {

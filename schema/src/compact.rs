@@ -23,7 +23,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use crate::flow::{get_compact, put_compact};
+use crate::flow::{get_compact, put_compact, ViewField};
 use crate::{Category, Family, FlowRecord, FlowView, Initiator, Name, Protocol, RemoteKind};
 
 /// Bytes that are not a run of records (truncated or corrupt).
@@ -141,8 +141,10 @@ impl Rows {
         self.count == 0
     }
 
-    /// The records, decoded one at a time; a record that cannot be decoded
-    /// (or bytes left after the last one) ends the run with an error.
+    /// The records, decoded one at a time with their names borrowed from
+    /// the run ([`FlowView::to_record`] makes one owned); a record that
+    /// cannot be decoded (or bytes left after the last one) ends the run
+    /// with an error.
     pub fn iter(&self) -> RowsIter<'_> {
         RowsIter {
             input: self.input(),
@@ -264,8 +266,8 @@ pub struct RowsIter<'a> {
     finished: bool,
 }
 
-impl Iterator for RowsIter<'_> {
-    type Item = Result<FlowRecord, CompactError>;
+impl<'a> Iterator for RowsIter<'a> {
+    type Item = Result<FlowView<'a>, CompactError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.finished {
@@ -359,9 +361,10 @@ pub(crate) trait Put {
     fn put(&self, names: &mut Names, out: &mut Vec<u8>);
 }
 
-/// How one field of a [`FlowRecord`] is read.
-pub(crate) trait Field: Sized {
-    fn get(input: &mut Input<'_>) -> Option<Self>;
+/// How one field of a [`FlowView`] is read: a name borrowed from the
+/// run's table, every other value copied.
+pub(crate) trait Field: ViewField + Sized {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self::View<'a>>;
 }
 
 impl Put for u16 {
@@ -371,7 +374,7 @@ impl Put for u16 {
 }
 
 impl Field for u16 {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         input.array().map(u16::from_le_bytes)
     }
 }
@@ -383,7 +386,7 @@ impl Put for u32 {
 }
 
 impl Field for u32 {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         input.array().map(u32::from_le_bytes)
     }
 }
@@ -395,7 +398,7 @@ impl Put for u64 {
 }
 
 impl Field for u64 {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         input.varint("").ok()
     }
 }
@@ -407,7 +410,7 @@ impl Put for bool {
 }
 
 impl Field for bool {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         match input.array::<1>()? {
             [0] => Some(false),
             [1] => Some(true),
@@ -423,7 +426,7 @@ impl Put for Ipv6Addr {
 }
 
 impl Field for Ipv6Addr {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         input.array::<16>().map(Ipv6Addr::from)
     }
 }
@@ -435,9 +438,9 @@ impl Put for &Name {
 }
 
 impl Field for Name {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
-        let index = input.name_index()?;
-        input.names.get(index as usize).cloned()
+    fn get<'a>(input: &mut Input<'a>) -> Option<&'a Name> {
+        let names = input.names;
+        names.get(input.name_index()? as usize)
     }
 }
 
@@ -451,7 +454,7 @@ impl Put for Family {
 }
 
 impl Field for Family {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         Family::from_af(input.array::<1>()?[0])
     }
 }
@@ -463,7 +466,7 @@ impl Put for Protocol {
 }
 
 impl Field for Protocol {
-    fn get(input: &mut Input<'_>) -> Option<Self> {
+    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
         Some(Protocol(input.array::<1>()?[0]))
     }
 }
@@ -479,7 +482,7 @@ macro_rules! positional {
         }
 
         impl Field for $t {
-            fn get(input: &mut Input<'_>) -> Option<Self> {
+            fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
                 <$t>::ALL.get(usize::from(input.array::<1>()?[0])).copied()
             }
         }
@@ -511,7 +514,10 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8]) -> Result<Vec<FlowRecord>, CompactError> {
-        Rows::read(bytes)?.iter().collect()
+        Rows::read(bytes)?
+            .iter()
+            .map(|view| view.map(|v| v.to_record()))
+            .collect()
     }
 
     #[test]
@@ -519,7 +525,7 @@ mod tests {
         let records = sample();
         let rows: Rows = records.iter().collect();
         assert_eq!(rows.len(), 3);
-        let in_memory: Vec<FlowRecord> = rows.iter().collect::<Result<_, _>>().unwrap();
+        let in_memory: Vec<FlowRecord> = rows.iter().map(|v| v.unwrap().to_record()).collect();
         assert_eq!(in_memory, records);
         let back = read_all(&written(&records)).unwrap();
         assert_eq!(back, records);

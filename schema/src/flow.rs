@@ -142,7 +142,8 @@ macro_rules! flow_record {
         /// A flow record whose names are borrowed: what the enricher builds
         /// for each connection and the batcher encodes, so making a record
         /// copies pointers and touches no reference count.
-        #[derive(Debug, Clone, Copy, PartialEq)]
+        #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+        #[cfg_attr(feature = "clickhouse", derive(clickhouse::Row))]
         pub struct FlowView<'a> {
             $( $(#[doc = $doc])+ pub $field: <$rust as ViewField>::View<'a>, )+
         }
@@ -172,10 +173,13 @@ macro_rules! flow_record {
             $( record.$field.put(names, out); )+
         }
 
-        /// Reads one record written by [`put_compact`].
-        pub(crate) fn get_compact(input: &mut crate::compact::Input<'_>) -> Option<FlowRecord> {
+        /// Reads one record written by [`put_compact`], its names borrowed
+        /// from the run's table.
+        pub(crate) fn get_compact<'a>(
+            input: &mut crate::compact::Input<'a>,
+        ) -> Option<FlowView<'a>> {
             use crate::compact::Field;
-            Some(FlowRecord { $( $field: Field::get(input)?, )+ })
+            Some(FlowView { $( $field: <$rust as Field>::get(input)?, )+ })
         }
 
         /// The columns of the `flows` table, in order.

@@ -16,4 +16,4 @@ pub mod metrics;
 mod reader;
 
 pub use batcher::Batcher;
-pub use reader::{listen_for_ended, unix_seconds, Metering, Reader};
+pub use reader::{listen_for_ended, unix_seconds, Metering, Reader, PENDING};

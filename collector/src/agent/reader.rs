@@ -23,17 +23,18 @@ use crate::inventory::Inventory;
 
 /// Turns entries into records and counts them.
 pub struct Metering {
-    /// This node's enricher.
-    pub enricher: Enricher,
-    /// The rules.
-    pub classifier: Classifier,
-    /// Pods, nodes and Services, kept current elsewhere.
-    pub inventory: Arc<RwLock<Inventory>>,
-    /// Where records go.
-    pub batcher: Batcher,
-    /// What is counted.
-    pub metrics: Arc<Metrics>,
+    enricher: Enricher,
+    classifier: Classifier,
+    inventory: Arc<RwLock<Inventory>>,
+    batcher: Batcher,
+    metrics: Arc<Metrics>,
+    /// Entries waiting to be enriched together, under one read lock of the
+    /// inventory.
+    pending: Vec<Entry>,
 }
+
+/// How many entries the agent enriches together.
+pub const PENDING: usize = 128;
 
 /// Per-interval sums, added to the metrics once per interval rather than
 /// once per record.
@@ -45,14 +46,43 @@ struct Tally {
 }
 
 impl Metering {
+    /// This node's enricher and rules, the inventory (kept current
+    /// elsewhere), where records go and what is counted.
+    pub fn new(
+        enricher: Enricher,
+        classifier: Classifier,
+        inventory: Arc<RwLock<Inventory>>,
+        batcher: Batcher,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            enricher,
+            classifier,
+            inventory,
+            batcher,
+            metrics,
+            pending: Vec::with_capacity(PENDING),
+        }
+    }
+
+    /// Meters `entry` (now or with the next entries: [`Metering::finish`]
+    /// meters what is left).
     fn meter(&mut self, entry: &Entry, observed_at: u32, interval: u32, tally: &mut Tally) {
+        self.pending.push(*entry);
+        if self.pending.len() == PENDING {
+            self.finish(observed_at, interval, tally);
+        }
+    }
+
+    /// Meters the entries still pending.
+    fn finish(&mut self, observed_at: u32, interval: u32, tally: &mut Tally) {
         let inventory = self
             .inventory
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let batcher = &mut self.batcher;
-        self.enricher.enrich(
-            entry,
+        self.enricher.enrich_many(
+            &self.pending,
             observed_at,
             interval,
             &inventory,
@@ -65,6 +95,7 @@ impl Metering {
                 batcher.add(record);
             },
         );
+        self.pending.clear();
     }
 
     /// Meter the ended connections received so far; returns how many.
@@ -80,6 +111,7 @@ impl Metering {
             self.meter(&entry, observed_at, interval, tally);
             count += 1;
         }
+        self.finish(observed_at, interval, tally);
         count
     }
 
@@ -189,6 +221,7 @@ impl Reader {
             }
             ControlFlow::Continue(())
         });
+        self.metering.finish(observed_at, interval, &mut tally);
         self.metering.batcher.flush();
         let m = self.metering.metrics.clone();
         m.idle_entries.inc_by(idle);

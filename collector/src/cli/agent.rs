@@ -140,11 +140,11 @@ async fn serve(
         ended: ended_rx,
         stop_listening,
         listener: event_listener,
-        metering: Metering {
-            enricher: Enricher::new(&config.cluster, &node, &config.node_team),
-            classifier: world.classifier,
-            inventory: world.inventory,
-            batcher: Batcher::new(
+        metering: Metering::new(
+            Enricher::new(&config.cluster, &node, &config.node_team),
+            world.classifier,
+            world.inventory,
+            Batcher::new(
                 spool.clone(),
                 tokens,
                 agent.batch_rows,
@@ -152,7 +152,7 @@ async fn serve(
                 metrics.clone(),
             ),
             metrics,
-        },
+        ),
         interval: agent.interval_seconds,
         health: health.clone(),
     };

@@ -312,3 +312,48 @@ fn unknown_addresses_stay_unknown_and_foreign_entries_are_counted() {
     assert!(a.is_empty());
     assert_eq!((stats.not_local, stats.not_local_bytes), (1, 30));
 }
+
+#[test]
+fn entries_enriched_together_give_the_records_of_each_alone_in_order() {
+    let (inventory, classifier) = world();
+    let addresses = [
+        "10.1.1.10",
+        "10.1.1.11",
+        "10.1.2.20",
+        "10.1.3.30",
+        "10.96.0.30",
+        "192.168.0.1",
+        "10.1.1.99",
+        "203.0.113.9",
+        "fd00:1::10",
+    ];
+    // Every pair, some through the ClusterIP.
+    let mut entries = Vec::new();
+    for (i, from) in addresses.iter().enumerate() {
+        for (j, to) in addresses.iter().enumerate() {
+            let reply_src = if *to == "10.96.0.30" { "10.1.3.30" } else { to };
+            let port = 9100 + (i * 10 + j) as u16 % 3;
+            entries.push(entry(
+                (from, 40000 + j as u16, to, port),
+                (reply_src, port, from, 40000 + j as u16),
+                (i * 100 + j) as u64,
+                j as u64,
+            ));
+        }
+    }
+    let mut alone = Enricher::new("test", "node-a", "platform");
+    let mut one_by_one = Vec::new();
+    for e in &entries {
+        alone.enrich(e, 1000, 10, &inventory, &classifier, |r| {
+            one_by_one.push(r.to_record())
+        });
+    }
+    let mut together = Enricher::new("test", "node-a", "platform");
+    let mut batched = Vec::new();
+    together.enrich_many(&entries, 1000, 10, &inventory, &classifier, |r| {
+        batched.push(r.to_record())
+    });
+    assert!(one_by_one.len() > entries.len() / 2);
+    assert_eq!(batched, one_by_one);
+    assert_eq!(together.stats, alone.stats);
+}

@@ -52,18 +52,46 @@ fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU seconds a process spent, in user space and in the kernel.
+#[derive(Clone, Copy)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+impl Cpu {
+    /// Of process `pid` (all its threads) so far.
+    fn of(pid: &str) -> anyhow::Result<Cpu> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("stat format")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = clock_ticks()?;
+        Ok(Cpu {
+            user: fields[11].parse::<u64>()? as f64 / ticks,
+            system: fields[12].parse::<u64>()? as f64 / ticks,
+        })
+    }
+
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
 /// User plus system CPU seconds of process `pid` (all its threads).
 fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat format")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks()?)
+    Ok(Cpu::of(pid)?.total())
 }
 
 fn clock_ticks() -> anyhow::Result<f64> {
@@ -72,13 +100,16 @@ fn clock_ticks() -> anyhow::Result<f64> {
 }
 
 /// Measures the CPU this process spends in `work`.
-fn timed<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
-    let cpu = cpu_seconds("self")?;
+fn timed<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Cpu)> {
+    let cpu = Cpu::of("self")?;
     let started = Instant::now();
     let result = work()?;
-    let spent = cpu_seconds("self")? - cpu;
+    let spent = Cpu::of("self")?.since(cpu);
     eprintln!(
-        "  {label:<44} {spent:>6.2} s CPU {:>6.2} s wall",
+        "  {label:<44} {:>6.2} s CPU ({:.2} user, {:.2} system) {:>6.2} s wall",
+        spent.total(),
+        spent.user,
+        spent.system,
         started.elapsed().as_secs_f64()
     );
     Ok((result, spent))
@@ -249,10 +280,10 @@ fn unix_seconds() -> u64 {
 /// The parts alone, over the same table: what each costs this process.
 struct Parts {
     records: u64,
-    dump: f64,
-    enrich: f64,
-    spool: f64,
-    deliver: f64,
+    dump: Cpu,
+    enrich: Cpu,
+    spool: Cpu,
+    deliver: Cpu,
 }
 
 fn parts(
@@ -295,14 +326,12 @@ fn parts(
         || {
             let mut batches: Vec<Rows> = Vec::new();
             let mut rows = Rows::default();
-            for entry in &table_entries {
-                enricher.enrich(entry, now, 10, &inventory, &classifier, |r| {
-                    rows.push(r);
-                    if rows.len() == BATCH_ROWS {
-                        batches.push(std::mem::take(&mut rows));
-                    }
-                });
-            }
+            enricher.enrich_many(&table_entries, now, 10, &inventory, &classifier, |r| {
+                rows.push(r);
+                if rows.len() == BATCH_ROWS {
+                    batches.push(std::mem::take(&mut rows));
+                }
+            });
             batches.push(rows);
             Ok(batches)
         },
@@ -456,7 +485,8 @@ fn main() -> anyhow::Result<()> {
     let server = clickhouse.server();
     eprintln!("the parts alone:");
     let parts = parts(&dir, &inventory_path, server, &connections)?;
-    let sum = parts.dump + parts.enrich + parts.spool + parts.deliver;
+    let sum =
+        parts.dump.total() + parts.enrich.total() + parts.spool.total() + parts.deliver.total();
 
     // The whole agent, on the same table, into a fresh database.
     let database = "agent";
@@ -505,7 +535,7 @@ fn main() -> anyhow::Result<()> {
         let traffic = scope.spawn(|| drive_traffic(&connections, 2.0, intervals + 1, &pid));
         wait_rows(server, database, per_interval, timeout, &mut agent)?;
         let mut cpu = Vec::new();
-        let mut last = cpu_seconds(&pid)?;
+        let mut last = Cpu::of(&pid)?;
         for k in 1..=intervals {
             wait_rows(
                 server,
@@ -514,9 +544,15 @@ fn main() -> anyhow::Result<()> {
                 timeout,
                 &mut agent,
             )?;
-            let now = cpu_seconds(&pid)?;
-            eprintln!("  interval with traffic: {:.2} s CPU", now - last);
-            cpu.push(now - last);
+            let now = Cpu::of(&pid)?;
+            let spent = now.since(last);
+            eprintln!(
+                "  interval with traffic: {:.2} s CPU ({:.2} user, {:.2} system)",
+                spent.total(),
+                spent.user,
+                spent.system
+            );
+            cpu.push(spent);
             last = now;
         }
         traffic
@@ -548,6 +584,8 @@ fn main() -> anyhow::Result<()> {
     ensure!(flushed.status.success(), "conntrack -F failed");
     let idle_peak = idle_agent_peak(&config)?;
 
+    let system: Vec<f64> = cpu.iter().map(|c| c.system).collect();
+    let cpu: Vec<f64> = cpu.iter().map(|c| c.total()).collect();
     let mut sorted = cpu.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
@@ -558,14 +596,21 @@ fn main() -> anyhow::Result<()> {
             "records_per_interval": per_interval,
             "intervals_stored": per_read.lines().count(),
             "agent_cpu_seconds_per_interval": cpu,
+            "agent_system_cpu_seconds_per_interval": system,
             "agent_cpu_seconds_median": median,
             "agent_cpu_seconds_idle_table_read": idle_cpu,
             "parts_cpu_seconds": {
-                "dump": parts.dump,
-                "enrich": parts.enrich,
-                "spool": parts.spool,
-                "deliver": parts.deliver,
+                "dump": parts.dump.total(),
+                "enrich": parts.enrich.total(),
+                "spool": parts.spool.total(),
+                "deliver": parts.deliver.total(),
                 "sum": sum,
+            },
+            "parts_system_cpu_seconds": {
+                "dump": parts.dump.system,
+                "enrich": parts.enrich.system,
+                "spool": parts.spool.system,
+                "deliver": parts.deliver.system,
             },
             "ratio_agent_to_sum_of_parts": median / sum,
             "agent_peak_rss_mib": peak as f64 / 1024.0,

@@ -157,12 +157,24 @@ fn main() -> anyhow::Result<()> {
     let mut records = 0u64;
     let mut bytes = 0u64;
     let start = Instant::now();
-    for i in 0..entries {
-        let entry = &sample[(i % sample.len() as u64) as usize];
-        enricher.enrich(entry, 1_700_000_000, 10, &inventory, &classifier, |r| {
-            records += 1;
-            bytes += black_box(r).bytes_sent;
-        });
+    // As the agent does: entries enriched `PENDING` at a time.
+    let mut done = 0;
+    while done < entries {
+        let start = (done % sample.len() as u64) as usize;
+        let take = (entries - done).min(tollgate::agent::PENDING as u64) as usize;
+        let end = (start + take).min(sample.len());
+        enricher.enrich_many(
+            &sample[start..end],
+            1_700_000_000,
+            10,
+            &inventory,
+            &classifier,
+            |r| {
+                records += 1;
+                bytes += black_box(r).bytes_sent;
+            },
+        );
+        done += (end - start) as u64;
     }
     let enrich_seconds = start.elapsed().as_secs_f64();
 

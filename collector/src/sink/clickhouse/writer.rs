@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clickhouse::Client;
-use tollgate_schema::FlowRecord;
+use tollgate_schema::FlowView;
 
 use super::Connection;
 use crate::sink::{Batch, Sink, WriteError};
@@ -68,11 +68,13 @@ impl Sink for ClickHouseSink {
             &self.validating
         };
         let mut insert = client
-            .insert::<FlowRecord>("flows")
+            .insert::<FlowView<'_>>("flows")
             .await
             .map_err(fail)?
             .with_setting("insert_deduplication_token", batch.token.as_str())
             .with_setting("insert_deduplicate", "1");
+        // Records with their names borrowed from the batch: no name's
+        // reference count is touched.
         for record in batch.rows.iter() {
             // A batch that cannot be read is never ended, so ClickHouse
             // stores none of it.
