@@ -1,6 +1,6 @@
 //! The flow record: one row per local endpoint, connection and interval.
 //!
-//! It is declared once, in the [`flow_record!`] invocation below. From that
+//! It is declared once, in the `flow_record!` invocation below. From that
 //! one list come the Rust type [`FlowRecord`], its borrowed form
 //! [`FlowView`] (what the enricher builds), the ClickHouse column list
 //! [`COLUMNS`] (which `sql/`'s `flows` table is tested against on real
@@ -416,7 +416,7 @@ mod arrow {
     }
 
     impl crate::columns::Columns {
-        /// The chunk as one Arrow record batch with [`arrow_schema`]'s
+        /// The chunk as one Arrow record batch with [`arrow_schema()`]'s
         /// columns; name columns index `names` (the run's name table).
         pub fn to_record_batch(&self, names: &ArrayRef) -> Result<RecordBatch, ArrowError> {
             let columns = self

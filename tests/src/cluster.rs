@@ -203,7 +203,7 @@ pub struct Cluster {
     pub vpc: Netns,
     /// The internet host.
     pub internet: Netns,
-    /// Nodes, in [`NODES`] order.
+    /// Nodes, in `NODES` order.
     pub nodes: Vec<Node>,
     /// Pods.
     pub pods: Vec<Pod>,

@@ -7,7 +7,7 @@
 //! dump, enrichment, spooling and delivery. Also the CPU of one read of the
 //! same table idle (every entry read, none recorded).
 //!
-//! Usage: bench_agent [ENTRIES] [INTERVALS]. The world is
+//! Usage: `bench_agent [ENTRIES] [INTERVALS]`. The world is
 //! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
 //! prefixes) seen from node-0, whose 200 pods hold every connection.
 

@@ -3,7 +3,7 @@
 //! format, conntrack entries mixing pod-to-pod (direct and through a
 //! ClusterIP), masqueraded internet and cloud-service traffic.
 //!
-//! Usage: bench_enrich [PODS] [PREFIXES] [ENTRIES]. Prints one JSON object.
+//! Usage: `bench_enrich [PODS] [PREFIXES] [ENTRIES]`. Prints one JSON object.
 //! The reference in the same run is the cost of copying each entry into a
 //! record-sized struct with no lookups, to show what enrichment adds.
 

@@ -11,7 +11,7 @@
 //!
 //! Columns follow the schema crate's Arrow schema (stored in the file, so
 //! readers restore its types): zstd, dictionary encoding, column
-//! statistics; [`encode`] builds the pages from the batch's compact form.
+//! statistics; `encode` builds the pages from the batch's compact form.
 //! IPs are text in ClickHouse's IPv6 form (`toIPv6(remote_ip)` turns them
 //! back into `IPv6`).
 
