@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use crate::compact::{CompactError, Field, Input, Rows};
+use crate::compact::{Coded, CompactError, Field, Input, Rows};
 pub use crate::flow::Columns;
 use crate::{Category, Family, Initiator, Name, Protocol, RemoteKind};
 
@@ -127,12 +127,6 @@ macro_rules! value_columns {
 
 value_columns!(u16 => UInt16, u64 => UInt64, bool => Bool, Ipv6Addr => Ip);
 
-/// A closed set of values, each with a one-byte code.
-trait Coded: Copy {
-    fn code(self) -> u8;
-    fn text(code: u8) -> Cow<'static, str>;
-}
-
 /// The closed sets' columns hold their codes.
 macro_rules! coded_columns {
     ($($t:ty),+) => {$(
@@ -151,49 +145,6 @@ macro_rules! coded_columns {
 }
 
 coded_columns!(Family, Protocol, Category, RemoteKind, Initiator);
-
-impl Coded for Family {
-    fn code(self) -> u8 {
-        match self {
-            Family::Ipv4 => Family::AF_INET,
-            Family::Ipv6 => Family::AF_INET6,
-        }
-    }
-
-    fn text(code: u8) -> Cow<'static, str> {
-        Family::from_af(code).map_or("", Family::as_str).into()
-    }
-}
-
-impl Coded for Protocol {
-    fn code(self) -> u8 {
-        self.0
-    }
-
-    fn text(code: u8) -> Cow<'static, str> {
-        match Protocol(code).name() {
-            Some(name) => name.into(),
-            None => code.to_string().into(),
-        }
-    }
-}
-
-/// The closed text sets, coded by their position in `ALL`.
-macro_rules! positional {
-    ($($t:ty),+) => {$(
-        impl Coded for $t {
-            fn code(self) -> u8 {
-                <$t>::ALL.iter().position(|v| *v == self).unwrap_or(0) as u8
-            }
-
-            fn text(code: u8) -> Cow<'static, str> {
-                <$t>::ALL.get(usize::from(code)).map_or("", |v| v.as_str()).into()
-            }
-        }
-    )+};
-}
-
-positional!(Category, RemoteKind, Initiator);
 
 /// The chunks of a [`Rows`], in order (see [`Rows::chunks`]).
 pub struct Chunks<'a> {

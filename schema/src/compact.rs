@@ -18,6 +18,7 @@
 //! one byte. The form is private to one version of tollgate: it is a
 //! queue's format, not an interchange format.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv6Addr;
@@ -275,8 +276,7 @@ impl<'a> Iterator for RowsIter<'a> {
         }
         if self.remaining == 0 {
             self.finished = true;
-            return (self.input.offset != self.input.bytes.len())
-                .then(|| Err(self.input.error("the end of the records")));
+            return (!self.input.at_end()).then(|| Err(self.input.error("the end of the records")));
         }
         self.remaining -= 1;
         let record = get_compact(&mut self.input).ok_or_else(|| self.input.error("a record"));
@@ -444,52 +444,89 @@ impl Field for Name {
     }
 }
 
-impl Put for Family {
-    fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
-        out.push(match self {
+/// A closed set of values (family, protocol, category...) as one byte: the
+/// byte a record stores, and the code a column of them holds
+/// ([`crate::columns::ColumnValues::Code`]).
+pub(crate) trait Coded: Copy {
+    fn code(self) -> u8;
+    fn from_code(code: u8) -> Option<Self>;
+    fn text(code: u8) -> Cow<'static, str>;
+}
+
+impl Coded for Family {
+    /// The kernel's `AF_*` number.
+    fn code(self) -> u8 {
+        match self {
             Family::Ipv4 => Family::AF_INET,
             Family::Ipv6 => Family::AF_INET6,
-        });
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Family::from_af(code)
+    }
+
+    fn text(code: u8) -> Cow<'static, str> {
+        Family::from_af(code).map_or("", Family::as_str).into()
     }
 }
 
-impl Field for Family {
-    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
-        Family::from_af(input.array::<1>()?[0])
+impl Coded for Protocol {
+    fn code(self) -> u8 {
+        self.0
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(Protocol(code))
+    }
+
+    fn text(code: u8) -> Cow<'static, str> {
+        match Protocol(code).name() {
+            Some(name) => name.into(),
+            None => code.to_string().into(),
+        }
     }
 }
 
-impl Put for Protocol {
-    fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
-        out.push(self.0);
-    }
-}
-
-impl Field for Protocol {
-    fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
-        Some(Protocol(input.array::<1>()?[0]))
-    }
-}
-
-/// The closed text sets, as their position in `ALL`.
+/// The closed text sets, coded by their position in `ALL`.
 macro_rules! positional {
     ($($t:ty),+) => {$(
-        impl Put for $t {
-            fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
-                let position = <$t>::ALL.iter().position(|v| v == self).unwrap_or(0);
-                out.push(position as u8);
+        impl Coded for $t {
+            fn code(self) -> u8 {
+                <$t>::ALL.iter().position(|v| *v == self).unwrap_or(0) as u8
             }
-        }
 
-        impl Field for $t {
-            fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
-                <$t>::ALL.get(usize::from(input.array::<1>()?[0])).copied()
+            fn from_code(code: u8) -> Option<Self> {
+                <$t>::ALL.get(usize::from(code)).copied()
+            }
+
+            fn text(code: u8) -> Cow<'static, str> {
+                <$t>::ALL.get(usize::from(code)).map_or("", |v| v.as_str()).into()
             }
         }
     )+};
 }
 
 positional!(Category, RemoteKind, Initiator);
+
+/// The closed sets are stored as their code.
+macro_rules! coded_fields {
+    ($($t:ty),+) => {$(
+        impl Put for $t {
+            fn put(&self, _: &mut Names, out: &mut Vec<u8>) {
+                out.push(self.code());
+            }
+        }
+
+        impl Field for $t {
+            fn get<'a>(input: &mut Input<'a>) -> Option<Self> {
+                <$t>::from_code(input.array::<1>()?[0])
+            }
+        }
+    )+};
+}
+
+coded_fields!(Family, Protocol, Category, RemoteKind, Initiator);
 
 #[cfg(test)]
 mod tests {
