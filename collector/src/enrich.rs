@@ -122,15 +122,55 @@ impl Enricher {
     ) {
         let at = u64::from(observed_at);
         let this_node = inventory.node(&self.fixed.node).map(Arc::as_ref);
-        for entry in entries {
-            let side = Side {
-                entry,
-                observed_at,
-                interval_seconds,
-                classifier,
-            };
-            let ends = Ends::of(entry, inventory, at);
-            self.records(&side, &ends, this_node, inventory, &mut emit);
+        // The addresses of a chunk of entries are looked up together, so
+        // their memory reads overlap.
+        let mut addresses = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); LOOKED_UP * CHUNK];
+        let mut holders: [Option<&Holder>; LOOKED_UP * CHUNK] = [None; LOOKED_UP * CHUNK];
+        for chunk in entries.chunks(CHUNK) {
+            // Each entry's initiator and responder, and the address the
+            // initiator asked for when it was translated.
+            let mut count = 0;
+            for entry in chunk {
+                addresses[count] = entry.orig.src;
+                addresses[count + 1] = entry.reply.src;
+                count += 2;
+                if translated(entry) {
+                    addresses[count] = entry.orig.dst;
+                    count += 1;
+                }
+            }
+            let addresses = &addresses[..count];
+            // Addresses outside the cluster are classified by prefix, the
+            // prefix search's reads asked for one step at a time.
+            inventory.lookup_many(addresses, at, |i, holder| {
+                holders[i] = holder;
+                if holder.is_none() {
+                    classifier.prefetch(addresses[i], 0);
+                }
+            });
+            for step in 1..Classifier::PREFETCH_STEPS {
+                for (&ip, holder) in addresses.iter().zip(&holders) {
+                    if holder.is_none() {
+                        classifier.prefetch(ip, step);
+                    }
+                }
+            }
+            let mut holders = holders.iter().copied();
+            for entry in chunk {
+                let side = Side {
+                    entry,
+                    observed_at,
+                    interval_seconds,
+                    classifier,
+                };
+                let mut next = || holders.next().flatten();
+                let ends = Ends::of(
+                    entry,
+                    [next(), next(), translated(entry).then(next).flatten()],
+                    inventory,
+                );
+                self.records(&side, &ends, this_node, inventory, &mut emit);
+            }
         }
     }
 
@@ -194,7 +234,7 @@ impl Enricher {
         if stats.records == before {
             // Translated here: the node received from one side and sent to
             // the other (a NodePort, or a masquerade for another host).
-            let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if n.name == fixed.node);
+            let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if fixed.is_this_node(&n.name, this_node));
             match this_node {
                 Some(node) if node_addressed(entry.orig.dst) || node_addressed(entry.reply.dst) => {
                     let me = Party::Node(node);
@@ -235,6 +275,19 @@ impl Enricher {
     }
 }
 
+/// Entries whose addresses are looked up together.
+const CHUNK: usize = 64;
+
+/// Addresses looked up per entry: the initiator, the responder, and the
+/// address the initiator asked for (a ClusterIP when translated).
+const LOOKED_UP: usize = 3;
+
+/// Whether the initiator asked for another address than the responder's
+/// (a ClusterIP, a NodePort): a destination NAT.
+fn translated(entry: &Entry) -> bool {
+    entry.orig.dst != entry.reply.src
+}
+
 /// Both ends of an entry, resolved, and the Service the initiator
 /// addressed.
 struct Ends<'a> {
@@ -246,34 +299,41 @@ struct Ends<'a> {
 }
 
 impl<'a> Ends<'a> {
-    fn of(entry: &Entry, inventory: &'a Inventory, at: u64) -> Self {
+    /// From the holders of the entry's original source, reply source and,
+    /// when it was translated, original destination.
+    fn of(
+        entry: &Entry,
+        [initiator, responder, addressed]: [Option<&'a Holder>; LOOKED_UP],
+        inventory: &'a Inventory,
+    ) -> Self {
         let (initiator_port, responder_port) = match (entry.orig.l4.ports(), entry.reply.l4.ports())
         {
             (Some((src, _)), Some((reply_src, _))) => (src, reply_src),
             _ => (0, 0),
         };
-        let responder_ip = entry.reply.src;
         Ends {
-            initiator: party(inventory, entry.orig.src, initiator_port, entry, at),
+            initiator: party(inventory, initiator, initiator_port, entry),
             initiator_port,
-            responder: party(inventory, responder_ip, responder_port, entry, at),
+            responder: party(inventory, responder, responder_port, entry),
             responder_port,
             // The Service the initiator addressed, when it was translated.
-            service: (entry.orig.dst != responder_ip)
-                .then(|| inventory.lookup(entry.orig.dst, at))
-                .flatten()
-                .and_then(|holder| match holder {
-                    Holder::Service(s) => Some(&s.name),
-                    _ => None,
-                }),
+            service: addressed.and_then(|holder| match holder {
+                Holder::Service(s) => Some(&s.name),
+                _ => None,
+            }),
         }
     }
 }
 
-/// Who `ip` (and `port`) is at `at`.
-fn party<'a>(inventory: &'a Inventory, ip: IpAddr, port: u16, entry: &Entry, at: u64) -> Party<'a> {
-    match inventory.lookup(ip, at) {
-        Some(Holder::Pod(pod)) => Party::Pod(pod, inventory.node(&pod.node).map(Arc::as_ref)),
+/// Who the holder of an address is, on `port`.
+fn party<'a>(
+    inventory: &'a Inventory,
+    holder: Option<&'a Holder>,
+    port: u16,
+    entry: &Entry,
+) -> Party<'a> {
+    match holder {
+        Some(Holder::Pod(pod)) => Party::Pod(pod, inventory.node_of(pod).map(Arc::as_ref)),
         Some(Holder::Node(node)) => match inventory.host_pod(&node.name, entry.proto, port) {
             Some(pod) => Party::Pod(pod, Some(node)),
             None => Party::Node(node),
@@ -292,10 +352,20 @@ impl Fixed {
         inventory: &Inventory,
     ) -> bool {
         match party {
-            Party::Pod(pod, _) => pod.node == self.node,
-            Party::Node(node) => node.name == self.node,
+            Party::Pod(pod, _) => self.is_this_node(&pod.node, this_node),
+            Party::Node(node) => self.is_this_node(&node.name, this_node),
             Party::Service(_) => false,
             Party::Unknown => this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip)),
+        }
+    }
+
+    /// Whether `name`, a node's name from the inventory, is this node's.
+    fn is_this_node(&self, name: &Name, this_node: Option<&NodeInfo>) -> bool {
+        match this_node {
+            // The inventory's names are interned: the same copy or another
+            // name.
+            Some(node) => Arc::ptr_eq(name, &node.name),
+            None => **name == *self.node,
         }
     }
 

@@ -24,4 +24,7 @@ pub mod conntrack;
 pub mod enrich;
 pub mod export;
 pub mod inventory;
+mod prefetch;
 pub mod sink;
+#[cfg(test)]
+mod test_support;

@@ -241,6 +241,16 @@ impl Classifier {
         })
     }
 
+    /// Asks for the memory that step `step` (below
+    /// [`Classifier::PREFETCH_STEPS`]) of classifying `ip` as an external
+    /// address reads, without waiting for it; see [`PrefixMap::prefetch`].
+    pub fn prefetch(&self, ip: IpAddr, step: usize) {
+        self.clouds.prefetch(ip, step);
+    }
+
+    /// The steps of [`Classifier::prefetch`].
+    pub const PREFETCH_STEPS: usize = PrefixMap::<CloudTag>::PREFETCH_STEPS;
+
     /// Number of cloud and user-service prefixes loaded.
     pub fn cloud_prefixes(&self) -> usize {
         self.clouds.len()
@@ -285,23 +295,23 @@ impl Classifier {
             return Verdict {
                 region: Some(region),
                 zone: zone.as_ref(),
-                ..tagged(category, Rule::Direct(*net))
+                ..tagged(category, Rule::Direct(net))
             };
         }
         if let Some((net, ())) = self.internet.lookup(ip) {
-            return tagged(Category::Internet, Rule::InternetList(*net));
+            return tagged(Category::Internet, Rule::InternetList(net));
         }
         if let Some((net, ())) = self.in_zone.lookup(ip) {
-            return tagged(Category::SameZone, Rule::InZoneList(*net));
+            return tagged(Category::SameZone, Rule::InZoneList(net));
         }
         if let Some((net, ())) = self.in_region.lookup(ip) {
-            return tagged(Category::CrossZone, Rule::InRegionList(*net));
+            return tagged(Category::CrossZone, Rule::InRegionList(net));
         }
         if let Some((net, ())) = self.cross_region.lookup(ip) {
-            return tagged(Category::CrossRegion, Rule::CrossRegionList(*net));
+            return tagged(Category::CrossRegion, Rule::CrossRegionList(net));
         }
         if let Some((net, _)) = cloud {
-            return tagged(Category::CloudService, Rule::CloudRange(*net));
+            return tagged(Category::CloudService, Rule::CloudRange(net));
         }
         tagged(Category::Internet, Rule::Unmatched)
     }

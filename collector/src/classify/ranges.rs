@@ -38,7 +38,7 @@ impl Provider {
 }
 
 /// What an address of a published range is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CloudTag {
     /// `aws`, `gcp`, `azure`, or empty for a user-defined service.
     pub provider: Name,

@@ -76,7 +76,7 @@ fn bad_input(error: ConfigError) -> anyhow::Error {
 /// The zone and region of the node an address lives on.
 fn local_place(inventory: &Inventory, ip: IpAddr, now: u64) -> Option<(String, String)> {
     let node = match inventory.lookup(ip, now)? {
-        Holder::Pod(pod) => inventory.node(&pod.node)?.clone(),
+        Holder::Pod(pod) => inventory.node_of(pod)?.clone(),
         Holder::Node(node) => node.clone(),
         Holder::Service(_) => return None,
     };
@@ -108,7 +108,7 @@ fn explain(
             o.insert("workload_kind".into(), json!(&*pod.workload_kind));
             o.insert("workload".into(), json!(&*pod.workload));
             o.insert("team".into(), json!(&*pod.team));
-            Some(node_place(&mut o, inventory.node(&pod.node).map(|n| &**n)))
+            Some(node_place(&mut o, inventory.node_of(pod).map(|n| &**n)))
         }
         Some(Holder::Node(node)) => {
             o.insert("kind".into(), json!("node"));

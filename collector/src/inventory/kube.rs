@@ -179,6 +179,7 @@ pub async fn run(
     ]);
     let mut tracker = Tracker::new(team_label);
     let mut changes = changes;
+    let mut pruned_at = now_seconds();
     while let Some(change) = changes.next().await {
         let now = now_seconds();
         let mut inventory = match inventory.write() {
@@ -186,6 +187,12 @@ pub async fn run(
             Err(poisoned) => poisoned.into_inner(),
         };
         tracker.apply(change, &mut inventory, now);
+        // Pods come and go for as long as the agent runs: what they left
+        // behind is forgotten once its grace period is over.
+        if now >= pruned_at + PRUNE_EVERY_SECONDS {
+            inventory.prune(now);
+            pruned_at = now;
+        }
         if tracker.listed.len() == 6 && !*ready.borrow() {
             tracing::info!(
                 objects = inventory.objects(),
@@ -196,6 +203,9 @@ pub async fn run(
         }
     }
 }
+
+/// How often departed holders past their grace period are forgotten.
+const PRUNE_EVERY_SECONDS: u64 = 60;
 
 fn now_seconds() -> u64 {
     SystemTime::now()

@@ -13,6 +13,7 @@
 //! records of its last interval still find it. An address nobody held stays
 //! unknown: the inventory never guesses.
 
+mod addresses;
 pub mod kube;
 pub mod static_file;
 
@@ -23,6 +24,9 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 use tollgate_schema::{Name, Protocol};
+
+use crate::prefetch::prefetch;
+use addresses::AddressMap;
 
 /// One copy of each distinct name, shared by every holder of it.
 #[derive(Debug, Default)]
@@ -133,16 +137,20 @@ struct Object {
 }
 
 /// The IP index with history, plus nodes by name and host-network pods by
-/// node and port. Looked up for both ends of every connection: the maps use
-/// a fast hash (keys come from the cluster's API, which an attacker does not
+/// node and port. Looked up for both ends of every connection: the address
+/// map is built for lookups in batches, and the other maps use a fast hash
+/// (their keys come from the cluster's API, which an attacker does not
 /// choose; lookups never insert).
 #[derive(Debug)]
 pub struct Inventory {
     /// Almost every address has had one holder: kept inline, a lookup
-    /// touches the map's slot only, not a second allocation.
-    ips: HashMap<IpAddr, SmallVec<[Holding; 1]>>,
+    /// touches the address's value only, not a second allocation.
+    ips: AddressMap<SmallVec<[Holding; 1]>>,
     objects: HashMap<ObjectKey, Object>,
-    nodes: HashMap<Name, Arc<NodeInfo>>,
+    /// Nodes by where their name's interned copy lives: pods name their
+    /// node with the same copy, so a pod's node is found without reading
+    /// or hashing the name's text.
+    nodes: HashMap<usize, Arc<NodeInfo>>,
     host_ports: HashMap<Name, HashMap<(Protocol, u16), Arc<PodInfo>>>,
     next_id: u64,
     grace_seconds: u64,
@@ -154,7 +162,7 @@ impl Inventory {
     /// An empty inventory that keeps departed holders for `grace_seconds`.
     pub fn new(grace_seconds: u64) -> Self {
         Self {
-            ips: HashMap::new(),
+            ips: AddressMap::new(),
             objects: HashMap::new(),
             nodes: HashMap::new(),
             host_ports: HashMap::new(),
@@ -168,17 +176,39 @@ impl Inventory {
     /// holder that took it at or before `at`, including one that has since
     /// let it go (within the grace period).
     pub fn lookup(&self, ip: IpAddr, at: u64) -> Option<&Holder> {
-        let holdings = self.ips.get(&canonical(ip))?;
-        holdings
-            .iter()
-            .filter(|h| h.since <= at)
-            .max_by_key(|h| h.since)
-            .map(|h| &h.holder)
+        held_at(self.ips.get(ip)?, at)
+    }
+
+    /// Who held each of `ips` at `at`, as [`Inventory::lookup`] says, passed
+    /// to `found` with the address's position in `ips`, in order. The
+    /// memory reads of many addresses overlap instead of waiting for one
+    /// another, and each holder's details are fetched ahead of their use.
+    pub fn lookup_many<'a>(
+        &'a self,
+        ips: &[IpAddr],
+        at: u64,
+        mut found: impl FnMut(usize, Option<&'a Holder>),
+    ) {
+        self.ips.get_many(ips, |i, holdings| {
+            let holder = holdings.and_then(|holdings| held_at(holdings, at));
+            match holder {
+                Some(Holder::Pod(pod)) => prefetch(Arc::as_ptr(pod)),
+                Some(Holder::Node(node)) => prefetch(Arc::as_ptr(node)),
+                Some(Holder::Service(service)) => prefetch(Arc::as_ptr(service)),
+                None => {}
+            }
+            found(i, holder);
+        });
     }
 
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&Arc<NodeInfo>> {
-        self.nodes.get(name)
+        self.nodes.get(&copy_key(self.names.names.get(name)?))
+    }
+
+    /// The node `pod` runs on.
+    pub fn node_of(&self, pod: &PodInfo) -> Option<&Arc<NodeInfo>> {
+        self.nodes.get(&copy_key(&pod.node))
     }
 
     /// The host-network pod of `node` that declares `port`, if any.
@@ -203,8 +233,9 @@ impl Inventory {
     }
 
     /// Adds or updates a pod that holds `ips` since `since`.
-    pub fn upsert_pod(&mut self, pod: PodInfo, ips: &[IpAddr], since: u64, now: u64) {
+    pub fn upsert_pod(&mut self, mut pod: PodInfo, ips: &[IpAddr], since: u64, now: u64) {
         let key = ObjectKey::Pod(format!("{}/{}", pod.namespace, pod.name));
+        pod.node = self.names.name(&pod.node);
         let pod = Arc::new(pod);
         self.remove_host_ports(&key);
         if pod.host_network {
@@ -220,10 +251,11 @@ impl Inventory {
     }
 
     /// Adds or updates a node and its addresses.
-    pub fn upsert_node(&mut self, node: NodeInfo, ips: &[IpAddr], now: u64) {
+    pub fn upsert_node(&mut self, mut node: NodeInfo, ips: &[IpAddr], now: u64) {
         let key = ObjectKey::Node(node.name.to_string());
+        node.name = self.names.name(&node.name);
         let node = Arc::new(node);
-        self.nodes.insert(node.name.clone(), node.clone());
+        self.nodes.insert(copy_key(&node.name), node.clone());
         self.upsert(key, Holder::Node(node), ips, 0, now);
     }
 
@@ -238,7 +270,9 @@ impl Inventory {
     pub fn remove(&mut self, key: &ObjectKey, now: u64) {
         self.remove_host_ports(key);
         if let ObjectKey::Node(name) = key {
-            self.nodes.remove(name.as_str());
+            if let Some(interned) = self.names.names.get(name.as_str()) {
+                self.nodes.remove(&copy_key(interned));
+            }
         }
         if let Some(object) = self.objects.remove(key) {
             for ip in object.ips {
@@ -261,7 +295,7 @@ impl Inventory {
     /// before `now`, and names nobody uses any more.
     pub fn prune(&mut self, now: u64) {
         let horizon = now.saturating_sub(self.grace_seconds);
-        self.ips.retain(|_, holdings| {
+        self.ips.retain(|holdings| {
             holdings.retain(|h| h.until >= horizon);
             !holdings.is_empty()
         });
@@ -286,7 +320,7 @@ impl Inventory {
             self.release(*ip, id, now);
         }
         for &ip in &ips {
-            let holdings = self.ips.entry(ip).or_default();
+            let holdings = self.ips.get_or_default(ip);
             match holdings
                 .iter_mut()
                 .find(|h| h.object == id && h.until == u64::MAX)
@@ -312,7 +346,7 @@ impl Inventory {
     }
 
     fn release(&mut self, ip: IpAddr, object: u64, now: u64) {
-        if let Some(holdings) = self.ips.get_mut(&ip) {
+        if let Some(holdings) = self.ips.get_mut(ip) {
             for h in holdings
                 .iter_mut()
                 .filter(|h| h.object == object && h.until == u64::MAX)
@@ -332,6 +366,22 @@ impl Inventory {
             }
         }
     }
+}
+
+/// Where the copy of a name lives: interned names are equal exactly when
+/// their copies are the same (a copy in use is never freed, so never
+/// reused for another name).
+fn copy_key(name: &Name) -> usize {
+    Arc::as_ptr(name).cast::<u8>() as usize
+}
+
+/// The most recent of `holdings` taken at or before `at`.
+fn held_at(holdings: &[Holding], at: u64) -> Option<&Holder> {
+    holdings
+        .iter()
+        .filter(|h| h.since <= at)
+        .max_by_key(|h| h.since)
+        .map(|h| &h.holder)
 }
 
 /// IPv4-mapped IPv6 addresses are the IPv4 address they carry: the kernel
@@ -409,6 +459,38 @@ mod tests {
         // The late deletion of `a` does not end `b`'s holding.
         inv.remove(&ObjectKey::Pod("shop/a".into()), 70);
         assert_eq!(held_by(&inv, "fd00::5", 80).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_pod_finds_its_node_whatever_copy_of_the_name_it_was_given() {
+        let mut inv = Inventory::new(300);
+        let node = |name: &str, zone: &str| NodeInfo {
+            // Fresh copies, not the inventory's: it interns them itself.
+            name: Arc::from(name),
+            zone: Arc::from(zone),
+            region: Arc::from("r1"),
+            provider: Arc::from(""),
+            pod_cidrs: Vec::new(),
+        };
+        inv.upsert_node(node("node-a", "r1-a"), &["192.168.0.1".parse().unwrap()], 0);
+        let mut p = pod(&mut inv, "p");
+        p.node = Arc::from("node-a");
+        inv.upsert_pod(p, &["10.0.0.1".parse().unwrap()], 0, 0);
+        let Some(Holder::Pod(p)) = inv.lookup("10.0.0.1".parse().unwrap(), 5).cloned() else {
+            panic!("the pod holds its address");
+        };
+        assert_eq!(inv.node_of(&p).map(|n| &*n.zone), Some("r1-a"));
+        assert_eq!(inv.node("node-a").map(|n| &*n.zone), Some("r1-a"));
+        assert!(inv.node("node-b").is_none());
+
+        // Updated, then gone, then back: the pod follows.
+        inv.upsert_node(node("node-a", "r1-b"), &["192.168.0.1".parse().unwrap()], 1);
+        assert_eq!(inv.node_of(&p).map(|n| &*n.zone), Some("r1-b"));
+        inv.remove(&ObjectKey::Node("node-a".into()), 2);
+        assert!(inv.node_of(&p).is_none());
+        assert!(inv.node("node-a").is_none());
+        inv.upsert_node(node("node-a", "r1-c"), &["192.168.0.1".parse().unwrap()], 3);
+        assert_eq!(inv.node_of(&p).map(|n| &*n.zone), Some("r1-c"));
     }
 
     #[test]
