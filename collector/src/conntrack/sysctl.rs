@@ -154,14 +154,15 @@ fn ensure_at(setting: Setting, path: &std::path::Path) -> Result<Outcome, Sysctl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
 
-    fn temp_file(name: &str, content: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-sysctl-{}-{name}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+    /// A file holding `content`, in a directory removed with the returned
+    /// guard.
+    fn temp_file(name: &str, content: &str) -> (TempDir, PathBuf) {
+        let dir = TempDir::new(&format!("sysctl-{name}"));
         let path = dir.join("value");
         fs::write(&path, content).unwrap();
-        path
+        (dir, path)
     }
 
     #[test]
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn enables_a_disabled_setting_and_leaves_an_enabled_one() {
-        let path = temp_file("off", "0\n");
+        let (_dir, path) = temp_file("off", "0\n");
         assert_eq!(ensure_at(ACCOUNTING, &path).unwrap(), Outcome::Enabled);
         assert_eq!(fs::read_to_string(&path).unwrap(), "1");
         assert_eq!(ensure_at(ACCOUNTING, &path).unwrap(), Outcome::AlreadySet);
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn events_in_listener_mode_are_switched_to_always() {
-        let path = temp_file("events", "2\n");
+        let (_dir, path) = temp_file("events", "2\n");
         assert_eq!(ensure_at(EVENTS, &path).unwrap(), Outcome::Enabled);
         assert_eq!(fs::read_to_string(&path).unwrap(), "1");
     }
@@ -202,7 +203,7 @@ mod tests {
 
     #[test]
     fn garbage_is_reported_with_the_path() {
-        let path = temp_file("garbage", "yes\n");
+        let (_dir, path) = temp_file("garbage", "yes\n");
         let err = ensure_at(ACCOUNTING, &path).unwrap_err();
         assert!(err.to_string().contains("is not a number"), "{err}");
         assert!(

@@ -367,13 +367,7 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 mod tests {
     use super::*;
     use crate::sink::batch::TokenMaker;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-spool-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
+    use crate::test_support::TempDir;
 
     fn batch(spool: &Spool, tokens: &TokenMaker, records: usize, offset: u64) -> Batch {
         let record: tollgate_schema::FlowRecord = serde_json::from_str(SAMPLE).unwrap();
@@ -414,7 +408,7 @@ mod tests {
 
     #[test]
     fn batches_survive_reopening_in_order_and_acks_forget_them() {
-        let dir = temp_dir("order");
+        let dir = TempDir::new("spool-order");
         let tokens = TokenMaker::new("n").unwrap();
         let mut spool = Spool::open(&dir, 1 << 20).unwrap();
         let first = batch(&spool, &tokens, 3, 100);
@@ -444,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_full_spool_drops_and_counts_instead_of_growing() {
-        let dir = temp_dir("full");
+        let dir = TempDir::new("spool-full");
         let tokens = TokenMaker::new("n").unwrap();
         let mut spool = Spool::open(&dir, 4096).unwrap();
         let mut dropped = 0;
@@ -462,8 +456,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_batch_is_reported_with_its_path() {
-        let dir = temp_dir("corrupt");
-        fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("spool-corrupt");
         fs::write(dir.join("00000000000000000001.batch"), b"TGSPOOL1garbage").unwrap();
         let err = Spool::open(&dir, 1 << 20).unwrap_err();
         assert!(
