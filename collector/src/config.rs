@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::classify::{Classifier, NetworkConfig, RulesError};
+use crate::input;
 use crate::inventory::{self, static_file, Inventory};
 use crate::sink::clickhouse::migrate::check_name;
 use crate::sink::clickhouse::{Connection, PasswordSource};
@@ -115,17 +116,14 @@ fn default_user() -> String {
 
 impl ClickHouseConfig {
     /// The connection, with the password read and the CA file checked;
-    /// relative paths are taken from `base`. Errors name the field.
-    pub fn connection(&self, base: &Path) -> Result<Connection, String> {
-        let rest = self
-            .url
-            .strip_prefix("http://")
-            .or_else(|| self.url.strip_prefix("https://"))
-            .ok_or_else(|| format!("url {:?} is not an http:// or https:// URL", self.url))?;
-        if rest.trim_end_matches('/').is_empty() {
-            return Err(format!("url {:?} names no host", self.url));
-        }
-        check_name("database", &self.database).map_err(|e| format!("database: {e}"))?;
+    /// relative paths are taken from `base`. Errors name the field (the
+    /// command line names its flag instead).
+    pub fn connection(&self, base: &Path) -> Result<Connection, FieldError> {
+        let field = |field: &'static str| move |message: String| FieldError { field, message };
+        check_url(&self.url).map_err(field("url"))?;
+        check_name("database", &self.database)
+            .map_err(|e| e.to_string())
+            .map_err(field("database"))?;
         let password = match (
             &self.password_file,
             std::env::var("TOLLGATE_CLICKHOUSE_PASSWORD"),
@@ -138,14 +136,35 @@ impl ClickHouseConfig {
             url: self.url.trim_end_matches('/').to_owned(),
             database: self.database.clone(),
             user: self.user.clone(),
-            password: password
-                .read()
-                .map_err(|e| format!("cannot read the password ({password:?}): {e}"))?,
+            password: match &password {
+                PasswordSource::File(path) => password
+                    .read()
+                    .map_err(|e| input::unreadable("password file", path, &e).to_string())
+                    .map_err(field("password_file"))?,
+                _ => password
+                    .read()
+                    .map_err(|e| e.to_string())
+                    .map_err(field("password"))?,
+            },
             ca_file: self.ca_file.as_ref().map(|p| base.join(p)),
         };
-        connection.client().map_err(|e| e.to_string())?;
+        connection
+            .client()
+            .map_err(|e| e.to_string())
+            .map_err(field("ca_file"))?;
         Ok(connection)
     }
+}
+
+/// A ClickHouse setting that cannot be used: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's name in `sinks.clickhouse` (`url`, `database`,
+    /// `password_file`, `ca_file`).
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// `sinks.parquet:`.
@@ -229,6 +248,17 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// An environment variable overriding the file has a bad value.
+    #[error("environment variable {name}: {message}")]
+    Environment {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file cannot be read, or is not text.
+    #[error(transparent)]
+    Input(#[from] input::InputError),
     /// The static inventory is unusable.
     #[error(transparent)]
     Inventory(#[from] static_file::StaticInventoryError),
@@ -241,53 +271,122 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file, then the environment
+    /// variables that override it: every mistake is an error naming the
+    /// file and line, the field, or the variable.
     pub fn load(path: &Path) -> Result<(Self, PathBuf), ConfigError> {
         let error = |message: String| ConfigError::File {
             path: path.to_owned(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let text = input::read_text("config", path).map_err(ConfigError::Input)?;
         let mut config: Config = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
-        match (&config.inventory.file, &config.inventory.kubernetes) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(error(
-                    "inventory: give exactly one of `file` and `kubernetes`".into(),
-                ))
-            }
-            _ => {}
-        }
-        if let Ok(node) = std::env::var("TOLLGATE_NODE") {
-            config.node = Some(node);
-        }
-        if let Ok(cluster) = std::env::var("TOLLGATE_CLUSTER") {
-            config.cluster = cluster;
-        }
-        if let (Ok(url), Some(clickhouse)) = (
-            std::env::var("TOLLGATE_CLICKHOUSE_URL"),
-            config.sinks.clickhouse.as_mut(),
-        ) {
-            clickhouse.url = url;
-        }
-        let agent = &config.agent;
-        if !(1..=3600).contains(&agent.interval_seconds) {
-            return Err(error(format!(
-                "agent.interval_seconds: {} is not between 1 and 3600",
-                agent.interval_seconds
-            )));
-        }
-        if agent.batch_rows == 0 {
-            return Err(error("agent.batch_rows: must be at least 1".into()));
-        }
-        if config.sinks.spool.cap_mib == 0 {
-            return Err(error("sinks.spool.cap_mib: must be at least 1".into()));
-        }
+        config.check().map_err(error)?;
+        config.apply_environment()?;
         // Relative paths are relative to the configuration file.
         let base = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_owned);
         Ok((config, base))
     }
+
+    /// What the YAML types cannot say: exactly one inventory source, names
+    /// given and within limits, numbers within their ranges, networks
+    /// without host bits. The error names the field.
+    fn check(&self) -> Result<(), String> {
+        match (&self.inventory.file, &self.inventory.kubernetes) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err("inventory: give exactly one of `file` and `kubernetes`".into())
+            }
+            _ => {}
+        }
+        input::check_name("cluster", &self.cluster, true)?;
+        if let Some(node) = &self.node {
+            input::check_token_name(node).map_err(|e| format!("node: {e}"))?;
+        }
+        input::check_name("team_label", &self.team_label, true)?;
+        input::check_name("node_team", &self.node_team, true)?;
+        let agent = &self.agent;
+        input::check_range("agent.interval_seconds", agent.interval_seconds, 1, 3600)?;
+        input::check_range(
+            "agent.batch_rows",
+            agent.batch_rows as u64,
+            1,
+            input::BATCH_ROWS_MAX,
+        )?;
+        input::check_range(
+            "agent.shutdown_timeout_seconds",
+            agent.shutdown_timeout_seconds,
+            0,
+            input::SECONDS_MAX,
+        )?;
+        input::check_range(
+            "sinks.spool.cap_mib",
+            self.sinks.spool.cap_mib,
+            1,
+            input::SPOOL_CAP_MAX_MIB,
+        )?;
+        input::check_range(
+            "inventory.grace_seconds",
+            self.inventory.grace_seconds,
+            0,
+            input::SECONDS_MAX,
+        )?;
+        if let Some(kube) = &self.inventory.kubernetes {
+            input::check_range(
+                "inventory.kubernetes.ready_timeout_seconds",
+                kube.ready_timeout_seconds,
+                1,
+                input::SECONDS_MAX,
+            )?;
+        }
+        if let Some(clickhouse) = &self.sinks.clickhouse {
+            check_url(&clickhouse.url).map_err(|e| format!("sinks.clickhouse.url: {e}"))?;
+        }
+        self.network.check()
+    }
+
+    /// `TOLLGATE_NODE`, `TOLLGATE_CLUSTER` and `TOLLGATE_CLICKHOUSE_URL`
+    /// override the file; a bad value is blamed on its variable.
+    fn apply_environment(&mut self) -> Result<(), ConfigError> {
+        let variable = |name: &'static str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Environment {
+                name,
+                message: "not UTF-8".into(),
+            }),
+        };
+        let bad =
+            |name: &'static str| move |message: String| ConfigError::Environment { name, message };
+        if let Some(node) = variable("TOLLGATE_NODE")? {
+            input::check_token_name(&node).map_err(bad("TOLLGATE_NODE"))?;
+            self.node = Some(node);
+        }
+        if let Some(cluster) = variable("TOLLGATE_CLUSTER")? {
+            input::check_name("value", &cluster, true).map_err(bad("TOLLGATE_CLUSTER"))?;
+            self.cluster = cluster;
+        }
+        if let Some(url) = variable("TOLLGATE_CLICKHOUSE_URL")? {
+            check_url(&url).map_err(bad("TOLLGATE_CLICKHOUSE_URL"))?;
+            if let Some(clickhouse) = self.sinks.clickhouse.as_mut() {
+                clickhouse.url = url;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `http://` or `https://` URL naming a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok(())
 }
 
 /// The inventory and the compiled rules, ready to enrich.
@@ -299,16 +398,60 @@ pub struct World {
     pub classifier: Classifier,
 }
 
-/// Loads the inventory (waiting for the first complete listing from the
-/// API) and compiles the rules. Must run inside a Tokio runtime.
-pub async fn load_world(config: &Config, base: &Path) -> Result<World, ConfigError> {
+/// Everything the configuration names that can be read without the
+/// network: the range files compiled into rules, and the static inventory
+/// or the kubeconfig file. Commands call this before touching anything, so
+/// a bad file is found before the kernel settings change.
+pub struct Prepared {
+    classifier: Classifier,
+    inventory: Option<Inventory>,
+    kubeconfig: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// Whether the static inventory lists the node `name` (`None` with the
+    /// Kubernetes API, which is asked later).
+    pub fn lists_node(&self, name: &str) -> Option<bool> {
+        self.inventory
+            .as_ref()
+            .map(|inventory| inventory.node(name).is_some())
+    }
+}
+
+/// Reads and checks the files the configuration names.
+pub fn prepare(config: &Config, base: &Path) -> Result<Prepared, ConfigError> {
     let inv = &config.inventory;
-    let inventory = if let Some(file) = &inv.file {
-        let inventory = static_file::load(&base.join(file), &config.team_label, inv.grace_seconds)?;
+    let inventory = inv
+        .file
+        .as_ref()
+        .map(|file| static_file::load(&base.join(file), &config.team_label, inv.grace_seconds))
+        .transpose()?;
+    let kubeconfig = inv
+        .kubernetes
+        .as_ref()
+        .and_then(|kube| kube.kubeconfig.as_ref())
+        .map(|path| base.join(path));
+    if let Some(path) = &kubeconfig {
+        input::readable_file("inventory.kubernetes.kubeconfig", path)?;
+    }
+    let classifier = Classifier::new(&config.network, base, &mut inventory::Interner::default())?;
+    Ok(Prepared {
+        classifier,
+        inventory,
+        kubeconfig,
+    })
+}
+
+/// The inventory ready to enrich: the static one, or the API's after its
+/// first complete listing (kept current in the background). Must run inside
+/// a Tokio runtime.
+pub async fn load_world(config: &Config, prepared: Prepared) -> Result<World, ConfigError> {
+    let inv = &config.inventory;
+    let inventory = if let Some(inventory) = prepared.inventory {
         Arc::new(RwLock::new(inventory))
     } else {
         let kube = inv.kubernetes.clone().unwrap_or_default();
-        let kubeconfig = kube.kubeconfig.as_ref().map(|p| base.join(p));
+        let kubeconfig = prepared.kubeconfig;
         let client = inventory::kube::connect(kubeconfig.as_deref()).await?;
         inventory::kube::check_access(&client).await?;
         let shared = Arc::new(RwLock::new(Inventory::new(inv.grace_seconds)));
@@ -332,10 +475,9 @@ pub async fn load_world(config: &Config, base: &Path) -> Result<World, ConfigErr
         }
         shared
     };
-    let classifier = Classifier::new(&config.network, base, &mut inventory::Interner::default())?;
     Ok(World {
         inventory,
-        classifier,
+        classifier: prepared.classifier,
     })
 }
 

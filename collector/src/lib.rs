@@ -15,7 +15,8 @@
 //! named and a billing category; [`sink`] delivers batches exactly once to
 //! ClickHouse (whose schema tollgate owns and migrates) and Parquet files;
 //! [`agent`] runs them together on a node, configured by [`config`];
-//! [`export`] turns a month of metering into priced per-team reports.
+//! [`export`] turns a month of metering into priced per-team reports;
+//! [`input`] checks what a person gives any command, one message per mistake.
 
 pub mod agent;
 pub mod classify;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod conntrack;
 pub mod enrich;
 pub mod export;
+pub mod input;
 pub mod inventory;
 mod prefetch;
 pub mod sink;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tollgate: {error:#}");
-            if error.is::<cli::BadInput>() {
+            if error.chain().any(|cause| cause.is::<cli::BadInput>()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

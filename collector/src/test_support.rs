@@ -2,6 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
+/// One flow record as `tollgate load` reads it.
+pub(crate) const SAMPLE_RECORD: &str = r#"{"observed_at":1790000000,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
+        "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
+        "local_workload_kind":"Deployment","local_workload":"w","local_team":"t","local_zone":"z","local_region":"r",
+        "remote_ip":"::ffff:10.0.0.2","remote_port":2,"remote_kind":"pod","remote_pod":"","remote_namespace":"",
+        "remote_workload_kind":"","remote_workload":"","remote_team":"","remote_node":"","remote_zone":"",
+        "remote_region":"","remote_cloud_provider":"","remote_cloud_service":"","remote_service":"",
+        "initiator":"local","bytes_sent":100,"bytes_received":50,"packets_sent":1,"packets_received":1,
+        "category":"same_zone","ended":false,"conntrack_id":9}"#;
+
 /// A small deterministic generator of pseudo-random numbers.
 pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
     move || {

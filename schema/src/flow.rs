@@ -95,6 +95,7 @@ macro_rules! flow_record {
         /// received from one remote endpoint over one connection during one
         /// interval. Field order is column order.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
         #[cfg_attr(feature = "clickhouse", derive(clickhouse::Row))]
         pub struct FlowRecord {
             $( $(#[doc = $doc])+ pub $field: $rust, )+
@@ -313,8 +314,9 @@ macro_rules! text_enum {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let text = std::borrow::Cow::<str>::deserialize(d)?;
                 $name::from_text(&text).ok_or_else(|| {
+                    let known: &[&str] = &[$($text),+];
                     serde::de::Error::custom(format!(
-                        "unknown {} {text:?}", stringify!($name)
+                        "unknown {} {text:?} (one of: {})", stringify!($name), known.join(", ")
                     ))
                 })
             }

@@ -78,7 +78,8 @@ pub fn sh(script: &str) -> anyhow::Result<String> {
 }
 
 /// A file of `n` flow records as JSON lines, each with a distinct conntrack
-/// id (0..n) and bytes_sent = id, observed over the last hour.
+/// id (0..n) and bytes_sent = id (in one packet; none for 0), observed over
+/// the last hour.
 pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,7 +101,7 @@ pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
                 r#""remote_workload_kind":"StatefulSet","remote_workload":"db","remote_team":"platform","#,
                 r#""remote_node":"n-b","remote_zone":"b","remote_region":"r1","remote_cloud_provider":"","#,
                 r#""remote_cloud_service":"","remote_service":"","initiator":"local","bytes_sent":{},"#,
-                r#""bytes_received":1,"packets_sent":1,"packets_received":1,"category":"cross_zone","#,
+                r#""bytes_received":1,"packets_sent":{},"packets_received":1,"category":"cross_zone","#,
                 r#""ended":false,"conntrack_id":{}}}"#,
                 "\n"
             ),
@@ -111,6 +112,7 @@ pub fn records_file(name: &str, n: u64) -> std::path::PathBuf {
             1024 + id % 60000,
             id % 50,
             id,
+            id.min(1),
             id
         ));
     }

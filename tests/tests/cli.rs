@@ -46,7 +46,7 @@ fn bad_arguments_exit_2_naming_the_argument() {
         ),
         (
             &["conntrack", "watch", "--duration", "0"][..],
-            "must be a positive number",
+            "must be a number of seconds above 0",
         ),
         (
             &["conntrack", "dump", "--zero-everything"][..],
@@ -157,7 +157,7 @@ fn classify_rejects_bad_files_with_exit_2_naming_file_and_line() {
         (
             classify_config(
                 "node",
-                "pods:\n  - {name: a, namespace: b, node: nowhere}\n",
+                "nodes: [{name: n}]\npods:\n  - {name: a, namespace: b, node: nowhere}\n",
                 AWS,
             ),
             &["inventory.yaml", "pods[0].node"][..],
@@ -216,7 +216,7 @@ fn agent_configuration_errors_exit_2_naming_the_field() {
         ),
         (
             "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\nsinks: {clickhouse: {url: 'ftp://x'}}\n",
-            "sinks.clickhouse.url \"ftp://x\" is not an http:// or https:// URL",
+            "sinks.clickhouse.url: \"ftp://x\" is not an http:// or https:// URL",
         ),
         (
             "cluster: c\nnode: n-a\ninventory: {file: inventory.yaml}\nsinks: {parquet: {dir: out}, kafka: {}}\n",

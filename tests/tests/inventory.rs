@@ -181,8 +181,9 @@ fn records_follow_owners_services_pod_deletion_ip_reuse_and_a_broken_watch() {
         .build()
         .unwrap();
     let (config, base) = Config::load(&path).unwrap();
+    let prepared = config::prepare(&config, &base).unwrap();
     let world = runtime
-        .block_on(config::load_world(&config, &base))
+        .block_on(config::load_world(&config, prepared))
         .unwrap();
 
     // The first listing already holds everything created before the start.

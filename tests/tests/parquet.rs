@@ -301,9 +301,14 @@ fn a_full_disk_or_an_unwritable_directory_is_a_clear_error_and_no_corrupt_file()
         &dir.join("spool"),
         &["--parquet", "/proc/tollgate-flows"],
     );
+    // An unwritable directory is an input mistake, found before anything is
+    // spooled; a full disk (below) is a failure of the world.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("/proc/tollgate-flows"), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--parquet /proc/tollgate-flows"),
+        "{stderr}"
+    );
 
     if !require_root("parquet", "mounting a small tmpfs") {
         return;

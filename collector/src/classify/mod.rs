@@ -58,6 +58,103 @@ pub struct NetworkConfig {
     /// The providers' published range files, by provider.
     #[serde(default)]
     pub cloud_ranges: CloudRanges,
+    /// What an overlay's outer packets look like between two nodes.
+    #[serde(default)]
+    pub tunnels: Tunnels,
+}
+
+/// The outer flows of overlay networks and encrypted node links: between
+/// two node addresses, to or from one of these UDP ports or in one of these
+/// IP protocols. Their bytes carry pod traffic that the pods' own records
+/// already bill, so they are counted (`tollgate_tunnel_bytes_total`), never
+/// billed again as node traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tunnels {
+    /// UDP ports: VXLAN 8472 (Linux, flannel, Cilium) and 4789 (IANA,
+    /// Calico), Geneve 6081 (Antrea, OVN-Kubernetes), WireGuard 51820
+    /// (Calico, flannel) and 51871 (Cilium).
+    pub udp_ports: Vec<u16>,
+    /// IP protocols: IPIP 4 (Calico), GRE 47, ESP 50 (IPsec).
+    pub protocols: Vec<u8>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Self {
+            udp_ports: vec![8472, 4789, 6081, 51820, 51871],
+            protocols: vec![4, 47, 50],
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// What YAML cannot check: every network written without host bits,
+    /// no rule without addresses, every region, zone and service named.
+    /// Errors name the field, e.g. `network.in_zone[2]`.
+    pub fn check(&self) -> Result<(), String> {
+        let networks = |field: &str, list: &[IpNet], required: bool| {
+            if required && list.is_empty() {
+                return Err(format!("{field}: give at least one CIDR"));
+            }
+            list.iter()
+                .enumerate()
+                .try_for_each(|(i, n)| crate::input::check_network(&format!("{field}[{i}]"), n))
+        };
+        for (name, list) in [
+            ("internet", &self.internet),
+            ("in_zone", &self.in_zone),
+            ("in_region", &self.in_region),
+            ("cross_region", &self.cross_region),
+        ] {
+            networks(&format!("network.{name}"), list, false)?;
+        }
+        let mut seen: Vec<(IpNet, String)> = Vec::new();
+        for (name, list) in [
+            ("internet", &self.internet),
+            ("in_zone", &self.in_zone),
+            ("in_region", &self.in_region),
+            ("cross_region", &self.cross_region),
+        ] {
+            for (i, network) in list.iter().enumerate() {
+                let field = format!("network.{name}[{i}]");
+                if let Some((_, first)) = seen.iter().find(|(n, _)| n == network) {
+                    return Err(format!(
+                        "{field}: {network} is also {first}: a network has one category"
+                    ));
+                }
+                seen.push((*network, field));
+            }
+        }
+        for (i, rule) in self.direct_classification.iter().enumerate() {
+            let field = format!("network.direct_classification[{i}]");
+            networks(&format!("{field}.cidrs"), &rule.cidrs, true)?;
+            crate::input::check_name(&format!("{field}.region"), &rule.region, true)?;
+            if let Some(zone) = &rule.zone {
+                crate::input::check_name(&format!("{field}.zone"), zone, true)?;
+            }
+        }
+        if self.tunnels.udp_ports.contains(&0) {
+            return Err("network.tunnels.udp_ports: 0 is no port".into());
+        }
+        if let Some(p) = self
+            .tunnels
+            .protocols
+            .iter()
+            .find(|&&p| matches!(p, 6 | 17))
+        {
+            return Err(format!(
+                "network.tunnels.protocols: {p} is {}, not a tunnel protocol (give its ports in udp_ports)",
+                if *p == 6 { "TCP" } else { "UDP" }
+            ));
+        }
+        for (i, rule) in self.services.iter().enumerate() {
+            let field = format!("network.services[{i}]");
+            crate::input::check_name(&format!("{field}.name"), &rule.name, true)?;
+            networks(&format!("{field}.cidrs"), &rule.cidrs, true)?;
+        }
+        Ok(())
+    }
 }
 
 /// CIDRs placed in a region (and zone).
@@ -192,6 +289,7 @@ pub struct Classifier {
     in_region: PrefixMap<()>,
     cross_region: PrefixMap<()>,
     clouds: PrefixMap<CloudTag>,
+    tunnels: Tunnels,
 }
 
 impl Classifier {
@@ -238,7 +336,22 @@ impl Classifier {
             in_region: plain(&config.in_region),
             cross_region: plain(&config.cross_region),
             clouds: PrefixMap::new(clouds),
+            tunnels: config.tunnels.clone(),
         })
+    }
+
+    /// Whether a connection between two nodes, in IP protocol `protocol`
+    /// with these ports, is a tunnel's outer flow.
+    pub fn is_tunnel(&self, protocol: u8, ports: Option<(u16, u16)>) -> bool {
+        const UDP: u8 = 17;
+        match ports {
+            Some((src, dst)) if protocol == UDP => self
+                .tunnels
+                .udp_ports
+                .iter()
+                .any(|&port| port == src || port == dst),
+            _ => self.tunnels.protocols.contains(&protocol),
+        }
     }
 
     /// Asks for the memory that step `step` (below

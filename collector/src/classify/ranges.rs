@@ -52,16 +52,9 @@ pub struct CloudTag {
 /// A range file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RangeFileError {
-    /// The file could not be read.
-    #[error("cannot read {provider} range file {path}: {source}")]
-    Read {
-        /// Provider whose file it is.
-        provider: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The file could not be read, or is not text.
+    #[error(transparent)]
+    Read(#[from] crate::input::InputError),
     /// The file is not in the provider's format.
     #[error("{provider} range file {path}: {message}")]
     Format {
@@ -137,11 +130,8 @@ pub fn load(
     path: &Path,
     names: &mut Interner,
 ) -> Result<Vec<(IpNet, CloudTag, u8)>, RangeFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RangeFileError::Read {
-        provider: provider.as_str(),
-        path: path.to_owned(),
-        source,
-    })?;
+    let what = format!("{} range file", provider.as_str());
+    let text = crate::input::read_text(&what, path)?;
     parse(provider, &text, names).map_err(|message| RangeFileError::Format {
         provider: provider.as_str(),
         path: path.to_owned(),
@@ -167,21 +157,20 @@ fn parse(
             let file: AwsFile = serde_json::from_str(text).map_err(json_error)?;
             let specific = |service: &str| u8::from(service != "AMAZON");
             let region = |r: &str| if r == "GLOBAL" { "" } else { r }.to_owned();
-            for p in &file.prefixes {
-                let family_ok = matches!(p.ip_prefix, IpNet::V4(_));
-                check(family_ok, "prefixes", &p.ip_prefix)?;
+            for (i, p) in file.prefixes.iter().enumerate() {
+                let field = format!("prefixes[{i}]");
+                check(&field, &p.ip_prefix, Some(true))?;
+                crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
                 out.push((
                     p.ip_prefix,
                     tag(&p.service, &region(&p.region)),
                     specific(&p.service),
                 ));
             }
-            for p in &file.ipv6_prefixes {
-                check(
-                    matches!(p.ipv6_prefix, IpNet::V6(_)),
-                    "ipv6_prefixes",
-                    &p.ipv6_prefix,
-                )?;
+            for (i, p) in file.ipv6_prefixes.iter().enumerate() {
+                let field = format!("ipv6_prefixes[{i}]");
+                check(&field, &p.ipv6_prefix, Some(false))?;
+                crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
                 out.push((
                     p.ipv6_prefix,
                     tag(&p.service, &region(&p.region)),
@@ -192,15 +181,31 @@ fn parse(
         Provider::Gcp => {
             let file: GcpFile = serde_json::from_str(text).map_err(json_error)?;
             for (i, p) in file.prefixes.iter().enumerate() {
-                let net = p.ipv4.or(p.ipv6).ok_or_else(|| {
-                    format!("prefixes[{i}] has neither ipv4Prefix nor ipv6Prefix")
-                })?;
+                let net = match (p.ipv4, p.ipv6) {
+                    (Some(v4), None) => (v4, true),
+                    (None, Some(v6)) => (v6, false),
+                    (None, None) => {
+                        return Err(format!(
+                            "prefixes[{i}] has neither ipv4Prefix nor ipv6Prefix"
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "prefixes[{i}] has both ipv4Prefix and ipv6Prefix: one each"
+                        ))
+                    }
+                };
+                let field = format!("prefixes[{i}]");
+                check(&field, &net.0, Some(net.1))?;
+                crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
+                let net = net.0;
                 out.push((net, tag(&p.service, &p.scope), 0));
             }
         }
         Provider::Azure => {
             let file: AzureFile = serde_json::from_str(text).map_err(json_error)?;
-            for value in &file.values {
+            for (i, value) in file.values.iter().enumerate() {
+                crate::input::check_name(&format!("values[{i}].name"), &value.name, true)?;
                 let props = &value.properties;
                 // "AzureCloud.westeurope" has no service: the tag's base name is it.
                 let service = if props.system_service.is_empty() {
@@ -215,7 +220,12 @@ fn parse(
                 };
                 let priority = 2 * u8::from(!props.system_service.is_empty())
                     + u8::from(!props.region.is_empty());
-                for net in &props.address_prefixes {
+                for (j, net) in props.address_prefixes.iter().enumerate() {
+                    check(
+                        &format!("values[{i}].properties.addressPrefixes[{j}]"),
+                        net,
+                        None,
+                    )?;
                     out.push((*net, tag(&service, &props.region), priority));
                 }
             }
@@ -227,12 +237,16 @@ fn parse(
     Ok(out)
 }
 
-fn check(ok: bool, list: &str, net: &IpNet) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{list}: {net} is of the wrong address family"))
+/// A published prefix: of the family its list holds (`Some(true)`: IPv4)
+/// and without host bits.
+fn check(field: &str, net: &IpNet, ipv4: Option<bool>) -> Result<(), String> {
+    if let Some(ipv4) = ipv4 {
+        if matches!(net, IpNet::V4(_)) != ipv4 {
+            let want = if ipv4 { "IPv4" } else { "IPv6" };
+            return Err(format!("{field}: {net} is not an {want} prefix"));
+        }
     }
+    crate::input::check_network(field, net)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use tollgate::config::{self, Config};
 use tollgate::conntrack::sysctl::{self, Outcome};
 use tollgate::conntrack::{EndedConnections, TableReader};
 use tollgate::enrich::Enricher;
+use tollgate::input;
 use tollgate::sink::batch::TokenMaker;
 use tollgate::sink::clickhouse::{self, ClickHouseSink, ConnectionError};
 use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
@@ -39,6 +40,9 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // Everything the configuration names is checked before the kernel
+    // settings change: a mistake found later would leave them changed for
+    // an agent that never runs.
     let (config, base) = Config::load(&args.config).map_err(|e| BadInput(e.to_string()))?;
     let bad = |message: String| BadInput(format!("config {}: {message}", args.config.display()));
     let node = config
@@ -55,18 +59,39 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .map(|c| c.connection(&base))
         .transpose()
         .map_err(|e| bad(format!("sinks.clickhouse.{e}")))?;
-    let parquet = sinks
-        .parquet
-        .as_ref()
-        .map(|p| ParquetSink::open(&base.join(&p.dir)))
-        .transpose()?;
+    let spool_dir = base.join(&sinks.spool.dir);
+    input::writable_dir("sinks.spool.dir", &spool_dir)?;
+    let parquet_dir = sinks.parquet.as_ref().map(|p| base.join(&p.dir));
+    if let Some(dir) = &parquet_dir {
+        input::writable_dir("sinks.parquet.dir", dir)?;
+        input::separate_dirs(("sinks.spool.dir", &spool_dir), ("sinks.parquet.dir", dir))?;
+    }
+    let prepared = config::prepare(&config, &base).map_err(|e| BadInput(e.to_string()))?;
+    if prepared.lists_node(&node) == Some(false) {
+        return Err(bad(format!(
+            "node: {node:?} is not among the inventory file's nodes: this agent would find no local endpoint"
+        ))
+        .into());
+    }
+    let listen = std::net::TcpListener::bind(config.agent.listen).map_err(|e| {
+        let problem = format!(
+            "agent.listen: cannot listen on {}: {e}",
+            config.agent.listen
+        );
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            bad(format!("{problem} (no such address on this host)")).into()
+        } else {
+            anyhow::anyhow!("config {}: {problem}", args.config.display())
+        }
+    })?;
+    // Created only now that every check has passed.
+    let parquet = parquet_dir.as_deref().map(ParquetSink::open).transpose()?;
+    let spool = Spool::open(&spool_dir, sinks.spool.cap_mib << 20)?;
     for setting in sysctl::ALL {
         if sysctl::ensure(setting)? == Outcome::Enabled {
             tracing::info!(sysctl = setting.name, "enabled");
         }
     }
-    let spool_dir = base.join(&sinks.spool.dir);
-    let spool = Spool::open(&spool_dir, sinks.spool.cap_mib << 20)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -89,20 +114,24 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
             parquet,
         };
-        serve(config, base, node, spool, sink).await
+        serve(config, prepared, listen, base, node, spool, sink).await
     })
 }
 
 async fn serve(
     config: Config,
+    prepared: config::Prepared,
+    listen: std::net::TcpListener,
     base: PathBuf,
     node: String,
     spool: Spool,
     sink: Configured,
 ) -> anyhow::Result<()> {
     let agent = config.agent.clone();
-    let listener = tokio::net::TcpListener::bind(agent.listen)
-        .await
+    listen
+        .set_nonblocking(true)
+        .context("cannot set the HTTP socket non-blocking")?;
+    let listener = tokio::net::TcpListener::from_std(listen)
         .with_context(|| format!("cannot listen on {} (agent.listen)", agent.listen))?;
     let spool = Arc::new(Mutex::new(spool));
     let delivery = Arc::new(DeliveryCounts::default());
@@ -111,7 +140,7 @@ async fn serve(
     let health = Arc::new(Health::new(agent.interval_seconds));
     tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
 
-    let world = config::load_world(&config, &base)
+    let world = config::load_world(&config, prepared)
         .await
         .map_err(|e| BadInput(e.to_string()))?;
     let sink = Arc::new(sink);

@@ -35,12 +35,13 @@ pub struct ClassifyArgs {
 /// Runs the command.
 pub fn run(args: ClassifyArgs) -> anyhow::Result<()> {
     let (config, base) = Config::load(&args.config).map_err(bad_input)?;
+    let prepared = config::prepare(&config, &base).map_err(bad_input)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let world = runtime
-        .block_on(config::load_world(&config, &base))
+        .block_on(config::load_world(&config, prepared))
         .map_err(bad_input)?;
     let inventory = match world.inventory.read() {
         Ok(guard) => guard,

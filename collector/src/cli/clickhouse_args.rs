@@ -46,10 +46,16 @@ impl ClickHouseArgs {
             password_file: self.password_file.clone(),
             ca_file: self.ca_file.clone(),
         };
-        config
-            .connection(Path::new("."))
-            .map(Some)
-            .map_err(|e| BadInput(e).into())
+        config.connection(Path::new(".")).map(Some).map_err(|e| {
+            let flag = match e.field {
+                "url" => "--clickhouse",
+                "database" => "--database",
+                "password_file" => "--password-file",
+                "ca_file" => "--ca-file",
+                other => other,
+            };
+            BadInput(format!("{flag}: {}", e.message)).into()
+        })
     }
 }
 

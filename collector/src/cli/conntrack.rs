@@ -12,8 +12,11 @@ use anyhow::Context;
 use clap::Subcommand;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tollgate::conntrack::jsonl::JsonLines;
-use tollgate::conntrack::sysctl::{self, Outcome, Setting};
+use tollgate::conntrack::sysctl::{self, Outcome, Setting, SysctlError};
 use tollgate::conntrack::{EndedConnections, ReadMode, TableReader};
+use tollgate::input;
+
+use super::BadInput;
 
 #[derive(Debug, Subcommand)]
 pub enum ConntrackCommand {
@@ -56,8 +59,11 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("{text:?} must be a positive number of seconds"));
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= input::SECONDS_MAX as f64) {
+        return Err(format!(
+            "{text:?} must be a number of seconds above 0 and at most {}",
+            input::SECONDS_MAX
+        ));
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
@@ -77,8 +83,27 @@ pub fn run(command: ConntrackCommand) -> anyhow::Result<()> {
             watch(duration)
         }
         ConntrackCommand::Enable { proc_sys } => {
+            if !proc_sys.is_dir() {
+                return Err(BadInput(format!(
+                    "--proc-sys {}: not a directory (give where the host's /proc/sys is mounted)",
+                    proc_sys.display()
+                ))
+                .into());
+            }
             for setting in sysctl::ALL {
-                let outcome = sysctl::ensure_in(setting, &proc_sys)?;
+                // Under a --proc-sys of the user's, a missing or unreadable
+                // setting means the directory is not a procfs `sys`.
+                let outcome = sysctl::ensure_in(setting, &proc_sys).map_err(|e| match e {
+                    SysctlError::Missing { .. } | SysctlError::Unreadable { .. }
+                        if proc_sys != std::path::Path::new("/proc/sys") =>
+                    {
+                        anyhow::Error::from(BadInput(format!(
+                            "--proc-sys {}: {e} (is it where the host's /proc/sys is mounted?)",
+                            proc_sys.display()
+                        )))
+                    }
+                    e => e.into(),
+                })?;
                 let done = match outcome {
                     Outcome::Enabled => "enabled",
                     Outcome::AlreadySet => "already on",

@@ -11,6 +11,7 @@ use tollgate::export::write::{self, Format, Report};
 use tollgate::export::{
     self as metering, fixed_point, from_clickhouse, from_parquet, Grouping, Month, Usage,
 };
+use tollgate::input;
 
 use super::clickhouse_args::ClickHouseArgs;
 use super::BadInput;
@@ -37,7 +38,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
     /// Only this cluster.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = |s: &str| input::check_name("--cluster", s, true).map(|()| s.to_owned()))]
     cluster: Option<String>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
@@ -72,6 +73,19 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             args.month
         ))
         .into());
+    }
+    if args.format == Format::Parquet && args.out.as_os_str() == "-" {
+        return Err(BadInput(
+            "--format parquet --out -: Parquet is not written to standard output: give a file"
+                .into(),
+        )
+        .into());
+    }
+    input::writable_output("--out", &args.out)?;
+    if let Some(dir) = &args.parquet {
+        if !dir.is_dir() {
+            return Err(BadInput(format!("--parquet {}: not a directory", dir.display())).into());
+        }
     }
     if args.month == this_month {
         eprintln!(
@@ -171,23 +185,22 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
         BadInput("--parquet needs --provider (aws, gcp, azure...): it picks the prices".to_owned())
     })?;
     let rows = match &args.prices {
-        Some(path) => prices::read_csv(path),
-        None => prices::parse_csv("shipped prices", prices::DEFAULTS_CSV),
-    }
-    .map_err(|e| BadInput(e.to_string()))?;
+        Some(path) => prices::read_csv(path)?,
+        None => prices::parse_csv("shipped prices", prices::DEFAULTS_CSV)
+            .map_err(|e| BadInput(e.to_string()))?,
+    };
     if !rows.iter().any(|row| row.provider == provider) {
         return Err(BadInput(format!("--provider {provider:?} has no prices")).into());
     }
     let prices = PriceTable::new(rows, Default::default(), Some(provider));
-    if !dir.is_dir() {
-        return Err(BadInput(format!("--parquet {}: not a directory", dir.display())).into());
-    }
-    let files = from_parquet::month_files(dir, args.month)?;
+    // The files are this command's input: one that cannot be read is named.
+    let files = from_parquet::month_files(dir, args.month).map_err(|e| BadInput(e.to_string()))?;
     let mut sums = from_parquet::UsageSums::default();
     let started = Instant::now();
     let mut reported = started;
     for (done, file) in files.iter().enumerate() {
-        sums.add_file(file, args.month)?;
+        sums.add_file(file, args.month)
+            .map_err(|e| BadInput(e.to_string()))?;
         if reported.elapsed() >= PROGRESS_EVERY {
             reported = Instant::now();
             eprintln!(

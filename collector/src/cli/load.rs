@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use std::sync::{Mutex, PoisonError};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncSeekExt, BufReader};
 
+use tollgate::input;
 use tollgate::sink::batch::{Batch, Resume, TokenMaker};
 use tollgate::sink::clickhouse::{self, ClickHouseSink};
 use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
@@ -27,6 +28,7 @@ use super::BadInput;
 /// spool says it stopped, so interrupting and re-running the same command
 /// loads every record exactly once.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct LoadArgs {
     /// JSON-lines file of flow records, or `-` for standard input (which
     /// cannot resume after an interruption).
@@ -42,42 +44,71 @@ pub struct LoadArgs {
     spool: PathBuf,
     /// Most bytes the spool may hold; beyond it records are dropped and
     /// counted.
-    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MIB", default_value_t = 512,
+        value_parser = clap::value_parser!(u64).range(1..=input::SPOOL_CAP_MAX_MIB))]
     spool_cap_mib: u64,
     /// Records per batch.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=input::BATCH_ROWS_MAX))]
     batch_rows: u64,
     /// Close a batch once its input lines reach this many MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     batch_mib: u64,
     /// Send a partial batch after this many seconds without a full one.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
     batch_age: f64,
     /// Stop (exit 1) when a batch could not be delivered for this many
     /// seconds; it stays in the spool for the next run. Default: retry
     /// without end.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=input::SECONDS_MAX))]
     give_up_after: Option<u64>,
     /// Name in batch tokens (default: the host name).
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| input::check_token_name(s).map(|()| s.to_owned()))]
     origin: Option<String>,
 }
 
+/// A number of seconds above 0 and at most [`input::SECONDS_MAX`].
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= input::SECONDS_MAX as f64 => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0 and at most {}",
+            input::SECONDS_MAX
+        )),
+    }
+}
+
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    if !(args.batch_age.is_finite() && args.batch_age > 0.0) {
-        return Err(BadInput(format!(
-            "--batch-age {} must be a positive number of seconds",
-            args.batch_age
-        ))
-        .into());
+    // Every flag and path, then every line of a file, is checked before
+    // anything is created, spooled or sent.
+    if args.clickhouse.url.is_none() && args.parquet.is_none() {
+        return Err(BadInput("give --clickhouse URL, --parquet DIR, or both".to_owned()).into());
+    }
+    let from_file = args.input.as_os_str() != "-";
+    if from_file {
+        input::readable_file("input", &args.input)?;
+    }
+    input::writable_dir("--spool", &args.spool)?;
+    if let Some(dir) = &args.parquet {
+        input::writable_dir("--parquet", dir)?;
+        input::separate_dirs(("--spool", &args.spool), ("--parquet", dir))?;
     }
     let connection = args.clickhouse.connection()?;
-    let parquet = args.parquet.as_deref().map(ParquetSink::open).transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let spool = Spool::open(&args.spool, args.spool_cap_mib * 1024 * 1024)?;
+    if from_file {
+        let resume_at = if args.spool.is_dir() {
+            Spool::open(&args.spool, args.spool_cap_mib << 20)?.position()
+        } else {
+            Resume::default()
+        };
+        runtime.block_on(check_lines(&args.input, resume_at))?;
+    }
+    let parquet = args.parquet.as_deref().map(ParquetSink::open).transpose()?;
+    let spool = Spool::open(&args.spool, args.spool_cap_mib << 20)?;
     // A wrong URL or password fails at once. But batches in the spool mean
     // an earlier run reached this ClickHouse: failing now is an outage, to be
     // waited out while the spool keeps them.
@@ -96,9 +127,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     .flatten()
     .collect::<Vec<_>>()
     .join(" and ");
-    if connection.is_none() && parquet.is_none() {
-        return Err(BadInput("give --clickhouse URL, --parquet DIR, or both".to_owned()).into());
-    }
     let sink = Configured {
         clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
         parquet,
@@ -140,7 +168,7 @@ async fn load(
     } else {
         let mut file = tokio::fs::File::open(&args.input)
             .await
-            .with_context(|| format!("cannot open {}", args.input.display()))?;
+            .map_err(|e| input::unreadable("input", &args.input, &e))?;
         file.seek(std::io::SeekFrom::Start(position.offset)).await?;
         Box::new(file)
     };
@@ -168,30 +196,37 @@ async fn load(
     let mut loaded = 0u64;
     loop {
         let read = tokio::select! {
-            read = reader.read_until(b'\n', &mut line) => Some(read.with_context(|| format!("cannot read {name}"))?),
+            read = read_line(&mut reader, &mut line) => Some(read.with_context(|| format!("cannot read {name}"))?),
             () = tokio::time::sleep_until(deadline), if !pending.is_empty() => None,
         };
-        let at_end = read == Some(0);
-        if read.is_some_and(|n| n > 0) {
+        let at_end = read == Some(Line::End);
+        let mut refused = None;
+        if matches!(read, Some(Line::Complete | Line::TooLong)) {
+            let line_start = position;
             // A read cancelled by the timer leaves its bytes in `line`; the
             // completed read returns only the rest, so count the whole line.
             position.offset += line.len() as u64;
             position.line += 1;
-            let text = std::str::from_utf8(&line)
-                .map_err(|e| BadInput(format!("{name}:{}: not UTF-8: {e}", position.line)))?;
-            if !text.trim().is_empty() {
-                let record: FlowRecord = serde_json::from_str(text)
-                    .map_err(|e| BadInput(format!("{name}:{}: {e}", position.line)))?;
-                if pending.is_empty() {
-                    deadline = tokio::time::Instant::now() + age;
+            match parse_record(&line, read == Some(Line::TooLong)) {
+                Ok(Some(record)) => {
+                    if pending.is_empty() {
+                        deadline = tokio::time::Instant::now() + age;
+                    }
+                    pending.push(&record.view());
+                    pending_bytes += line.len() as u64;
                 }
-                pending.push(&record.view());
-                pending_bytes += line.len() as u64;
+                Ok(None) => {}
+                Err(what) => {
+                    // What came before the bad line is loaded, so that a rerun
+                    // from the same spool starts exactly at it.
+                    refused = Some((position.line, what));
+                    position = line_start;
+                }
             }
             line.clear();
         }
         let full = pending.len() as u64 >= args.batch_rows || pending_bytes >= args.batch_mib << 20;
-        if !pending.is_empty() && (full || at_end || read.is_none()) {
+        if !pending.is_empty() && (full || at_end || read.is_none() || refused.is_some()) {
             loaded += pending.len() as u64;
             let seq = lock().next_seq();
             let batch = Batch {
@@ -203,6 +238,21 @@ async fn load(
             pending_bytes = 0;
             lock().push(&batch)?;
             deliver::drain(&spool, &sink, policy, &counts).await?;
+        }
+        if let Some((number, what)) = refused {
+            let rerun = if from_stdin {
+                format!(
+                    "rerunning from standard input would load them again: feed it only the lines from {number} on"
+                )
+            } else {
+                format!(
+                    "fix it and rerun the same command with the same --spool: it resumes at line {number}"
+                )
+            };
+            return Err(BadInput(format!(
+                "{name}:{number}: {what}\ntollgate: the {loaded} records before line {number} are loaded into {destination}; {rerun}"
+            ))
+            .into());
         }
         if at_end {
             break;
@@ -217,6 +267,110 @@ async fn load(
     }
     println!("loaded {loaded} records from {name} into {destination}");
     Ok(())
+}
+
+/// Reads `path` from `resume_at` and checks every line, so that a file
+/// with a mistake loads nothing (standard input is checked as it streams).
+async fn check_lines(path: &std::path::Path, resume_at: Resume) -> anyhow::Result<()> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| input::unreadable("input", path, &e))?;
+    file.seek(std::io::SeekFrom::Start(resume_at.offset))
+        .await?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut number = resume_at.line;
+    loop {
+        let read = read_line(&mut reader, &mut line)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if read == Line::End {
+            return Ok(());
+        }
+        number += 1;
+        if let Err(what) = parse_record(&line, read == Line::TooLong) {
+            return Err(BadInput(format!(
+                "{}:{number}: {what}\ntollgate: nothing was loaded: fix the line and run the command again",
+                path.display()
+            ))
+            .into());
+        }
+        line.clear();
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// A line, ended by a newline or by the end of the input.
+    Complete,
+    /// A line longer than [`input::LINE_MAX_BYTES`]: its first bytes are
+    /// in the buffer, the rest was skipped.
+    TooLong,
+    /// The end of the input.
+    End,
+}
+
+/// Appends the next line to `line`, keeping at most
+/// [`input::LINE_MAX_BYTES`] of it in memory. Cancel-safe like
+/// `read_until`: bytes taken from the reader are already in `line`.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    let mut too_long = line.len() > input::LINE_MAX_BYTES;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(match (line.is_empty(), too_long) {
+                (true, _) => Line::End,
+                (false, true) => Line::TooLong,
+                (false, false) => Line::Complete,
+            });
+        }
+        let (taken, ended) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (buffer.len(), false),
+        };
+        let room = (input::LINE_MAX_BYTES + 1).saturating_sub(line.len());
+        line.extend_from_slice(&buffer[..taken.min(room)]);
+        too_long |= taken > room;
+        reader.consume(taken);
+        if ended {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
+/// One line of JSON: a checked record, nothing for a blank line, or what is
+/// wrong with it.
+fn parse_record(line: &[u8], too_long: bool) -> Result<Option<FlowRecord>, String> {
+    if too_long {
+        return Err(format!(
+            "the line is longer than {} bytes, the most a record takes",
+            input::LINE_MAX_BYTES
+        ));
+    }
+    let text = std::str::from_utf8(line)
+        .map_err(|e| format!("not UTF-8 text (byte {} of the line)", e.valid_up_to() + 1))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('\u{feff}') {
+        return Err(
+            "starts with a byte order mark (U+FEFF): save the file as UTF-8 without it".into(),
+        );
+    }
+    let record: FlowRecord = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    input::check_record(&record, now)?;
+    Ok(Some(record))
 }
 
 /// A spool remembers how far one file was read: refuse to resume another

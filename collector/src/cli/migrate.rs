@@ -7,10 +7,15 @@ use tollgate::sink::clickhouse::migrate::{self, Layout, Retention, MIGRATIONS};
 use super::clickhouse_args::{parse_name, ClickHouseArgs};
 use super::BadInput;
 
+/// Longest retention a table accepts (a century): a larger number is a
+/// typo, and would overflow ClickHouse's date arithmetic.
+const TTL_DAYS_MAX: i64 = 36_500;
+
 /// Applies `sql/migrations` in order (each once; re-running applies
 /// nothing), refuses a database whose schema drifted, and sets each table's
 /// retention.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct MigrateArgs {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
@@ -19,16 +24,16 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "NAME", value_parser = |s: &str| parse_name("cluster", s))]
     cluster: Option<String>,
     /// Days raw flow records are kept.
-    #[arg(long, default_value_t = Retention::default().raw_days, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = Retention::default().raw_days, value_parser = clap::value_parser!(u32).range(1..=TTL_DAYS_MAX))]
     raw_ttl_days: u32,
     /// Days the 1-minute rollup is kept.
-    #[arg(long, default_value_t = Retention::default().minute_days, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = Retention::default().minute_days, value_parser = clap::value_parser!(u32).range(1..=TTL_DAYS_MAX))]
     minute_ttl_days: u32,
     /// Days the 1-hour rollup is kept.
-    #[arg(long, default_value_t = Retention::default().hour_days, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = Retention::default().hour_days, value_parser = clap::value_parser!(u32).range(1..=TTL_DAYS_MAX))]
     hour_ttl_days: u32,
     /// Days the 1-day rollup (metering) is kept.
-    #[arg(long, default_value_t = Retention::default().day_days, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = Retention::default().day_days, value_parser = clap::value_parser!(u32).range(1..=TTL_DAYS_MAX))]
     day_ttl_days: u32,
     /// Print the SQL that a fresh database would get, instead of applying it.
     #[arg(long)]
@@ -46,6 +51,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             day_days: args.day_ttl_days,
         },
     };
+    layout.retention.check().map_err(BadInput)?;
     if args.print {
         for migration in MIGRATIONS {
             println!("-- {}", migration.name);

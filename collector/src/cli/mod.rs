@@ -47,10 +47,9 @@ enum Command {
 }
 
 /// Input that cannot be used as given: reported with the file, line or
-/// field it concerns, exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+/// field it concerns, exit code 2 (the library's input checks make the same
+/// error).
+pub use tollgate::input::InputError as BadInput;
 
 /// Log to stderr; stdout is reserved for data. The agent, a daemon, logs
 /// at info level by default, the other commands only warnings.

@@ -63,7 +63,12 @@ impl FromStr for Month {
         {
             return Err(bad());
         }
-        let year = year.parse().map_err(|_| bad())?;
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        if year < 1970 {
+            return Err(BadMonth(format!(
+                "{text} (before 1970, when no metering exists)"
+            )));
+        }
         let month = month.parse().map_err(|_| bad())?;
         NaiveDate::from_ymd_opt(year, month, 1)
             .map(|first_day| Month { first_day })
@@ -91,6 +96,8 @@ mod tests {
             "",
             "abcd-ef",
             "+202-10",
+            "0000-01",
+            "1969-12",
         ] {
             assert!(bad.parse::<Month>().is_err(), "{bad}");
         }

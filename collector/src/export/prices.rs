@@ -122,13 +122,10 @@ const HEADER: &str = "provider,region,category,direction,price_per_gib,currency"
 /// Reads a prices CSV file: the header `provider,region,category,direction,
 /// price_per_gib,currency` (the prices table's columns), then one price per
 /// line; blank lines and lines starting with `#` are ignored.
-pub fn read_csv(path: &Path) -> Result<Vec<PriceRow>, BadPrices> {
-    let text = std::fs::read_to_string(path).map_err(|e| BadPrices {
-        file: path.display().to_string(),
-        line: 0,
-        message: e.to_string(),
-    })?;
+pub fn read_csv(path: &Path) -> Result<Vec<PriceRow>, crate::input::InputError> {
+    let text = crate::input::read_text("prices", path)?;
     parse_csv(&path.display().to_string(), &text)
+        .map_err(|e| crate::input::InputError(e.to_string()))
 }
 
 /// Parses prices CSV text; `file` names it in errors.
@@ -150,7 +147,8 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
             return Err(bad(number, format!("expected the header {HEADER}")));
         }
     }
-    let mut rows = Vec::new();
+    let mut rows: Vec<PriceRow> = Vec::new();
+    let mut first_line = Vec::new();
     for (number, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [provider, region, category, direction, price, currency] = fields[..] else {
@@ -186,6 +184,19 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
                 format!("currency {currency:?} is not an ISO code like USD"),
             ));
         }
+        if let Some(earlier) = rows.iter().position(|r| {
+            (&*r.provider, &*r.region, &*r.category, &*r.direction)
+                == (provider, region, category, direction)
+        }) {
+            return Err(bad(
+                number,
+                format!(
+                    "a second price for {provider},{region},{category},{direction} (line {} has one)",
+                    first_line[earlier]
+                ),
+            ));
+        }
+        first_line.push(number);
         rows.push(PriceRow {
             provider: provider.to_owned(),
             region: region.to_owned(),

@@ -21,14 +21,9 @@ use super::{Inventory, NodeInfo, PodInfo, ServiceInfo};
 /// A static inventory that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StaticInventoryError {
-    /// The file could not be read.
-    #[error("cannot read inventory {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The file could not be read, or is not text.
+    #[error(transparent)]
+    Read(#[from] crate::input::InputError),
     /// The file is not a valid inventory (YAML syntax, unknown field, bad
     /// address); the message names the line and column.
     #[error("inventory {path}: {message}")]
@@ -139,10 +134,7 @@ pub fn load(
     team_label: &str,
     grace_seconds: u64,
 ) -> Result<Inventory, StaticInventoryError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StaticInventoryError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = crate::input::read_text("inventory", path)?;
     from_str(&text, path, team_label, grace_seconds)
 }
 
@@ -194,8 +186,47 @@ fn build(
         None => Ok(()),
     };
 
+    // Names within limits and given where required; networks without host
+    // bits: the same checks, and messages, as every other input.
+    let checked = |message: String| StaticInventoryError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    let name = |field: String, value: &str, required: bool| {
+        crate::input::check_name(&field, value, required).map_err(checked)
+    };
+    if file.nodes.is_empty() {
+        return Err(checked(
+            "nodes: the inventory lists no node (every agent must find its own)".into(),
+        ));
+    }
+    let listed_twice =
+        |field: String, what: &str| invalid(field, format!("{what} is listed twice"));
+    let mut cidrs: Vec<(IpNet, usize)> = Vec::new();
     let mut node_names = HashSet::new();
     for (i, node) in file.nodes.iter().enumerate() {
+        name(format!("nodes[{i}].name"), &node.name, true)?;
+        for (field, value) in [
+            ("zone", &node.zone),
+            ("region", &node.region),
+            ("provider", &node.provider),
+        ] {
+            name(format!("nodes[{i}].{field}"), value, false)?;
+        }
+        for (j, cidr) in node.pod_cidrs.iter().enumerate() {
+            let field = format!("nodes[{i}].pod_cidrs[{j}]");
+            crate::input::check_network(&field, cidr).map_err(checked)?;
+            if let Some((other, k)) = cidrs
+                .iter()
+                .find(|(other, _)| other.contains(cidr) || cidr.contains(other))
+            {
+                return Err(invalid(
+                    field,
+                    format!("{cidr} overlaps {other} of nodes[{k}]"),
+                ));
+            }
+            cidrs.push((*cidr, i));
+        }
         if !node_names.insert(node.name.as_str()) {
             return Err(invalid(
                 format!("nodes[{i}].name"),
@@ -203,6 +234,12 @@ fn build(
             ));
         }
         for ip in &node.addresses {
+            if ip.is_unspecified() {
+                return Err(invalid(
+                    format!("nodes[{i}].addresses"),
+                    format!("{ip} is no node's address"),
+                ));
+            }
             claim(*ip, format!("nodes[{i}].addresses"))?;
         }
         let names = &mut inventory.names;
@@ -221,7 +258,29 @@ fn build(
         .iter()
         .map(|ns| (ns.name.as_str(), &ns.labels))
         .collect();
+    let mut pod_names = HashSet::new();
     for (i, pod) in file.pods.iter().enumerate() {
+        name(format!("pods[{i}].name"), &pod.name, true)?;
+        name(format!("pods[{i}].namespace"), &pod.namespace, true)?;
+        if !pod_names.insert((pod.namespace.as_str(), pod.name.as_str())) {
+            let pod = format!("pod {}/{}", pod.namespace, pod.name);
+            return Err(listed_twice(format!("pods[{i}]"), &pod));
+        }
+        for (j, port) in pod.ports.iter().enumerate() {
+            if port.port == 0 {
+                return Err(invalid(
+                    format!("pods[{i}].ports[{j}].port"),
+                    "0 is no port".into(),
+                ));
+            }
+        }
+        if let Some(workload) = &pod.workload {
+            name(format!("pods[{i}].workload.kind"), &workload.kind, true)?;
+            name(format!("pods[{i}].workload.name"), &workload.name, true)?;
+        }
+        for (key, value) in &pod.labels {
+            name(format!("pods[{i}].labels.{key}"), value, false)?;
+        }
         if !node_names.contains(pod.node.as_str()) {
             return Err(invalid(
                 format!("pods[{i}].node"),
@@ -257,7 +316,31 @@ fn build(
         inventory.upsert_pod(info, &pod.ips, 0, 0);
     }
 
+    let mut namespace_names = HashSet::new();
+    for (i, namespace) in file.namespaces.iter().enumerate() {
+        name(format!("namespaces[{i}].name"), &namespace.name, true)?;
+        if !namespace_names.insert(namespace.name.as_str()) {
+            let what = format!("namespace {}", namespace.name);
+            return Err(listed_twice(format!("namespaces[{i}]"), &what));
+        }
+        for (key, value) in &namespace.labels {
+            name(format!("namespaces[{i}].labels.{key}"), value, false)?;
+        }
+    }
+    let mut service_names = HashSet::new();
     for (i, service) in file.services.iter().enumerate() {
+        name(format!("services[{i}].name"), &service.name, true)?;
+        name(format!("services[{i}].namespace"), &service.namespace, true)?;
+        if !service_names.insert((service.namespace.as_str(), service.name.as_str())) {
+            let what = format!("service {}/{}", service.namespace, service.name);
+            return Err(listed_twice(format!("services[{i}]"), &what));
+        }
+        if service.cluster_ips.is_empty() {
+            return Err(invalid(
+                format!("services[{i}].cluster_ips"),
+                "give at least one ClusterIP".into(),
+            ));
+        }
         for ip in &service.cluster_ips {
             claim(*ip, format!("services[{i}].cluster_ips"))?;
         }
@@ -339,9 +422,10 @@ namespaces:
             .unwrap_err()
             .to_string();
         assert!(error.contains("unknown field `zoen`"), "{error}");
-        let error = parse("pods:\n  - {name: a, namespace: b, node: nowhere}\n")
-            .unwrap_err()
-            .to_string();
+        let error =
+            parse("nodes: [{name: n}]\npods:\n  - {name: a, namespace: b, node: nowhere}\n")
+                .unwrap_err()
+                .to_string();
         assert!(
             error.contains("pods[0].node") && error.contains("nowhere"),
             "{error}"
@@ -355,5 +439,50 @@ namespaces:
             error.contains("pods[1].ips") && error.contains("already held by pods[0].ips"),
             "{error}"
         );
+    }
+
+    /// What YAML accepts but no cluster has: each refused, naming the entry.
+    #[test]
+    fn impossible_inventories_are_refused() {
+        let node = "nodes: [{name: n, pod_cidrs: [10.1.0.0/24]}]\n";
+        for (yaml, expected) in [
+            ("", "the inventory lists no node"),
+            ("# nothing\n", "the inventory lists no node"),
+            ("nodes: [{name: ''}]\n", "nodes[0].name: must not be empty"),
+            ("nodes: [{name: n, pod_cidrs: [10.1.2.3/16]}]\n", "nodes[0].pod_cidrs[0]: 10.1.2.3/16 has bits set"),
+            (
+                "nodes: [{name: n, pod_cidrs: [10.1.0.0/16]}, {name: m, pod_cidrs: [10.1.2.0/24]}]\n",
+                "nodes[1].pod_cidrs[0]: 10.1.2.0/24 overlaps 10.1.0.0/16 of nodes[0]",
+            ),
+            ("nodes: [{name: n, addresses: [0.0.0.0]}]\n", "nodes[0].addresses: 0.0.0.0 is no node's address"),
+            (
+                "pods: [{name: a, namespace: b, node: n}, {name: a, namespace: b, node: n}]\n",
+                "pods[1]: pod b/a is listed twice",
+            ),
+            ("pods: [{name: '', namespace: b, node: n}]\n", "pods[0].name: must not be empty"),
+            ("pods: [{name: a, namespace: '', node: n}]\n", "pods[0].namespace: must not be empty"),
+            (
+                "pods: [{name: a, namespace: b, node: n, workload: {kind: Deployment, name: ''}}]\n",
+                "pods[0].workload.name: must not be empty",
+            ),
+            (
+                "pods: [{name: a, namespace: b, node: n, host_network: true, ports: [{port: 0}]}]\n",
+                "pods[0].ports[0].port: 0 is no port",
+            ),
+            ("namespaces: [{name: b}, {name: b}]\n", "namespaces[1]: namespace b is listed twice"),
+            ("services: [{name: s, namespace: b, cluster_ips: []}]\n", "services[0].cluster_ips: give at least one ClusterIP"),
+            (
+                "services: [{name: s, namespace: b, cluster_ips: [10.96.0.1]}, {name: s, namespace: b, cluster_ips: [10.96.0.2]}]\n",
+                "services[1]: service b/s is listed twice",
+            ),
+        ] {
+            let text = if yaml.starts_with("nodes") || !yaml.contains(':') {
+                yaml.to_owned()
+            } else {
+                format!("{node}{yaml}")
+            };
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
     }
 }

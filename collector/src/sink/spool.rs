@@ -370,7 +370,8 @@ mod tests {
     use crate::test_support::TempDir;
 
     fn batch(spool: &Spool, tokens: &TokenMaker, records: usize, offset: u64) -> Batch {
-        let record: tollgate_schema::FlowRecord = serde_json::from_str(SAMPLE).unwrap();
+        let record: tollgate_schema::FlowRecord =
+            serde_json::from_str(crate::test_support::SAMPLE_RECORD).unwrap();
         Batch {
             seq: spool.next_seq(),
             token: tokens.token(spool.next_seq()),
@@ -396,15 +397,6 @@ mod tests {
             )
         );
     }
-
-    const SAMPLE: &str = r#"{"observed_at":1,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
-        "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
-        "local_workload_kind":"Deployment","local_workload":"w","local_team":"t","local_zone":"z","local_region":"r",
-        "remote_ip":"::ffff:10.0.0.2","remote_port":2,"remote_kind":"pod","remote_pod":"","remote_namespace":"",
-        "remote_workload_kind":"","remote_workload":"","remote_team":"","remote_node":"","remote_zone":"",
-        "remote_region":"","remote_cloud_provider":"","remote_cloud_service":"","remote_service":"",
-        "initiator":"local","bytes_sent":100,"bytes_received":50,"packets_sent":1,"packets_received":1,
-        "category":"same_zone","ended":false,"conntrack_id":9}"#;
 
     #[test]
     fn batches_survive_reopening_in_order_and_acks_forget_them() {

@@ -82,6 +82,25 @@ impl Default for Retention {
 }
 
 impl Retention {
+    /// Coarser tables are kept at least as long as finer ones: the 1-day
+    /// rollup, which metering and exports read, longest of all. Returns
+    /// what is out of order, naming the `migrate` flags.
+    pub fn check(&self) -> Result<(), String> {
+        for (coarse, coarse_days, fine, fine_days) in [
+            ("day", self.day_days, "hour", self.hour_days),
+            ("hour", self.hour_days, "minute", self.minute_days),
+            ("day", self.day_days, "raw", self.raw_days),
+        ] {
+            if coarse_days < fine_days {
+                return Err(format!(
+                    "--{coarse}-ttl-days {coarse_days} is shorter than --{fine}-ttl-days {fine_days}: \
+                     the {coarse} rollup must be kept at least as long"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// (table, time column, days) for every table with a TTL.
     fn tables(&self) -> [(&'static str, &'static str, u32); 4] {
         [
