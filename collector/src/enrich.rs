@@ -14,7 +14,10 @@
 //!
 //! Entries with no endpoint here (traffic this node only routed) are
 //! counted in [`EnrichStats::not_local`] and left to the nodes of their
-//! endpoints. The remote end is looked up in the inventory at the record's
+//! endpoints. An overlay's outer flow between two nodes (VXLAN, Geneve,
+//! WireGuard, IPIP...: the classifier's tunnel rules) carries pods' packets
+//! whose own entries bill them: it is counted in [`EnrichStats::tunnel`],
+//! never billed twice. The remote end is looked up in the inventory at the record's
 //! time and classified by the [`Classifier`].
 
 use std::net::IpAddr;
@@ -43,6 +46,11 @@ pub struct EnrichStats {
     /// Remote addresses the inventory does not know (classified by the
     /// rules).
     pub unknown_remote: u64,
+    /// Entries that were a tunnel's outer flow between two nodes (not
+    /// billed: the pods' records inside it are).
+    pub tunnel: u64,
+    /// Their bytes, both directions: the encapsulation's cost on top.
+    pub tunnel_bytes: u64,
 }
 
 /// The names of this node that records borrow.
@@ -198,6 +206,16 @@ impl Enricher {
             responder_port,
             service,
         } = *ends;
+        if let (Party::Node(_), Party::Node(_)) = (initiator, responder) {
+            if side
+                .classifier
+                .is_tunnel(entry.proto.0, entry.orig.l4.ports())
+            {
+                stats.tunnel += 1;
+                stats.tunnel_bytes += forward.bytes + backward.bytes;
+                return;
+            }
+        }
         let initiator_ip = entry.orig.src;
         let responder_ip = entry.reply.src;
         let initiator_local = fixed.is_local(initiator, initiator_ip, this_node, inventory);

@@ -10,6 +10,13 @@
 //!   pods --veth-- node-c (r2, zone r2-c) --+
 //! ```
 //!
+//! Pods reach the pods of other nodes over one of three [`Underlay`]s: the
+//! VPC routes the pod ranges (Calico's routed mode), or the nodes tunnel
+//! them to each other as overlay CNIs do: VXLAN on UDP 8472 (flannel's
+//! device, with its static forwarding entries), or a UDP tunnel between
+//! ports 51820 (WireGuard's outer flows; this kernel has no WireGuard, so
+//! a userspace tunnel through TUN devices carries the packets).
+//!
 //! Each node's nftables oracle counts, in prerouting just after conntrack,
 //! every TCP and UDP packet by its headers; [`Cluster::expected`] turns
 //! those counts into the metering a correct agent must produce, using only
@@ -197,6 +204,41 @@ pub struct Flow {
 /// A metering key: team, namespace, workload, category, direction.
 pub type Key = (String, String, String, String, String);
 
+/// How pods' packets travel between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// The VPC routes each node's pod ranges to it.
+    Routed,
+    /// A VXLAN device per node (UDP 8472), as flannel sets it up.
+    Vxlan,
+    /// A UDP tunnel per pair of nodes between their ports 51820, shaped
+    /// like WireGuard's.
+    UdpTunnel,
+}
+
+impl Underlay {
+    /// The UDP port of its outer packets between nodes.
+    pub fn tunnel_port(self) -> Option<u16> {
+        match self {
+            Underlay::Routed => None,
+            Underlay::Vxlan => Some(8472),
+            Underlay::UdpTunnel => Some(51820),
+        }
+    }
+
+    /// Pods' MTU: an overlay leaves room for its outer headers.
+    fn pod_mtu(self) -> u32 {
+        match self {
+            Underlay::Routed => 1500,
+            Underlay::Vxlan => 1450,
+            Underlay::UdpTunnel => 1400,
+        }
+    }
+}
+
+/// Numbers clusters made by one process, so that each has its own files.
+static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The cluster, torn down when dropped.
 pub struct Cluster {
     /// The router between nodes and the internet host.
@@ -209,6 +251,8 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     /// Inventory and configuration files.
     pub dir: PathBuf,
+    /// How pods reach the pods of other nodes.
+    pub underlay: Underlay,
     servers: Vec<Child>,
 }
 
@@ -231,6 +275,11 @@ impl Cluster {
     /// and start a traffic server in every pod and in the internet host.
     /// Each node's conntrack table is empty when this returns.
     pub fn create() -> anyhow::Result<Self> {
+        Self::create_with(Underlay::Routed)
+    }
+
+    /// [`Cluster::create`] over `underlay`.
+    pub fn create_with(underlay: Underlay) -> anyhow::Result<Self> {
         let vpc = Netns::create("vpc")?;
         let internet = Netns::create("inet")?;
         let v = vpc.name();
@@ -262,8 +311,6 @@ impl Cluster {
                  ip -n {n} addr add fd90:{k}::2/64 dev up0 nodad
                  ip -n {v} link set n{k} up
                  ip -n {n} link set up0 up
-                 ip -n {v} route add 10.91.{k}.0/24 via 10.90.{k}.2
-                 ip -n {v} -6 route add fd91:{k}::/64 via fd90:{k}::2
                  ip -n {n} route add default via 10.90.{k}.1
                  ip -n {n} -6 route add default via fd90:{k}::1
                  ip netns exec {n} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
@@ -271,6 +318,14 @@ impl Cluster {
                      net.netfilter.nf_conntrack_events=1
 "
             )?;
+            if underlay == Underlay::Routed {
+                write!(
+                    script,
+                    "ip -n {v} route add 10.91.{k}.0/24 via 10.90.{k}.2
+                     ip -n {v} -6 route add fd91:{k}::/64 via fd90:{k}::2
+"
+                )?;
+            }
             nodes.push(Node {
                 ns,
                 name,
@@ -299,13 +354,15 @@ impl Cluster {
                  ip -n {n} link set p{slot} up
                  ip -n {p} addr add 10.91.{k}.{slot}/32 dev eth0
                  ip -n {p} addr add fd91:{k}::{slot}/128 dev eth0 nodad
-                 ip -n {p} link set eth0 up
+                 ip -n {p} link set eth0 up mtu {mtu}
+                 ip -n {n} link set p{slot} mtu {mtu}
                  ip -n {n} route add 10.91.{k}.{slot}/32 dev p{slot}
                  ip -n {n} -6 route add fd91:{k}::{slot}/128 dev p{slot}
                  ip -n {p} route add 10.91.{k}.1 dev eth0
                  ip -n {p} route add default via 10.91.{k}.1
                  ip -n {p} -6 route add default via fe80::1 dev eth0
-"
+",
+                mtu = underlay.pod_mtu()
             )?;
             pods.push(Pod {
                 ns,
@@ -319,8 +376,15 @@ impl Cluster {
                 ip6: format!("fd91:{k}::{slot}"),
             });
         }
+        if underlay == Underlay::Vxlan {
+            script.push_str(&vxlan(&nodes)?);
+        }
         sh(&script)?;
-        let dir = std::env::temp_dir().join(format!("tollgate-cluster-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-cluster-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir)?;
         let mut cluster = Self {
             vpc,
@@ -328,8 +392,12 @@ impl Cluster {
             nodes,
             pods,
             dir,
+            underlay,
             servers: Vec::new(),
         };
+        if underlay == Underlay::UdpTunnel {
+            cluster.start_udp_tunnels()?;
+        }
         cluster.install_rules()?;
         cluster.warm_up()?;
         for node in &cluster.nodes {
@@ -348,6 +416,54 @@ impl Cluster {
             cluster.servers.push(server);
         }
         Ok(cluster)
+    }
+
+    /// A tunnel between every pair of nodes, each end a TUN device fed by
+    /// socat over UDP from its node's port 51820 to the peer's: the outer
+    /// flows WireGuard makes, carrying the pods' packets. Each end's socket
+    /// is connected to its peer, so the kernel hands it that peer's
+    /// datagrams although every end binds port 51820.
+    fn start_udp_tunnels(&mut self) -> anyhow::Result<()> {
+        let (mut wait, mut routes) = (String::new(), String::new());
+        for (a, node) in self.nodes.iter().enumerate() {
+            for (b, peer) in self.nodes.iter().enumerate() {
+                if a == b {
+                    continue;
+                }
+                let device = format!("wg{}", b + 1);
+                let child = node
+                    .ns
+                    .command("socat")
+                    .arg(format!(
+                        "UDP-CONNECT:{}:51820,bind={}:51820,reuseaddr",
+                        peer.ip4, node.ip4
+                    ))
+                    .arg(format!("TUN,tun-type=tun,tun-name={device},iff-no-pi"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("cannot start socat (apt-get install socat)")?;
+                self.servers.push(child);
+                let (n, k) = (node.ns.name(), b + 1);
+                writeln!(
+                    wait,
+                    "until ip -n {n} link show {device} >/dev/null 2>&1; do sleep 0.05; done"
+                )?;
+                write!(
+                    routes,
+                    "ip -n {n} link set {device} mtu 1400 up
+                     ip -n {n} route add 10.91.{k}.0/24 dev {device}
+                     ip -n {n} -6 route add fd91:{k}::/64 dev {device}
+"
+                )?;
+            }
+        }
+        // Every end must be listening before any device comes up: a
+        // connected UDP socket that meets an ICMP port unreachable fails
+        // its next read, and socat exits.
+        sh(&format!("timeout 10 sh -ec '{wait}'"))?;
+        sh(&routes)?;
+        Ok(())
     }
 
     /// kube-proxy's nftables mode (a map from ClusterIP, protocol and port
@@ -539,6 +655,14 @@ sinks:
         Ok(child.spawn()?)
     }
 
+    /// Whether the oracle's `key` is the underlay's outer packets between
+    /// two nodes.
+    pub fn is_tunnel(&self, key: &oracle::FlowKey) -> bool {
+        self.underlay.tunnel_port().is_some_and(|port| {
+            key.proto.starts_with("udp") && (key.sport == port || key.dport == port)
+        })
+    }
+
     /// The category a transfer between these two nodes has.
     fn category(&self, a: usize, b: usize) -> &'static str {
         let (a, b) = (&self.nodes[a], &self.nodes[b]);
@@ -576,6 +700,9 @@ sinks:
                 if key.src.is_loopback() || key.dst.is_loopback() {
                     continue; // the agent's own ClickHouse and metrics traffic
                 }
+                if self.is_tunnel(&key) {
+                    continue; // an overlay's outer packets, not a pod's flow
+                }
                 let owner = |port: u16| flows.iter().find(|f| f.ports.contains(&port));
                 let (flow, client_sent) = match (owner(key.sport), owner(key.dport)) {
                     (Some(flow), None) => (flow, true),
@@ -607,6 +734,42 @@ sinks:
         }
         Ok(expected)
     }
+}
+
+/// flannel's VXLAN backend: a device per node with a fixed address, the
+/// node's pod range's first address on it, and for every other node a
+/// route, a neighbour and a forwarding entry to its VPC address.
+fn vxlan(nodes: &[Node]) -> anyhow::Result<String> {
+    let mut script = String::new();
+    for (a, node) in nodes.iter().enumerate() {
+        let (n, k) = (node.ns.name(), a + 1);
+        write!(
+            script,
+            "ip -n {n} link add vxlan0 address 02:00:00:00:00:0{k} type vxlan id 1 dstport 8472 local {ip} dev up0 nolearning
+             ip -n {n} addr add 10.91.{k}.0/32 dev vxlan0
+             ip -n {n} addr add fd91:{k}::ffff/128 dev vxlan0 nodad
+             ip -n {n} link set vxlan0 up
+",
+            ip = node.ip4
+        )?;
+        for (b, peer) in nodes.iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let j = b + 1;
+            write!(
+                script,
+                "ip -n {n} route add 10.91.{j}.0/24 via 10.91.{j}.0 dev vxlan0 onlink
+                 ip -n {n} neigh add 10.91.{j}.0 lladdr 02:00:00:00:00:0{j} dev vxlan0
+                 ip -n {n} -6 route add fd91:{j}::/64 via fd91:{j}::ffff dev vxlan0 onlink
+                 ip -n {n} -6 neigh add fd91:{j}::ffff lladdr 02:00:00:00:00:0{j} dev vxlan0
+                 bridge -n {n} fdb append 02:00:00:00:00:0{j} dev vxlan0 dst {ip}
+",
+                ip = peer.ip4
+            )?;
+        }
+    }
+    Ok(script)
 }
 
 /// `metering_daily` of `database` summed per team, namespace, workload,

@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse;
-use tollgate_tests::cluster::{differences, metering, Agent, Cluster, Flow, Key, Relay, Target};
+use tollgate_tests::cluster::{
+    differences, metering, Agent, Cluster, Flow, Key, Relay, Target, Underlay,
+};
 use tollgate_tests::dashboards::{self, Range};
 use tollgate_tests::fixtures::unix_now;
 use tollgate_tests::tollgate;
@@ -199,6 +201,127 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
         "dashboard queries without rows: {empty:?}"
     );
     assert!(results.len() >= 20, "{results:?}");
+}
+
+/// Overlay CNIs carry pods' packets between nodes inside node-to-node
+/// tunnels (VXLAN on UDP 8472 as flannel sets it up; WireGuard-shaped UDP
+/// between ports 51820). Each pod's bytes are billed once, as nftables
+/// counted them, and the tunnels' outer flows are not billed again as node
+/// traffic: they are counted in `tollgate_tunnel_bytes_total`.
+#[test]
+fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    use Target::{Internet, Pod, Service};
+    let flows = [
+        Flow::new("frontend-7f9c4-x2k8p", Pod("db-0"), "tcp", false, 23000, 1),
+        Flow::new("frontend-7f9c4-x2k8p", Pod("db-0"), "tcp", true, 23001, 1),
+        Flow::new(
+            "api-5d8f6-m4n2b",
+            Pod("db-replica-0"),
+            "udp",
+            false,
+            23002,
+            1,
+        ),
+        Flow::new("report-29123-q7z", Service, "tcp", false, 23003, 1),
+        Flow::new("log-shipper-h5j2", Internet, "tcp", false, 23004, 1),
+        Flow::new("db-0", Pod("report-29123-q7z"), "udp", true, 23005, 1),
+    ];
+    for underlay in [Underlay::Vxlan, Underlay::UdpTunnel] {
+        let database = ch.fresh_database("overlay");
+        tollgate::migrate(ch.url(), &database);
+        let cluster = Cluster::create_with(underlay).unwrap();
+        let _relay = Relay::start(&cluster, ch.url()).unwrap();
+        let agents: Vec<Agent> = (0..3)
+            .map(|i| {
+                let config = cluster
+                    .agent_config(i, "http://127.0.0.1:8123", &database, None, INTERVAL)
+                    .unwrap();
+                Agent::start(&cluster.nodes[i], &config).unwrap()
+            })
+            .collect();
+        let start = |flow: &Flow, args: &[&str]| cluster.start(flow, args).unwrap();
+        let tcp = [
+            "tcp", "--bytes", "2000000", "--chunks", "4", "--pause", "0.5",
+        ];
+        let udp = ["udp", "--count", "40", "--size", "1200", "--pause", "0.05"];
+        // UDP after TCP: a userspace tunnel drops datagrams under a burst
+        // of TCP, and the UDP client insists on every echo.
+        wait(vec![
+            start(&flows[0], &tcp),
+            start(&flows[1], &tcp),
+            start(&flows[3], &tcp),
+            start(&flows[4], &tcp),
+        ]);
+        wait(vec![start(&flows[2], &udp), start(&flows[5], &udp)]);
+        thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+        let tunnel_bytes: u64 = cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let text = node
+                    .ns
+                    .command("curl")
+                    .args(["-sf", "http://127.0.0.1:9102/metrics"])
+                    .output()
+                    .unwrap()
+                    .stdout;
+                String::from_utf8(text)
+                    .unwrap()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("tollgate_tunnel_bytes_total "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        for agent in agents {
+            agent.stop().unwrap();
+        }
+
+        let expected = cluster.expected(&flows).unwrap();
+        let actual = metering(ch, &database).unwrap();
+        let report = differences(&expected, &actual);
+        assert!(
+            report.is_empty(),
+            "{underlay:?}: metering differs from nftables' counters:\n{}",
+            report.join("\n")
+        );
+        let categories: std::collections::BTreeSet<&str> =
+            expected.keys().map(|k| k.3.as_str()).collect();
+        assert_eq!(
+            categories.into_iter().collect::<Vec<_>>(),
+            ["cross_region", "cross_zone", "internet"],
+            "{underlay:?}"
+        );
+        let node_rows = ch
+            .query(&format!(
+                "SELECT count() FROM {database}.flows WHERE local_workload_kind = 'Node'"
+            ))
+            .unwrap();
+        assert_eq!(node_rows.trim(), "0", "{underlay:?}: node traffic billed");
+        // The oracle saw the outer packets: the pods' traffic really went
+        // through the tunnels, and the agents counted them.
+        let outer: u64 = cluster
+            .nodes
+            .iter()
+            .flat_map(|node| tollgate_tests::oracle::read(&node.ns).unwrap())
+            .filter(|(key, _)| cluster.is_tunnel(key))
+            .map(|(_, count)| count.bytes)
+            .sum();
+        assert!(
+            outer > 4_000_000,
+            "{underlay:?}: {outer} bytes through tunnels"
+        );
+        assert!(
+            tunnel_bytes > 4_000_000,
+            "{underlay:?}: tollgate_tunnel_bytes_total is {tunnel_bytes}"
+        );
+    }
 }
 
 /// Debian's Prometheus, inside node a, scrapes the agent there; promtool

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub unknown_local: Counter,
     /// Remote addresses the inventory did not know.
     pub unknown_remote: Counter,
+    /// Tunnels' outer flows between nodes (not billed).
+    pub tunnel_entries: Counter,
+    /// Their bytes: what the encapsulation adds to the pods' bytes.
+    pub tunnel_bytes: Counter,
     /// Records lost because the spool was full or unwritable.
     pub records_dropped: Counter,
     /// Entries in this namespace's conntrack table after the last read.
@@ -89,6 +93,8 @@ impl Metrics {
             not_local_entries: Counter::default(),
             unknown_local: Counter::default(),
             unknown_remote: Counter::default(),
+            tunnel_entries: Counter::default(),
+            tunnel_bytes: Counter::default(),
             records_dropped: Counter::default(),
             table_entries: Gauge::default(),
             table_max: Gauge::default(),
@@ -167,6 +173,17 @@ impl Metrics {
             "enrich_unknown_remote",
             "Remote addresses the inventory does not know (classified by the network rules)",
             m.unknown_remote.clone(),
+        );
+        r.register(
+            "tunnel_entries",
+            "Tunnels' outer flows between two nodes (VXLAN, Geneve, WireGuard, IPIP...), not billed: the pods' own records are",
+            m.tunnel_entries.clone(),
+        );
+        r.register_with_unit(
+            "tunnel",
+            "Bytes of tunnels' outer flows between nodes: the pods' bytes inside plus the encapsulation the cloud bills on top",
+            Unit::Bytes,
+            m.tunnel_bytes.clone(),
         );
         r.register(
             "records_dropped",

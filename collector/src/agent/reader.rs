@@ -143,6 +143,9 @@ impl Metering {
             .inc_by(now.unknown_local - before.unknown_local);
         m.unknown_remote
             .inc_by(now.unknown_remote - before.unknown_remote);
+        m.tunnel_entries.inc_by(now.tunnel - before.tunnel);
+        m.tunnel_bytes
+            .inc_by(now.tunnel_bytes - before.tunnel_bytes);
     }
 }
 

@@ -357,3 +357,65 @@ fn entries_enriched_together_give_the_records_of_each_alone_in_order() {
     assert_eq!(batched, one_by_one);
     assert_eq!(together.stats, alone.stats);
 }
+
+/// An overlay's outer packets between two nodes carry pods' packets that
+/// their own entries bill: the outer flow is counted, never billed as node
+/// traffic. The same ports between a node and a pod, or another protocol
+/// between nodes, are ordinary traffic.
+#[test]
+fn tunnels_between_nodes_are_counted_not_billed() {
+    use tollgate_schema::Protocol;
+    let udp = |mut e: Entry| {
+        e.proto = Protocol::UDP;
+        e
+    };
+    let vxlan = udp(entry(
+        ("192.168.0.1", 40000, "192.168.0.2", 8472),
+        ("192.168.0.2", 8472, "192.168.0.1", 40000),
+        5000,
+        0,
+    ));
+    for node in ["node-a", "node-b"] {
+        let (out, stats) = records(node, &vxlan);
+        assert!(out.is_empty(), "{node}: {out:?}");
+        assert_eq!((stats.tunnel, stats.tunnel_bytes), (1, 5000));
+    }
+    let wireguard = udp(entry(
+        ("192.168.0.3", 51820, "192.168.0.1", 51820),
+        ("192.168.0.1", 51820, "192.168.0.3", 51820),
+        700,
+        300,
+    ));
+    let (out, stats) = records("node-a", &wireguard);
+    assert!(out.is_empty());
+    assert_eq!(stats.tunnel_bytes, 1000);
+    let mut ipip = entry(
+        ("192.168.0.1", 0, "192.168.0.2", 0),
+        ("192.168.0.2", 0, "192.168.0.1", 0),
+        900,
+        0,
+    );
+    ipip.proto = Protocol(4);
+    ipip.orig.l4 = L4::None;
+    ipip.reply.l4 = L4::None;
+    assert!(records("node-a", &ipip).0.is_empty());
+
+    // The same port to a pod, and SSH between nodes: billed.
+    let to_pod = udp(entry(
+        ("192.168.0.1", 40000, "10.1.2.20", 8472),
+        ("10.1.2.20", 8472, "192.168.0.1", 40000),
+        100,
+        0,
+    ));
+    let (out, stats) = records("node-a", &to_pod);
+    assert_eq!((out.len(), stats.tunnel), (1, 0));
+    let ssh = entry(
+        ("192.168.0.1", 40000, "192.168.0.2", 22),
+        ("192.168.0.2", 22, "192.168.0.1", 40000),
+        100,
+        50,
+    );
+    let (out, _) = records("node-a", &ssh);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].category, Category::CrossZone);
+}
