@@ -324,6 +324,77 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
     }
 }
 
+/// A connection that opened while accounting was off has no counters: the
+/// kernel adds them only to new entries. The agent counts it in
+/// `tollgate_conntrack_uncounted_entries_total` and writes no row for it,
+/// instead of an empty row every interval.
+#[test]
+fn connections_older_than_accounting_are_counted_not_recorded() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    let database = ch.fresh_database("uncounted");
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create().unwrap();
+    let _relay = Relay::start(&cluster, ch.url()).unwrap();
+    let node = &cluster.nodes[0];
+    node.ns
+        .sh("sysctl -qw net.netfilter.nf_conntrack_acct=0")
+        .unwrap();
+    let flow = Flow::new(
+        "frontend-7f9c4-x2k8p",
+        Target::Pod("db-0"),
+        "tcp",
+        false,
+        24000,
+        1,
+    );
+    let client = cluster
+        .start(
+            &flow,
+            &[
+                "tcp", "--bytes", "400000", "--chunks", "8", "--pause", "0.6",
+            ],
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    // The agent turns accounting on as it starts: too late for this entry.
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
+        .unwrap();
+    let agent = Agent::start(node, &config).unwrap();
+    wait(vec![client]);
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    let metrics = node
+        .ns
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:9102/metrics"])
+        .output()
+        .unwrap()
+        .stdout;
+    let uncounted: u64 = String::from_utf8(metrics)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_conntrack_uncounted_entries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    agent.stop().unwrap();
+    let rows = ch
+        .query(&format!(
+            "SELECT count() FROM {database}.flows WHERE local_workload = 'frontend'"
+        ))
+        .unwrap();
+    assert_eq!(
+        rows.trim(),
+        "0",
+        "rows written for a connection without counters"
+    );
+    assert!(uncounted >= 1, "uncounted entries: {uncounted}");
+}
+
 /// Debian's Prometheus, inside node a, scrapes the agent there; promtool
 /// lints the exposition.
 fn scrape_with_prometheus(cluster: &Cluster) {

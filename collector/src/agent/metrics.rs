@@ -37,6 +37,8 @@ pub struct Metrics {
     pub entries_read: Counter,
     /// Entries read with no traffic since the last read (not recorded).
     pub idle_entries: Counter,
+    /// Entries without counters (older than accounting; not recorded).
+    pub uncounted_entries: Counter,
     /// Ended connections received (DESTROY events).
     pub ended_connections: Counter,
     /// Event socket overflows (the kernel resends those events).
@@ -83,6 +85,7 @@ impl Metrics {
         let metrics = Arc::new(Self {
             entries_read: Counter::default(),
             idle_entries: Counter::default(),
+            uncounted_entries: Counter::default(),
             ended_connections: Counter::default(),
             event_overruns: Counter::default(),
             read_errors: Counter::default(),
@@ -111,6 +114,11 @@ impl Metrics {
             "conntrack_idle_entries",
             "Entries read with no traffic since the last read; they meter nothing and are not recorded",
             m.idle_entries.clone(),
+        );
+        r.register(
+            "conntrack_uncounted_entries",
+            "Entries (read or ended) without byte counters: connections that began before nf_conntrack_acct was on; their bytes cannot be metered and are not recorded",
+            m.uncounted_entries.clone(),
         );
         r.register(
             "conntrack_ended_connections",

@@ -4,6 +4,9 @@
 //! last read are counted, not recorded: they meter nothing, and a node
 //! holding a million idle connections would otherwise write a million
 //! empty rows per interval. An ended connection is always recorded.
+//! Entries without counters (connections that began before accounting was
+//! turned on: the kernel adds counters only to new entries) can never meter
+//! a byte: they are counted too, never recorded.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,7 +111,11 @@ impl Metering {
     ) -> u64 {
         let mut count = 0;
         while let Ok(entry) = ended.try_recv() {
-            self.meter(&entry, observed_at, interval, tally);
+            if uncounted(&entry) {
+                self.metrics.uncounted_entries.inc();
+            } else {
+                self.meter(&entry, observed_at, interval, tally);
+            }
             count += 1;
         }
         self.finish(observed_at, interval, tally);
@@ -216,9 +223,12 @@ impl Reader {
             .meter_ended(&self.ended, observed_at, interval, &mut tally);
         let metering = &mut self.metering;
         let mut idle = 0;
+        let mut without_counters = 0;
         let result = self.table.dump(ReadMode::Zero, |entry| {
             if entry.is_idle() {
                 idle += 1;
+            } else if uncounted(entry) {
+                without_counters += 1;
             } else {
                 metering.meter(entry, observed_at, interval, &mut tally);
             }
@@ -228,6 +238,7 @@ impl Reader {
         self.metering.batcher.flush();
         let m = self.metering.metrics.clone();
         m.idle_entries.inc_by(idle);
+        m.uncounted_entries.inc_by(without_counters);
         match result {
             Ok(summary) => {
                 m.entries_read.inc_by(summary.entries);
@@ -308,6 +319,12 @@ pub fn listen_for_ended(
             }
         }
     }
+}
+
+/// The kernel keeps no counters for this entry: it began before
+/// `nf_conntrack_acct` was on.
+fn uncounted(entry: &Entry) -> bool {
+    entry.orig_counters.is_none() && entry.reply_counters.is_none()
 }
 
 fn read_number(path: &str) -> Option<i64> {

@@ -232,6 +232,9 @@ pub enum Rule {
     CrossRegionList(IpNet),
     /// A provider's published range or a user service, this prefix.
     CloudRange(IpNet),
+    /// A special-purpose address (loopback, link-local: the metadata
+    /// service and NodeLocal DNS; multicast, broadcast): never internet.
+    Special(IpNet),
     /// A ClusterIP without a known backend.
     ServiceAddress,
     /// Nothing matched.
@@ -248,6 +251,10 @@ impl fmt::Display for Rule {
             Rule::InRegionList(net) => write!(f, "network.in_region {net}"),
             Rule::CrossRegionList(net) => write!(f, "network.cross_region {net}"),
             Rule::CloudRange(net) => write!(f, "cloud range {net}"),
+            Rule::Special(net) => write!(
+                f,
+                "special-purpose range {net} (loopback, link-local or multicast): in the zone"
+            ),
             Rule::ServiceAddress => f.write_str("Service address without a known backend"),
             Rule::Unmatched => f.write_str("no rule matched: internet"),
         }
@@ -411,6 +418,9 @@ impl Classifier {
                 ..tagged(category, Rule::Direct(net))
             };
         }
+        if let Some(net) = special_range(ip) {
+            return verdict(Category::SameZone, Rule::Special(net));
+        }
         if let Some((net, ())) = self.internet.lookup(ip) {
             return tagged(Category::Internet, Rule::InternetList(net));
         }
@@ -427,6 +437,41 @@ impl Classifier {
             return tagged(Category::CloudService, Rule::CloudRange(net));
         }
         tagged(Category::Internet, Rule::Unmatched)
+    }
+}
+
+/// The special-purpose range holding `ip`, if any: addresses that never
+/// leave the node or its link (loopback; link-local, where the clouds'
+/// metadata service at 169.254.169.254 and NodeLocal DNS at 169.254.20.10
+/// answer; multicast and broadcast). Kubecost ships them as in-zone; no
+/// cloud bills them as transfer.
+fn special_range(ip: IpAddr) -> Option<IpNet> {
+    const V4: [(u32, u8); 5] = [
+        (0x0000_0000, 8),  // 0.0.0.0/8, this network
+        (0x7f00_0000, 8),  // 127.0.0.0/8, loopback
+        (0xa9fe_0000, 16), // 169.254.0.0/16, link-local
+        (0xe000_0000, 4),  // 224.0.0.0/4, multicast
+        (0xffff_ffff, 32), // broadcast
+    ];
+    const V6: [(u128, u8); 4] = [
+        (0, 128),                 // ::, unspecified
+        (1, 128),                 // ::1, loopback
+        (0xfe80_u128 << 112, 10), // fe80::/10, link-local
+        (0xff00_u128 << 112, 8),  // ff00::/8, multicast
+    ];
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            V4.iter()
+                .find(|&&(base, len)| bits & (u32::MAX << (32 - len)) == base)
+                .and_then(|&(base, len)| ipnet::Ipv4Net::new(base.into(), len).ok().map(IpNet::V4))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            V6.iter()
+                .find(|&&(base, len)| bits & (u128::MAX << (128 - len)) == base)
+                .and_then(|&(base, len)| ipnet::Ipv6Net::new(base.into(), len).ok().map(IpNet::V6))
+        }
     }
 }
 

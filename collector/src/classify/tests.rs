@@ -247,3 +247,36 @@ fn a_missing_range_file_is_named() {
         "{error}"
     );
 }
+
+/// Loopback, link-local (the metadata service, NodeLocal DNS), multicast and
+/// broadcast never leave the node's link: in the zone, never internet, even
+/// under an `internet` rule that covers them; a direct rule still wins.
+#[test]
+fn special_purpose_addresses_are_in_the_zone_never_internet() {
+    let config: NetworkConfig = serde_saphyr::from_str(
+        "internet: [0.0.0.0/0, '::/0']\ndirect_classification: [{cidrs: [169.254.7.0/24], region: r2}]\n",
+    )
+    .unwrap();
+    let c = Classifier::new(&config, Path::new("."), &mut Interner::default()).unwrap();
+    for (ip, range) in [
+        ("169.254.169.254", "169.254.0.0/16"),
+        ("169.254.20.10", "169.254.0.0/16"),
+        ("127.0.0.53", "127.0.0.0/8"),
+        ("224.0.0.251", "224.0.0.0/4"),
+        ("255.255.255.255", "255.255.255.255/32"),
+        ("::1", "::1/128"),
+        ("fe80::1", "fe80::/10"),
+        ("ff02::fb", "ff00::/8"),
+        ("::ffff:169.254.169.254", "169.254.0.0/16"),
+    ] {
+        let verdict = c.classify(LOCAL, Remote::External(ip.parse().unwrap()));
+        assert_eq!(verdict.category, Category::SameZone, "{ip}");
+        assert_eq!(verdict.rule, Rule::Special(range.parse().unwrap()), "{ip}");
+    }
+    for ip in ["169.255.0.1", "223.255.255.255", "fec0::1", "8.8.8.8"] {
+        let verdict = c.classify(LOCAL, Remote::External(ip.parse().unwrap()));
+        assert_eq!(verdict.category, Category::Internet, "{ip}");
+    }
+    let direct = c.classify(LOCAL, Remote::External("169.254.7.1".parse().unwrap()));
+    assert_eq!(direct.category, Category::CrossRegion);
+}
