@@ -395,6 +395,88 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
     assert!(uncounted >= 1, "uncounted entries: {uncounted}");
 }
 
+/// The value of the unlabelled metric `name` in the agent of `node`'s
+/// exposition, if present.
+fn metric(node: &tollgate_tests::cluster::Node, name: &str) -> Option<f64> {
+    let text = node
+        .ns
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:9102/metrics"])
+        .output()
+        .unwrap()
+        .stdout;
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Traffic that bypasses conntrack (here a `notrack` rule, as an eBPF
+/// datapath would) is not metered; the agent compares what it metered off
+/// the node with its uplink's counters and says so: coverage near 1 while
+/// everything is tracked, then low, logged once.
+#[test]
+fn traffic_that_bypasses_conntrack_is_reported_as_low_coverage() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    let database = ch.fresh_database("coverage");
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create().unwrap();
+    let _relay = Relay::start(&cluster, ch.url()).unwrap();
+    let node = &cluster.nodes[0];
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
+        .unwrap();
+    let agent = Agent::start(node, &config).unwrap();
+    let tcp = |port: u16, bytes: &str| {
+        let flow = Flow::new(
+            "frontend-7f9c4-x2k8p",
+            Target::Pod("db-0"),
+            "tcp",
+            false,
+            port,
+            1,
+        );
+        cluster
+            .start(
+                &flow,
+                &["tcp", "--bytes", bytes, "--chunks", "4", "--pause", "0.3"],
+            )
+            .unwrap()
+    };
+    wait(vec![tcp(25000, "3000000")]);
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) * 2 + 1));
+    let covered = metric(node, "tollgate_coverage_ratio").unwrap_or(0.0);
+    assert!(
+        (0.9..=1.0).contains(&covered),
+        "coverage of tracked traffic: {covered} (uplink {:?}, metered off the node {:?})",
+        metric(node, "tollgate_uplink_bytes_total"),
+        metric(node, "tollgate_metered_offnode_bytes_total")
+    );
+    assert_eq!(metric(node, "tollgate_coverage_low"), Some(0.0));
+
+    node.ns
+        .sh("nft add table ip bypass
+             nft add chain ip bypass pre '{ type filter hook prerouting priority -300; }'
+             nft add rule ip bypass pre ip saddr 10.91.1.0/24 notrack
+             nft add rule ip bypass pre ip daddr 10.91.1.0/24 notrack")
+        .unwrap();
+    wait(vec![tcp(25001, "8000000")]);
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) * 2 + 1));
+    let low = metric(node, "tollgate_coverage_ratio").unwrap_or(1.0);
+    assert!(low < 0.5, "coverage with conntrack bypassed: {low}");
+    assert_eq!(metric(node, "tollgate_coverage_low"), Some(1.0));
+    let uplink = metric(node, "tollgate_uplink_bytes_total").unwrap_or(0.0);
+    assert!(uplink > 11e6, "uplink bytes {uplink}");
+    agent.stop().unwrap();
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(log.matches("LOW COVERAGE").count(), 1, "{log}");
+}
+
 /// Debian's Prometheus, inside node a, scrapes the agent there; promtool
 /// lints the exposition.
 fn scrape_with_prometheus(cluster: &Cluster) {

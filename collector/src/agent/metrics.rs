@@ -60,6 +60,14 @@ pub struct Metrics {
     pub unknown_local: Counter,
     /// Remote addresses the inventory did not know.
     pub unknown_remote: Counter,
+    /// Bytes metered whose remote end is off this node.
+    pub offnode_bytes: Counter,
+    /// Bytes the uplinks (the default routes' interfaces) counted.
+    pub uplink_bytes: Counter,
+    /// Off-node metered bytes over uplink bytes, over the coverage window.
+    pub coverage_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while coverage is low.
+    pub coverage_low: Gauge,
     /// Tunnels' outer flows between nodes (not billed).
     pub tunnel_entries: Counter,
     /// Their bytes: what the encapsulation adds to the pods' bytes.
@@ -96,6 +104,10 @@ impl Metrics {
             not_local_entries: Counter::default(),
             unknown_local: Counter::default(),
             unknown_remote: Counter::default(),
+            offnode_bytes: Counter::default(),
+            uplink_bytes: Counter::default(),
+            coverage_ratio: Gauge::default(),
+            coverage_low: Gauge::default(),
             tunnel_entries: Counter::default(),
             tunnel_bytes: Counter::default(),
             records_dropped: Counter::default(),
@@ -181,6 +193,28 @@ impl Metrics {
             "enrich_unknown_remote",
             "Remote addresses the inventory does not know (classified by the network rules)",
             m.unknown_remote.clone(),
+        );
+        r.register_with_unit(
+            "metered_offnode",
+            "Bytes metered whose remote end is off this node (both directions): what crossed its uplinks",
+            Unit::Bytes,
+            m.offnode_bytes.clone(),
+        );
+        r.register_with_unit(
+            "uplink",
+            "Bytes the interfaces of this node's default routes received and sent",
+            Unit::Bytes,
+            m.uplink_bytes.clone(),
+        );
+        r.register(
+            "coverage_ratio",
+            "Off-node metered bytes over uplink bytes, over the last 6 intervals (near 1: everything is metered; link headers and encapsulation keep it a little under)",
+            m.coverage_ratio.clone(),
+        );
+        r.register(
+            "coverage_low",
+            "1 while coverage is under 0.5 with at least 1 MiB through the uplinks: traffic bypasses conntrack",
+            m.coverage_low.clone(),
         );
         r.register(
             "tunnel_entries",

@@ -11,6 +11,7 @@
 //! ```
 
 mod batcher;
+pub mod coverage;
 pub mod http;
 pub mod metrics;
 mod reader;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate_schema::Category;
 
 use super::batcher::Batcher;
+use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::http::Health;
 use super::metrics::{BytesLabels, CategoryLabels, Metrics};
 use crate::classify::Classifier;
@@ -46,6 +47,9 @@ struct Tally {
     records: [u64; Category::ALL.len()],
     sent: [u64; Category::ALL.len()],
     received: [u64; Category::ALL.len()],
+    /// Bytes of records whose remote end is off this node: they crossed
+    /// an uplink ([`Coverage`]).
+    off_node: u64,
 }
 
 impl Metering {
@@ -95,6 +99,9 @@ impl Metering {
                 tally.records[i] += 1;
                 tally.sent[i] += record.bytes_sent;
                 tally.received[i] += record.bytes_received;
+                if **record.remote_node != **record.node {
+                    tally.off_node += record.bytes_sent + record.bytes_received;
+                }
                 batcher.add(record);
             },
         );
@@ -172,6 +179,8 @@ pub struct Reader {
     pub interval: u32,
     /// Reports each finished read.
     pub health: Arc<Health>,
+    /// Metered bytes against the uplinks' counters.
+    pub coverage: Coverage,
 }
 
 impl Reader {
@@ -181,6 +190,7 @@ impl Reader {
     pub fn run(mut self, stop: Receiver<()>) {
         let interval = u64::from(self.interval);
         let mut last = unix_seconds();
+        self.coverage.start();
         loop {
             let now = SystemTime::now();
             let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -273,6 +283,7 @@ impl Reader {
             }
         }
         self.metering.publish(&tally, before);
+        self.judge_coverage(tally.off_node);
         if let Some(count) = read_number("/proc/sys/net/netfilter/nf_conntrack_count") {
             m.table_entries.set(count);
         }
@@ -283,6 +294,37 @@ impl Reader {
         m.last_read
             .set(i64::try_from(unix_seconds()).unwrap_or(i64::MAX));
         self.health.read_done();
+    }
+}
+
+impl Reader {
+    /// Compares the interval's off-node metered bytes with the uplinks'
+    /// counters; low coverage is said once, loudly, and kept in a gauge.
+    fn judge_coverage(&mut self, off_node: u64) {
+        let m = &self.metering.metrics;
+        let (sample, judgement) = self.coverage.observe_interval(off_node);
+        m.offnode_bytes.inc_by(sample.metered);
+        m.uplink_bytes.inc_by(sample.interface);
+        match judgement {
+            Judgement::TooLittle => {}
+            Judgement::Covered(ratio) => {
+                m.coverage_ratio.set(ratio);
+                m.coverage_low.set(0);
+            }
+            Judgement::Low { ratio, first } => {
+                m.coverage_ratio.set(ratio);
+                m.coverage_low.set(1);
+                if first {
+                    tracing::error!(
+                        ratio = format!("{ratio:.3}"),
+                        "LOW COVERAGE: tollgate metered far fewer bytes than this node's uplinks counted \
+                         over the last {WINDOW_INTERVALS} intervals; traffic is bypassing conntrack, and \
+                         tollgate cannot meter it. Likely cause: an eBPF datapath (Cilium with \
+                         bpf.hostLegacyRouting=false, Calico's eBPF data plane), XDP, or `notrack` rules"
+                    );
+                }
+            }
+        }
     }
 }
 

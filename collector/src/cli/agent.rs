@@ -184,6 +184,7 @@ async fn serve(
         ),
         interval: agent.interval_seconds,
         health: health.clone(),
+        coverage: Default::default(),
     };
     let (stop_reading, stop) = mpsc::channel();
     let reading = std::thread::Builder::new()
