@@ -6,8 +6,9 @@
 //! ClusterIP, not the ClusterIP). The [`Enricher`] emits one record for each
 //! endpoint that lives on this node, from that endpoint's side:
 //!
-//! - a pod of this node (by address, or by this node's pod ranges when the
-//!   inventory does not know the address yet);
+//! - a pod of this node (by address, or, when the inventory does not know
+//!   the address yet, by this node's pod ranges or its host route to one of
+//!   this node's devices);
 //! - this node itself, or the host-network pod that declares the port;
 //! - neither, but the node translated the connection (a NodePort, a
 //!   masquerade for another host): the node, on both halves.
@@ -22,6 +23,8 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use foldhash::{HashSet, HashSetExt};
 
 use tollgate_schema::{Category, FlowView, Initiator, Name, RemoteKind};
 
@@ -61,6 +64,10 @@ struct Fixed {
     node_team: Name,
     empty: Name,
     node_kind: Name,
+    /// Addresses this node routes as single hosts to its own devices: its
+    /// pods, known before the inventory hears of them (CNIs without pod
+    /// ranges on the Node, such as AWS VPC CNI).
+    routed_here: HashSet<IpAddr>,
 }
 
 /// Turns entries into records for one node.
@@ -91,9 +98,17 @@ impl Enricher {
                 node_team: Arc::from(node_team),
                 empty: Arc::from(""),
                 node_kind: Arc::from("Node"),
+                routed_here: HashSet::new(),
             },
             stats: EnrichStats::default(),
         }
+    }
+
+    /// The addresses this node now routes as single hosts to its own
+    /// devices (its routing table's host routes, read each interval): an
+    /// endpoint there that the inventory does not know is a local pod.
+    pub fn set_routed_here(&mut self, addresses: Vec<IpAddr>) {
+        self.fixed.routed_here = addresses.into_iter().collect();
     }
 
     /// The records of one entry, observed at `observed_at` (seconds) at the
@@ -373,7 +388,10 @@ impl Fixed {
             Party::Pod(pod, _) => self.is_this_node(&pod.node, this_node),
             Party::Node(node) => self.is_this_node(&node.name, this_node),
             Party::Service(_) => false,
-            Party::Unknown => this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip)),
+            Party::Unknown => {
+                this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip))
+                    || self.routed_here.contains(&ip)
+            }
         }
     }
 

@@ -395,6 +395,92 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
     assert!(uncounted >= 1, "uncounted entries: {uncounted}");
 }
 
+/// On nodes without pod ranges (AWS VPC CNI, Azure CNI), a pod the watch
+/// has not delivered yet has no pod range to be recognised by; its host
+/// route to one of the node's devices says it is local. Its bytes are
+/// recorded as an unknown local endpoint, equal to nftables', not dropped
+/// as traffic routed through.
+#[test]
+fn a_pod_the_inventory_does_not_know_yet_is_local_by_its_host_route() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    let database = ch.fresh_database("routed_here");
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create().unwrap();
+    let _relay = Relay::start(&cluster, ch.url()).unwrap();
+    let inventory = cluster.dir.join("inventory.yaml");
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    let without: Vec<String> = text
+        .lines()
+        .filter(|line| !line.contains("report-29123-q7z"))
+        .map(|line| line.replace(", pod_cidrs: [10.91.1.0/24, 'fd91:1::/64']", ""))
+        .collect();
+    assert!(text.contains("report-29123-q7z") && !without.join("\n").contains("10.91.1.0/24"));
+    std::fs::write(&inventory, without.join("\n") + "\n").unwrap();
+    let node = &cluster.nodes[0];
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
+        .unwrap();
+    let agent = Agent::start(node, &config).unwrap();
+    let flows = [
+        Flow::new(
+            "report-29123-q7z",
+            Target::Pod("db-0"),
+            "tcp",
+            false,
+            26000,
+            1,
+        ),
+        Flow::new(
+            "report-29123-q7z",
+            Target::Pod("db-0"),
+            "tcp",
+            true,
+            26001,
+            1,
+        ),
+    ];
+    let tcp = [
+        "tcp", "--bytes", "1000000", "--chunks", "4", "--pause", "0.3",
+    ];
+    wait(
+        flows
+            .iter()
+            .map(|f| cluster.start(f, &tcp).unwrap())
+            .collect(),
+    );
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    agent.stop().unwrap();
+
+    let report = cluster.pod("report-29123-q7z");
+    let (mut sent, mut received) = (0, 0);
+    for (key, count) in tollgate_tests::oracle::read(&node.ns).unwrap() {
+        let ports = 26000..26002;
+        if ports.contains(&key.sport) {
+            sent += count.bytes;
+        } else if ports.contains(&key.dport) {
+            received += count.bytes;
+        }
+    }
+    assert!(sent > 2_000_000, "the traffic ran: {sent}");
+    let metered = ch
+        .query(&format!(
+            "SELECT sum(bytes_sent), sum(bytes_received), groupUniqArray(local_workload) \
+             FROM {database}.flows WHERE local_ip IN (toIPv6('{}'), toIPv6('{}'))",
+            report.ip4, report.ip6
+        ))
+        .unwrap();
+    assert_eq!(
+        metered.trim(),
+        format!("{sent}\t{received}\t['']"),
+        "the unknown local pod's side, against nftables"
+    );
+}
+
 /// The value of the unlabelled metric `name` in the agent of `node`'s
 /// exposition, if present.
 fn metric(node: &tollgate_tests::cluster::Node, name: &str) -> Option<f64> {

@@ -60,18 +60,18 @@ pub struct Coverage {
 }
 
 impl Coverage {
-    /// Reads the uplinks' counters as the start of the first interval.
-    pub fn start(&mut self) {
-        interface_delta(&mut self.uplinks);
+    /// Reads the counters of `uplinks` as the start of the first interval.
+    pub fn start(&mut self, uplinks: &[String]) {
+        interface_delta(&mut self.uplinks, uplinks);
     }
 
-    /// Reads the uplinks' counters and judges the window with this
+    /// Reads the counters of `uplinks` and judges the window with this
     /// interval's `metered` off-node bytes; returns the interval's sample
     /// too.
-    pub fn observe_interval(&mut self, metered: u64) -> (Sample, Judgement) {
+    pub fn observe_interval(&mut self, metered: u64, uplinks: &[String]) -> (Sample, Judgement) {
         let sample = Sample {
             metered,
-            interface: interface_delta(&mut self.uplinks),
+            interface: interface_delta(&mut self.uplinks, uplinks),
         };
         (sample, self.observe(sample))
     }
@@ -115,47 +115,20 @@ pub fn interface_bytes(dev: &str) -> HashMap<String, (u64, u64)> {
         .collect()
 }
 
-/// The interfaces a default route leaves by, from `/proc/net/route` and
-/// `/proc/net/ipv6_route`.
-pub fn uplinks(route: &str, ipv6_route: &str) -> Vec<String> {
-    let mut names: Vec<String> = route
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // Iface, Destination, Gateway, Flags, RefCnt, Use, Metric, Mask
-            (fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000")
-                .then(|| fields[0].to_owned())
-        })
-        .chain(ipv6_route.lines().filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // destination, prefix length, ..., device last
-            (fields.len() == 10 && fields[0].bytes().all(|b| b == b'0') && fields[1] == "00")
-                .then(|| fields[9].to_owned())
-        }))
-        .filter(|name| name != "lo")
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Reads the uplinks' counters and returns the bytes since `last` (which it
-/// updates): the interval's interface bytes. Counters of an interface seen
-/// for the first time only set its baseline.
-pub fn interface_delta(last: &mut HashMap<String, u64>) -> u64 {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let uplinks = uplinks(&read("/proc/net/route"), &read("/proc/net/ipv6_route"));
-    let counters = interface_bytes(&read("/proc/net/dev"));
+/// Reads the counters of `uplinks` and returns the bytes since `last`
+/// (which it updates): the interval's interface bytes. Counters of an
+/// interface seen for the first time only set its baseline.
+fn interface_delta(last: &mut HashMap<String, u64>, uplinks: &[String]) -> u64 {
+    let counters = interface_bytes(&std::fs::read_to_string("/proc/net/dev").unwrap_or_default());
     let mut delta = 0;
     let mut now = HashMap::new();
     for name in uplinks {
-        if let Some(&(received, sent)) = counters.get(&name) {
+        if let Some(&(received, sent)) = counters.get(name) {
             let total = received + sent;
-            if let Some(&before) = last.get(&name) {
+            if let Some(&before) = last.get(name) {
                 delta += total.saturating_sub(before);
             }
-            now.insert(name, total);
+            now.insert(name.clone(), total);
         }
     }
     *last = now;
@@ -208,16 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn uplinks_are_the_default_routes_interfaces() {
-        let route =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-            cali1\t0A01010A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
-        let ipv6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
-            00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     ens6\n\
-            00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
-        assert_eq!(uplinks(route, ipv6), ["ens6", "eth0"]);
+    fn interface_counters_are_read_per_interface() {
         let dev = "Inter-|   Receive |  Transmit\n face |bytes packets ...\n\
             \x20   lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n\
             \x20 eth0: 5000 10 0 0 0 0 0 0 7000 12 0 0 0 0 0 0\n";

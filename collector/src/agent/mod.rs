@@ -15,6 +15,7 @@ pub mod coverage;
 pub mod http;
 pub mod metrics;
 mod reader;
+pub mod routes;
 
 pub use batcher::Batcher;
 pub use reader::{listen_for_ended, unix_seconds, Metering, Reader, PENDING};

@@ -20,6 +20,7 @@ use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::http::Health;
 use super::metrics::{BytesLabels, CategoryLabels, Metrics};
+use super::routes;
 use crate::classify::Classifier;
 use crate::conntrack::{ConntrackError, EndedConnections, Entry, ReadMode, TableReader};
 use crate::enrich::{EnrichStats, Enricher};
@@ -190,7 +191,7 @@ impl Reader {
     pub fn run(mut self, stop: Receiver<()>) {
         let interval = u64::from(self.interval);
         let mut last = unix_seconds();
-        self.coverage.start();
+        self.coverage.start(&routes::Table::read().uplinks());
         loop {
             let now = SystemTime::now();
             let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -226,6 +227,8 @@ impl Reader {
     /// One interval: what ended since the last read, then the table.
     fn read(&mut self, observed_at: u32, interval: u32) {
         let started = Instant::now();
+        let routes = routes::Table::read();
+        self.metering.enricher.set_routed_here(routes.routed_here());
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
         let ended = self
@@ -283,7 +286,7 @@ impl Reader {
             }
         }
         self.metering.publish(&tally, before);
-        self.judge_coverage(tally.off_node);
+        self.judge_coverage(tally.off_node, &routes.uplinks());
         if let Some(count) = read_number("/proc/sys/net/netfilter/nf_conntrack_count") {
             m.table_entries.set(count);
         }
@@ -300,9 +303,9 @@ impl Reader {
 impl Reader {
     /// Compares the interval's off-node metered bytes with the uplinks'
     /// counters; low coverage is said once, loudly, and kept in a gauge.
-    fn judge_coverage(&mut self, off_node: u64) {
+    fn judge_coverage(&mut self, off_node: u64, uplinks: &[String]) {
         let m = &self.metering.metrics;
-        let (sample, judgement) = self.coverage.observe_interval(off_node);
+        let (sample, judgement) = self.coverage.observe_interval(off_node, uplinks);
         m.offnode_bytes.inc_by(sample.metered);
         m.uplink_bytes.inc_by(sample.interface);
         match judgement {

@@ -419,3 +419,39 @@ fn tunnels_between_nodes_are_counted_not_billed() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].category, Category::CrossZone);
 }
+
+/// Without a pod range to match, an address the inventory does not know is
+/// local when this node routes it as a host to one of its devices.
+#[test]
+fn an_unknown_address_routed_here_is_a_local_pod() {
+    let (inventory, classifier) = world();
+    // 10.9.0.7 is in no node's pod range.
+    let flow = entry(
+        ("10.9.0.7", 40000, "10.1.2.20", 80),
+        ("10.1.2.20", 80, "10.9.0.7", 40000),
+        600,
+        400,
+    );
+    let mut enricher = Enricher::new("test", "node-a", "platform");
+    let mut out = Vec::new();
+    enricher.enrich(&flow, 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    assert!(out.is_empty(), "not routed here: {out:?}");
+    enricher.set_routed_here(vec![ip("10.9.0.7")]);
+    enricher.enrich(&flow, 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(
+        (
+            &*r.local_workload,
+            r.bytes_sent,
+            r.bytes_received,
+            r.category
+        ),
+        ("", 600, 400, Category::CrossZone)
+    );
+    assert_eq!(enricher.stats.unknown_local, 1);
+}
