@@ -143,34 +143,42 @@ impl Enricher {
         classifier: &Classifier,
         mut emit: impl FnMut(&FlowView<'_>),
     ) {
-        let at = u64::from(observed_at);
         let this_node = inventory.node(&self.fixed.node).map(Arc::as_ref);
         // The addresses of a chunk of entries are looked up together, so
-        // their memory reads overlap.
+        // their memory reads overlap, each at its entry's time.
         let mut addresses = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); LOOKED_UP * CHUNK];
+        let mut times = [0u64; LOOKED_UP * CHUNK];
         let mut holders: [Option<&Holder>; LOOKED_UP * CHUNK] = [None; LOOKED_UP * CHUNK];
         for chunk in entries.chunks(CHUNK) {
             // Each entry's initiator and responder, and the address the
             // initiator asked for when it was translated.
             let mut count = 0;
             for entry in chunk {
+                let at = attributed_at(entry, observed_at);
                 addresses[count] = entry.orig.src;
                 addresses[count + 1] = entry.reply.src;
+                times[count] = at;
+                times[count + 1] = at;
                 count += 2;
                 if translated(entry) {
                     addresses[count] = entry.orig.dst;
+                    times[count] = at;
                     count += 1;
                 }
             }
             let addresses = &addresses[..count];
             // Addresses outside the cluster are classified by prefix, the
             // prefix search's reads asked for one step at a time.
-            inventory.lookup_many(addresses, at, |i, holder| {
-                holders[i] = holder;
-                if holder.is_none() {
-                    classifier.prefetch(addresses[i], 0);
-                }
-            });
+            inventory.lookup_many(
+                addresses,
+                |i| times[i],
+                |i, holder| {
+                    holders[i] = holder;
+                    if holder.is_none() {
+                        classifier.prefetch(addresses[i], 0);
+                    }
+                },
+            );
             for step in 1..Classifier::PREFETCH_STEPS {
                 for (&ip, holder) in addresses.iter().zip(&holders) {
                     if holder.is_none() {
@@ -183,6 +191,7 @@ impl Enricher {
                 let side = Side {
                     entry,
                     observed_at,
+                    at: attributed_at(entry, observed_at),
                     interval_seconds,
                     classifier,
                 };
@@ -210,7 +219,7 @@ impl Enricher {
         let stats = &mut self.stats;
         let entry = side.entry;
         stats.entries += 1;
-        let at = u64::from(side.observed_at);
+        let at = side.at;
         let zero = Counters::default();
         let forward = entry.orig_counters.unwrap_or(zero);
         let backward = entry.reply_counters.unwrap_or(zero);
@@ -305,6 +314,18 @@ impl Enricher {
                 }
             }
         }
+    }
+}
+
+/// When an entry's addresses are looked up: an ended connection at its
+/// end (the DESTROY event's timestamp, with `nf_conntrack_timestamp` on),
+/// so that an address taken over later in the interval is not charged for
+/// it; a live one at the read.
+fn attributed_at(entry: &Entry, observed_at: u32) -> u64 {
+    let read = u64::from(observed_at);
+    match (entry.origin, entry.stop_ns) {
+        (Origin::Ended, Some(stop)) => (stop / 1_000_000_000).min(read),
+        _ => read,
     }
 }
 
@@ -562,6 +583,8 @@ impl Fixed {
 struct Side<'a> {
     entry: &'a Entry,
     observed_at: u32,
+    /// When its addresses are looked up: [`attributed_at`].
+    at: u64,
     interval_seconds: u32,
     classifier: &'a Classifier,
 }

@@ -455,3 +455,52 @@ fn an_unknown_address_routed_here_is_a_local_pod() {
     );
     assert_eq!(enricher.stats.unknown_local, 1);
 }
+
+/// An ended connection is attributed to whoever held its addresses when
+/// it ended (the DESTROY event's timestamp), not at the end of the
+/// interval, when a new pod may already hold the address.
+#[test]
+fn an_ended_connection_is_attributed_at_its_end() {
+    use crate::conntrack::Origin;
+    use crate::inventory::{ObjectKey, PodInfo};
+    let (mut inventory, classifier) = world();
+    let pod = |inventory: &mut Inventory, name: &str, workload: &str| PodInfo {
+        name: inventory.names.name(name),
+        namespace: inventory.names.name("shop"),
+        node: inventory.names.name("node-a"),
+        workload_kind: inventory.names.name("Deployment"),
+        workload: inventory.names.name(workload),
+        team: inventory.names.name("payments"),
+        host_network: false,
+        host_ports: Vec::new(),
+    };
+    let old = pod(&mut inventory, "batch-old", "batch");
+    inventory.upsert_pod(old, &[ip("10.1.1.50")], 100, 100);
+    inventory.remove(&ObjectKey::Pod("shop/batch-old".into()), 930);
+    let new = pod(&mut inventory, "search-new", "search");
+    inventory.upsert_pod(new, &[ip("10.1.1.50")], 950, 950);
+
+    let mut ended = entry(
+        ("10.1.1.50", 40000, "10.1.2.20", 80),
+        ("10.1.2.20", 80, "10.1.1.50", 40000),
+        700,
+        300,
+    );
+    ended.origin = Origin::Ended;
+    ended.stop_ns = Some(920_000_000_123);
+    let live = Entry {
+        origin: Origin::Dump,
+        stop_ns: None,
+        ..ended
+    };
+    let mut enricher = Enricher::new("test", "node-a", "platform");
+    let mut out = Vec::new();
+    for e in [&ended, &live] {
+        enricher.enrich(e, 1000, 10, &inventory, &classifier, |r| {
+            out.push(r.to_record())
+        });
+    }
+    let workloads: Vec<&str> = out.iter().map(|r| &*r.local_workload).collect();
+    assert_eq!(workloads, ["batch", "search"]);
+    assert_eq!(out[0].observed_at, 1000, "still the read's interval");
+}

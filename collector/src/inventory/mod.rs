@@ -179,18 +179,19 @@ impl Inventory {
         held_at(self.ips.get(ip)?, at)
     }
 
-    /// Who held each of `ips` at `at`, as [`Inventory::lookup`] says, passed
-    /// to `found` with the address's position in `ips`, in order. The
-    /// memory reads of many addresses overlap instead of waiting for one
-    /// another, and each holder's details are fetched ahead of their use.
+    /// Who held each of `ips` at its time `at(i)`, as [`Inventory::lookup`]
+    /// says, passed to `found` with the address's position in `ips`, in
+    /// order. The memory reads of many addresses overlap instead of waiting
+    /// for one another, and each holder's details are fetched ahead of
+    /// their use.
     pub fn lookup_many<'a>(
         &'a self,
         ips: &[IpAddr],
-        at: u64,
+        at: impl Fn(usize) -> u64,
         mut found: impl FnMut(usize, Option<&'a Holder>),
     ) {
         self.ips.get_many(ips, |i, holdings| {
-            let holder = holdings.and_then(|holdings| held_at(holdings, at));
+            let holder = holdings.and_then(|holdings| held_at(holdings, at(i)));
             match holder {
                 Some(Holder::Pod(pod)) => prefetch(Arc::as_ptr(pod)),
                 Some(Holder::Node(node)) => prefetch(Arc::as_ptr(node)),
@@ -244,9 +245,9 @@ impl Inventory {
                 ports.insert((protocol, port), pod.clone());
             }
             // A host-network pod's addresses are its node's.
-            self.upsert(key, Holder::Pod(pod), &[], since, now);
+            self.upsert(key, Holder::Pod(pod), &[], Some(since), now);
         } else {
-            self.upsert(key, Holder::Pod(pod), ips, since, now);
+            self.upsert(key, Holder::Pod(pod), ips, Some(since), now);
         }
     }
 
@@ -256,13 +257,13 @@ impl Inventory {
         node.name = self.names.name(&node.name);
         let node = Arc::new(node);
         self.nodes.insert(copy_key(&node.name), node.clone());
-        self.upsert(key, Holder::Node(node), ips, 0, now);
+        self.upsert(key, Holder::Node(node), ips, None, now);
     }
 
     /// Adds or updates a Service and its ClusterIPs.
     pub fn upsert_service(&mut self, service: ServiceInfo, ips: &[IpAddr], now: u64) {
         let key = ObjectKey::Service(service.name.to_string());
-        self.upsert(key, Holder::Service(Arc::new(service)), ips, 0, now);
+        self.upsert(key, Holder::Service(Arc::new(service)), ips, None, now);
     }
 
     /// An object is gone: its addresses are released at `now` (kept for the
@@ -302,7 +303,18 @@ impl Inventory {
         self.names.prune();
     }
 
-    fn upsert(&mut self, key: ObjectKey, holder: Holder, ips: &[IpAddr], since: u64, now: u64) {
+    /// Adds or updates an object holding `ips`: since `since` (a pod, as
+    /// the API says), or, without one (a node, a Service), since ever if the
+    /// address was free and since `now` if it takes it over, so that it
+    /// never inherits its predecessor's past.
+    fn upsert(
+        &mut self,
+        key: ObjectKey,
+        holder: Holder,
+        ips: &[IpAddr],
+        since: Option<u64>,
+        now: u64,
+    ) {
         let ips: Vec<IpAddr> = ips.iter().map(|&ip| canonical(ip)).collect();
         let id = match self.objects.get(&key) {
             Some(object) => object.id,
@@ -329,7 +341,12 @@ impl Inventory {
                 None => {
                     // Whoever still holds the address has lost it: its
                     // deletion may simply not have arrived yet.
-                    let taken = since.max(holdings.iter().map(|h| h.since).max().unwrap_or(0));
+                    let start = match since {
+                        Some(since) => since,
+                        None if holdings.is_empty() => 0,
+                        None => now,
+                    };
+                    let taken = start.max(holdings.iter().map(|h| h.since).max().unwrap_or(0));
                     for other in holdings.iter_mut().filter(|h| h.until == u64::MAX) {
                         other.until = taken;
                     }
@@ -445,6 +462,48 @@ mod tests {
             "forgotten after the grace period"
         );
         assert_eq!(held_by(&inv, "10.1.0.5", 260).as_deref(), Some("web-new"));
+    }
+
+    /// A Service or a node that takes over a departed pod's address holds
+    /// it from then on, not over the pod's past; one that found it free
+    /// holds it from the start.
+    #[test]
+    fn a_node_or_service_taking_over_an_address_does_not_inherit_its_past() {
+        let mut inv = Inventory::new(300);
+        let old = pod(&mut inv, "web-old");
+        inv.upsert_pod(old, &["10.1.0.5".parse().unwrap()], 100, 100);
+        inv.remove(&ObjectKey::Pod("shop/web-old".into()), 200);
+        let service = ServiceInfo {
+            name: inv.names.name("shop/web"),
+        };
+        inv.upsert_service(service, &["10.1.0.5".parse().unwrap()], 250);
+        assert_eq!(held_by(&inv, "10.1.0.5", 150).as_deref(), Some("web-old"));
+        assert_eq!(held_by(&inv, "10.1.0.5", 240).as_deref(), Some("web-old"));
+        assert_eq!(
+            held_by(&inv, "10.1.0.5", 250).as_deref(),
+            Some("service shop/web")
+        );
+        let node = NodeInfo {
+            name: inv.names.name("node-z"),
+            zone: inv.names.name("z"),
+            region: inv.names.name("r"),
+            provider: inv.names.name(""),
+            pod_cidrs: Vec::new(),
+        };
+        inv.upsert_node(node.clone(), &["10.9.9.9".parse().unwrap()], 500);
+        assert_eq!(
+            held_by(&inv, "10.9.9.9", 1).as_deref(),
+            Some("node node-z"),
+            "a free address: held from the start"
+        );
+        let other = pod(&mut inv, "squatter");
+        inv.upsert_pod(other, &["10.9.9.8".parse().unwrap()], 600, 600);
+        inv.upsert_node(node, &["10.9.9.8".parse().unwrap()], 700);
+        assert_eq!(held_by(&inv, "10.9.9.8", 650).as_deref(), Some("squatter"));
+        assert_eq!(
+            held_by(&inv, "10.9.9.8", 700).as_deref(),
+            Some("node node-z")
+        );
     }
 
     #[test]
