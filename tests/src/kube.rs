@@ -151,12 +151,25 @@ impl KubeApi {
     /// Sets a pod's addresses through the status subresource, as a kubelet
     /// does (no kubelet runs here).
     pub fn set_pod_ips(&self, namespace: &str, pod: &str, ips: &[&str]) -> anyhow::Result<()> {
+        self.start_pod(namespace, pod, ips, None)
+    }
+
+    /// [`Kube::set_pod_ips`], with the `startTime` a kubelet writes (RFC
+    /// 3339, e.g. `2026-11-27T00:00:00Z`) when given.
+    pub fn start_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        ips: &[&str],
+        start_time: Option<&str>,
+    ) -> anyhow::Result<()> {
         let pod_ips: Vec<String> = ips
             .iter()
             .map(|ip| format!("{{\"ip\":\"{ip}\"}}"))
             .collect();
+        let start = start_time.map_or(String::new(), |t| format!(",\"startTime\":\"{t}\""));
         let patch = format!(
-            "{{\"status\":{{\"phase\":\"Running\",\"podIP\":\"{}\",\"podIPs\":[{}]}}}}",
+            "{{\"status\":{{\"phase\":\"Running\",\"podIP\":\"{}\",\"podIPs\":[{}]{start}}}}}",
             ips.first().copied().unwrap_or_default(),
             pod_ips.join(",")
         );

@@ -313,6 +313,37 @@ fn records_follow_owners_services_pod_deletion_ip_reuse_and_a_broken_watch() {
         ("Pod", "late-1", Category::Internet),
         "a bare pod is its own workload"
     );
+
+    // A pod holds its address from when the API says it got it (its
+    // startTime here), not from when the watch heard of it: traffic of its
+    // first seconds is its own.
+    let started = now() - 30;
+    let start_time = String::from_utf8(
+        std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{started}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    api.apply(&pod("shop", "early-1", "kt-a", None)).unwrap();
+    api.start_pod("shop", "early-1", &["10.50.1.88"], Some(&start_time))
+        .unwrap();
+    wait_until("the pod started earlier", || {
+        holder_name(&world, "10.50.1.88").as_deref() == Some("shop/early-1")
+    });
+    let first_seconds = enrich(
+        &world,
+        &entry("10.50.1.88", 40003, "8.8.8.8", "8.8.8.8", 443),
+        started + 5,
+    );
+    assert_eq!(
+        first_seconds.first().map(|r| &*r.local_workload),
+        Some("early-1"),
+        "{first_seconds:?}"
+    );
     runtime.shutdown_background();
 }
 

@@ -207,6 +207,23 @@ pub async fn run(
 /// How often departed holders past their grace period are forgotten.
 const PRUNE_EVERY_SECONDS: u64 = 60;
 
+/// When a pod got its addresses: the `PodReadyToStartContainers` condition
+/// (its sandbox and network are set up; Kubernetes 1.29 on), else its
+/// `startTime` (the kubelet took it on, just before), in Unix seconds.
+fn addressed_at(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<u64> {
+    let seconds = |time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        u64::try_from(time.0.as_second()).ok()
+    };
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodReadyToStartContainers" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(status.start_time.as_ref())
+        .and_then(seconds)
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,6 +236,9 @@ struct TrimmedPod {
     namespace: Name,
     node: Name,
     ips: Vec<IpAddr>,
+    /// When the pod got its addresses, as the API says: its sandbox (and
+    /// network) became ready, or, on older servers, the kubelet started it.
+    addressed_at: Option<u64>,
     owner: Option<(String, String)>,
     labels: BTreeMap<String, String>,
     host_network: bool,
@@ -397,6 +417,7 @@ impl Tracker {
                     .unwrap_or_default(),
             ),
             ips,
+            addressed_at: status.and_then(addressed_at),
             owner: controller_of(meta),
             labels: meta
                 .labels
@@ -470,7 +491,10 @@ impl Tracker {
             Some(super::Holder::Pod(current)) if **current == info
         ) && inventory_ips_unchanged(inventory, key, &pod.ips);
         if !unchanged {
-            inventory.upsert_pod(info, &pod.ips, now, now);
+            // The pod held its addresses from when the API says it got
+            // them, which a watch hears of later (never from the future).
+            let since = pod.addressed_at.map_or(now, |at| at.min(now));
+            inventory.upsert_pod(info, &pod.ips, since, now);
         }
     }
 
