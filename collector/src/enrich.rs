@@ -265,7 +265,7 @@ impl Enricher {
                 side,
                 (responder, responder_ip, responder_port),
                 (initiator, initiator_ip, initiator_port),
-                None,
+                service,
                 Initiator::Remote,
                 (backward, forward),
                 this_node,
@@ -278,6 +278,25 @@ impl Enricher {
             // the other (a NodePort, or a masquerade for another host).
             let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if fixed.is_this_node(&n.name, this_node));
             match this_node {
+                // A client reached a Service's backend on another node
+                // through this node (a NodePort or a load balancer with
+                // externalTrafficPolicy Cluster): the client's leg is the
+                // backend's, at this node's place; the backend's node
+                // records the hop between the nodes, once.
+                Some(_) if service.is_some() && matches!(responder, Party::Pod(..)) => {
+                    let record = fixed.record(
+                        stats,
+                        side,
+                        (responder, responder_ip, responder_port),
+                        (initiator, initiator_ip, initiator_port),
+                        service,
+                        Initiator::Remote,
+                        (backward, forward),
+                        this_node,
+                    );
+                    emit(&record);
+                    stats.records += 1;
+                }
                 Some(node) if node_addressed(entry.orig.dst) || node_addressed(entry.reply.dst) => {
                     let me = Party::Node(node);
                     let first = fixed.record(
@@ -370,10 +389,16 @@ impl<'a> Ends<'a> {
             initiator_port,
             responder: party(inventory, responder, responder_port, entry),
             responder_port,
-            // The Service the initiator addressed, when it was translated.
+            // The Service the initiator addressed, when it was translated:
+            // by a ClusterIP or load-balancer address, or by a node's
+            // address and a NodePort.
             service: addressed.and_then(|holder| match holder {
                 Holder::Service(s) => Some(&s.name),
-                _ => None,
+                Holder::Node(_) => {
+                    let port = entry.orig.l4.ports()?.1;
+                    inventory.node_port(entry.proto, port).map(|s| &s.name)
+                }
+                Holder::Pod(_) => None,
             }),
         }
     }

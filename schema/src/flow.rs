@@ -253,7 +253,9 @@ flow_record! {
     remote_cloud_provider: Name = "LowCardinality(String)",
     /// Cloud service of the remote address (e.g. S3), when known.
     remote_cloud_service: Name = "LowCardinality(String)",
-    /// `namespace/name` of the Service, when reached through a ClusterIP.
+    /// `namespace/name` of the Service the connection was made through (a
+    /// ClusterIP, a NodePort, a load balancer's address), on the client's
+    /// and the backend's records.
     remote_service: Name = "LowCardinality(String)",
     /// Which endpoint opened the connection.
     initiator: Initiator = "LowCardinality(String)",

@@ -45,6 +45,12 @@ pub const UDP_PORT: u16 = 5002;
 pub const SERVICE_PORT: u16 = 80;
 /// The Service's ClusterIPs.
 pub const SERVICE4: &str = "10.96.0.10";
+/// The Service's NodePort with externalTrafficPolicy Cluster: open on every
+/// node, DNATed to the api pod and SNATed to the node (IPv4).
+pub const NODE_PORT_CLUSTER: u16 = 30080;
+/// The Service's NodePort with externalTrafficPolicy Local: open on the
+/// api pod's node only, DNATed without SNAT (IPv4).
+pub const NODE_PORT_LOCAL: u16 = 30081;
 /// The Service's IPv6 ClusterIP.
 pub const SERVICE6: &str = "fd96::10";
 /// The internet host.
@@ -471,7 +477,7 @@ impl Cluster {
     /// ip-masq-agent's rule (masquerade what leaves the private ranges).
     fn install_rules(&self) -> anyhow::Result<()> {
         let api = self.pod("api-5d8f6-m4n2b");
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             let mut rules = String::new();
             for (family, addr, cluster_ip, backend, private) in [
                 ("ip", "ipv4_addr", SERVICE4, api.ip4.clone(), "10.0.0.0/8"),
@@ -488,6 +494,23 @@ impl Cluster {
                 } else {
                     "ip6 daddr"
                 };
+                // NodePorts (IPv4): Cluster policy on every node, marked for
+                // SNAT; Local policy only where the backend runs, no SNAT.
+                let nodeports = if family == "ip" {
+                    let mut rules = format!(
+                        "ip daddr {} tcp dport {NODE_PORT_CLUSTER} meta mark set 0x4000 goto endpoint-shop-api-1;",
+                        node.ip4
+                    );
+                    if api.node == index {
+                        rules.push_str(&format!(
+                            " ip daddr {} tcp dport {NODE_PORT_LOCAL} goto endpoint-shop-api-1;",
+                            node.ip4
+                        ));
+                    }
+                    rules
+                } else {
+                    String::new()
+                };
                 write!(
                     rules,
                     "table {family} kube-proxy {{
@@ -496,7 +519,7 @@ impl Cluster {
     elements = {{ {cluster_ip} . tcp . {SERVICE_PORT} : goto service-shop-api-tcp }}
   }}
   chain services {{ {daddr} . meta l4proto . th dport vmap @service-ips; }}
-  chain nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}
+  chain nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; {nodeports} }}
   chain nat-output {{ type nat hook output priority -100; policy accept; jump services; }}
   chain service-shop-api-tcp {{ numgen random mod 1 vmap {{ 0 : goto endpoint-shop-api-1 }}; }}
   chain endpoint-shop-api-1 {{ meta l4proto tcp dnat to {backend}:{TCP_PORT}; }}
@@ -504,6 +527,7 @@ impl Cluster {
 table {family} ip-masq {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
+    meta mark 0x4000 masquerade
     oifname up0 {daddr} != {private} masquerade
   }}
 }}
@@ -564,7 +588,7 @@ table {family} ip-masq {{
         }
         let _ = writeln!(
             text,
-            "services:\n  - {{name: api, namespace: shop, cluster_ips: [{SERVICE4}, '{SERVICE6}']}}"
+            "services:\n  - {{name: api, namespace: shop, cluster_ips: [{SERVICE4}, '{SERVICE6}'], node_ports: [{{port: {NODE_PORT_CLUSTER}}}, {{port: {NODE_PORT_LOCAL}}}]}}"
         );
         text
     }
@@ -661,6 +685,30 @@ sinks:
         self.underlay.tunnel_port().is_some_and(|port| {
             key.proto.starts_with("udp") && (key.sport == port || key.dport == port)
         })
+    }
+
+    /// Start traffic.py's `args` from the internet host to `dst`:`port`
+    /// from source port `sport`.
+    pub fn start_from_internet(
+        &self,
+        dst: &str,
+        port: u16,
+        sport: u16,
+        args: &[&str],
+    ) -> anyhow::Result<Child> {
+        let script = repo_root().join("tests/scripts/traffic.py");
+        let (command, rest) = args.split_first().context("no traffic command")?;
+        let mut child = self.internet.command("python3");
+        child
+            .arg(script)
+            .arg(command)
+            .args(["--dst", dst])
+            .args(["--port", &port.to_string()])
+            .args(["--sport", &sport.to_string()])
+            .args(rest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Ok(child.spawn()?)
     }
 
     /// The category a transfer between these two nodes has.

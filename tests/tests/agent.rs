@@ -395,6 +395,112 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
     assert!(uncounted >= 1, "uncounted entries: {uncounted}");
 }
 
+/// NodePort Services reached by internet clients, under both
+/// externalTrafficPolicy values. Cluster: the client reaches node a, which
+/// forwards to the api pod on node b (SNAT); the client's leg is billed to
+/// api (internet, naming the Service), and the hop between the nodes once,
+/// by node b as api's cross-zone traffic. Local: the client reaches node b,
+/// the backend's own node; billed to api as internet. No byte to the nodes'
+/// team; every figure equals the nodes' nftables counters.
+#[test]
+fn node_port_clients_are_billed_to_the_backend_under_both_policies() {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return;
+    }
+    let Some(ch) = clickhouse::require("agent") else {
+        return;
+    };
+    use tollgate_tests::cluster::{NODE_PORT_CLUSTER, NODE_PORT_LOCAL};
+    let database = ch.fresh_database("nodeport");
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create().unwrap();
+    let _relay = Relay::start(&cluster, ch.url()).unwrap();
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| {
+            let config = cluster
+                .agent_config(i, "http://127.0.0.1:8123", &database, None, INTERVAL)
+                .unwrap();
+            Agent::start(&cluster.nodes[i], &config).unwrap()
+        })
+        .collect();
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let tcp = [
+        "tcp", "--bytes", "1500000", "--chunks", "4", "--pause", "0.3",
+    ];
+    let (via_a, via_b) = (27000, 27001);
+    wait(vec![
+        cluster
+            .start_from_internet(&a.ip4, NODE_PORT_CLUSTER, via_a, &tcp)
+            .unwrap(),
+        cluster
+            .start_from_internet(&b.ip4, NODE_PORT_LOCAL, via_b, &tcp)
+            .unwrap(),
+    ]);
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    for agent in agents {
+        agent.stop().unwrap();
+    }
+
+    // What each node's nftables counted, by the client port the flows keep
+    // through NAT.
+    let api = cluster.pod("api-5d8f6-m4n2b");
+    let counted = |node: &tollgate_tests::cluster::Node, port: u16, to: bool| -> u64 {
+        tollgate_tests::oracle::read(&node.ns)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| if to { k.sport == port } else { k.dport == port })
+            .map(|(_, c)| c.bytes)
+            .sum()
+    };
+    let key = |category: &str, direction: &str| {
+        (
+            "payments".to_owned(),
+            "shop".to_owned(),
+            "api".to_owned(),
+            category.to_owned(),
+            direction.to_owned(),
+        )
+    };
+    let expected: BTreeMap<Key, u64> = [
+        // Cluster policy: the client's leg at node a; the hop at node b.
+        // Local policy: the client's leg at node b.
+        (
+            key("internet", "in"),
+            counted(a, via_a, true) + counted(b, via_b, true),
+        ),
+        (
+            key("internet", "out"),
+            counted(a, via_a, false) + counted(b, via_b, false),
+        ),
+        (key("cross_zone", "in"), counted(b, via_a, true)),
+        (key("cross_zone", "out"), counted(b, via_a, false)),
+    ]
+    .into();
+    assert!(expected.values().all(|&bytes| bytes > 0), "{expected:#?}");
+    assert!(
+        expected[&key("internet", "in")] > 3_000_000,
+        "{expected:#?}"
+    );
+    let actual = metering(ch, &database).unwrap();
+    let report = differences(&expected, &actual);
+    assert!(
+        report.is_empty(),
+        "metering differs from nftables' counters:\n{}",
+        report.join("\n")
+    );
+    let named = ch
+        .query(&format!(
+            "SELECT DISTINCT remote_service FROM {database}.flows WHERE category = 'internet' AND local_ip = toIPv6('{}')",
+            api.ip4
+        ))
+        .unwrap();
+    assert_eq!(
+        named.trim(),
+        "shop/api",
+        "the client's leg names the Service"
+    );
+}
+
 /// On nodes without pod ranges (AWS VPC CNI, Azure CNI), a pod the watch
 /// has not delivered yet has no pod range to be recognised by; its host
 /// route to one of the node's devices says it is local. Its bytes are

@@ -23,6 +23,7 @@ pods:
   - {name: exporter-a, namespace: monitoring, node: node-a, host_network: true, ports: [{port: 9100}], workload: {kind: DaemonSet, name: exporter}}
 services:
   - {name: db, namespace: data, cluster_ips: [10.96.0.30]}
+  - {name: api, namespace: api, cluster_ips: [10.96.0.20], node_ports: [{port: 30081}], load_balancer_ips: [34.120.0.9]}
 namespaces:
   - {name: shop, labels: {team: payments}}
 ";
@@ -503,4 +504,94 @@ fn an_ended_connection_is_attributed_at_its_end() {
     let workloads: Vec<&str> = out.iter().map(|r| &*r.local_workload).collect();
     assert_eq!(workloads, ["batch", "search"]);
     assert_eq!(out[0].observed_at, 1000, "still the read's interval");
+}
+
+/// NodePort and LoadBalancer Services: the client's leg is billed to the
+/// backend workload, naming the Service, whichever node the client reached.
+#[test]
+fn node_port_and_load_balancer_clients_are_the_backends() {
+    // externalTrafficPolicy Cluster: the client reached node-a, which
+    // DNATed to api-1 on node-b and SNATed to itself. node-a records the
+    // client's leg as api's (internet, at node-a's place), no hop: node-b
+    // records api's side of the hop.
+    let cluster_policy = entry(
+        ("203.0.113.5", 55000, "192.168.0.1", 30081),
+        ("10.1.2.20", 8080, "192.168.0.1", 30001),
+        400,
+        4000,
+    );
+    let (a, _) = records("node-a", &cluster_policy);
+    let got: Vec<_> = a.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [(
+            "Deployment/api".into(),
+            "/".into(),
+            Category::Internet,
+            4000,
+            400,
+            Initiator::Remote
+        )]
+    );
+    assert_eq!(
+        (&*a[0].remote_service, &*a[0].local_zone),
+        ("api/api", "r1-a")
+    );
+    let hop = entry(
+        ("192.168.0.1", 30001, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "192.168.0.1", 30001),
+        400,
+        4000,
+    );
+    let (b, _) = records("node-b", &hop);
+    assert_eq!(
+        b.iter().map(summary).collect::<Vec<_>>(),
+        [(
+            "Deployment/api".into(),
+            "Node/node-a".into(),
+            Category::CrossZone,
+            4000,
+            400,
+            Initiator::Remote
+        )]
+    );
+
+    // externalTrafficPolicy Local: the client reached the backend's own
+    // node, no SNAT: the backend's record names the Service.
+    let local_policy = entry(
+        ("203.0.113.5", 55001, "192.168.0.2", 30081),
+        ("10.1.2.20", 8080, "203.0.113.5", 55001),
+        500,
+        5000,
+    );
+    let (b, _) = records("node-b", &local_policy);
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        (
+            &*b[0].local_workload,
+            &*b[0].remote_service,
+            b[0].category,
+            b[0].bytes_sent
+        ),
+        ("api", "api/api", Category::Internet, 5000)
+    );
+
+    // A load balancer that keeps its address: translated from it.
+    let balanced = entry(
+        ("203.0.113.5", 55002, "34.120.0.9", 80),
+        ("10.1.2.20", 8080, "192.168.0.1", 30002),
+        600,
+        6000,
+    );
+    let (a, _) = records("node-a", &balanced);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (
+            &*a[0].local_workload,
+            &*a[0].remote_service,
+            a[0].category,
+            a[0].bytes_sent
+        ),
+        ("api", "api/api", Category::Internet, 6000)
+    );
 }

@@ -561,9 +561,8 @@ impl Tracker {
 
     fn service(&mut self, service: &Service, inventory: &mut Inventory, now: u64) {
         let key = key_of(&service.metadata);
-        let ips: Vec<IpAddr> = service
-            .spec
-            .as_ref()
+        let spec = service.spec.as_ref();
+        let mut ips: Vec<IpAddr> = spec
             .map(|s| {
                 let mut ips: Vec<String> = s.cluster_ips.clone().unwrap_or_default();
                 if ips.is_empty() {
@@ -572,8 +571,34 @@ impl Tracker {
                 ips.iter().filter_map(|ip| ip.parse().ok()).collect()
             })
             .unwrap_or_default();
+        // A load balancer that keeps the destination address (GCP's
+        // passthrough balancers, MetalLB) sends its clients' packets to its
+        // ingress address, which kube-proxy translates like a ClusterIP.
+        ips.extend(
+            service
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|ingress| ingress.ip.as_deref()?.parse::<IpAddr>().ok()),
+        );
+        let node_ports = spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|port| {
+                let protocol = port
+                    .protocol
+                    .as_deref()
+                    .and_then(|p| Protocol::from_text(&p.to_ascii_lowercase()))
+                    .unwrap_or(Protocol::TCP);
+                Some((protocol, u16::try_from(port.node_port?).ok()?))
+            })
+            .collect();
         let name = inventory.names.name(&key);
-        inventory.upsert_service(ServiceInfo { name }, &ips, now);
+        inventory.upsert_service(ServiceInfo { name, node_ports }, &ips, now);
     }
 
     fn service_gone(&mut self, key: &str, inventory: &mut Inventory, now: u64) {

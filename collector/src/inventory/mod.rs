@@ -95,6 +95,9 @@ pub struct NodeInfo {
 pub struct ServiceInfo {
     /// `namespace/name`.
     pub name: Name,
+    /// Its NodePorts (of a NodePort or LoadBalancer Service): open on every
+    /// node's addresses.
+    pub node_ports: Vec<(Protocol, u16)>,
 }
 
 /// Who holds an address.
@@ -152,6 +155,8 @@ pub struct Inventory {
     /// or hashing the name's text.
     nodes: HashMap<usize, Arc<NodeInfo>>,
     host_ports: HashMap<Name, HashMap<(Protocol, u16), Arc<PodInfo>>>,
+    /// (protocol, NodePort) -> its Service.
+    node_ports: HashMap<(Protocol, u16), Arc<ServiceInfo>>,
     next_id: u64,
     grace_seconds: u64,
     /// The shared copies of names; sources intern through it.
@@ -166,6 +171,7 @@ impl Inventory {
             objects: HashMap::new(),
             nodes: HashMap::new(),
             host_ports: HashMap::new(),
+            node_ports: HashMap::new(),
             next_id: 0,
             grace_seconds,
             names: Interner::default(),
@@ -217,6 +223,11 @@ impl Inventory {
         self.host_ports.get(node)?.get(&(protocol, port))
     }
 
+    /// The Service whose NodePort is `port`, if any.
+    pub fn node_port(&self, protocol: Protocol, port: u16) -> Option<&Arc<ServiceInfo>> {
+        self.node_ports.get(&(protocol, port))
+    }
+
     /// Whether `ip` is inside one of `node`'s pod ranges.
     pub fn in_pod_cidrs(&self, node: &NodeInfo, ip: IpAddr) -> bool {
         let ip = canonical(ip);
@@ -260,16 +271,23 @@ impl Inventory {
         self.upsert(key, Holder::Node(node), ips, None, now);
     }
 
-    /// Adds or updates a Service and its ClusterIPs.
+    /// Adds or updates a Service: its ClusterIPs and load-balancer
+    /// ingress addresses (`ips`) and its NodePorts.
     pub fn upsert_service(&mut self, service: ServiceInfo, ips: &[IpAddr], now: u64) {
         let key = ObjectKey::Service(service.name.to_string());
-        self.upsert(key, Holder::Service(Arc::new(service)), ips, None, now);
+        self.remove_node_ports(&key);
+        let service = Arc::new(service);
+        for &port in &service.node_ports {
+            self.node_ports.insert(port, service.clone());
+        }
+        self.upsert(key, Holder::Service(service), ips, None, now);
     }
 
     /// An object is gone: its addresses are released at `now` (kept for the
     /// grace period).
     pub fn remove(&mut self, key: &ObjectKey, now: u64) {
         self.remove_host_ports(key);
+        self.remove_node_ports(key);
         if let ObjectKey::Node(name) = key {
             if let Some(interned) = self.names.names.get(name.as_str()) {
                 self.nodes.remove(&copy_key(interned));
@@ -370,6 +388,13 @@ impl Inventory {
             {
                 h.until = now.max(h.since);
             }
+        }
+    }
+
+    fn remove_node_ports(&mut self, key: &ObjectKey) {
+        if let Some(Holder::Service(old)) = self.objects.get(key).map(|o| &o.holder) {
+            self.node_ports
+                .retain(|_, service| !Arc::ptr_eq(service, old));
         }
     }
 
@@ -475,6 +500,7 @@ mod tests {
         inv.remove(&ObjectKey::Pod("shop/web-old".into()), 200);
         let service = ServiceInfo {
             name: inv.names.name("shop/web"),
+            node_ports: Vec::new(),
         };
         inv.upsert_service(service, &["10.1.0.5".parse().unwrap()], 250);
         assert_eq!(held_by(&inv, "10.1.0.5", 150).as_deref(), Some("web-old"));

@@ -117,6 +117,12 @@ struct ServiceEntry {
     name: String,
     namespace: String,
     cluster_ips: Vec<IpAddr>,
+    /// NodePorts of a NodePort or LoadBalancer Service.
+    #[serde(default)]
+    node_ports: Vec<PortEntry>,
+    /// `status.loadBalancer.ingress` addresses.
+    #[serde(default)]
+    load_balancer_ips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +334,7 @@ fn build(
         }
     }
     let mut service_names = HashSet::new();
+    let mut node_ports = std::collections::HashMap::new();
     for (i, service) in file.services.iter().enumerate() {
         name(format!("services[{i}].name"), &service.name, true)?;
         name(format!("services[{i}].namespace"), &service.namespace, true)?;
@@ -347,7 +354,33 @@ fn build(
         let name = inventory
             .names
             .name(&format!("{}/{}", service.namespace, service.name));
-        inventory.upsert_service(ServiceInfo { name }, &service.cluster_ips, 0);
+        for (j, port) in service.node_ports.iter().enumerate() {
+            let field = format!("services[{i}].node_ports[{j}]");
+            if port.port == 0 {
+                return Err(invalid(field, "0 is no port".into()));
+            }
+            if let Some(other) = node_ports.insert((port.protocol, port.port), i) {
+                return Err(invalid(
+                    field,
+                    format!("NodePort {} is also services[{other}]'s", port.port),
+                ));
+            }
+        }
+        for ip in &service.load_balancer_ips {
+            claim(*ip, format!("services[{i}].load_balancer_ips"))?;
+        }
+        let node_ports = service
+            .node_ports
+            .iter()
+            .map(|p| (p.protocol, p.port))
+            .collect();
+        let ips: Vec<IpAddr> = service
+            .cluster_ips
+            .iter()
+            .chain(&service.load_balancer_ips)
+            .copied()
+            .collect();
+        inventory.upsert_service(ServiceInfo { name, node_ports }, &ips, 0);
     }
     Ok(inventory)
 }
@@ -474,6 +507,10 @@ namespaces:
             (
                 "services: [{name: s, namespace: b, cluster_ips: [10.96.0.1]}, {name: s, namespace: b, cluster_ips: [10.96.0.2]}]\n",
                 "services[1]: service b/s is listed twice",
+            ),
+            (
+                "services: [{name: s, namespace: b, cluster_ips: [10.96.0.1], node_ports: [{port: 30080}]}, {name: t, namespace: b, cluster_ips: [10.96.0.2], node_ports: [{port: 30080}]}]\n",
+                "services[1].node_ports[0]: NodePort 30080 is also services[0]'s",
             ),
         ] {
             let text = if yaml.starts_with("nodes") || !yaml.contains(':') {
