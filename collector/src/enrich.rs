@@ -148,13 +148,15 @@ impl Enricher {
         // their memory reads overlap, each at its entry's time.
         let mut addresses = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); LOOKED_UP * CHUNK];
         let mut times = [0u64; LOOKED_UP * CHUNK];
+        let mut entry_times = [0u64; CHUNK];
         let mut holders: [Option<&Holder>; LOOKED_UP * CHUNK] = [None; LOOKED_UP * CHUNK];
         for chunk in entries.chunks(CHUNK) {
             // Each entry's initiator and responder, and the address the
             // initiator asked for when it was translated.
             let mut count = 0;
-            for entry in chunk {
+            for (k, entry) in chunk.iter().enumerate() {
                 let at = attributed_at(entry, observed_at);
+                entry_times[k] = at;
                 addresses[count] = entry.orig.src;
                 addresses[count + 1] = entry.reply.src;
                 times[count] = at;
@@ -187,11 +189,11 @@ impl Enricher {
                 }
             }
             let mut holders = holders.iter().copied();
-            for entry in chunk {
+            for (entry, &at) in chunk.iter().zip(&entry_times) {
                 let side = Side {
                     entry,
                     observed_at,
-                    at: attributed_at(entry, observed_at),
+                    at,
                     interval_seconds,
                     classifier,
                 };
@@ -436,7 +438,7 @@ impl Fixed {
             Party::Service(_) => false,
             Party::Unknown => {
                 this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip))
-                    || self.routed_here.contains(&ip)
+                    || (!self.routed_here.is_empty() && self.routed_here.contains(&ip))
             }
         }
     }

@@ -418,11 +418,14 @@ impl Classifier {
                 ..tagged(category, Rule::Direct(net))
             };
         }
-        if let Some(net) = special_range(ip) {
-            return verdict(Category::SameZone, Rule::Special(net));
-        }
+        // A special-purpose address is never internet, whatever rule would
+        // make it so; checked only then, off the path of every other address.
+        let internet = |rule| match special_range(ip) {
+            Some(net) => verdict(Category::SameZone, Rule::Special(net)),
+            None => tagged(Category::Internet, rule),
+        };
         if let Some((net, ())) = self.internet.lookup(ip) {
-            return tagged(Category::Internet, Rule::InternetList(net));
+            return internet(Rule::InternetList(net));
         }
         if let Some((net, ())) = self.in_zone.lookup(ip) {
             return tagged(Category::SameZone, Rule::InZoneList(net));
@@ -436,7 +439,7 @@ impl Classifier {
         if let Some((net, _)) = cloud {
             return tagged(Category::CloudService, Rule::CloudRange(net));
         }
-        tagged(Category::Internet, Rule::Unmatched)
+        internet(Rule::Unmatched)
     }
 }
 
@@ -446,33 +449,27 @@ impl Classifier {
 /// answer; multicast and broadcast). Kubecost ships them as in-zone; no
 /// cloud bills them as transfer.
 fn special_range(ip: IpAddr) -> Option<IpNet> {
-    const V4: [(u32, u8); 5] = [
-        (0x0000_0000, 8),  // 0.0.0.0/8, this network
-        (0x7f00_0000, 8),  // 127.0.0.0/8, loopback
-        (0xa9fe_0000, 16), // 169.254.0.0/16, link-local
-        (0xe000_0000, 4),  // 224.0.0.0/4, multicast
-        (0xffff_ffff, 32), // broadcast
-    ];
-    const V6: [(u128, u8); 4] = [
-        (0, 128),                 // ::, unspecified
-        (1, 128),                 // ::1, loopback
-        (0xfe80_u128 << 112, 10), // fe80::/10, link-local
-        (0xff00_u128 << 112, 8),  // ff00::/8, multicast
-    ];
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            V4.iter()
-                .find(|&&(base, len)| bits & (u32::MAX << (32 - len)) == base)
-                .and_then(|&(base, len)| ipnet::Ipv4Net::new(base.into(), len).ok().map(IpNet::V4))
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            V6.iter()
-                .find(|&&(base, len)| bits & (u128::MAX << (128 - len)) == base)
-                .and_then(|&(base, len)| ipnet::Ipv6Net::new(base.into(), len).ok().map(IpNet::V6))
-        }
-    }
+    // Decided by the first bytes, which almost every address fails at once:
+    // this runs for every address outside the cluster.
+    let (base, len): (IpAddr, u8) = match ip.to_canonical() {
+        IpAddr::V4(v4) => match v4.octets() {
+            [0, ..] => ([0, 0, 0, 0].into(), 8),
+            [127, ..] => ([127, 0, 0, 0].into(), 8),
+            [169, 254, ..] => ([169, 254, 0, 0].into(), 16),
+            [224..=239, ..] => ([224, 0, 0, 0].into(), 4),
+            [255, 255, 255, 255] => ([255, 255, 255, 255].into(), 32),
+            _ => return None,
+        },
+        IpAddr::V6(v6) => match v6.segments() {
+            [0, 0, 0, 0, 0, 0, 0, last @ (0 | 1)] => {
+                (std::net::Ipv6Addr::from(u128::from(last)).into(), 128)
+            }
+            [first, ..] if first & 0xffc0 == 0xfe80 => ("fe80::".parse().ok()?, 10),
+            [first, ..] if first & 0xff00 == 0xff00 => ("ff00::".parse().ok()?, 8),
+            _ => return None,
+        },
+    };
+    IpNet::new(base, len).ok()
 }
 
 /// Two places of known zone and region: same zone, cross-zone or

@@ -264,11 +264,13 @@ fn build(
         .iter()
         .map(|ns| (ns.name.as_str(), &ns.labels))
         .collect();
-    let mut pod_names = HashSet::new();
     for (i, pod) in file.pods.iter().enumerate() {
         name(format!("pods[{i}].name"), &pod.name, true)?;
         name(format!("pods[{i}].namespace"), &pod.namespace, true)?;
-        if !pod_names.insert((pod.namespace.as_str(), pod.name.as_str())) {
+        // The inventory already keys pods by namespace and name: no set of
+        // its own (an inventory is as large as its cluster).
+        let key = super::ObjectKey::Pod(format!("{}/{}", pod.namespace, pod.name));
+        if inventory.holder(&key).is_some() {
             let pod = format!("pod {}/{}", pod.namespace, pod.name);
             return Err(listed_twice(format!("pods[{i}]"), &pod));
         }
