@@ -154,7 +154,7 @@ impl KubeApi {
         self.start_pod(namespace, pod, ips, None)
     }
 
-    /// [`Kube::set_pod_ips`], with the `startTime` a kubelet writes (RFC
+    /// [`KubeApi::set_pod_ips`], with the `startTime` a kubelet writes (RFC
     /// 3339, e.g. `2026-11-27T00:00:00Z`) when given.
     pub fn start_pod(
         &self,
