@@ -261,7 +261,17 @@ impl Enricher {
             emit(&record);
             stats.records += 1;
         }
-        if responder_local {
+        // A client reached a Service's backend on another node through this
+        // node (a NodePort, a load balancer with externalTrafficPolicy
+        // Cluster): this node translated for them both, and the client's
+        // leg is the backend's, at this node's place; the backend's node
+        // records the hop between the nodes, once.
+        let backend_reached_here = !initiator_local
+            && !responder_local
+            && this_node.is_some()
+            && service.is_some()
+            && matches!(responder, Party::Pod(..));
+        if responder_local || backend_reached_here {
             let record = fixed.record(
                 stats,
                 side,
@@ -280,25 +290,6 @@ impl Enricher {
             // the other (a NodePort, or a masquerade for another host).
             let node_addressed = |ip: IpAddr| matches!(inventory.lookup(ip, at), Some(Holder::Node(n)) if fixed.is_this_node(&n.name, this_node));
             match this_node {
-                // A client reached a Service's backend on another node
-                // through this node (a NodePort or a load balancer with
-                // externalTrafficPolicy Cluster): the client's leg is the
-                // backend's, at this node's place; the backend's node
-                // records the hop between the nodes, once.
-                Some(_) if service.is_some() && matches!(responder, Party::Pod(..)) => {
-                    let record = fixed.record(
-                        stats,
-                        side,
-                        (responder, responder_ip, responder_port),
-                        (initiator, initiator_ip, initiator_port),
-                        service,
-                        Initiator::Remote,
-                        (backward, forward),
-                        this_node,
-                    );
-                    emit(&record);
-                    stats.records += 1;
-                }
                 Some(node) if node_addressed(entry.orig.dst) || node_addressed(entry.reply.dst) => {
                     let me = Party::Node(node);
                     let first = fixed.record(

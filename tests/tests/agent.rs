@@ -260,24 +260,10 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
         ]);
         wait(vec![start(&flows[2], &udp), start(&flows[5], &udp)]);
         thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
-        let tunnel_bytes: u64 = cluster
+        let tunnel_bytes: f64 = cluster
             .nodes
             .iter()
-            .map(|node| {
-                let text = node
-                    .ns
-                    .command("curl")
-                    .args(["-sf", "http://127.0.0.1:9102/metrics"])
-                    .output()
-                    .unwrap()
-                    .stdout;
-                String::from_utf8(text)
-                    .unwrap()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("tollgate_tunnel_bytes_total "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0)
-            })
+            .filter_map(|node| metric(node, "tollgate_tunnel_bytes_total"))
             .sum();
         for agent in agents {
             agent.stop().unwrap();
@@ -318,7 +304,7 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
             "{underlay:?}: {outer} bytes through tunnels"
         );
         assert!(
-            tunnel_bytes > 4_000_000,
+            tunnel_bytes > 4e6,
             "{underlay:?}: tollgate_tunnel_bytes_total is {tunnel_bytes}"
         );
     }
@@ -368,19 +354,7 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
     let agent = Agent::start(node, &config).unwrap();
     wait(vec![client]);
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
-    let metrics = node
-        .ns
-        .command("curl")
-        .args(["-sf", "http://127.0.0.1:9102/metrics"])
-        .output()
-        .unwrap()
-        .stdout;
-    let uncounted: u64 = String::from_utf8(metrics)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("tollgate_conntrack_uncounted_entries_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let uncounted = metric(node, "tollgate_conntrack_uncounted_entries_total").unwrap_or(0.0);
     agent.stop().unwrap();
     let rows = ch
         .query(&format!(
@@ -392,7 +366,7 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
         "0",
         "rows written for a connection without counters"
     );
-    assert!(uncounted >= 1, "uncounted entries: {uncounted}");
+    assert!(uncounted >= 1.0, "uncounted entries: {uncounted}");
 }
 
 /// NodePort Services reached by internet clients, under both

@@ -207,6 +207,13 @@ pub async fn run(
 /// How often departed holders past their grace period are forgotten.
 const PRUNE_EVERY_SECONDS: u64 = 60;
 
+/// A port's protocol as the API writes it (`TCP`, `UDP`, `SCTP`; TCP when
+/// absent).
+fn protocol_of(text: Option<&str>) -> Protocol {
+    text.and_then(|p| Protocol::from_text(&p.to_ascii_lowercase()))
+        .unwrap_or(Protocol::TCP)
+}
+
 /// When a pod got its addresses: the `PodReadyToStartContainers` condition
 /// (its sandbox and network are set up; Kubernetes 1.29 on), else its
 /// `startTime` (the kubelet took it on, just before), in Unix seconds.
@@ -432,13 +439,11 @@ impl Tracker {
                         .iter()
                         .flat_map(|c| c.ports.iter().flatten())
                         .map(|p| {
-                            let protocol = p
-                                .protocol
-                                .as_deref()
-                                .and_then(|p| Protocol::from_text(&p.to_ascii_lowercase()))
-                                .unwrap_or(Protocol::TCP);
                             let port = p.host_port.unwrap_or(p.container_port);
-                            (protocol, u16::try_from(port).unwrap_or(0))
+                            (
+                                protocol_of(p.protocol.as_deref()),
+                                u16::try_from(port).unwrap_or(0),
+                            )
                         })
                         .collect()
                 })
@@ -589,12 +594,8 @@ impl Tracker {
             .into_iter()
             .flatten()
             .filter_map(|port| {
-                let protocol = port
-                    .protocol
-                    .as_deref()
-                    .and_then(|p| Protocol::from_text(&p.to_ascii_lowercase()))
-                    .unwrap_or(Protocol::TCP);
-                Some((protocol, u16::try_from(port.node_port?).ok()?))
+                let node_port = u16::try_from(port.node_port?).ok()?;
+                Some((protocol_of(port.protocol.as_deref()), node_port))
             })
             .collect();
         let name = inventory.names.name(&key);
