@@ -313,7 +313,8 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
 /// A connection that opened while accounting was off has no counters: the
 /// kernel adds them only to new entries. The agent counts it in
 /// `tollgate_conntrack_uncounted_entries_total` and writes no row for it,
-/// instead of an empty row every interval.
+/// instead of an empty row every interval. Accounting turned off while the
+/// agent runs is noticed at the next read and turned back on.
 #[test]
 fn connections_older_than_accounting_are_counted_not_recorded() {
     if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
@@ -355,7 +356,25 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
     wait(vec![client]);
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
     let uncounted = metric(node, "tollgate_conntrack_uncounted_entries_total").unwrap_or(0.0);
+    // Someone turns accounting off while the agent runs: within an
+    // interval it is counted, said, and turned back on.
+    node.ns
+        .sh("sysctl -qw net.netfilter.nf_conntrack_acct=0")
+        .unwrap();
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    let acct = node
+        .ns
+        .sh("cat /proc/sys/net/netfilter/nf_conntrack_acct")
+        .unwrap();
+    let resets = metric(
+        node,
+        "tollgate_conntrack_settings_reset_total{setting=\"net.netfilter.nf_conntrack_acct\"}",
+    );
     agent.stop().unwrap();
+    assert_eq!(acct.trim(), "1", "accounting turned back on");
+    assert_eq!(resets, Some(1.0));
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(log.matches("KERNEL SETTING TURNED OFF").count(), 1, "{log}");
     let rows = ch
         .query(&format!(
             "SELECT count() FROM {database}.flows WHERE local_workload = 'frontend'"

@@ -30,6 +30,13 @@ pub struct BytesLabels {
     pub direction: &'static str,
 }
 
+/// Labels of per-setting metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettingLabels {
+    /// The sysctl, e.g. `net.netfilter.nf_conntrack_acct`.
+    pub setting: &'static str,
+}
+
 /// Everything the agent counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -60,6 +67,10 @@ pub struct Metrics {
     pub unknown_local: Counter,
     /// Remote addresses the inventory did not know.
     pub unknown_remote: Counter,
+    /// Times a kernel setting metering needs was found turned off.
+    pub settings_reset: Family<SettingLabels, Counter>,
+    /// 1 while a kernel setting metering needs is on.
+    pub setting_enabled: Family<SettingLabels, Gauge>,
     /// Bytes metered whose remote end is off this node.
     pub offnode_bytes: Counter,
     /// Bytes the uplinks (the default routes' interfaces) counted.
@@ -104,6 +115,8 @@ impl Metrics {
             not_local_entries: Counter::default(),
             unknown_local: Counter::default(),
             unknown_remote: Counter::default(),
+            settings_reset: Family::default(),
+            setting_enabled: Family::default(),
             offnode_bytes: Counter::default(),
             uplink_bytes: Counter::default(),
             coverage_ratio: Gauge::default(),
@@ -193,6 +206,16 @@ impl Metrics {
             "enrich_unknown_remote",
             "Remote addresses the inventory does not know (classified by the network rules)",
             m.unknown_remote.clone(),
+        );
+        r.register(
+            "conntrack_settings_reset",
+            "Times a kernel setting metering needs (accounting, timestamps, events) was found turned off by someone else, checked every interval",
+            m.settings_reset.clone(),
+        );
+        r.register(
+            "conntrack_setting_enabled",
+            "1 while the kernel setting is on; 0 when it is off and tollgate may not turn it back on",
+            m.setting_enabled.clone(),
         );
         r.register_with_unit(
             "metered_offnode",

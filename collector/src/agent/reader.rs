@@ -19,9 +19,10 @@ use tollgate_schema::Category;
 use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::http::Health;
-use super::metrics::{BytesLabels, CategoryLabels, Metrics};
+use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
 use super::routes;
 use crate::classify::Classifier;
+use crate::conntrack::sysctl::{self, Outcome};
 use crate::conntrack::{ConntrackError, EndedConnections, Entry, ReadMode, TableReader};
 use crate::enrich::{EnrichStats, Enricher};
 use crate::inventory::Inventory;
@@ -182,6 +183,8 @@ pub struct Reader {
     pub health: Arc<Health>,
     /// Metered bytes against the uplinks' counters.
     pub coverage: Coverage,
+    /// Which kernel settings were on at the last check.
+    pub settings_on: [bool; sysctl::ALL.len()],
 }
 
 impl Reader {
@@ -227,6 +230,7 @@ impl Reader {
     /// One interval: what ended since the last read, then the table.
     fn read(&mut self, observed_at: u32, interval: u32) {
         let started = Instant::now();
+        self.check_settings();
         let routes = routes::Table::read();
         self.metering.enricher.set_routed_here(routes.routed_here());
         let mut tally = Tally::default();
@@ -301,6 +305,45 @@ impl Reader {
 }
 
 impl Reader {
+    /// The kernel settings metering needs, checked every interval: one
+    /// turned off by someone else is counted, said loudly and turned back
+    /// on; one that cannot be turned back on is said once and kept at 0 in
+    /// a gauge.
+    fn check_settings(&mut self) {
+        let m = &self.metering.metrics;
+        for (setting, was_on) in sysctl::ALL.iter().zip(&mut self.settings_on) {
+            let labels = SettingLabels {
+                setting: setting.name,
+            };
+            let on = match sysctl::ensure(*setting) {
+                Ok(Outcome::AlreadySet) => true,
+                Ok(Outcome::Enabled) => {
+                    m.settings_reset.get_or_create(&labels).inc();
+                    tracing::error!(
+                        sysctl = setting.name,
+                        "KERNEL SETTING TURNED OFF by someone else, and turned back on: {}; \
+                         connections opened meanwhile are not metered",
+                        setting.why
+                    );
+                    true
+                }
+                Err(error) => {
+                    if *was_on {
+                        m.settings_reset.get_or_create(&labels).inc();
+                        tracing::error!(
+                            sysctl = setting.name,
+                            %error,
+                            "KERNEL SETTING TURNED OFF by someone else, and tollgate may not turn it back on"
+                        );
+                    }
+                    false
+                }
+            };
+            m.setting_enabled.get_or_create(&labels).set(i64::from(on));
+            *was_on = on;
+        }
+    }
+
     /// Compares the interval's off-node metered bytes with the uplinks'
     /// counters; low coverage is said once, loudly, and kept in a gauge.
     fn judge_coverage(&mut self, off_node: u64, uplinks: &[String]) {

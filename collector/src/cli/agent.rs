@@ -92,6 +92,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!(sysctl = setting.name, "enabled");
         }
     }
+    // Subscribed before ClickHouse is checked and the inventory listed
+    // (up to a minute): connections that end meanwhile wait in the socket
+    // (8 MiB, and the kernel keeps what does not fit and sends it again).
+    let events = EndedConnections::subscribe()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,20 +118,29 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
             parquet,
         };
-        serve(config, prepared, listen, base, node, spool, sink).await
+        let sockets = Sockets { listen, events };
+        serve(config, prepared, sockets, base, node, spool, sink).await
     })
+}
+
+/// What the agent opened before anything asynchronous: its HTTP address
+/// and its subscription to ended connections.
+struct Sockets {
+    listen: std::net::TcpListener,
+    events: EndedConnections,
 }
 
 async fn serve(
     config: Config,
     prepared: config::Prepared,
-    listen: std::net::TcpListener,
+    sockets: Sockets,
     base: PathBuf,
     node: String,
     spool: Spool,
     sink: Configured,
 ) -> anyhow::Result<()> {
     let agent = config.agent.clone();
+    let Sockets { listen, events } = sockets;
     listen
         .set_nonblocking(true)
         .context("cannot set the HTTP socket non-blocking")?;
@@ -152,7 +165,6 @@ async fn serve(
         wake.clone(),
     ));
 
-    let events = EndedConnections::subscribe()?;
     let table = TableReader::open()?;
     let (ended_tx, ended_rx) = mpsc::channel();
     let stop_listening = Arc::new(AtomicBool::new(false));
@@ -185,6 +197,8 @@ async fn serve(
         interval: agent.interval_seconds,
         health: health.clone(),
         coverage: Default::default(),
+        // The agent turned them on (or found them on) before starting.
+        settings_on: [true; sysctl::ALL.len()],
     };
     let (stop_reading, stop) = mpsc::channel();
     let reading = std::thread::Builder::new()
