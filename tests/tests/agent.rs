@@ -203,6 +203,44 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
     assert!(results.len() >= 20, "{results:?}");
 }
 
+/// What the tests below start with: a fresh database migrated on the
+/// suite's ClickHouse, a simulated cluster over `underlay`, and the relay
+/// that lets its nodes reach ClickHouse. `None` (after the loud skip, or the
+/// failure under CI) without root or ClickHouse.
+struct Setup {
+    _relay: Relay,
+    cluster: Cluster,
+    database: String,
+    ch: &'static clickhouse::ClickHouse,
+}
+
+fn setup(name: &str, underlay: Underlay) -> Option<Setup> {
+    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
+        return None;
+    }
+    let ch = clickhouse::require("agent")?;
+    let database = ch.fresh_database(name);
+    tollgate::migrate(ch.url(), &database);
+    let cluster = Cluster::create_with(underlay).unwrap();
+    let relay = Relay::start(&cluster, ch.url()).unwrap();
+    Some(Setup {
+        _relay: relay,
+        cluster,
+        database,
+        ch,
+    })
+}
+
+/// Starts the agent of `node`, writing into `database`; returns it with
+/// its configuration file (its log is beside it).
+fn start_agent(cluster: &Cluster, database: &str, node: usize) -> (Agent, std::path::PathBuf) {
+    let config = cluster
+        .agent_config(node, "http://127.0.0.1:8123", database, None, INTERVAL)
+        .unwrap();
+    let agent = Agent::start(&cluster.nodes[node], &config).unwrap();
+    (agent, config)
+}
+
 /// Overlay CNIs carry pods' packets between nodes inside node-to-node
 /// tunnels (VXLAN on UDP 8472 as flannel sets it up; WireGuard-shaped UDP
 /// between ports 51820). Each pod's bytes are billed once, as nftables
@@ -210,12 +248,6 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
 /// traffic: they are counted in `tollgate_tunnel_bytes_total`.
 #[test]
 fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
-    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
-        return;
-    }
-    let Some(ch) = clickhouse::require("agent") else {
-        return;
-    };
     use Target::{Internet, Pod, Service};
     let flows = [
         Flow::new("frontend-7f9c4-x2k8p", Pod("db-0"), "tcp", false, 23000, 1),
@@ -233,17 +265,17 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
         Flow::new("db-0", Pod("report-29123-q7z"), "udp", true, 23005, 1),
     ];
     for underlay in [Underlay::Vxlan, Underlay::UdpTunnel] {
-        let database = ch.fresh_database("overlay");
-        tollgate::migrate(ch.url(), &database);
-        let cluster = Cluster::create_with(underlay).unwrap();
-        let _relay = Relay::start(&cluster, ch.url()).unwrap();
+        let Some(Setup {
+            cluster,
+            database,
+            ch,
+            _relay,
+        }) = setup("overlay", underlay)
+        else {
+            return;
+        };
         let agents: Vec<Agent> = (0..3)
-            .map(|i| {
-                let config = cluster
-                    .agent_config(i, "http://127.0.0.1:8123", &database, None, INTERVAL)
-                    .unwrap();
-                Agent::start(&cluster.nodes[i], &config).unwrap()
-            })
+            .map(|i| start_agent(&cluster, &database, i).0)
             .collect();
         let start = |flow: &Flow, args: &[&str]| cluster.start(flow, args).unwrap();
         let tcp = [
@@ -317,16 +349,15 @@ fn overlays_bill_each_pod_byte_once_and_no_tunnel_byte() {
 /// agent runs is noticed at the next read and turned back on.
 #[test]
 fn connections_older_than_accounting_are_counted_not_recorded() {
-    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
-        return;
-    }
-    let Some(ch) = clickhouse::require("agent") else {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("uncounted", Underlay::Routed)
+    else {
         return;
     };
-    let database = ch.fresh_database("uncounted");
-    tollgate::migrate(ch.url(), &database);
-    let cluster = Cluster::create().unwrap();
-    let _relay = Relay::start(&cluster, ch.url()).unwrap();
     let node = &cluster.nodes[0];
     node.ns
         .sh("sysctl -qw net.netfilter.nf_conntrack_acct=0")
@@ -349,10 +380,7 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
         .unwrap();
     thread::sleep(Duration::from_millis(500));
     // The agent turns accounting on as it starts: too late for this entry.
-    let config = cluster
-        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
-        .unwrap();
-    let agent = Agent::start(node, &config).unwrap();
+    let (agent, config) = start_agent(&cluster, &database, 0);
     wait(vec![client]);
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
     let uncounted = metric(node, "tollgate_conntrack_uncounted_entries_total").unwrap_or(0.0);
@@ -397,24 +425,18 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
 /// team; every figure equals the nodes' nftables counters.
 #[test]
 fn node_port_clients_are_billed_to_the_backend_under_both_policies() {
-    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
-        return;
-    }
-    let Some(ch) = clickhouse::require("agent") else {
+    use tollgate_tests::cluster::{NODE_PORT_CLUSTER, NODE_PORT_LOCAL};
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("nodeport", Underlay::Routed)
+    else {
         return;
     };
-    use tollgate_tests::cluster::{NODE_PORT_CLUSTER, NODE_PORT_LOCAL};
-    let database = ch.fresh_database("nodeport");
-    tollgate::migrate(ch.url(), &database);
-    let cluster = Cluster::create().unwrap();
-    let _relay = Relay::start(&cluster, ch.url()).unwrap();
     let agents: Vec<Agent> = (0..2)
-        .map(|i| {
-            let config = cluster
-                .agent_config(i, "http://127.0.0.1:8123", &database, None, INTERVAL)
-                .unwrap();
-            Agent::start(&cluster.nodes[i], &config).unwrap()
-        })
+        .map(|i| start_agent(&cluster, &database, i).0)
         .collect();
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let tcp = [
@@ -501,16 +523,15 @@ fn node_port_clients_are_billed_to_the_backend_under_both_policies() {
 /// as traffic routed through.
 #[test]
 fn a_pod_the_inventory_does_not_know_yet_is_local_by_its_host_route() {
-    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
-        return;
-    }
-    let Some(ch) = clickhouse::require("agent") else {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("routed_here", Underlay::Routed)
+    else {
         return;
     };
-    let database = ch.fresh_database("routed_here");
-    tollgate::migrate(ch.url(), &database);
-    let cluster = Cluster::create().unwrap();
-    let _relay = Relay::start(&cluster, ch.url()).unwrap();
     let inventory = cluster.dir.join("inventory.yaml");
     let text = std::fs::read_to_string(&inventory).unwrap();
     let without: Vec<String> = text
@@ -521,10 +542,7 @@ fn a_pod_the_inventory_does_not_know_yet_is_local_by_its_host_route() {
     assert!(text.contains("report-29123-q7z") && !without.join("\n").contains("10.91.1.0/24"));
     std::fs::write(&inventory, without.join("\n") + "\n").unwrap();
     let node = &cluster.nodes[0];
-    let config = cluster
-        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
-        .unwrap();
-    let agent = Agent::start(node, &config).unwrap();
+    let (agent, _) = start_agent(&cluster, &database, 0);
     let flows = [
         Flow::new(
             "report-29123-q7z",
@@ -602,21 +620,17 @@ fn metric(node: &tollgate_tests::cluster::Node, name: &str) -> Option<f64> {
 /// everything is tracked, then low, logged once.
 #[test]
 fn traffic_that_bypasses_conntrack_is_reported_as_low_coverage() {
-    if !tollgate_tests::require_root("agent", "network namespaces and conntrack") {
-        return;
-    }
-    let Some(ch) = clickhouse::require("agent") else {
+    let Some(Setup {
+        cluster,
+        database,
+        ch: _,
+        _relay,
+    }) = setup("coverage", Underlay::Routed)
+    else {
         return;
     };
-    let database = ch.fresh_database("coverage");
-    tollgate::migrate(ch.url(), &database);
-    let cluster = Cluster::create().unwrap();
-    let _relay = Relay::start(&cluster, ch.url()).unwrap();
     let node = &cluster.nodes[0];
-    let config = cluster
-        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
-        .unwrap();
-    let agent = Agent::start(node, &config).unwrap();
+    let (agent, config) = start_agent(&cluster, &database, 0);
     let tcp = |port: u16, bytes: &str| {
         let flow = Flow::new(
             "frontend-7f9c4-x2k8p",
