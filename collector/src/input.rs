@@ -124,17 +124,14 @@ pub fn writable_dir(what: &str, dir: &Path) -> Result<(), InputError> {
             )
         }));
     }
-    let probe = existing.join(format!(".tollgate-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            let place = if existing == dir {
-                "in it".to_owned()
-            } else {
-                format!("in {}, to create it", existing.display())
-            };
-            bad(format!("cannot write {place}: {}", reason(&e)))
-        })
+    can_create_in(existing).map_err(|e| {
+        let place = if existing == dir {
+            "in it".to_owned()
+        } else {
+            format!("in {}, to create it", existing.display())
+        };
+        bad(format!("cannot write {place}: {}", reason(&e)))
+    })
 }
 
 /// Two directories tollgate writes (e.g. the spool and the Parquet files)
@@ -176,10 +173,15 @@ pub fn writable_output(what: &str, path: &Path) -> Result<(), InputError> {
     if !dir.is_dir() {
         return Err(bad(format!("directory {} does not exist", dir.display())));
     }
-    let probe = dir.join(format!(".tollgate-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
+    can_create_in(dir)
         .map_err(|e| bad(format!("cannot write in {}: {}", dir.display(), reason(&e))))
+}
+
+/// Creates a file in `dir` and removes it at once: whether tollgate may
+/// write there, leaving nothing behind.
+fn can_create_in(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(".tollgate-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe))
 }
 
 fn reason(error: &io::Error) -> String {
