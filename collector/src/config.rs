@@ -57,9 +57,15 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Records per batch (one spool file, one INSERT).
     pub batch_rows: usize,
-    /// On SIGTERM, how long to keep delivering before leaving the rest in
-    /// the spool for the next start.
+    /// On SIGTERM, how long to keep delivering (and to wait for a scrape
+    /// of the last read's counters) before leaving the rest in the spool
+    /// for the next start.
     pub shutdown_timeout_seconds: u64,
+    /// Per-workload counters on `/metrics`.
+    pub workload_metrics: WorkloadMetricsConfig,
+    /// Each interval, log the top this many local workloads and remote
+    /// addresses by bytes (0: none).
+    pub top_talkers: usize,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +75,30 @@ impl Default for AgentConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9102)),
             batch_rows: 50_000,
             shutdown_timeout_seconds: 20,
+            workload_metrics: WorkloadMetricsConfig::default(),
+            top_talkers: 0,
+        }
+    }
+}
+
+/// `agent.workload_metrics`: `tollgate_workload_bytes_total`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadMetricsConfig {
+    /// Expose them.
+    pub enabled: bool,
+    /// Series per agent beyond which new ones go to the overflow series.
+    pub max_series: usize,
+    /// A series without bytes for this long leaves the exposition.
+    pub idle_seconds: u64,
+}
+
+impl Default for WorkloadMetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_series: 2000,
+            idle_seconds: 3600,
         }
     }
 }
@@ -319,6 +349,24 @@ impl Config {
             agent.shutdown_timeout_seconds,
             0,
             input::SECONDS_MAX,
+        )?;
+        input::check_range(
+            "agent.workload_metrics.max_series",
+            agent.workload_metrics.max_series as u64,
+            1,
+            input::WORKLOAD_SERIES_MAX,
+        )?;
+        input::check_range(
+            "agent.workload_metrics.idle_seconds",
+            agent.workload_metrics.idle_seconds,
+            u64::from(agent.interval_seconds),
+            input::SECONDS_MAX,
+        )?;
+        input::check_range(
+            "agent.top_talkers",
+            agent.top_talkers as u64,
+            0,
+            input::TOP_TALKERS_MAX,
         )?;
         input::check_range(
             "sinks.spool.cap_mib",

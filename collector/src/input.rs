@@ -50,6 +50,13 @@ pub const BATCH_ROWS_MAX: u64 = 10_000_000;
 /// Longest wait any duration setting accepts, in seconds (a day).
 pub const SECONDS_MAX: u64 = 86_400;
 
+/// Most per-workload series one agent may expose: beyond it, a scrape of
+/// every node costs Prometheus more than the metering is worth.
+pub const WORKLOAD_SERIES_MAX: u64 = 100_000;
+
+/// Most top talkers logged per interval.
+pub const TOP_TALKERS_MAX: u64 = 1000;
+
 /// Reads the text file `path`, the `what` of this command (e.g. "config",
 /// "inventory"): a missing or unreadable file, a directory, or bytes that are
 /// not UTF-8 (with the line and column of the first) are input mistakes.

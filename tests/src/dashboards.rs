@@ -18,13 +18,39 @@ pub const PLUGIN: &str = "grafana-clickhouse-datasource";
 
 /// The dashboard files, sorted.
 pub fn files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("dashboards"))
-        .expect("dashboards/ exists")
+    json_files("dashboards")
+}
+
+/// The `.json` files of a directory of the repository, sorted.
+fn json_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}/: {e}"))
         .map(|e| e.expect("readable directory").path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
     files
+}
+
+/// Each of `files` parsed, with its file name.
+fn named(files: Vec<PathBuf>) -> anyhow::Result<Vec<(String, Value)>> {
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            Ok((name.into_owned(), load(&path)?))
+        })
+        .collect()
+}
+
+/// A dashboard's template variables, in order, with their names.
+fn variables_of(dashboard: &Value) -> anyhow::Result<Vec<(&str, &Value)>> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| Ok((v["name"].as_str().context("variable without a name")?, v)))
+        .collect()
 }
 
 /// A dashboard file, parsed.
@@ -177,22 +203,9 @@ pub fn run_all(
     range: Range,
 ) -> anyhow::Result<Vec<(String, String, usize)>> {
     let mut results = Vec::new();
-    for path in files() {
-        let dashboard = load(&path)?;
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+    for (name, dashboard) in named(files())? {
         let mut variables = Variables::new();
-        for variable in dashboard["templating"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let var_name = variable["name"]
-                .as_str()
-                .context("variable without a name")?;
+        for (var_name, variable) in variables_of(&dashboard)? {
             let values = match variable["type"].as_str() {
                 Some("datasource") => continue,
                 Some("constant") if var_name == "database" => vec![database.to_owned()],
@@ -240,4 +253,165 @@ fn run(ch: &ClickHouse, sql: &str) -> anyhow::Result<Vec<String>> {
         .lines()
         .map(str::to_owned)
         .collect())
+}
+
+/// The dashboards on the Prometheus data source, in `dashboards/prometheus/`.
+pub fn prometheus_files() -> Vec<PathBuf> {
+    json_files("dashboards/prometheus")
+}
+
+/// What breaks Grafana's Prometheus query model in one target or variable
+/// query: the datasource type, a non-empty `expr` (or variable `query`),
+/// a `refId`.
+pub fn prometheus_target_problems(query: &Value, datasource: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if datasource["type"] != "prometheus" {
+        problems.push(format!(
+            "datasource type {} is not prometheus",
+            datasource["type"]
+        ));
+    }
+    let expr = query["expr"].as_str().or(query["query"].as_str());
+    if expr.is_none_or(|s| s.trim().is_empty()) {
+        problems.push("expr is empty".to_owned());
+    }
+    if query["refId"].as_str().is_none_or(str::is_empty) {
+        problems.push("refId is missing".to_owned());
+    }
+    problems
+}
+
+/// `expr` as Grafana's Prometheus data source sends it: `$__rate_interval`
+/// (the larger of the interval plus one scrape and four scrapes),
+/// `$__range` and `$__interval` in seconds, and template variables as a
+/// regular expression of their values (`(a|b)`, each value escaped).
+pub fn expand_promql(
+    expr: &str,
+    range: Range,
+    scrape_seconds: i64,
+    variables: &Variables,
+) -> anyhow::Result<String> {
+    let interval = range.interval_seconds.max(1);
+    let mut out = expr
+        .replace(
+            "$__rate_interval",
+            &format!("{}s", (interval + scrape_seconds).max(4 * scrape_seconds)),
+        )
+        .replace("$__range", &format!("{}s", range.to - range.from))
+        .replace("$__interval", &format!("{interval}s"));
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        let escaped: Vec<String> = variables[name].iter().map(|v| regex_escape(v)).collect();
+        let value = match escaped.as_slice() {
+            [one] => one.clone(),
+            many => format!("({})", many.join("|")),
+        };
+        out = out
+            .replace(&format!("${{{name}}}"), &value)
+            .replace(&format!("${name}"), &value);
+    }
+    ensure!(!out.contains('$'), "unexpanded variable in: {out}");
+    Ok(out)
+}
+
+/// A value escaped for a PromQL regular expression inside a double-quoted
+/// string, as Grafana escapes multi-value variables.
+fn regex_escape(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        if "\\^$*+?.()|{}[]".contains(c) {
+            out.push_str("\\\\");
+        }
+        if c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` percent-encoded for a URL's query string.
+pub fn url_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs every variable and panel query of every Prometheus dashboard
+/// through `get` (a Prometheus HTTP API path with its query string, to the
+/// `data` of the answer), variables resolved in order as Grafana resolves
+/// them (`label_values(selector, label)`; multi-value variables take all
+/// their values, as "All" does). Range panels run as range queries over
+/// `range`, instant ones at its end. Returns (dashboard, query, series or
+/// values) for each query.
+pub fn run_all_prometheus(
+    get: &dyn Fn(&str) -> anyhow::Result<Value>,
+    range: Range,
+    scrape_seconds: i64,
+) -> anyhow::Result<Vec<(String, String, usize)>> {
+    let mut results = Vec::new();
+    for (name, dashboard) in named(prometheus_files())? {
+        let mut variables = Variables::new();
+        for (var_name, variable) in variables_of(&dashboard)? {
+            if variable["type"] == "datasource" {
+                continue;
+            }
+            ensure!(
+                variable["type"] == "query",
+                "{name}: variable {var_name} is not checked"
+            );
+            let query = variable["query"]["query"].as_str().context("no query")?;
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .context("only label_values(selector, label) is checked")?;
+            let (selector, label) = inner
+                .rsplit_once(',')
+                .context("label_values(selector, label)")?;
+            let selector = expand_promql(selector.trim(), range, scrape_seconds, &variables)?;
+            let data = get(&format!(
+                "/api/v1/label/{}/values?match[]={}&start={}&end={}",
+                label.trim(),
+                url_encode(&selector),
+                range.from,
+                range.to
+            ))?;
+            let values: Vec<String> = data
+                .as_array()
+                .context("label values")?
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            results.push((name.clone(), format!("variable {var_name}"), values.len()));
+            variables.insert(var_name.to_owned(), values);
+        }
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().context("no expr")?;
+                let expr = url_encode(&expand_promql(expr, range, scrape_seconds, &variables)?);
+                let path = if target["instant"] == true {
+                    format!("/api/v1/query?query={expr}&time={}", range.to)
+                } else {
+                    format!(
+                        "/api/v1/query_range?query={expr}&start={}&end={}&step={}",
+                        range.from,
+                        range.to,
+                        range.interval_seconds.max(1)
+                    )
+                };
+                let data =
+                    get(&path).with_context(|| format!("{name}: panel {}", panel["title"]))?;
+                let series = data["result"].as_array().map_or(0, Vec::len);
+                results.push((name.clone(), format!("panel {}", panel["title"]), series));
+            }
+        }
+    }
+    Ok(results)
 }

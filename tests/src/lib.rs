@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod kube;
 pub mod netns;
 pub mod oracle;
+pub mod prometheus;
 pub mod synthetic;
 pub mod tollgate;
 

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tollgate_tests::clickhouse;
 use tollgate_tests::cluster::{
@@ -19,6 +19,7 @@ use tollgate_tests::cluster::{
 };
 use tollgate_tests::dashboards::{self, Range};
 use tollgate_tests::fixtures::unix_now;
+use tollgate_tests::prometheus::Prometheus;
 use tollgate_tests::tollgate;
 
 const INTERVAL: u32 = 2;
@@ -49,9 +50,19 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
                 .unwrap()
         })
         .collect();
+    // Node b logs its top talkers.
+    let text = std::fs::read_to_string(&configs[1]).unwrap();
+    let logged = text.replace(
+        "  batch_rows: 1000\n",
+        "  batch_rows: 1000\n  top_talkers: 3\n",
+    );
+    assert_ne!(text, logged);
+    std::fs::write(&configs[1], logged).unwrap();
     let mut agents: Vec<Option<Agent>> = (0..3)
         .map(|i| Some(Agent::start(&cluster.nodes[i], &configs[i]).unwrap()))
         .collect();
+    let prometheus = Prometheus::start(&cluster).unwrap();
+    prometheus.wait_for_targets().unwrap();
 
     use Target::{Internet, Pod, Service};
     let flows = [
@@ -134,9 +145,21 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
     agents[0] = Some(Agent::start(&cluster.nodes[0], &configs[0]).unwrap());
     wait(long);
 
-    scrape_with_prometheus(&cluster);
+    lint_exposition(&cluster);
 
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    // The Prometheus dashboard's queries, while the agents still run.
+    let range = Range {
+        from: i64::from(started) - 60,
+        to: i64::from(unix_now()),
+        interval_seconds: i64::from(INTERVAL),
+    };
+    let results = dashboards::run_all_prometheus(&|path| prometheus.get(path), range, 1).unwrap();
+    let empty: Vec<_> = results.iter().filter(|(_, _, n)| *n == 0).collect();
+    assert!(
+        empty.is_empty() && results.len() >= 9,
+        "Prometheus dashboard queries without data: {empty:?} of {results:?}"
+    );
     for agent in &mut agents {
         agent.take().unwrap().stop().unwrap();
     }
@@ -157,6 +180,14 @@ fn agents_meter_a_simulated_cluster_exactly_once_through_a_restart() {
     assert!(
         report.is_empty(),
         "metering differs from nftables' counters:\n{}",
+        report.join("\n")
+    );
+    check_top_talkers(ch, &database, &configs[1].with_extension("log"));
+    let counted = workload_increases(&prometheus, started);
+    let report = differences(&actual, &counted);
+    assert!(
+        report.is_empty(),
+        "increase() of tollgate_workload_bytes_total differs from metering_daily:\n{}",
         report.join("\n")
     );
     let categories: std::collections::BTreeSet<&str> =
@@ -676,9 +707,9 @@ fn traffic_that_bypasses_conntrack_is_reported_as_low_coverage() {
     assert_eq!(log.matches("LOW COVERAGE").count(), 1, "{log}");
 }
 
-/// Debian's Prometheus, inside node a, scrapes the agent there; promtool
-/// lints the exposition.
-fn scrape_with_prometheus(cluster: &Cluster) {
+/// promtool lints node a's exposition, which holds the per-workload
+/// counters.
+fn lint_exposition(cluster: &Cluster) {
     let node = &cluster.nodes[0].ns;
     let exposition = node
         .command("curl")
@@ -696,6 +727,10 @@ fn scrape_with_prometheus(cluster: &Cluster) {
         "tollgate_sink_batches_total",
         "tollgate_spool_bytes",
         "tollgate_records_dropped_total 0",
+        "tollgate_workload_bytes_total{cluster=\"sim\",team=",
+        "tollgate_workload_series_max 2000",
+        "tollgate_read_interval_seconds 2",
+        "tollgate_spool_max_bytes ",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
@@ -714,47 +749,121 @@ fn scrape_with_prometheus(cluster: &Cluster) {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
 
-    let dir = cluster.dir.join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: tollgate\n    static_configs: [{targets: ['127.0.0.1:9102']}]\n",
-    )
-    .unwrap();
-    let mut prometheus = node
-        .command("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
+/// Per (team, namespace, workload, category, direction), the sum over
+/// every series of `tollgate_workload_bytes_total` of `increase()` over
+/// the whole run, each series evaluated at its last sample (where
+/// Prometheus extrapolates nothing: every series starts at 0, and its
+/// range ends on a sample). Also checks that every series starts at 0.
+fn workload_increases(prometheus: &Prometheus, started: u32) -> BTreeMap<Key, u64> {
+    let now = unix_now();
+    let window = now - started + 120;
+    let raw = prometheus
+        .get(&format!(
+            "/api/v1/query?query={}&time={now}",
+            dashboards::url_encode(&format!("tollgate_workload_bytes_total[{window}s]"))
         ))
-        .arg("--web.listen-address=127.0.0.1:9090")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let scraped = loop {
-        let answer = node
-            .command("curl")
-            .args([
-                "-s",
-                "http://127.0.0.1:9090/api/v1/query?query=sum(tollgate_records_total)%20and%20on()%20up%7Bjob%3D%22tollgate%22%7D%3D%3D1",
-            ])
-            .output()
+    let mut totals = BTreeMap::new();
+    let series = raw["result"].as_array().unwrap();
+    assert!(series.len() >= 10, "{raw}");
+    for one in series {
+        let labels = one["metric"].as_object().unwrap();
+        let values = one["values"].as_array().unwrap();
+        assert_eq!(
+            values[0][1], "0",
+            "a series starts at 0: {labels:?} {values:?}"
+        );
+        let last = values.last().unwrap()[0].as_f64().unwrap();
+        let selector: Vec<String> = labels
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap()))
+            .collect();
+        let query = format!(
+            "increase(tollgate_workload_bytes_total{{{}}}[{window}s])",
+            selector.join(",")
+        );
+        let answer = prometheus
+            .get(&format!(
+                "/api/v1/query?query={}&time={last:.3}",
+                dashboards::url_encode(&query)
+            ))
             .unwrap();
-        let answer = String::from_utf8_lossy(&answer.stdout).into_owned();
-        if answer.contains("\"value\"") || Instant::now() > deadline {
-            break answer;
-        }
-        thread::sleep(Duration::from_millis(300));
-    };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+        let value: f64 = answer["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("{query}: {answer}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (value - value.round()).abs() < 1e-6,
+            "{query} = {value}: extrapolated"
+        );
+        let label = |name: &str| labels[name].as_str().unwrap().to_owned();
+        let key = (
+            label("team"),
+            label("namespace"),
+            label("workload"),
+            label("category"),
+            label("direction"),
+        );
+        *totals.entry(key).or_default() += value.round() as u64;
+    }
+    totals.retain(|_, bytes| *bytes > 0);
+    totals
+}
+
+/// A field of a log line in tracing's text format: `name=value` or
+/// `name="value"`.
+fn field<'l>(line: &'l str, name: &str) -> &'l str {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 2;
+    let rest = &line[start..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => &quoted[..quoted.find('"').unwrap()],
+        None => rest.split(' ').next().unwrap(),
+    }
+}
+
+/// Node b's top talkers: each interval's workloads ranked by bytes, each
+/// line's bytes equal to that interval's records of the workload in
+/// ClickHouse, remote addresses logged too.
+fn check_top_talkers(ch: &clickhouse::ClickHouse, database: &str, log: &std::path::Path) {
+    let log = std::fs::read_to_string(log).unwrap();
+    let workloads: Vec<&str> = log.lines().filter(|l| l.contains("top workload")).collect();
+    assert!(workloads.len() >= 3, "{log}");
     assert!(
-        scraped.contains("\"value\""),
-        "Prometheus did not scrape the agent: {scraped}"
+        log.lines()
+            .any(|l| l.contains("top remote") && l.contains("remote_ip=")),
+        "{log}"
     );
+    let mut previous: Option<(&str, u64)> = None;
+    for line in workloads {
+        let observed_at = field(line, "observed_at");
+        let (sent, received): (u64, u64) = (
+            field(line, "bytes_sent").parse().unwrap(),
+            field(line, "bytes_received").parse().unwrap(),
+        );
+        if let Some((at, bytes)) = previous.filter(|(at, _)| *at == observed_at) {
+            assert!(
+                field(line, "rank") != "1" && bytes >= sent + received,
+                "{at}: {line}"
+            );
+        }
+        previous = Some((observed_at, sent + received));
+        let stored = ch
+            .query(&format!(
+                "SELECT sum(bytes_sent), sum(bytes_received) FROM {database}.flows \
+                 WHERE node = 'node-b' AND observed_at = toDateTime({observed_at}) \
+                 AND local_namespace = '{}' AND local_workload = '{}' FORMAT TabSeparated",
+                field(line, "namespace"),
+                field(line, "workload")
+            ))
+            .unwrap();
+        assert_eq!(stored.trim(), format!("{sent}\t{received}"), "{line}");
+    }
 }

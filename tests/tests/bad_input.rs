@@ -460,6 +460,18 @@ fn configuration_files_are_refused_naming_line_field_or_variable() {
             vec!["agent.batch_rows: 100000000000 is not between 1 and 10000000"],
         ),
         (
+            config("agent: {workload_metrics: {max_series: 0}}\n"),
+            vec!["agent.workload_metrics.max_series: 0 is not between 1 and 100000"],
+        ),
+        (
+            config("agent: {interval_seconds: 30, workload_metrics: {idle_seconds: 10}}\n"),
+            vec!["agent.workload_metrics.idle_seconds: 10 is not between 30 and 86400"],
+        ),
+        (
+            config("agent: {top_talkers: 5000}\n"),
+            vec!["agent.top_talkers: 5000 is not between 0 and 1000"],
+        ),
+        (
             config("inventory_typo: 1\n"),
             vec!["c.yaml", "inventory_typo"],
         ),

@@ -8,7 +8,10 @@
 
 use std::process::Command;
 
-use tollgate_tests::dashboards::{self, expand, queries, target_problems, Range, Variables};
+use tollgate_tests::dashboards::{
+    self, expand, expand_promql, prometheus_target_problems, queries, target_problems, Range,
+    Variables,
+};
 use tollgate_tests::repo_root;
 
 #[test]
@@ -24,8 +27,10 @@ fn dashboards_pass_the_strict_grafana_schema() {
         eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
         return;
     }
-    let files = dashboards::files();
+    let mut files = dashboards::files();
     assert_eq!(files.len(), 3, "{files:?}");
+    files.extend(dashboards::prometheus_files());
+    assert_eq!(files.len(), 4, "{files:?}");
     let output = Command::new("bash")
         .arg(repo_root().join("tests/scripts/grafana-schema.sh"))
         .args(&files)
@@ -134,4 +139,67 @@ fn macros_and_variables_expand_as_the_plugin_and_grafana_do() {
     );
     assert!(expand("SELECT $__unknownMacro", range, &Variables::new()).is_err());
     assert!(expand("SELECT ${missing}", range, &Variables::new()).is_err());
+}
+
+#[test]
+fn every_prometheus_query_follows_grafanas_prometheus_model() {
+    let files = dashboards::prometheus_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    for path in files {
+        let dashboard = dashboards::load(&path).unwrap();
+        let list = dashboard["templating"]["list"].as_array().unwrap();
+        let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["datasource", "cluster", "team", "namespace", "workload"],
+            "{}",
+            path.display()
+        );
+        assert_eq!(list[0]["query"], "prometheus");
+        for variable in &list[1..] {
+            let problems = prometheus_target_problems(&variable["query"], &variable["datasource"]);
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+        }
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(panels.len() >= 4, "{}", path.display());
+        for panel in panels {
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["datasource"], panel["datasource"]);
+                let problems = prometheus_target_problems(target, &panel["datasource"]);
+                assert!(
+                    problems.is_empty(),
+                    "{}: panel {}: {problems:?}",
+                    path.display(),
+                    panel["title"]
+                );
+            }
+        }
+    }
+    let bad = serde_json::json!({"expr": " "});
+    assert_eq!(
+        prometheus_target_problems(&bad, &serde_json::json!({"type": "loki"})).len(),
+        3
+    );
+}
+
+#[test]
+fn promql_variables_expand_as_grafana_sends_them() {
+    let range = Range {
+        from: 1_700_000_000,
+        to: 1_700_003_600,
+        interval_seconds: 60,
+    };
+    let variables = Variables::from([
+        (
+            "workload".to_owned(),
+            vec!["api".to_owned(), "(overflow)".to_owned()],
+        ),
+        ("team".to_owned(), vec!["shop".to_owned()]),
+    ]);
+    let expr = r#"sum(rate(x{workload=~"$workload",team=~"${team}"}[$__rate_interval])) / $__range / $__interval"#;
+    assert_eq!(
+        expand_promql(expr, range, 15, &variables).unwrap(),
+        r#"sum(rate(x{workload=~"(api|\\(overflow\\))",team=~"shop"}[75s])) / 3600s / 60s"#
+    );
+    assert!(expand_promql("x{a=~\"$missing\"}", range, 15, &variables).is_err());
 }

@@ -50,6 +50,49 @@ spec:
                       interval: {type: string}
 "#;
 
+/// The Prometheus Operator's PrometheusRule kind: groups of rules, each an
+/// alert with its expression (the operator validates the expressions; the
+/// alerts suite runs them through promtool).
+const PROMETHEUS_RULE_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                groups:
+                  type: array
+                  items:
+                    type: object
+                    required: [name, rules]
+                    properties:
+                      name: {type: string}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          properties:
+                            alert: {type: string}
+                            expr: {type: string}
+                            for: {type: string}
+                            labels: {type: object, additionalProperties: {type: string}}
+                            annotations: {type: object, additionalProperties: {type: string}}
+"#;
+
 /// `kubectl apply --dry-run=server -k OVERLAY -o json`: the objects as the
 /// server would store them.
 fn dry_run(api: &KubeApi, overlay: &str) -> Vec<Value> {
@@ -174,6 +217,7 @@ fn every_overlay_passes_a_server_side_dry_run_with_least_privilege() {
         return;
     };
     api.apply(SERVICE_MONITOR_CRD).unwrap();
+    api.apply(PROMETHEUS_RULE_CRD).unwrap();
 
     let clickhouse = dry_run(api, "clickhouse");
     assert_eq!(
@@ -216,6 +260,8 @@ fn every_overlay_passes_a_server_side_dry_run_with_least_privilege() {
     let monitored = dry_run(api, "servicemonitor");
     assert_agent(&monitored);
     let monitor = object(&monitored, "ServiceMonitor");
+    let rules = object(&monitored, "PrometheusRule");
+    assert_eq!(rules["spec"]["groups"].as_array().unwrap().len(), 2);
     let service = object(&monitored, "Service");
     for (label, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()

@@ -73,12 +73,18 @@ fn assert_exactly_once(ch: &ClickHouse, database: &str, n: u64) {
     assert_eq!(rows, n, "no record arrived twice");
     assert_eq!(bytes, n * (n - 1) / 2);
     // The rollups saw each record once too.
-    let rolled = ch
-        .query(&format!(
-            "SELECT sum(records), sum(bytes_sent) FROM {database}.flows_1m"
-        ))
-        .unwrap();
-    assert_eq!(rolled.trim(), format!("{n}\t{}", n * (n - 1) / 2));
+    for rollup in ["flows_1m", "flows_1h", "flows_1d"] {
+        let rolled = ch
+            .query(&format!(
+                "SELECT sum(records), sum(bytes_sent) FROM {database}.{rollup}"
+            ))
+            .unwrap();
+        assert_eq!(
+            rolled.trim(),
+            format!("{n}\t{}", n * (n - 1) / 2),
+            "{rollup}"
+        );
+    }
 }
 
 #[test]
@@ -118,6 +124,205 @@ fn sigkilled_loaders_resume_and_every_record_lands_exactly_once() {
         .unwrap()
         .success());
     assert_exactly_once(ch, &database, N);
+}
+
+/// A batch whose raw insert committed while one rollup refused it (too
+/// many parts) is retried until the rollup takes it: it lands in the raw
+/// table and in every rollup exactly once.
+#[test]
+fn a_batch_retried_after_a_rollup_refused_it_lands_in_every_rollup_once() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("rollup_retry");
+    tollgate::migrate(ch.url(), &database);
+    const N: u64 = 2_000;
+    let input = records_file("rollup-retry", N);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let dir = std::env::temp_dir().join(format!("tollgate-{}-rollup-retry", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (dir.join("first.jsonl"), dir.join("second.jsonl"));
+    std::fs::write(&first, lines[..half].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[half..].join("\n") + "\n").unwrap();
+    let args = |origin: &'static str| {
+        [
+            "--clickhouse",
+            ch.url(),
+            "--database",
+            &database,
+            "--batch-rows",
+            "1000",
+            "--origin",
+            origin,
+        ]
+        .map(str::to_owned)
+    };
+    let loaded = load(
+        &first,
+        &dir.join("spool-first"),
+        &args("first").each_ref().map(String::as_str),
+    );
+    assert!(loaded.status.success(), "{loaded:?}");
+
+    // The hourly rollup now refuses every insert into a partition that
+    // has a part: the raw table takes the second batch, the rollup does not.
+    ch.query(&format!(
+        "ALTER TABLE {database}.flows_1h MODIFY SETTING parts_to_throw_insert = 1"
+    ))
+    .unwrap();
+    let mut loader = Command::new(binary())
+        .arg("load")
+        .arg(&second)
+        .arg("--spool")
+        .arg(dir.join("spool-second"))
+        .args(args("second"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the raw table to take the batch",
+        Duration::from_secs(60),
+        || count(ch, &database).0 == N,
+    );
+    // The state a retry must repair: the rows are in `flows`, no rollup has
+    // them.
+    let rolled = ch
+        .query(&format!("SELECT sum(records) FROM {database}.flows_1m"))
+        .unwrap();
+    assert_eq!(rolled.trim(), (N / 2).to_string());
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        loader.try_wait().unwrap().is_none(),
+        "the loader is retrying"
+    );
+    ch.query(&format!(
+        "ALTER TABLE {database}.flows_1h RESET SETTING parts_to_throw_insert"
+    ))
+    .unwrap();
+    let output = loader.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("TOO_MANY_PARTS") || log.contains("Too many parts"),
+        "{log}"
+    );
+    assert_exactly_once(ch, &database, N);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With both sinks, a Parquet directory that cannot be written for a while
+/// holds back only Parquet: ClickHouse receives each batch in one INSERT,
+/// never again while Parquet retries, and Parquet catches up once it can
+/// write.
+#[test]
+fn a_failing_parquet_sink_makes_clickhouse_write_nothing_twice() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("per_sink");
+    tollgate::migrate(ch.url(), &database);
+    const N: u64 = 3_000;
+    let input = records_file("per-sink", N);
+    let dir = std::env::temp_dir().join(format!("tollgate-{}-per-sink", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let parquet = dir.join("parquet");
+    std::fs::create_dir_all(&parquet).unwrap();
+    // Files where the day partitions' directories go: every Parquet write
+    // fails until they are removed.
+    let now = tollgate_tests::fixtures::unix_now();
+    let blockers: Vec<_> = [now, now - 3600]
+        .iter()
+        .map(|&t| {
+            let date = ch
+                .query(&format!("SELECT toDate(toDateTime({t}, 'UTC'))"))
+                .unwrap();
+            parquet.join(format!("date={}", date.trim()))
+        })
+        .collect();
+    for blocker in &blockers {
+        std::fs::write(blocker, b"not a directory").unwrap();
+    }
+    // The wire is the oracle: socat relays to ClickHouse and logs every
+    // request it carries.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wire = dir.join("wire.log");
+    let target = ch.url().trim_start_matches("http://").trim_end_matches('/');
+    let mut relay = Command::new("socat")
+        .arg("-v")
+        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
+        .arg(format!("TCP:{target}"))
+        .stderr(std::fs::File::create(&wire).unwrap())
+        .spawn()
+        .unwrap();
+    let relayed = format!("http://127.0.0.1:{port}");
+    wait_for("the relay", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut loader = Command::new(binary())
+        .arg("load")
+        .arg(&input)
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .args(["--clickhouse", &relayed, "--database", &database])
+        .args(["--batch-rows", "1000", "--origin", "both", "--parquet"])
+        .arg(&parquet)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "ClickHouse to take the first batch",
+        Duration::from_secs(60),
+        || count(ch, &database).0 >= 1_000,
+    );
+    // Parquet retries meanwhile; ClickHouse is not written again.
+    thread::sleep(Duration::from_secs(4));
+    assert!(
+        loader.try_wait().unwrap().is_none(),
+        "the loader is retrying"
+    );
+    for blocker in &blockers {
+        let _ = std::fs::remove_file(blocker);
+    }
+    let output = loader.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("parquet"),
+        "Parquet failed and was retried: {log}"
+    );
+    assert_exactly_once(ch, &database, N);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let requests = std::fs::read(&wire).unwrap();
+    let requests = String::from_utf8_lossy(&requests);
+    let inserts = requests
+        .lines()
+        .filter(|l| l.starts_with("POST ") && l.to_ascii_uppercase().contains("INSERT"))
+        .count();
+    assert_eq!(inserts, 3, "one INSERT per batch:\n{requests:.2000}");
+    let files = std::fs::read_dir(&parquet)
+        .unwrap()
+        .flat_map(|day| std::fs::read_dir(day.unwrap().path()).unwrap())
+        .flat_map(|hour| std::fs::read_dir(hour.unwrap().path()).unwrap())
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "parquet")
+        })
+        .count();
+    assert!(files >= 3, "{files} Parquet files");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

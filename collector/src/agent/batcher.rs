@@ -14,24 +14,24 @@ use crate::sink::spool::{Pushed, Spool};
 const HELD_BATCHES: usize = 8;
 
 /// Collects records (each in compact form as it arrives) and spools them
-/// `rows` at a time, waking the delivery task after each batch.
+/// `rows` at a time, waking the delivery tasks after each batch.
 pub struct Batcher {
     spool: Arc<Mutex<Spool>>,
     tokens: TokenMaker,
     rows: usize,
     pending: Rows,
-    wake: Arc<tokio::sync::Notify>,
+    wakes: Vec<Arc<tokio::sync::Notify>>,
     metrics: Arc<Metrics>,
 }
 
 impl Batcher {
-    /// Batches of `rows` records into `spool`; `wake` is notified after
-    /// each one.
+    /// Batches of `rows` records into `spool`; each of `wakes` (one per
+    /// sink's delivery) is notified after each one.
     pub fn new(
         spool: Arc<Mutex<Spool>>,
         tokens: TokenMaker,
         rows: usize,
-        wake: Arc<tokio::sync::Notify>,
+        wakes: Vec<Arc<tokio::sync::Notify>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -39,7 +39,7 @@ impl Batcher {
             tokens,
             rows,
             pending: Rows::default(),
-            wake,
+            wakes,
             metrics,
         }
     }
@@ -68,7 +68,9 @@ impl Batcher {
         match spool.push(&batch) {
             Ok(Pushed::Spooled) => {
                 drop(spool);
-                self.wake.notify_one();
+                for wake in &self.wakes {
+                    wake.notify_one();
+                }
             }
             Ok(Pushed::Dropped) => {
                 self.metrics.records_dropped.inc_by(batch.rows.len() as u64);

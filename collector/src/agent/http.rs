@@ -23,6 +23,11 @@ pub struct Health {
     last_read: AtomicU64,
     /// Reads further apart than this make the agent unhealthy.
     stale_after: u64,
+    /// Scrapes of `/metrics` begun, each one's ticket.
+    scrapes_begun: AtomicU64,
+    /// One past the highest ticket of a scrape that finished.
+    scrapes_done: AtomicU64,
+    scraped: tokio::sync::Notify,
 }
 
 impl Health {
@@ -33,6 +38,27 @@ impl Health {
             ready: AtomicBool::new(false),
             last_read: AtomicU64::new(unix_seconds() + 60),
             stale_after: 3 * u64::from(interval_seconds),
+            scrapes_begun: AtomicU64::new(0),
+            scrapes_done: AtomicU64::new(0),
+            scraped: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Scrapes of `/metrics` begun so far.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes_begun.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a scrape begun after [`Health::scrapes`] returned
+    /// `after` has finished: what the metrics held at that moment is then
+    /// in the scraper's hands.
+    pub async fn scraped_after(&self, after: u64) {
+        loop {
+            let notified = self.scraped.notified();
+            if self.scrapes_done.load(Ordering::SeqCst) > after {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -93,10 +119,13 @@ fn respond(
     }
     match request.uri().path() {
         "/metrics" => {
+            let ticket = health.scrapes_begun.fetch_add(1, Ordering::SeqCst);
             let mut body = String::new();
             if let Err(error) = prometheus_client::encoding::text::encode(&mut body, registry) {
                 return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"));
             }
+            health.scrapes_done.fetch_max(ticket + 1, Ordering::SeqCst);
+            health.scraped.notify_waiters();
             let openmetrics = request
                 .headers()
                 .get_all(hyper::header::ACCEPT)

@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics: one registry, encoded on each scrape.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::sink::deliver::DeliveryCounts;
@@ -91,15 +92,17 @@ pub struct Metrics {
     pub table_max: Gauge,
     /// When the last read finished (seconds since the epoch).
     pub last_read: Gauge,
+    /// Seconds between two reads (`agent.interval_seconds`).
+    pub read_interval: Gauge,
 }
 
 impl Metrics {
-    /// The metrics, registered in `registry` under `tollgate_`, with the
-    /// sink's delivery counts and the spool read at each scrape.
+    /// The metrics, registered in `registry` under `tollgate_`, with each
+    /// sink's delivery counts (by name) and the spool read at each scrape.
     pub fn register(
         registry: &mut Registry,
         spool: Arc<Mutex<Spool>>,
-        delivery: Arc<DeliveryCounts>,
+        delivery: Vec<(&'static str, Arc<DeliveryCounts>)>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Self {
             entries_read: Counter::default(),
@@ -127,6 +130,7 @@ impl Metrics {
             table_entries: Gauge::default(),
             table_max: Gauge::default(),
             last_read: Gauge::default(),
+            read_interval: Gauge::default(),
         });
         let m = &metrics;
         let r = registry.sub_registry_with_prefix("tollgate");
@@ -260,54 +264,64 @@ impl Metrics {
             "When the last interval's read finished",
             m.last_read.clone(),
         );
+        r.register_with_unit(
+            "read_interval",
+            "Seconds between two reads of the conntrack table (agent.interval_seconds)",
+            Unit::Seconds,
+            m.read_interval.clone(),
+        );
         r.register_collector(Box::new(SinkCollector { spool, delivery }));
         metrics
     }
 }
 
+/// Which of a sink's delivery counts.
+type CountOf = fn(&DeliveryCounts) -> &AtomicU64;
+
 /// The spool and delivery figures, read when scraped.
 #[derive(Debug)]
 struct SinkCollector {
     spool: Arc<Mutex<Spool>>,
-    delivery: Arc<DeliveryCounts>,
+    delivery: Vec<(&'static str, Arc<DeliveryCounts>)>,
 }
 
 impl Collector for SinkCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (bytes, batches) = {
+        let (bytes, batches, cap) = {
             let spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-            (spool.used_bytes(), spool.len() as u64)
+            (spool.used_bytes(), spool.len() as u64, spool.cap_bytes())
         };
-        let counters = [
-            (
-                "sink_batches",
-                "Batches the sinks acknowledged",
-                &self.delivery.batches,
-            ),
-            (
-                "sink_records",
-                "Records the sinks acknowledged",
-                &self.delivery.records,
-            ),
+        let counters: [(&str, &str, CountOf); 3] = [
+            ("sink_batches", "Batches the sink acknowledged", |c| {
+                &c.batches
+            }),
+            ("sink_records", "Records the sink acknowledged", |c| {
+                &c.records
+            }),
             (
                 "sink_retries",
-                "Failed batch writes that were retried",
-                &self.delivery.retries,
+                "Failed batch writes to the sink that were retried",
+                |c| &c.retries,
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+        for (name, help, field) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (sink, counts) in &self.delivery {
+                let counter = ConstCounter::new(field(counts).load(Ordering::Relaxed));
+                counter.encode(family.encode_family(&[("sink", *sink)])?)?;
+            }
         }
         let gauge = ConstGauge::new(bytes as i64);
         gauge.encode(encoder.encode_descriptor(
             "spool",
             "Bytes of batches waiting in the spool",
+            Some(&Unit::Bytes),
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(i64::try_from(cap).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "spool_max",
+            "The spool's cap (sinks.spool.cap_mib); beyond it records are dropped and counted",
             Some(&Unit::Bytes),
             gauge.metric_type(),
         )?)?;

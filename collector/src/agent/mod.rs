@@ -16,6 +16,9 @@ pub mod http;
 pub mod metrics;
 mod reader;
 pub mod routes;
+pub mod talkers;
+pub mod workloads;
 
 pub use batcher::Batcher;
 pub use reader::{listen_for_ended, unix_seconds, Metering, Reader, PENDING};
+pub use workloads::PerWorkload;

@@ -21,6 +21,7 @@ use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::http::Health;
 use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
 use super::routes;
+use super::workloads::PerWorkload;
 use crate::classify::Classifier;
 use crate::conntrack::sysctl::{self, Outcome};
 use crate::conntrack::{ConntrackError, EndedConnections, Entry, ReadMode, TableReader};
@@ -34,6 +35,7 @@ pub struct Metering {
     inventory: Arc<RwLock<Inventory>>,
     batcher: Batcher,
     metrics: Arc<Metrics>,
+    per_workload: PerWorkload,
     /// Entries waiting to be enriched together, under one read lock of the
     /// inventory.
     pending: Vec<Entry>,
@@ -63,6 +65,7 @@ impl Metering {
         inventory: Arc<RwLock<Inventory>>,
         batcher: Batcher,
         metrics: Arc<Metrics>,
+        per_workload: PerWorkload,
     ) -> Self {
         Self {
             enricher,
@@ -70,6 +73,7 @@ impl Metering {
             inventory,
             batcher,
             metrics,
+            per_workload,
             pending: Vec::with_capacity(PENDING),
         }
     }
@@ -90,6 +94,7 @@ impl Metering {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let batcher = &mut self.batcher;
+        let mut per_workload = Some(&mut self.per_workload).filter(|p| p.wanted());
         self.enricher.enrich_many(
             &self.pending,
             observed_at,
@@ -103,6 +108,9 @@ impl Metering {
                 tally.received[i] += record.bytes_received;
                 if **record.remote_node != **record.node {
                     tally.off_node += record.bytes_sent + record.bytes_received;
+                }
+                if let Some(per_workload) = per_workload.as_mut() {
+                    per_workload.add(record);
                 }
                 batcher.add(record);
             },
@@ -131,7 +139,10 @@ impl Metering {
         count
     }
 
-    fn publish(&self, tally: &Tally, before: EnrichStats) {
+    fn publish(&mut self, tally: &Tally, before: EnrichStats, observed_at: u32) {
+        if self.per_workload.wanted() {
+            self.per_workload.publish(observed_at);
+        }
         for (i, category) in Category::ALL.iter().enumerate() {
             let category = category.as_str();
             if tally.records[i] > 0 {
@@ -223,7 +234,7 @@ impl Reader {
         self.metering
             .meter_ended(&self.ended, clamp(now), elapsed, &mut tally);
         self.metering.batcher.flush();
-        self.metering.publish(&tally, before);
+        self.metering.publish(&tally, before, clamp(now));
         tracing::info!("final read spooled");
     }
 
@@ -289,7 +300,7 @@ impl Reader {
                 }
             }
         }
-        self.metering.publish(&tally, before);
+        self.metering.publish(&tally, before, observed_at);
         self.judge_coverage(tally.off_node, &routes.uplinks());
         if let Some(count) = read_number("/proc/sys/net/netfilter/nf_conntrack_count") {
             m.table_entries.set(count);

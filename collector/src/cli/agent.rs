@@ -11,7 +11,9 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use tollgate::agent::http::{self, Health};
 use tollgate::agent::metrics::Metrics;
-use tollgate::agent::{listen_for_ended, Batcher, Metering, Reader};
+use tollgate::agent::talkers::TopTalkers;
+use tollgate::agent::workloads::{WorkloadCollector, WorkloadSeries};
+use tollgate::agent::{listen_for_ended, Batcher, Metering, PerWorkload, Reader};
 use tollgate::config::{self, Config};
 use tollgate::conntrack::sysctl::{self, Outcome};
 use tollgate::conntrack::{EndedConnections, TableReader};
@@ -22,7 +24,7 @@ use tollgate::sink::clickhouse::{self, ClickHouseSink, ConnectionError};
 use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
 use tollgate::sink::parquet::ParquetSink;
 use tollgate::sink::spool::Spool;
-use tollgate::sink::Configured;
+use tollgate::sink::{self, Configured, Sink};
 
 use super::BadInput;
 
@@ -86,7 +88,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     })?;
     // Created only now that every check has passed.
     let parquet = parquet_dir.as_deref().map(ParquetSink::open).transpose()?;
-    let spool = Spool::open(&spool_dir, sinks.spool.cap_mib << 20)?;
+    let spool = Spool::open(
+        &spool_dir,
+        sinks.spool.cap_mib << 20,
+        &sink::names(connection.is_some(), parquet.is_some()),
+    )?;
     for setting in sysctl::ALL {
         if sysctl::ensure(setting)? == Outcome::Enabled {
             tracing::info!(sysctl = setting.name, "enabled");
@@ -147,9 +153,26 @@ async fn serve(
     let listener = tokio::net::TcpListener::from_std(listen)
         .with_context(|| format!("cannot listen on {} (agent.listen)", agent.listen))?;
     let spool = Arc::new(Mutex::new(spool));
-    let delivery = Arc::new(DeliveryCounts::default());
+    let delivery: Vec<(&'static str, Arc<DeliveryCounts>)> = sink
+        .names()
+        .into_iter()
+        .map(|name| (name, Arc::default()))
+        .collect();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry, spool.clone(), delivery.clone());
+    metrics.read_interval.set(i64::from(agent.interval_seconds));
+    let workload_series = agent.workload_metrics.enabled.then(|| {
+        let wanted = &agent.workload_metrics;
+        let series = Arc::new(Mutex::new(WorkloadSeries::new(
+            &config.cluster,
+            wanted.max_series,
+            wanted.idle_seconds,
+        )));
+        registry
+            .sub_registry_with_prefix("tollgate")
+            .register_collector(Box::new(WorkloadCollector(series.clone())));
+        series
+    });
     let health = Arc::new(Health::new(agent.interval_seconds));
     tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
 
@@ -157,13 +180,25 @@ async fn serve(
         .await
         .map_err(|e| BadInput(e.to_string()))?;
     let sink = Arc::new(sink);
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let delivering = tokio::spawn(deliver_forever(
-        spool.clone(),
-        sink.clone(),
-        delivery.clone(),
-        wake.clone(),
-    ));
+    // One delivery task per sink, each woken by the batcher.
+    let wakes: Vec<_> = delivery
+        .iter()
+        .map(|_| Arc::new(tokio::sync::Notify::new()))
+        .collect();
+    let delivering: Vec<_> = delivery
+        .iter()
+        .zip(&wakes)
+        .enumerate()
+        .map(|(index, ((_, counts), wake))| {
+            tokio::spawn(deliver_forever(
+                spool.clone(),
+                sink.clone(),
+                index,
+                counts.clone(),
+                wake.clone(),
+            ))
+        })
+        .collect();
 
     let table = TableReader::open()?;
     let (ended_tx, ended_rx) = mpsc::channel();
@@ -189,10 +224,14 @@ async fn serve(
                 spool.clone(),
                 tokens,
                 agent.batch_rows,
-                wake,
+                wakes,
                 metrics.clone(),
             ),
             metrics,
+            PerWorkload::new(
+                workload_series,
+                (agent.top_talkers > 0).then(|| TopTalkers::new(agent.top_talkers)),
+            ),
         ),
         interval: agent.interval_seconds,
         health: health.clone(),
@@ -220,14 +259,31 @@ async fn serve(
     tokio::task::spawn_blocking(move || reading.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
-    delivering.abort();
+    for task in &delivering {
+        task.abort();
+    }
+    let counts: Vec<&DeliveryCounts> = delivery.iter().map(|(_, c)| c.as_ref()).collect();
     let timeout = Duration::from_secs(agent.shutdown_timeout_seconds);
-    match tokio::time::timeout(
-        timeout,
-        deliver::drain(&spool, sink.as_ref(), RetryPolicy::default(), &delivery),
-    )
-    .await
-    {
+    // When something scrapes the agent, the last read's counters wait for
+    // one more scrape: without it Prometheus would never see them.
+    let scrapes = health.scrapes();
+    let (delivered, scraped) = tokio::join!(
+        tokio::time::timeout(
+            timeout,
+            deliver::drain_each(&spool, sink.as_ref(), RetryPolicy::default(), &counts),
+        ),
+        tokio::time::timeout(timeout, async {
+            if scrapes > 0 {
+                health.scraped_after(scrapes).await;
+            }
+        }),
+    );
+    if scraped.is_err() {
+        tracing::warn!(
+            "no scrape of /metrics came after the last read; Prometheus misses that read's bytes"
+        );
+    }
+    match delivered {
         Ok(result) => {
             result?;
             tracing::info!("every record delivered");
@@ -244,19 +300,21 @@ async fn serve(
     Ok(())
 }
 
-/// Deliver whatever the spool holds whenever the reader adds a batch (and
-/// every few seconds, to retry after an outage).
+/// Deliver to the sink at `index` of `sinks` whatever the spool holds for
+/// it whenever the reader adds a batch (and every few seconds, to retry
+/// after an outage).
 async fn deliver_forever(
     spool: Arc<Mutex<Spool>>,
-    sink: Arc<Configured>,
+    sinks: Arc<Configured>,
+    index: usize,
     counts: Arc<DeliveryCounts>,
     wake: Arc<tokio::sync::Notify>,
 ) {
+    let each = sinks.each();
+    let sink = &each[index];
     loop {
-        if let Err(error) =
-            deliver::drain(&spool, sink.as_ref(), RetryPolicy::default(), &counts).await
-        {
-            tracing::error!(%error, "delivery stopped; retrying");
+        if let Err(error) = deliver::drain(&spool, sink, RetryPolicy::default(), &counts).await {
+            tracing::error!(sink = sink.name(), %error, "delivery stopped; retrying");
         }
         tokio::select! {
             () = wake.notified() => {}

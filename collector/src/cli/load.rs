@@ -15,7 +15,7 @@ use tollgate::sink::clickhouse::{self, ClickHouseSink};
 use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
 use tollgate::sink::parquet::ParquetSink;
 use tollgate::sink::spool::Spool;
-use tollgate::sink::Configured;
+use tollgate::sink::{self, Configured};
 use tollgate_schema::compact::Rows;
 use tollgate_schema::FlowRecord;
 
@@ -95,20 +95,21 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         input::separate_dirs(("--spool", &args.spool), ("--parquet", dir))?;
     }
     let connection = args.clickhouse.connection()?;
+    let sink_names = sink::names(connection.is_some(), args.parquet.is_some());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     if from_file {
         let resume_at = if args.spool.is_dir() {
-            Spool::open(&args.spool, args.spool_cap_mib << 20)?.position()
+            Spool::open(&args.spool, args.spool_cap_mib << 20, &sink_names)?.position()
         } else {
             Resume::default()
         };
         runtime.block_on(check_lines(&args.input, resume_at))?;
     }
     let parquet = args.parquet.as_deref().map(ParquetSink::open).transpose()?;
-    let spool = Spool::open(&args.spool, args.spool_cap_mib << 20)?;
+    let spool = Spool::open(&args.spool, args.spool_cap_mib << 20, &sink_names)?;
     // A wrong URL or password fails at once. But batches in the spool mean
     // an earlier run reached this ClickHouse: failing now is an outage, to be
     // waited out while the spool keeps them.
@@ -140,13 +141,18 @@ async fn load(
     sink: Configured,
     destination: String,
 ) -> anyhow::Result<()> {
-    let counts = DeliveryCounts::default();
+    let counts: Vec<DeliveryCounts> = sink
+        .each()
+        .iter()
+        .map(|_| DeliveryCounts::default())
+        .collect();
+    let counts: Vec<&DeliveryCounts> = counts.iter().collect();
     let lock = || spool.lock().unwrap_or_else(PoisonError::into_inner);
     let policy = RetryPolicy {
         give_up_after: args.give_up_after.map(Duration::from_secs),
         ..RetryPolicy::default()
     };
-    let replayed = deliver::drain(&spool, &sink, policy, &counts).await?;
+    let replayed = deliver::drain_each(&spool, &sink, policy, &counts).await?;
     if replayed > 0 {
         tracing::info!(
             batches = replayed,
@@ -237,7 +243,7 @@ async fn load(
             };
             pending_bytes = 0;
             lock().push(&batch)?;
-            deliver::drain(&spool, &sink, policy, &counts).await?;
+            deliver::drain_each(&spool, &sink, policy, &counts).await?;
         }
         if let Some((number, what)) = refused {
             let rerun = if from_stdin {

@@ -1,4 +1,5 @@
-//! Sends spooled batches to a sink, oldest first, until the spool is empty.
+//! Sends spooled batches to each sink, oldest first, until the sink has
+//! every one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -7,7 +8,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use super::spool::{Spool, SpoolError};
-use super::{Sink, WriteError};
+use super::{Configured, Sink, WriteError};
 
 /// How retries back off.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +32,8 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What delivery has done, readable while it runs (for metrics).
+/// What delivery to one sink has done, readable while it runs (for
+/// metrics).
 #[derive(Debug, Default)]
 pub struct DeliveryCounts {
     /// Batches the sink acknowledged.
@@ -59,9 +61,11 @@ pub enum DeliveryError {
     },
 }
 
-/// Deliver every spooled batch to `sink`, in order. A failing write is
-/// retried (jittered exponential backoff, capped) without end, or until the
-/// policy gives up: a batch leaves the spool only when the sink has it.
+/// Deliver every spooled batch `sink` does not have yet, in order. A
+/// failing write is retried (jittered exponential backoff, capped) without
+/// end, or until the policy gives up: the spool's cursor for the sink moves
+/// only when the sink has the batch, and the batch leaves the spool when
+/// every sink has it.
 /// The spool is locked only to read or forget a batch, never while the sink
 /// writes, so batches can be added meanwhile. Cancelling the returned future
 /// is safe: an unacknowledged batch stays spooled and its resend is
@@ -75,7 +79,7 @@ pub async fn drain<S: Sink + Sync>(
     let lock = || spool.lock().unwrap_or_else(PoisonError::into_inner);
     let mut delivered = 0;
     loop {
-        let Some(batch) = lock().oldest()? else {
+        let Some(batch) = lock().next_for(sink.name())? else {
             return Ok(delivered);
         };
         let backoff = ExponentialBuilder::default()
@@ -100,11 +104,36 @@ pub async fn drain<S: Sink + Sync>(
                 seq: batch.seq,
                 source,
             })?;
-        lock().ack(batch.seq)?;
+        lock().ack(sink.name(), batch.seq)?;
         counts.batches.fetch_add(1, Ordering::Relaxed);
         counts
             .records
             .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
         delivered += 1;
     }
+}
+
+/// Deliver every spooled batch to every sink in `sinks`, the sinks side by
+/// side: one that fails holds back and re-sends nothing to the others.
+/// Returns the batches delivered, summed over the sinks; the first error
+/// once every sink has stopped.
+/// `counts` go with the sinks in [`Configured::each`]'s order.
+pub async fn drain_each(
+    spool: &Mutex<Spool>,
+    sinks: &Configured,
+    policy: RetryPolicy,
+    counts: &[&DeliveryCounts],
+) -> Result<u64, DeliveryError> {
+    let each = sinks.each();
+    let results = futures::future::join_all(
+        each.iter()
+            .zip(counts)
+            .map(|(sink, counts)| drain(spool, sink, policy, counts)),
+    )
+    .await;
+    let mut delivered = 0;
+    for result in results {
+        delivered += result?;
+    }
+    Ok(delivered)
 }

@@ -4,9 +4,9 @@
 //! whether a failure is worth retrying. Everything that makes delivery
 //! exactly-once is shared by every sink: [`batch`] (a batch's identity is
 //! fixed when it is formed), [`spool`] (batches are durable before they are
-//! sent and deleted only once acknowledged) and [`deliver`] (the oldest
-//! batch first, retried with capped, jittered exponential backoff, never
-//! dropped).
+//! sent and deleted only once every sink acknowledged them, each sink's
+//! progress kept apart) and [`deliver`] (per sink, the oldest batch first,
+//! retried with capped, jittered exponential backoff, never dropped).
 
 pub mod batch;
 pub mod clickhouse;
@@ -56,10 +56,23 @@ pub trait Sink {
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
+/// The ClickHouse sink's name (logs, the spool's cursor, metrics).
+pub const CLICKHOUSE: &str = "clickhouse";
+/// The Parquet sink's name.
+pub const PARQUET: &str = "parquet";
+
+/// The names of the sinks a configuration asks for, ClickHouse first.
+pub fn names(clickhouse: bool, parquet: bool) -> Vec<&'static str> {
+    [clickhouse.then_some(CLICKHOUSE), parquet.then_some(PARQUET)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// The sinks a configuration asks for (ClickHouse, Parquet files, or
-/// both), fed the same batches: a batch is delivered once every one has
-/// it. Each makes a resend harmless, so retrying after only one succeeded
-/// rewrites that one idempotently.
+/// both), fed the same batches, each at its own pace: a batch is forgotten
+/// once every one has it, and one failing never makes another write a
+/// batch again.
 pub struct Configured {
     /// ClickHouse, if configured.
     pub clickhouse: Option<clickhouse::ClickHouseSink>,
@@ -67,22 +80,40 @@ pub struct Configured {
     pub parquet: Option<parquet::ParquetSink>,
 }
 
-impl Sink for Configured {
+/// One of the [`Configured`] sinks.
+pub enum OneSink<'a> {
+    /// ClickHouse.
+    ClickHouse(&'a clickhouse::ClickHouseSink),
+    /// Parquet files.
+    Parquet(&'a parquet::ParquetSink),
+}
+
+impl Configured {
+    /// Each sink, ClickHouse first.
+    pub fn each(&self) -> Vec<OneSink<'_>> {
+        let clickhouse = self.clickhouse.as_ref().map(OneSink::ClickHouse);
+        let parquet = self.parquet.as_ref().map(OneSink::Parquet);
+        clickhouse.into_iter().chain(parquet).collect()
+    }
+
+    /// Their names.
+    pub fn names(&self) -> Vec<&'static str> {
+        names(self.clickhouse.is_some(), self.parquet.is_some())
+    }
+}
+
+impl Sink for OneSink<'_> {
     fn name(&self) -> &'static str {
-        match (&self.clickhouse, &self.parquet) {
-            (Some(_), Some(_)) => "clickhouse+parquet",
-            (Some(_), None) => "clickhouse",
-            _ => "parquet",
+        match self {
+            OneSink::ClickHouse(sink) => sink.name(),
+            OneSink::Parquet(sink) => sink.name(),
         }
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
-        if let Some(sink) = &self.clickhouse {
-            sink.write(batch).await?;
+        match self {
+            OneSink::ClickHouse(sink) => sink.write(batch).await,
+            OneSink::Parquet(sink) => sink.write(batch).await,
         }
-        if let Some(sink) = &self.parquet {
-            sink.write(batch).await?;
-        }
-        Ok(())
     }
 }

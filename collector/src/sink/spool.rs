@@ -2,10 +2,14 @@
 //!
 //! A batch is written to `<seq>.batch.tmp`, fsynced, renamed to
 //! `<seq>.batch` and the directory fsynced before anyone sends it; it is
-//! deleted only after the sink acknowledged it. After a crash, [`Spool::open`]
-//! finds every complete batch (a `.tmp` file is an unfinished write whose
-//! batch was never handed out, and is removed) and replays them in `seq`
-//! order with their original tokens.
+//! deleted only after every sink acknowledged it. Each sink has its own
+//! cursor (the highest batch it acknowledged, kept durably in
+//! `delivered-<sink>` when there are several sinks), so a sink that fails
+//! never makes another send a batch again, and each goes at its own pace.
+//! After a crash, [`Spool::open`] finds every complete batch (a `.tmp` file
+//! is an unfinished write whose batch was never handed out, and is removed)
+//! and replays to each sink, in `seq` order with their original tokens, the
+//! ones past its cursor.
 //!
 //! A batch file is a header (sequence, token, resume position) and the
 //! records in the schema crate's compact form (each distinct name once,
@@ -94,12 +98,14 @@ pub struct Spool {
     next_seq: u64,
     position: Resume,
     stats: SpoolStats,
+    /// Per sink: its name and the highest `seq` it acknowledged.
+    cursors: Vec<(&'static str, u64)>,
 }
 
 impl Spool {
     /// Open (creating it if needed) the spool in `dir`, holding at most
-    /// `cap_bytes` of batches.
-    pub fn open(dir: &Path, cap_bytes: u64) -> Result<Self, SpoolError> {
+    /// `cap_bytes` of batches for `sinks` (their names).
+    pub fn open(dir: &Path, cap_bytes: u64, sinks: &[&'static str]) -> Result<Self, SpoolError> {
         let io = |action, source| SpoolError::Io {
             path: dir.to_owned(),
             action,
@@ -134,14 +140,22 @@ impl Spool {
             queued: queued.into(),
             position: Resume::default(),
             stats: SpoolStats::default(),
+            cursors: Vec::new(),
         };
+        for &sink in sinks {
+            let cursor = spool.read_number(&cursor_file(sink))?.unwrap_or(0);
+            spool.cursors.push((sink, cursor));
+        }
         let saved = spool.read_position()?;
         let newest = match spool.queued.back() {
             Some(&(seq, _)) => spool.read(seq)?.resume_at,
             None => Resume::default(),
         };
         spool.position = saved.max(newest);
-        spool.next_seq = spool.next_seq.max(spool.read_next_seq()?);
+        let next_seq = spool.read_number("next-seq")?.unwrap_or(1);
+        spool.next_seq = spool.next_seq.max(next_seq);
+        // A crash between a cursor's write and the removal it allowed.
+        spool.forget_delivered()?;
         Ok(spool)
     }
 
@@ -168,6 +182,11 @@ impl Spool {
     /// Bytes of batches on disk.
     pub fn used_bytes(&self) -> u64 {
         self.used_bytes
+    }
+
+    /// The most bytes of batches it holds.
+    pub fn cap_bytes(&self) -> u64 {
+        self.cap_bytes
     }
 
     /// What the spool did so far.
@@ -218,33 +237,69 @@ impl Spool {
         Ok(Pushed::Spooled)
     }
 
-    /// The oldest batch not yet acknowledged.
-    pub fn oldest(&self) -> Result<Option<Batch>, SpoolError> {
-        match self.queued.front() {
+    /// The oldest batch `sink` has not acknowledged.
+    pub fn next_for(&self, sink: &str) -> Result<Option<Batch>, SpoolError> {
+        let done = self.cursor(sink);
+        match self.queued.iter().find(|&&(seq, _)| seq > done) {
             Some(&(seq, _)) => self.read(seq).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The sink has the batch `seq`: forget it.
-    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
-        let Some(index) = self.queued.iter().position(|&(s, _)| s == seq) else {
-            return Ok(());
+    fn cursor(&self, sink: &str) -> u64 {
+        self.cursors
+            .iter()
+            .find(|(name, _)| *name == sink)
+            .map_or(0, |&(_, seq)| seq)
+    }
+
+    /// `sink` has the batch `seq` (and every one before it): remembered,
+    /// and the batches every sink has are forgotten.
+    pub fn ack(&mut self, sink: &str, seq: u64) -> Result<(), SpoolError> {
+        let several = self.cursors.len() > 1;
+        let Some(cursor) = self.cursors.iter_mut().find(|(name, _)| *name == sink) else {
+            return Err(SpoolError::Corrupt {
+                path: self.dir.clone(),
+                detail: format!("no sink {sink} was opened with this spool"),
+            });
         };
-        if self.queued.len() == 1 {
-            // The last batch carries the input position: save it first.
-            self.write_position()?;
-            self.write_next_seq()?;
+        if seq <= cursor.1 {
+            return Ok(());
         }
-        let path = self.batch_path(seq);
-        fs::remove_file(&path).map_err(|source| SpoolError::Io {
-            path: path.clone(),
-            action: "removing an acknowledged batch",
-            source,
-        })?;
-        sync_dir(&self.dir)?;
-        if let Some((_, size)) = self.queued.remove(index) {
+        cursor.1 = seq;
+        // With one sink, removing the batch is the record of its delivery.
+        if several {
+            let path = self.dir.join(cursor_file(sink));
+            write_durably(&self.dir, &path, format!("{seq}\n").as_bytes())?;
+        }
+        self.forget_delivered()
+    }
+
+    /// Removes the batches every sink acknowledged, oldest first.
+    fn forget_delivered(&mut self) -> Result<(), SpoolError> {
+        let everyone = self.cursors.iter().map(|&(_, seq)| seq).min().unwrap_or(0);
+        let mut removed = false;
+        while let Some(&(seq, size)) = self.queued.front() {
+            if seq > everyone {
+                break;
+            }
+            if self.queued.len() == 1 {
+                // The last batch carries the input position: save it first.
+                self.write_position()?;
+                self.write_next_seq()?;
+            }
+            let path = self.batch_path(seq);
+            fs::remove_file(&path).map_err(|source| SpoolError::Io {
+                path: path.clone(),
+                action: "removing an acknowledged batch",
+                source,
+            })?;
+            removed = true;
+            self.queued.pop_front();
             self.used_bytes -= size;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -293,15 +348,19 @@ impl Spool {
         }
     }
 
-    fn read_next_seq(&self) -> Result<u64, SpoolError> {
-        let text = self.read_small("next-seq")?;
+    /// The number a small file holds; `None` when it is missing or empty.
+    fn read_number(&self, name: &str) -> Result<Option<u64>, SpoolError> {
+        let text = self.read_small(name)?;
         if text.trim().is_empty() {
-            return Ok(1);
+            return Ok(None);
         }
-        text.trim().parse().map_err(|_| SpoolError::Corrupt {
-            path: self.dir.join("next-seq"),
-            detail: format!("{text:?} is not a number"),
-        })
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| SpoolError::Corrupt {
+                path: self.dir.join(name),
+                detail: format!("{text:?} is not a number"),
+            })
     }
 
     fn read_small(&self, name: &str) -> Result<String, SpoolError> {
@@ -331,6 +390,11 @@ impl Spool {
             format!("{}\n", self.next_seq).as_bytes(),
         )
     }
+}
+
+/// The file holding `sink`'s cursor.
+fn cursor_file(sink: &str) -> String {
+    format!("delivered-{sink}")
 }
 
 /// Write `bytes` to `path` so that after a crash the file is either absent
@@ -402,7 +466,7 @@ mod tests {
     fn batches_survive_reopening_in_order_and_acks_forget_them() {
         let dir = TempDir::new("spool-order");
         let tokens = TokenMaker::new("n").unwrap();
-        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         let first = batch(&spool, &tokens, 3, 100);
         assert_eq!(spool.push(&first).unwrap(), Pushed::Spooled);
         let second = batch(&spool, &tokens, 2, 200);
@@ -411,28 +475,56 @@ mod tests {
         fs::write(dir.join("00000000000000000003.batch.tmp"), b"partial").unwrap();
         drop(spool);
 
-        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         assert_eq!(spool.len(), 2);
-        assert_same(&spool.oldest().unwrap().unwrap(), &first);
+        assert_same(&spool.next_for("sink").unwrap().unwrap(), &first);
         assert_eq!(spool.position().offset, 200);
         assert!(!dir.join("00000000000000000003.batch.tmp").exists());
-        spool.ack(first.seq).unwrap();
-        assert_same(&spool.oldest().unwrap().unwrap(), &second);
-        spool.ack(second.seq).unwrap();
+        spool.ack("sink", first.seq).unwrap();
+        assert_same(&spool.next_for("sink").unwrap().unwrap(), &second);
+        spool.ack("sink", second.seq).unwrap();
         assert!(spool.is_empty());
         assert_eq!(spool.used_bytes(), 0);
 
         // Empty again, it still knows the input position and the next seq.
-        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         assert_eq!(spool.position().offset, 200);
         assert_eq!(spool.next_seq(), 3);
+    }
+
+    #[test]
+    fn each_sink_keeps_its_own_cursor_across_reopening() {
+        let dir = TempDir::new("spool-cursors");
+        let tokens = TokenMaker::new("n").unwrap();
+        let sinks = ["clickhouse", "parquet"];
+        let mut spool = Spool::open(&dir, 1 << 20, &sinks).unwrap();
+        let first = batch(&spool, &tokens, 3, 100);
+        spool.push(&first).unwrap();
+        let second = batch(&spool, &tokens, 2, 200);
+        spool.push(&second).unwrap();
+        // ClickHouse takes both while Parquet fails: nothing is forgotten.
+        spool.ack("clickhouse", first.seq).unwrap();
+        spool.ack("clickhouse", second.seq).unwrap();
+        assert_eq!(spool.len(), 2);
+        assert!(spool.next_for("clickhouse").unwrap().is_none());
+        drop(spool);
+
+        // After a restart ClickHouse is owed nothing, Parquet everything.
+        let mut spool = Spool::open(&dir, 1 << 20, &sinks).unwrap();
+        assert!(spool.next_for("clickhouse").unwrap().is_none());
+        assert_same(&spool.next_for("parquet").unwrap().unwrap(), &first);
+        spool.ack("parquet", first.seq).unwrap();
+        assert_eq!(spool.len(), 1);
+        spool.ack("parquet", second.seq).unwrap();
+        assert!(spool.is_empty());
+        assert!(spool.ack("s3", 9).is_err());
     }
 
     #[test]
     fn a_full_spool_drops_and_counts_instead_of_growing() {
         let dir = TempDir::new("spool-full");
         let tokens = TokenMaker::new("n").unwrap();
-        let mut spool = Spool::open(&dir, 4096).unwrap();
+        let mut spool = Spool::open(&dir, 4096, &["sink"]).unwrap();
         let mut dropped = 0;
         for i in 0..50 {
             let b = batch(&spool, &tokens, 10, i);
@@ -450,7 +542,7 @@ mod tests {
     fn a_corrupt_batch_is_reported_with_its_path() {
         let dir = TempDir::new("spool-corrupt");
         fs::write(dir.join("00000000000000000001.batch"), b"TGSPOOL1garbage").unwrap();
-        let err = Spool::open(&dir, 1 << 20).unwrap_err();
+        let err = Spool::open(&dir, 1 << 20, &["sink"]).unwrap_err();
         assert!(
             err.to_string()
                 .contains("00000000000000000001.batch is corrupt"),
@@ -460,7 +552,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_directory_is_an_error_naming_it() {
-        let err = Spool::open(Path::new("/proc/tollgate-spool"), 1 << 20).unwrap_err();
+        let err = Spool::open(Path::new("/proc/tollgate-spool"), 1 << 20, &["sink"]).unwrap_err();
         assert!(err.to_string().contains("/proc/tollgate-spool"), "{err}");
     }
 }

@@ -340,7 +340,11 @@ fn parts(
     let count = batches.iter().map(|rows| rows.len() as u64).sum();
 
     let tokens = TokenMaker::new("parts")?;
-    let mut spool = Spool::open(&dir.join("parts-spool"), 8 << 30)?;
+    let mut spool = Spool::open(
+        &dir.join("parts-spool"),
+        8 << 30,
+        &[tollgate::sink::CLICKHOUSE],
+    )?;
     let ((), spool_cpu) = timed("spooling alone (write, fsync)", || {
         for (i, rows) in batches.into_iter().enumerate() {
             let seq = i as u64 + 1;

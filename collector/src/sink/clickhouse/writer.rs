@@ -45,7 +45,7 @@ impl ClickHouseSink {
 
 impl Sink for ClickHouseSink {
     fn name(&self) -> &'static str {
-        "clickhouse"
+        crate::sink::CLICKHOUSE
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
@@ -72,7 +72,12 @@ impl Sink for ClickHouseSink {
             .await
             .map_err(fail)?
             .with_setting("insert_deduplication_token", batch.token.as_str())
-            .with_setting("insert_deduplicate", "1");
+            .with_setting("insert_deduplicate", "1")
+            // A retried batch must reach every rollup once, whatever the
+            // server's default (off before ClickHouse 26.2: since 24.7 a
+            // resent block goes through the views, which then insert it
+            // again unless they deduplicate too).
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
         // Records with their names borrowed from the batch: no name's
         // reference count is touched.
         for record in batch.rows.iter() {

@@ -237,7 +237,7 @@ fn finish(files: &mut BTreeMap<u32, PartitionFile>) -> Result<Vec<PathBuf>, Writ
 
 impl Sink for ParquetSink {
     fn name(&self) -> &'static str {
-        "parquet"
+        super::PARQUET
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
