@@ -307,6 +307,17 @@ impl WorkloadSeries {
     pub fn live(&self) -> usize {
         self.live
     }
+
+    /// Whether the last scrape showed every series' bytes (none is new,
+    /// none grew since).
+    pub fn fully_shown(&self) -> bool {
+        self.workloads
+            .values()
+            .chain(std::iter::once(&self.overflow))
+            .flatten()
+            .flatten()
+            .all(|cell| cell.shown == cell.bytes)
+    }
 }
 
 /// Exposes the series at each scrape.
@@ -472,6 +483,22 @@ mod tests {
                 sample("w", "cross_zone", "out", 110)
             ]
         );
+    }
+
+    #[test]
+    fn fully_shown_once_a_scrape_showed_every_byte() {
+        let series = Arc::new(Mutex::new(WorkloadSeries::new("c", 10, 3600)));
+        let shown = || series.lock().expect("lock").fully_shown();
+        assert!(shown());
+        let sums = interval(&[record("w", Category::Internet, 5, 0)]);
+        series.lock().expect("lock").absorb(&sums, 1000);
+        assert!(!shown());
+        scrape(&series);
+        assert!(!shown(), "a new series shows 0 first");
+        scrape(&series);
+        assert!(shown());
+        series.lock().expect("lock").absorb(&sums, 1010);
+        assert!(!shown());
     }
 
     #[test]

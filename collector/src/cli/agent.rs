@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -229,7 +229,7 @@ async fn serve(
             ),
             metrics,
             PerWorkload::new(
-                workload_series,
+                workload_series.clone(),
                 (agent.top_talkers > 0).then(|| TopTalkers::new(agent.top_talkers)),
             ),
         ),
@@ -265,7 +265,9 @@ async fn serve(
     let counts: Vec<&DeliveryCounts> = delivery.iter().map(|(_, c)| c.as_ref()).collect();
     let timeout = Duration::from_secs(agent.shutdown_timeout_seconds);
     // When something scrapes the agent, the last read's counters wait for
-    // one more scrape: without it Prometheus would never see them.
+    // scrapes until one has shown them all (a series born in the last read
+    // is shown at 0 first): without them Prometheus would never see those
+    // bytes.
     let scrapes = health.scrapes();
     let (delivered, scraped) = tokio::join!(
         tokio::time::timeout(
@@ -273,8 +275,19 @@ async fn serve(
             deliver::drain_each(&spool, sink.as_ref(), RetryPolicy::default(), &counts),
         ),
         tokio::time::timeout(timeout, async {
-            if scrapes > 0 {
-                health.scraped_after(scrapes).await;
+            let mut after = scrapes;
+            while after > 0 {
+                health.scraped_after(after).await;
+                let shown = workload_series.as_ref().is_none_or(|series| {
+                    series
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .fully_shown()
+                });
+                if shown {
+                    break;
+                }
+                after = health.scrapes();
             }
         }),
     );
