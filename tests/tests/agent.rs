@@ -868,3 +868,122 @@ fn check_top_talkers(ch: &clickhouse::ClickHouse, database: &str, log: &std::pat
         assert_eq!(stored.trim(), format!("{sent}\t{received}"), "{line}");
     }
 }
+
+/// An overlapping restart: a second agent started on a node whose agent
+/// still runs (same port, same spool) waits for it instead of failing,
+/// then takes over; a connection running across the handover is metered
+/// exactly once, as nftables counted it.
+#[test]
+fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("handover", Underlay::Routed)
+    else {
+        return;
+    };
+    let node = &cluster.nodes[0];
+    let (first, config) = start_agent(&cluster, &database, 0);
+    let flow = Flow::new(
+        "report-29123-q7z",
+        Target::Pod("db-0"),
+        "tcp",
+        false,
+        27000,
+        1,
+    );
+    let traffic = cluster
+        .start(
+            &flow,
+            &[
+                "tcp", "--bytes", "3000000", "--chunks", "16", "--pause", "0.5",
+            ],
+        )
+        .unwrap();
+    let second_config = config.with_file_name("node-a-second.yaml");
+    std::fs::copy(&config, &second_config).unwrap();
+    let second_log = second_config.with_extension("log");
+    let mut second = node
+        .ns
+        .command(tollgate::binary().to_str().unwrap())
+        .args(["agent", "--config"])
+        .arg(&second_config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_log).unwrap())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second agent waits: {log}"
+    );
+    assert!(log.contains("waiting for it to stop"), "{log}");
+    first.stop().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node
+        .ns
+        .command("curl")
+        .args(["-sf", "-o", "/dev/null", "http://127.0.0.1:9102/readyz"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second agent never got ready"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    wait(vec![traffic]);
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = second.wait().unwrap();
+    let log = std::fs::read_to_string(&second_log).unwrap();
+    assert!(stopped.success(), "{log}");
+    assert!(log.contains("taking over"), "{log}");
+    // The handover's gap (connections that end in it lose their bytes since
+    // the first agent's last read): from its last read to the second
+    // agent's start of metering, as both logged it.
+    let first_log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    let at = |log: &str, what: &str| {
+        log.lines()
+            .rfind(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "handover: first agent's last read spooled at {}, second agent metering from {}",
+        at(&first_log, "final read spooled"),
+        at(&log, "metering")
+    );
+
+    let report = cluster.pod("report-29123-q7z");
+    let (mut sent, mut received) = (0, 0);
+    for (key, count) in tollgate_tests::oracle::read(&node.ns).unwrap() {
+        if key.sport == 27000 {
+            sent += count.bytes;
+        } else if key.dport == 27000 {
+            received += count.bytes;
+        }
+    }
+    assert!(sent > 3_000_000, "the traffic ran: {sent}");
+    let metered = ch
+        .query(&format!(
+            "SELECT sum(bytes_sent), sum(bytes_received) FROM {database}.flows \
+             WHERE local_ip IN (toIPv6('{}'), toIPv6('{}'))",
+            report.ip4, report.ip6
+        ))
+        .unwrap();
+    assert_eq!(
+        metered.trim(),
+        format!("{sent}\t{received}"),
+        "report's side across the handover, against nftables"
+    );
+}

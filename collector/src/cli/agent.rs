@@ -23,7 +23,7 @@ use tollgate::sink::batch::TokenMaker;
 use tollgate::sink::clickhouse::{self, ClickHouseSink, ConnectionError};
 use tollgate::sink::deliver::{self, DeliveryCounts, RetryPolicy};
 use tollgate::sink::parquet::ParquetSink;
-use tollgate::sink::spool::Spool;
+use tollgate::sink::spool::{self, Spool};
 use tollgate::sink::{self, Configured, Sink};
 
 use super::BadInput;
@@ -75,7 +75,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let listen = std::net::TcpListener::bind(config.agent.listen).map_err(|e| {
+    let listen = match std::net::TcpListener::bind(config.agent.listen) {
+        // The port and the spool both taken: the agent this one replaces
+        // (an overlapping restart) is finishing its last read. Wait for it
+        // to let go; then this one meters from where it stopped.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrInUse && spool::held_elsewhere(&spool_dir) =>
+        {
+            tracing::warn!(
+                spool = %spool_dir.display(),
+                listen = %config.agent.listen,
+                "another agent holds this node's spool and port: waiting for it to stop"
+            );
+            spool::wait_until_released(&spool_dir)?;
+            tracing::info!("the previous agent stopped; taking over");
+            std::net::TcpListener::bind(config.agent.listen)
+        }
+        bound => bound,
+    }
+    .map_err(|e| {
         let problem = format!(
             "agent.listen: cannot listen on {}: {e}",
             config.agent.listen

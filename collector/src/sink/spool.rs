@@ -21,6 +21,10 @@
 //! newest batch's [`Resume`] position, kept in a `position` file when the
 //! last batch is acknowledged.
 //!
+//! One process at a time: an open spool holds an exclusive lock on its
+//! `lock` file (released when the process ends, however it ends), so two
+//! processes never hand out the same sequence number.
+//!
 //! Above `cap_bytes` a new batch is not spooled: its records are counted as
 //! dropped ([`SpoolStats::dropped_records`]) and the loss is logged as an
 //! error, never silently.
@@ -56,6 +60,12 @@ pub enum SpoolError {
         action: &'static str,
         /// The error.
         source: io::Error,
+    },
+    /// Another process has the spool open.
+    #[error("spool {path} is in use by another process (it holds {path}/lock)")]
+    InUse {
+        /// The spool directory.
+        path: PathBuf,
     },
     /// A batch file is not a batch (corruption). It is left in place.
     #[error("spool file {path} is corrupt: {detail}")]
@@ -100,6 +110,8 @@ pub struct Spool {
     stats: SpoolStats,
     /// Per sink: its name and the highest `seq` it acknowledged.
     cursors: Vec<(&'static str, u64)>,
+    /// The lock file, locked while the spool is open.
+    _lock: File,
 }
 
 impl Spool {
@@ -112,6 +124,16 @@ impl Spool {
             source,
         };
         fs::create_dir_all(dir).map_err(|e| io("creating the directory", e))?;
+        let lock = File::create(dir.join(LOCK)).map_err(|e| io("creating the lock file", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::InUse {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("locking", e)),
+        }
         let mut queued = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| io("listing", e))? {
             let entry = entry.map_err(|e| io("listing", e))?;
@@ -141,6 +163,7 @@ impl Spool {
             position: Resume::default(),
             stats: SpoolStats::default(),
             cursors: Vec::new(),
+            _lock: lock,
         };
         for &sink in sinks {
             let cursor = spool.read_number(&cursor_file(sink))?.unwrap_or(0);
@@ -392,6 +415,42 @@ impl Spool {
     }
 }
 
+/// The file an open spool holds locked.
+const LOCK: &str = "lock";
+
+/// Whether another process has the spool in `dir` open.
+pub fn held_elsewhere(dir: &Path) -> bool {
+    File::open(dir.join(LOCK))
+        .is_ok_and(|lock| matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock)))
+}
+
+/// Waits until no process has the spool in `dir` open; returns whether one
+/// had (a spool never opened has no lock file, and nobody holds it).
+pub fn wait_until_released(dir: &Path) -> Result<bool, SpoolError> {
+    let path = dir.join(LOCK);
+    let lock = match File::open(&path) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(SpoolError::Io {
+                path,
+                action: "opening",
+                source,
+            })
+        }
+    };
+    let io = |source| SpoolError::Io {
+        path: path.clone(),
+        action: "locking",
+        source,
+    };
+    match lock.try_lock() {
+        Ok(()) => Ok(false),
+        Err(fs::TryLockError::WouldBlock) => lock.lock().map(|()| true).map_err(io),
+        Err(fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 /// The file holding `sink`'s cursor.
 fn cursor_file(sink: &str) -> String {
     format!("delivered-{sink}")
@@ -486,6 +545,8 @@ mod tests {
         assert!(spool.is_empty());
         assert_eq!(spool.used_bytes(), 0);
 
+        drop(spool);
+
         // Empty again, it still knows the input position and the next seq.
         let spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         assert_eq!(spool.position().offset, 200);
@@ -518,6 +579,27 @@ mod tests {
         spool.ack("parquet", second.seq).unwrap();
         assert!(spool.is_empty());
         assert!(spool.ack("s3", 9).is_err());
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let dir = TempDir::new("spool-lock");
+        assert!(!wait_until_released(&dir).unwrap());
+        let spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        assert!(held_elsewhere(&dir));
+        // A second open (its own file description, as another process's
+        // would be) is refused while the first is open.
+        let err = Spool::open(&dir, 1 << 20, &["sink"]).unwrap_err();
+        assert!(matches!(err, SpoolError::InUse { .. }), "{err}");
+        let waiter = std::thread::spawn({
+            let dir = dir.to_path_buf();
+            move || wait_until_released(&dir).unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiter.is_finished());
+        drop(spool);
+        assert!(waiter.join().unwrap(), "it waited");
+        Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
     }
 
     #[test]
