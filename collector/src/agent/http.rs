@@ -27,6 +27,8 @@ pub struct Health {
     scrapes_begun: AtomicU64,
     /// One past the highest ticket of a scrape that finished.
     scrapes_done: AtomicU64,
+    /// When the last scrape began (unix seconds).
+    last_scrape_at: AtomicU64,
     scraped: tokio::sync::Notify,
 }
 
@@ -40,6 +42,7 @@ impl Health {
             stale_after: 3 * u64::from(interval_seconds),
             scrapes_begun: AtomicU64::new(0),
             scrapes_done: AtomicU64::new(0),
+            last_scrape_at: AtomicU64::new(0),
             scraped: tokio::sync::Notify::new(),
         }
     }
@@ -47,6 +50,14 @@ impl Health {
     /// Scrapes of `/metrics` begun so far.
     pub fn scrapes(&self) -> u64 {
         self.scrapes_begun.load(Ordering::SeqCst)
+    }
+
+    /// Whether something scrapes the agent regularly: twice at least, the
+    /// last time within a minute (a person's one `curl` is not a scraper
+    /// worth waiting for).
+    pub fn is_scraped(&self) -> bool {
+        let last = self.last_scrape_at.load(Ordering::Relaxed);
+        self.scrapes() >= 2 && unix_seconds().saturating_sub(last) <= 60
     }
 
     /// Waits until a scrape begun after [`Health::scrapes`] returned
@@ -120,6 +131,9 @@ fn respond(
     match request.uri().path() {
         "/metrics" => {
             let ticket = health.scrapes_begun.fetch_add(1, Ordering::SeqCst);
+            health
+                .last_scrape_at
+                .store(unix_seconds(), Ordering::Relaxed);
             let mut body = String::new();
             if let Err(error) = prometheus_client::encoding::text::encode(&mut body, registry) {
                 return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"));

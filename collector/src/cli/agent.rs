@@ -282,11 +282,15 @@ async fn serve(
     }
     let counts: Vec<&DeliveryCounts> = delivery.iter().map(|(_, c)| c.as_ref()).collect();
     let timeout = Duration::from_secs(agent.shutdown_timeout_seconds);
-    // When something scrapes the agent, the last read's counters wait for
-    // scrapes until one has shown them all (a series born in the last read
-    // is shown at 0 first): without them Prometheus would never see those
-    // bytes.
-    let scrapes = health.scrapes();
+    // When something scrapes the agent regularly, the last read's counters
+    // wait for scrapes until one has shown them all (a series born in the
+    // last read is shown at 0 first): without them Prometheus would never
+    // see those bytes.
+    let scrapes = if health.is_scraped() {
+        health.scrapes()
+    } else {
+        0
+    };
     let (delivered, scraped) = tokio::join!(
         tokio::time::timeout(
             timeout,
