@@ -311,27 +311,42 @@ impl Collector for SinkCollector {
                 counter.encode(family.encode_family(&[("sink", *sink)])?)?;
             }
         }
-        let gauge = ConstGauge::new(bytes as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "spool",
-            "Bytes of batches waiting in the spool",
-            Some(&Unit::Bytes),
-            gauge.metric_type(),
-        )?)?;
-        let gauge = ConstGauge::new(i64::try_from(cap).unwrap_or(i64::MAX));
-        gauge.encode(encoder.encode_descriptor(
-            "spool_max",
-            "The spool's cap (sinks.spool.cap_mib); beyond it records are dropped and counted",
-            Some(&Unit::Bytes),
-            gauge.metric_type(),
-        )?)?;
-        let gauge = ConstGauge::new(batches as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "spool_batches",
-            "Batches waiting in the spool",
-            None,
-            gauge.metric_type(),
-        )?)?;
+        let bytes_unit = Some(&Unit::Bytes);
+        let gauges = [
+            (
+                "spool",
+                "Bytes of batches waiting in the spool",
+                bytes_unit,
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            ),
+            (
+                "spool_max",
+                "The spool's cap (sinks.spool.cap_mib); beyond it records are dropped and counted",
+                bytes_unit,
+                i64::try_from(cap).unwrap_or(i64::MAX),
+            ),
+            (
+                "spool_batches",
+                "Batches waiting in the spool",
+                None,
+                i64::try_from(batches).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            encode_gauge(&mut encoder, name, help, unit, value)?;
+        }
         Ok(())
     }
+}
+
+/// Encodes a gauge whose value is read at scrape time.
+pub(super) fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)
 }

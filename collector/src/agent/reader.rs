@@ -35,7 +35,8 @@ pub struct Metering {
     inventory: Arc<RwLock<Inventory>>,
     batcher: Batcher,
     metrics: Arc<Metrics>,
-    per_workload: PerWorkload,
+    /// Per-workload counters and top talkers, if either is wanted.
+    per_workload: Option<PerWorkload>,
     /// Entries waiting to be enriched together, under one read lock of the
     /// inventory.
     pending: Vec<Entry>,
@@ -65,7 +66,7 @@ impl Metering {
         inventory: Arc<RwLock<Inventory>>,
         batcher: Batcher,
         metrics: Arc<Metrics>,
-        per_workload: PerWorkload,
+        per_workload: Option<PerWorkload>,
     ) -> Self {
         Self {
             enricher,
@@ -94,7 +95,7 @@ impl Metering {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let batcher = &mut self.batcher;
-        let mut per_workload = Some(&mut self.per_workload).filter(|p| p.wanted());
+        let mut per_workload = self.per_workload.as_mut();
         self.enricher.enrich_many(
             &self.pending,
             observed_at,
@@ -140,8 +141,8 @@ impl Metering {
     }
 
     fn publish(&mut self, tally: &Tally, before: EnrichStats, observed_at: u32) {
-        if self.per_workload.wanted() {
-            self.per_workload.publish(observed_at);
+        if let Some(per_workload) = &mut self.per_workload {
+            per_workload.publish(observed_at);
         }
         for (i, category) in Category::ALL.iter().enumerate() {
             let category = category.as_str();

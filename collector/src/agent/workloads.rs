@@ -24,11 +24,11 @@ use hashbrown::HashTable;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use tollgate_schema::{Category, FlowView, Name};
 
+use super::metrics::encode_gauge;
 use super::talkers::TopTalkers;
 
 /// The `workload` label of the overflow series.
@@ -88,29 +88,8 @@ pub struct IntervalSums {
 impl IntervalSums {
     /// Adds `record`'s bytes to its workload's sums.
     pub fn add(&mut self, record: &FlowView<'_>) {
-        let hash = self.hash(record);
-        let sums = &self.sums;
-        let slot = match self.index.find(hash, |&i| sums[i].0.is_of(record)) {
-            Some(&i) => i,
-            None => {
-                let i = self.sums.len();
-                self.sums.push((WorkloadKey::of(record), [0; CELLS]));
-                let (hasher, sums) = (&self.hasher, &self.sums);
-                self.index
-                    .insert_unique(hash, i, |&j| key_hash(hasher, &sums[j].0));
-                i
-            }
-        };
-        let cell = record.category as usize * 2;
-        let sums = &mut self.sums[slot].1;
-        sums[cell] += record.bytes_sent;
-        sums[cell + 1] += record.bytes_received;
-    }
-
-    fn hash(&self, record: &FlowView<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        hash_parts(
-            &mut h,
+        let hash = hash_of(
+            &self.hasher,
             [
                 record.local_team,
                 record.local_namespace,
@@ -118,7 +97,27 @@ impl IntervalSums {
                 record.local_workload,
             ],
         );
-        h.finish()
+        let sums = &self.sums;
+        let slot = match self.index.find(hash, |&i| sums[i].0.is_of(record)) {
+            Some(&i) => i,
+            None => {
+                let i = self.sums.len();
+                self.sums.push((WorkloadKey::of(record), [0; CELLS]));
+                let (hasher, sums) = (&self.hasher, &self.sums);
+                self.index.insert_unique(hash, i, |&j| {
+                    let key = &sums[j].0;
+                    hash_of(
+                        hasher,
+                        [&key.team, &key.namespace, &key.kind, &key.workload],
+                    )
+                });
+                i
+            }
+        };
+        let cell = record.category as usize * 2;
+        let sums = &mut self.sums[slot].1;
+        sums[cell] += record.bytes_sent;
+        sums[cell + 1] += record.bytes_received;
     }
 
     /// Each workload with its sums, in no particular order.
@@ -133,18 +132,12 @@ impl IntervalSums {
     }
 }
 
-fn hash_parts(h: &mut impl Hasher, parts: [&Name; 4]) {
-    for part in parts {
-        part.hash(h);
-    }
-}
-
-fn key_hash(hasher: &foldhash::fast::FixedState, key: &WorkloadKey) -> u64 {
+/// The hash of a workload's four names, the same from a record or a key.
+fn hash_of(hasher: &foldhash::fast::FixedState, parts: [&Name; 4]) -> u64 {
     let mut h = hasher.build_hasher();
-    hash_parts(
-        &mut h,
-        [&key.team, &key.namespace, &key.kind, &key.workload],
-    );
+    for part in parts {
+        part.hash(&mut h);
+    }
     h.finish()
 }
 
@@ -157,17 +150,17 @@ pub struct PerWorkload {
 }
 
 impl PerWorkload {
-    /// Feeds `series` (per-workload counters) and `talkers`, either or both.
-    pub fn new(series: Option<Arc<Mutex<WorkloadSeries>>>, talkers: Option<TopTalkers>) -> Self {
-        Self {
+    /// Feeds `series` (per-workload counters) and `talkers`, either or
+    /// both; `None` when neither is wanted (nothing is summed then).
+    pub fn new(
+        series: Option<Arc<Mutex<WorkloadSeries>>>,
+        talkers: Option<TopTalkers>,
+    ) -> Option<Self> {
+        (series.is_some() || talkers.is_some()).then(|| Self {
             sums: IntervalSums::default(),
             series,
             talkers,
-        }
-    }
-
-    pub(super) fn wanted(&self) -> bool {
-        self.series.is_some() || self.talkers.is_some()
+        })
     }
 
     pub(super) fn add(&mut self, record: &FlowView<'_>) {
@@ -376,8 +369,7 @@ impl Collector for WorkloadCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            encode_gauge(&mut encoder, name, help, None, value)?;
         }
         let refused = ConstCounter::new(series.refused);
         refused.encode(encoder.encode_descriptor(
