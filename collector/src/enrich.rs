@@ -76,6 +76,9 @@ pub struct Enricher {
     fixed: Fixed,
     /// Counts since creation.
     pub stats: EnrichStats,
+    /// While set, an entry with a local endpoint the inventory does not know
+    /// goes here instead of becoming records: [`Enricher::hold_unknown`].
+    held: Option<Vec<Entry>>,
 }
 
 /// One endpoint of a connection, resolved.
@@ -84,6 +87,9 @@ enum Party<'a> {
     Pod(&'a PodInfo, Option<&'a NodeInfo>),
     Node(&'a NodeInfo),
     Service(&'a Name),
+    /// An address of this node's pod range that no known pod holds: a pod
+    /// the inventory has not heard of yet, or the node's overlay device.
+    InPodRange(&'a NodeInfo),
     Unknown,
 }
 
@@ -101,7 +107,23 @@ impl Enricher {
                 routed_here: HashSet::new(),
             },
             stats: EnrichStats::default(),
+            held: None,
         }
+    }
+
+    /// From now on, keep entries with a local endpoint in this node's pod
+    /// ranges that the inventory does not know yet, rather than record
+    /// them: a pod's address reaches the API (and the inventory) when the
+    /// kubelet reports it, which can be after a short-lived pod's traffic
+    /// (a Job's pod is often first reported finished). The caller enriches
+    /// them again later.
+    pub fn hold_unknown(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// The entries held since [`Enricher::hold_unknown`]; stops holding.
+    pub fn take_held(&mut self) -> Vec<Entry> {
+        self.held.take().unwrap_or_default()
     }
 
     /// The addresses this node now routes as single hosts to its own
@@ -244,8 +266,16 @@ impl Enricher {
         }
         let initiator_ip = entry.orig.src;
         let responder_ip = entry.reply.src;
-        let initiator_local = fixed.is_local(initiator, initiator_ip, this_node, inventory);
-        let responder_local = fixed.is_local(responder, responder_ip, this_node, inventory);
+        let initiator_local = fixed.is_local(initiator, initiator_ip, this_node);
+        let responder_local = fixed.is_local(responder, responder_ip, this_node);
+        if let Some(held) = &mut self.held {
+            let unknown =
+                |party, local| local && matches!(party, Party::Unknown | Party::InPodRange(_));
+            if unknown(initiator, initiator_local) || unknown(responder, responder_local) {
+                held.push(*entry);
+                return;
+            }
+        }
         let before = stats.records;
         if initiator_local {
             let record = fixed.record(
@@ -378,9 +408,9 @@ impl<'a> Ends<'a> {
             _ => (0, 0),
         };
         Ends {
-            initiator: party(inventory, initiator, initiator_port, entry),
+            initiator: party(inventory, initiator, entry.orig.src, initiator_port, entry),
             initiator_port,
-            responder: party(inventory, responder, responder_port, entry),
+            responder: party(inventory, responder, entry.reply.src, responder_port, entry),
             responder_port,
             // The Service the initiator addressed, when it was translated:
             // by a ClusterIP or load-balancer address, or by a node's
@@ -401,6 +431,7 @@ impl<'a> Ends<'a> {
 fn party<'a>(
     inventory: &'a Inventory,
     holder: Option<&'a Holder>,
+    ip: IpAddr,
     port: u16,
     entry: &Entry,
 ) -> Party<'a> {
@@ -411,26 +442,20 @@ fn party<'a>(
             None => Party::Node(node),
         },
         Some(Holder::Service(service)) => Party::Service(&service.name),
-        None => Party::Unknown,
+        None => inventory
+            .pod_range_node(ip)
+            .map_or(Party::Unknown, Party::InPodRange),
     }
 }
 
 impl Fixed {
-    fn is_local(
-        &self,
-        party: Party<'_>,
-        ip: IpAddr,
-        this_node: Option<&NodeInfo>,
-        inventory: &Inventory,
-    ) -> bool {
+    fn is_local(&self, party: Party<'_>, ip: IpAddr, this_node: Option<&NodeInfo>) -> bool {
         match party {
             Party::Pod(pod, _) => self.is_this_node(&pod.node, this_node),
             Party::Node(node) => self.is_this_node(&node.name, this_node),
             Party::Service(_) => false,
-            Party::Unknown => {
-                this_node.is_some_and(|node| inventory.in_pod_cidrs(node, ip))
-                    || (!self.routed_here.is_empty() && self.routed_here.contains(&ip))
-            }
+            Party::InPodRange(node) => self.is_this_node(&node.name, this_node),
+            Party::Unknown => !self.routed_here.is_empty() && self.routed_here.contains(&ip),
         }
     }
 
@@ -468,7 +493,7 @@ impl Fixed {
                 &p.team,
             ),
             Party::Node(n) => (empty, empty, &self.node_kind, &n.name, &self.node_team),
-            Party::Service(_) | Party::Unknown => {
+            Party::Service(_) | Party::InPodRange(_) | Party::Unknown => {
                 stats.unknown_local += 1;
                 (empty, empty, empty, empty, empty)
             }
@@ -506,6 +531,13 @@ impl Fixed {
                 remote_zone = &n.zone;
                 remote_region = &n.region;
                 (RemoteKind::Node, self.peer(side, local_place, Some(n)))
+            }
+            Party::InPodRange(n) => {
+                stats.unknown_remote += 1;
+                remote_node = &n.name;
+                remote_zone = &n.zone;
+                remote_region = &n.region;
+                (RemoteKind::Unknown, self.peer(side, local_place, Some(n)))
             }
             Party::Service(_) => (
                 RemoteKind::Service,

@@ -31,8 +31,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "build"
 cargo build --workspace --bins --locked
+# The image the real-cluster suite deploys packs the release binary.
+cargo build --release -p tollgate --bin tollgate --locked
 
-step "test (unit, CLI, kernel, ClickHouse, sink, Parquet, inventory, agent)"
+step "Kubernetes for the real-cluster suite (built once from Debian's source package, then cached)"
+bash tests/scripts/kubernetes.sh install
+
+step "test (unit, CLI, kernel, ClickHouse, sink, Parquet, inventory, agent, real Kubernetes)"
 results="$(mktemp)"
 cargo test --workspace --locked 2>&1 | tee "$results"
 

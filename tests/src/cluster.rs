@@ -823,9 +823,18 @@ fn vxlan(nodes: &[Node]) -> anyhow::Result<String> {
 /// `metering_daily` of `database` summed per team, namespace, workload,
 /// category and direction (rows with bytes only).
 pub fn metering(ch: &ClickHouse, database: &str) -> anyhow::Result<BTreeMap<Key, u64>> {
+    metering_of(ch, database, CLUSTER)
+}
+
+/// [`metering`] of the records of `cluster`.
+pub fn metering_of(
+    ch: &ClickHouse,
+    database: &str,
+    cluster: &str,
+) -> anyhow::Result<BTreeMap<Key, u64>> {
     let text = ch.query(&format!(
         "SELECT team, namespace, workload, category, direction, sum(bytes) \
-         FROM {database}.metering_daily WHERE cluster = '{CLUSTER}' \
+         FROM {database}.metering_daily WHERE cluster = '{cluster}' \
          GROUP BY ALL HAVING sum(bytes) > 0 FORMAT TabSeparated"
     ))?;
     text.lines()

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dashboards;
 pub mod fixtures;
 pub mod kube;
+pub mod kubernetes;
 pub mod netns;
 pub mod oracle;
 pub mod prometheus;

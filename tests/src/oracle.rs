@@ -1,34 +1,46 @@
 //! nftables counters as the independent oracle: one counter per flow and
 //! direction, kept by the kernel in dynamic sets, read back as JSON.
 //!
-//! The rules sit in the router's prerouting hook just after conntrack
-//! (priority -150 > -200) and count exactly the packets conntrack accounts:
+//! The rules sit in a router's prerouting hook (or a pod's output and
+//! prerouting hooks) just after conntrack (priority -150 > -200) and count
+//! exactly the packets conntrack accounts:
 //! those of new and established connections (conntrack does not account
 //! invalid packets, nor ICMP errors related to a connection).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::process::Command;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::netns::Netns;
 
-const RULESET: &str = r#"
-table inet tollgate_oracle {
+const SETS: &str = r#"
   set ports4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service; flags dynamic; counter; size 1048576; }
   set ports6 { type ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service; flags dynamic; counter; size 1048576; }
   set icmp4 { typeof ip saddr . ip daddr . icmp id; flags dynamic; counter; size 1048576; }
   set icmp6 { typeof ip6 saddr . ip6 daddr . icmpv6 id; flags dynamic; counter; size 1048576; }
-  chain pre {
-    type filter hook prerouting priority -150; policy accept;
+"#;
+
+const RULES: &str = r#"
     ct state { new, established } meta l4proto { tcp, udp } update @ports4 { ip saddr . ip daddr . meta l4proto . th sport . th dport }
     ct state { new, established } meta l4proto { tcp, udp } update @ports6 { ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }
     ct state { new, established } icmp type { echo-request, echo-reply } update @icmp4 { ip saddr . ip daddr . icmp id }
     ct state { new, established } icmpv6 type { echo-request, echo-reply } update @icmp6 { ip6 saddr . ip6 daddr . icmpv6 id }
-  }
-}
 "#;
+
+/// The ruleset counting in `hooks` (each just after conntrack).
+fn ruleset(hooks: &[&str]) -> String {
+    let mut text = format!("table inet tollgate_oracle {{{SETS}");
+    for hook in hooks {
+        text.push_str(&format!(
+            "  chain {hook} {{\n    type filter hook {hook} priority -150; policy accept;{RULES}  }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    text
+}
 
 /// One direction of one flow: what a packet's headers say.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,27 +73,50 @@ impl std::ops::AddAssign for Count {
     }
 }
 
-/// Install the oracle's counters in `ns` (before any traffic).
+/// Install the oracle's counters in a router's `ns` (before any traffic),
+/// counting what it forwards and receives.
 pub fn install(ns: &Netns) -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("tollgate-oracle-{}.nft", ns.name()));
-    std::fs::write(&path, RULESET)?;
-    let result = crate::run(ns.command("nft").arg("-f").arg(&path));
+    load(ns.name(), || ns.command("nft"), &ruleset(&["prerouting"]))
+}
+
+/// Install the oracle's counters in the network namespace of process
+/// `pid` (a pod's), counting what it sends and what it receives.
+pub fn install_in_process(pid: u32) -> anyhow::Result<()> {
+    load(
+        &pid.to_string(),
+        || in_process(pid),
+        &ruleset(&["output", "prerouting"]),
+    )
+}
+
+fn in_process(pid: u32) -> Command {
+    let mut command = Command::new("nsenter");
+    command.args(["-t", &pid.to_string(), "-n", "nft"]);
+    command
+}
+
+fn load(name: &str, nft: impl Fn() -> Command, ruleset: &str) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!("tollgate-oracle-{name}.nft"));
+    std::fs::write(&path, ruleset)?;
+    let result = crate::run(nft().arg("-f").arg(&path));
     let _ = std::fs::remove_file(&path);
     result.map(drop)
 }
 
 /// Every flow direction the oracle counted in `ns`.
 pub fn read(ns: &Netns) -> anyhow::Result<HashMap<FlowKey, Count>> {
+    read_with(|| ns.command("nft"))
+}
+
+/// Every flow direction the oracle counted in the namespace of `pid`.
+pub fn read_in_process(pid: u32) -> anyhow::Result<HashMap<FlowKey, Count>> {
+    read_with(|| in_process(pid))
+}
+
+fn read_with(nft: impl Fn() -> Command) -> anyhow::Result<HashMap<FlowKey, Count>> {
     let mut flows = HashMap::new();
     for set in ["ports4", "ports6", "icmp4", "icmp6"] {
-        let json = crate::run(ns.command("nft").args([
-            "-j",
-            "list",
-            "set",
-            "inet",
-            "tollgate_oracle",
-            set,
-        ]))?;
+        let json = crate::run(nft().args(["-j", "list", "set", "inet", "tollgate_oracle", set]))?;
         let doc: Value = serde_json::from_str(&json).context("nft printed invalid JSON")?;
         let elements = doc["nftables"]
             .as_array()

@@ -40,7 +40,23 @@ pub struct Metering {
     /// Entries waiting to be enriched together, under one read lock of the
     /// inventory.
     pending: Vec<Entry>,
+    /// Entries whose local pod the inventory did not know yet, enriched
+    /// again at the next reads: [`Metering::retry_late`].
+    late: Vec<Late>,
 }
+
+/// An entry held for its pod, with the read it came from.
+struct Late {
+    entry: Entry,
+    observed_at: u32,
+    interval: u32,
+}
+
+/// How long an entry waits for its local pod to reach the inventory, at
+/// least: the kubelet reports a pod's address a second or so after it
+/// starts, often after a short Job's pod has finished. At least one
+/// interval: every held entry is enriched again at the next read.
+pub const LATE_POD_SECONDS: u32 = 10;
 
 /// How many entries the agent enriches together.
 pub const PENDING: usize = 128;
@@ -76,6 +92,7 @@ impl Metering {
             metrics,
             per_workload,
             pending: Vec::with_capacity(PENDING),
+            late: Vec::new(),
         }
     }
 
@@ -90,6 +107,39 @@ impl Metering {
 
     /// Meters the entries still pending.
     fn finish(&mut self, observed_at: u32, interval: u32, tally: &mut Tally) {
+        let pending = std::mem::take(&mut self.pending);
+        self.enricher.hold_unknown();
+        self.enrich(&pending, observed_at, interval, tally);
+        self.late
+            .extend(self.enricher.take_held().into_iter().map(|entry| Late {
+                entry,
+                observed_at,
+                interval,
+            }));
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    /// Enriches the held entries again with the inventory as it is now: an
+    /// entry whose pod is still unknown waits until [`LATE_POD_SECONDS`]
+    /// (at least an interval) after its read, or until the `last` read,
+    /// then is recorded without pod details.
+    fn retry_late(&mut self, now: u32, last: bool, tally: &mut Tally) {
+        for late in std::mem::take(&mut self.late) {
+            let waited = now.saturating_sub(late.observed_at);
+            let wait_more = !last && waited < LATE_POD_SECONDS.max(late.interval);
+            if wait_more {
+                self.enricher.hold_unknown();
+            }
+            self.enrich(&[late.entry], late.observed_at, late.interval, tally);
+            if wait_more && !self.enricher.take_held().is_empty() {
+                self.late.push(late);
+            }
+        }
+    }
+
+    /// Records of `entries`, into the batcher and the counts.
+    fn enrich(&mut self, entries: &[Entry], observed_at: u32, interval: u32, tally: &mut Tally) {
         let inventory = self
             .inventory
             .read()
@@ -97,7 +147,7 @@ impl Metering {
         let batcher = &mut self.batcher;
         let mut per_workload = self.per_workload.as_mut();
         self.enricher.enrich_many(
-            &self.pending,
+            entries,
             observed_at,
             interval,
             &inventory,
@@ -116,7 +166,6 @@ impl Metering {
                 batcher.add(record);
             },
         );
-        self.pending.clear();
     }
 
     /// Meter the ended connections received so far; returns how many.
@@ -234,6 +283,7 @@ impl Reader {
         let before = self.metering.enricher.stats;
         self.metering
             .meter_ended(&self.ended, clamp(now), elapsed, &mut tally);
+        self.metering.retry_late(clamp(now), true, &mut tally);
         self.metering.batcher.flush();
         self.metering.publish(&tally, before, clamp(now));
         tracing::info!("final read spooled");
@@ -247,6 +297,7 @@ impl Reader {
         self.metering.enricher.set_routed_here(routes.routed_here());
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
+        self.metering.retry_late(observed_at, false, &mut tally);
         let ended = self
             .metering
             .meter_ended(&self.ended, observed_at, interval, &mut tally);

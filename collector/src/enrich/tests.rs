@@ -595,3 +595,91 @@ fn node_port_and_load_balancer_clients_are_the_backends() {
         ("api", "api/api", Category::Internet, 6000)
     );
 }
+
+/// While holding, an entry whose local end is an unknown address of this
+/// node's pod range is kept rather than recorded; the others are recorded
+/// as usual. Enriched again once the pod is known, it is the pod's.
+#[test]
+fn entries_of_a_pod_not_known_yet_are_held_then_attributed() {
+    let (mut inventory, classifier) = world();
+    let unknown = entry(
+        ("10.1.1.99", 40000, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "10.1.1.99", 40000),
+        1500,
+        40,
+    );
+    let known = entry(
+        ("10.1.1.10", 40001, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "10.1.1.10", 40001),
+        700,
+        20,
+    );
+    let mut enricher = Enricher::new("test", "node-a", "platform");
+    let mut out = Vec::new();
+    enricher.hold_unknown();
+    enricher.enrich_many(&[unknown, known], 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    assert_eq!(out.len(), 1, "the known pod's entry is recorded");
+    assert_eq!(&*out[0].local_workload, "web");
+    let held = enricher.take_held();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].orig.src, ip("10.1.1.99"));
+
+    let mut names = crate::inventory::Interner::default();
+    let job = crate::inventory::PodInfo {
+        name: names.name("report-1"),
+        namespace: names.name("shop"),
+        node: names.name("node-a"),
+        workload_kind: names.name("CronJob"),
+        workload: names.name("report"),
+        team: names.name("payments"),
+        host_network: false,
+        host_ports: Vec::new(),
+    };
+    inventory.finished_pod(job, &[ip("10.1.1.99")], 995, 999, 1002);
+    out.clear();
+    enricher.enrich_many(&held, 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        summary(&out[0]),
+        (
+            "CronJob/report".into(),
+            "Deployment/api".into(),
+            Category::CrossZone,
+            1500,
+            40,
+            Initiator::Local
+        )
+    );
+    assert!(
+        enricher.take_held().is_empty(),
+        "not holding after take_held"
+    );
+}
+
+/// Over an overlay, a node's traffic to another node's pods leaves from
+/// its tunnel device, whose address is the first of its own pod range
+/// (flannel): an address of a node's pod range that no pod holds is at
+/// that node, and priced from there. From node-b (r1), node-c's 10.1.3.0
+/// is in r2: cross-region, not the in-region default of the rules.
+#[test]
+fn an_unheld_address_of_a_nodes_pod_range_is_at_that_node() {
+    let e = entry(
+        ("10.1.3.0", 40000, "10.1.2.20", 8080),
+        ("10.1.2.20", 8080, "10.1.3.0", 40000),
+        900,
+        100,
+    );
+    let (b, _) = records("node-b", &e);
+    assert_eq!(b.len(), 1);
+    assert_eq!(&*b[0].local_workload, "api");
+    assert_eq!(b[0].category, Category::CrossRegion);
+    assert_eq!(b[0].remote_kind, RemoteKind::Unknown);
+    assert_eq!(
+        (&*b[0].remote_node, &*b[0].remote_zone, &*b[0].remote_region),
+        ("node-c", "r2-a", "r2")
+    );
+}

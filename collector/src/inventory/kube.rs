@@ -231,6 +231,17 @@ fn addressed_at(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<u64> {
         .and_then(seconds)
 }
 
+/// When a finished pod's last container ended.
+fn finished_at(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<u64> {
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .filter_map(|time| u64::try_from(time.0.as_second()).ok())
+        .max()
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -246,6 +257,8 @@ struct TrimmedPod {
     /// When the pod got its addresses, as the API says: its sandbox (and
     /// network) became ready, or, on older servers, the kubelet started it.
     addressed_at: Option<u64>,
+    /// When it finished (Succeeded or Failed): its last container's end.
+    finished: Option<u64>,
     owner: Option<(String, String)>,
     labels: BTreeMap<String, String>,
     host_network: bool,
@@ -393,28 +406,24 @@ impl Tracker {
         let key = key_of(meta);
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
-        let finished = status
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
         // A finished pod's address is free for the next pod.
-        let ips = if finished {
-            Vec::new()
-        } else {
-            status
-                .map(|s| {
-                    let mut ips: Vec<IpAddr> = s
-                        .pod_ips
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| p.ip.parse().ok())
-                        .collect();
-                    if ips.is_empty() {
-                        ips.extend(s.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
-                    }
-                    ips
-                })
-                .unwrap_or_default()
-        };
+        let finished = status
+            .filter(|s| matches!(s.phase.as_deref(), Some("Succeeded" | "Failed")))
+            .map(|s| finished_at(s).unwrap_or(now));
+        let ips = status
+            .map(|s| {
+                let mut ips: Vec<IpAddr> = s
+                    .pod_ips
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.ip.parse().ok())
+                    .collect();
+                if ips.is_empty() {
+                    ips.extend(s.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+                }
+                ips
+            })
+            .unwrap_or_default();
         let names = &mut inventory.names;
         let trimmed = TrimmedPod {
             name: names.name(meta.name.as_deref().unwrap_or_default()),
@@ -425,6 +434,7 @@ impl Tracker {
             ),
             ips,
             addressed_at: status.and_then(addressed_at),
+            finished,
             owner: controller_of(meta),
             labels: meta
                 .labels
@@ -491,14 +501,17 @@ impl Tracker {
             host_network: pod.host_network,
             host_ports: pod.host_ports.clone(),
         };
+        // The pod held its addresses from when the API says it got them,
+        // which a watch hears of later (never from the future).
+        let since = pod.addressed_at.map_or(now, |at| at.min(now));
+        if let Some(finished) = pod.finished {
+            return inventory.finished_pod(info, &pod.ips, since, finished.min(now), now);
+        }
         let unchanged = matches!(
             inventory.holder(&ObjectKey::Pod(key.to_owned())),
             Some(super::Holder::Pod(current)) if **current == info
         ) && inventory_ips_unchanged(inventory, key, &pod.ips);
         if !unchanged {
-            // The pod held its addresses from when the API says it got
-            // them, which a watch hears of later (never from the future).
-            let since = pod.addressed_at.map_or(now, |at| at.min(now));
             inventory.upsert_pod(info, &pod.ips, since, now);
         }
     }

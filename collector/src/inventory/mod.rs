@@ -154,6 +154,9 @@ pub struct Inventory {
     /// node with the same copy, so a pod's node is found without reading
     /// or hashing the name's text.
     nodes: HashMap<usize, Arc<NodeInfo>>,
+    /// Every node's pod ranges with their node, sorted by first address
+    /// (ranges never overlap): rebuilt when a node changes.
+    pod_ranges: Vec<(IpNet, Arc<NodeInfo>)>,
     host_ports: HashMap<Name, HashMap<(Protocol, u16), Arc<PodInfo>>>,
     /// (protocol, NodePort) -> its Service.
     node_ports: HashMap<(Protocol, u16), Arc<ServiceInfo>>,
@@ -170,6 +173,7 @@ impl Inventory {
             ips: AddressMap::new(),
             objects: HashMap::new(),
             nodes: HashMap::new(),
+            pod_ranges: Vec::new(),
             host_ports: HashMap::new(),
             node_ports: HashMap::new(),
             next_id: 0,
@@ -228,10 +232,25 @@ impl Inventory {
         self.node_ports.get(&(protocol, port))
     }
 
-    /// Whether `ip` is inside one of `node`'s pod ranges.
-    pub fn in_pod_cidrs(&self, node: &NodeInfo, ip: IpAddr) -> bool {
+    /// The node whose pod range holds `ip` (a pod the inventory does not
+    /// know yet, or the node's own overlay device, whose address flannel,
+    /// Calico and Cilium take from the node's range).
+    pub fn pod_range_node(&self, ip: IpAddr) -> Option<&NodeInfo> {
         let ip = canonical(ip);
-        node.pod_cidrs.iter().any(|net| net.contains(&ip))
+        let after = self
+            .pod_ranges
+            .partition_point(|(net, _)| net.network() <= ip);
+        let (net, node) = self.pod_ranges.get(after.checked_sub(1)?)?;
+        net.contains(&ip).then_some(node.as_ref())
+    }
+
+    fn index_pod_ranges(&mut self) {
+        self.pod_ranges = self
+            .nodes
+            .values()
+            .flat_map(|node| node.pod_cidrs.iter().map(|net| (*net, node.clone())))
+            .collect();
+        self.pod_ranges.sort_by_key(|(net, _)| net.network());
     }
 
     /// Number of addresses indexed (current and departed holders).
@@ -262,12 +281,64 @@ impl Inventory {
         }
     }
 
+    /// A pod already finished (Succeeded or Failed) held `ips` from `since`
+    /// until `until`. A watch may first see a short Job's pod when it has
+    /// finished: its traffic is still its own. A holder that took the
+    /// address after `since` keeps it from then on.
+    pub fn finished_pod(&mut self, pod: PodInfo, ips: &[IpAddr], since: u64, until: u64, now: u64) {
+        let key = ObjectKey::Pod(format!("{}/{}", pod.namespace, pod.name));
+        if self.objects.get(&key).is_some_and(|o| !o.ips.is_empty()) {
+            // Seen running: its addresses are let go now.
+            return self.upsert_pod(pod, &[], since, now);
+        }
+        // A host-network pod's addresses are its node's.
+        let ips = if pod.host_network { &[][..] } else { ips };
+        let mut pod = pod;
+        pod.node = self.names.name(&pod.node);
+        let holder = Holder::Pod(Arc::new(pod));
+        self.remove_host_ports(&key);
+        let id = match self.objects.get(&key) {
+            Some(object) => object.id,
+            None => {
+                self.next_id += 1;
+                self.next_id
+            }
+        };
+        for &ip in ips {
+            let holdings = self.ips.get_or_default(canonical(ip));
+            if holdings.iter().any(|h| h.object == id) {
+                continue;
+            }
+            for earlier in holdings
+                .iter_mut()
+                .filter(|h| h.since <= since && h.until == u64::MAX)
+            {
+                earlier.until = since;
+            }
+            holdings.push(Holding {
+                object: id,
+                since,
+                until: until.max(since),
+                holder: holder.clone(),
+            });
+        }
+        self.objects.insert(
+            key,
+            Object {
+                id,
+                ips: Vec::new(),
+                holder,
+            },
+        );
+    }
+
     /// Adds or updates a node and its addresses.
     pub fn upsert_node(&mut self, mut node: NodeInfo, ips: &[IpAddr], now: u64) {
         let key = ObjectKey::Node(node.name.to_string());
         node.name = self.names.name(&node.name);
         let node = Arc::new(node);
         self.nodes.insert(copy_key(&node.name), node.clone());
+        self.index_pod_ranges();
         self.upsert(key, Holder::Node(node), ips, None, now);
     }
 
@@ -291,6 +362,7 @@ impl Inventory {
         if let ObjectKey::Node(name) = key {
             if let Some(interned) = self.names.names.get(name.as_str()) {
                 self.nodes.remove(&copy_key(interned));
+                self.index_pod_ranges();
             }
         }
         if let Some(object) = self.objects.remove(key) {
@@ -487,6 +559,38 @@ mod tests {
             "forgotten after the grace period"
         );
         assert_eq!(held_by(&inv, "10.1.0.5", 260).as_deref(), Some("web-new"));
+    }
+
+    /// A short Job's pod the watch first sees finished held its address
+    /// while it ran; a pod that took the address since keeps it from then.
+    #[test]
+    fn a_pod_first_seen_finished_held_its_address_while_it_ran() {
+        let mut inv = Inventory::new(300);
+        let job = pod(&mut inv, "report-x1");
+        inv.finished_pod(job, &["10.1.0.7".parse().unwrap()], 100, 104, 110);
+        assert_eq!(held_by(&inv, "10.1.0.7", 99), None);
+        assert_eq!(held_by(&inv, "10.1.0.7", 102).as_deref(), Some("report-x1"));
+        assert_eq!(held_by(&inv, "10.1.0.7", 108).as_deref(), Some("report-x1"));
+
+        // Heard of after the address went to web-9 at 120.
+        let web = pod(&mut inv, "web-9");
+        inv.upsert_pod(web, &["10.1.0.8".parse().unwrap()], 120, 120);
+        let late = pod(&mut inv, "report-x0");
+        inv.finished_pod(late, &["10.1.0.8".parse().unwrap()], 90, 95, 130);
+        assert_eq!(held_by(&inv, "10.1.0.8", 92).as_deref(), Some("report-x0"));
+        assert_eq!(held_by(&inv, "10.1.0.8", 125).as_deref(), Some("web-9"));
+
+        // Heard of again: nothing changes.
+        let again = pod(&mut inv, "report-x1");
+        inv.finished_pod(again, &["10.1.0.7".parse().unwrap()], 100, 104, 140);
+        assert_eq!(held_by(&inv, "10.1.0.7", 102).as_deref(), Some("report-x1"));
+
+        inv.prune(104 + 300 + 1);
+        assert_eq!(
+            held_by(&inv, "10.1.0.7", 102),
+            None,
+            "forgotten after the grace period"
+        );
     }
 
     /// A Service or a node that takes over a departed pod's address holds
