@@ -31,6 +31,9 @@ nodes=(node-a node-b node-c)
 zones=(r1-a r1-b r2-c)
 regions=(r1 r1 r2)
 internet=203.0.113.10
+# Unix sockets, on a short path: a socket's path has at most 107 bytes, and DIR may be deep.
+sockets=/run/tollgate-kubernetes
+socket() { echo "$sockets/$1/containerd.sock"; }
 
 install() {
   apt_install etcd-server containerd runc containernetworking-plugins conntrack iptables iproute2 \
@@ -201,7 +204,8 @@ node() { # dir index underlay
   local dir="$1" i="$2" underlay="$3"
   local n="${nodes[$i]}" d="$1/nodes/${nodes[$i]}" k=$((i + 1))
   local mnt="$dir/run/mnt-$n"
-  mkdir -p "$d"/{containerd,cni,runc,manifests} "$d"/bind/{pods,containers,kubelet,cni,containerd,tollgate} "$dir/run"
+  mkdir -p "$d"/{containerd,cni,runc,manifests} "$d"/bind/{pods,containers,kubelet,cni,containerd,tollgate} "$dir/run" \
+    "$sockets/$n"
   # The paths kubelet, containerd, CNI and tollgate's DaemonSet hard-code become the node's own.
   mkdir -p /var/log/pods /var/log/containers /var/lib/kubelet /var/lib/cni /run/containerd /var/lib/tollgate
   touch "$mnt"
@@ -218,9 +222,9 @@ version = 2
 root = "$d/containerd/root"
 state = "$d/containerd/state"
 [grpc]
-  address = "$d/containerd/containerd.sock"
+  address = "$(socket "$n")"
 [ttrpc]
-  address = "$d/containerd/containerd.sock.ttrpc"
+  address = "$(socket "$n").ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.2"
   # runc cannot set oom_score_adj below the caller's without CAP_SYS_RESOURCE.
@@ -250,8 +254,8 @@ EOF
   local in_node=(nsenter --mount="$mnt" --net="/run/netns/tgk-$n")
   background "$dir" "containerd-$n" "${in_node[@]}" containerd --config "$d/containerd/config.toml"
   local t
-  for t in $(seq 100); do [ -S "$d/containerd/containerd.sock" ] && break; sleep 0.1; done
-  ctr -a "$d/containerd/containerd.sock" -n k8s.io images import "$dir/images/pause.tar" >/dev/null
+  for t in $(seq 100); do [ -S "$(socket "$n")" ] && break; sleep 0.1; done
+  ctr -a "$(socket "$n")" -n k8s.io images import "$dir/images/pause.tar" >/dev/null
   # Each kubelet its own cgroup root in every v1 hierarchy, so that they never share /kubepods.
   local h
   for h in /sys/fs/cgroup/*/; do
@@ -287,7 +291,7 @@ serializeImagePulls: false
 EOF
   background "$dir" "kubelet-$n" "${in_node[@]}" "$cache/kubelet" --config="$d/kubelet.yaml" \
     --kubeconfig="$dir/pki/$n.kubeconfig" --container-runtime=remote \
-    --container-runtime-endpoint="unix://$d/containerd/containerd.sock" --root-dir=/var/lib/kubelet \
+    --container-runtime-endpoint="unix://$(socket "$n")" --root-dir=/var/lib/kubelet \
     --hostname-override="$n" --node-ip="172.30.0.1$k" --provider-id="aws:///${zones[$i]}/i-0000000000000000$k" \
     --node-labels="topology.kubernetes.io/zone=${zones[$i]},topology.kubernetes.io/region=${regions[$i]}" \
     --pod-infra-container-image=registry.k8s.io/pause:3.2 --v=1
@@ -382,25 +386,25 @@ up() {
   pod_ranges "$dir"
   wait_ready "$dir"
   for i in 0 1 2; do
-    ctr -a "$dir/nodes/${nodes[$i]}/containerd/containerd.sock" -n k8s.io images import "$dir/images/python.tar" >/dev/null
+    ctr -a "$(socket "${nodes[$i]}")" -n k8s.io images import "$dir/images/python.tar" >/dev/null
   done
 }
 
 load() { # dir tar
   local n
   for n in "${nodes[@]}"; do
-    ctr -a "$1/nodes/$n/containerd/containerd.sock" -n k8s.io images import "$2" >/dev/null
+    ctr -a "$(socket "$n")" -n k8s.io images import "$2" >/dev/null
   done
 }
 
 relay() { # dir port
   local dir="$1" port="$2"
-  rm -f "$dir/run/clickhouse.sock"
-  background "$dir" relay-host socat "UNIX-LISTEN:$dir/run/clickhouse.sock,fork" "TCP:127.0.0.1:$port"
+  rm -f "$sockets/clickhouse.sock"
+  background "$dir" relay-host socat "UNIX-LISTEN:$sockets/clickhouse.sock,fork" "TCP:127.0.0.1:$port"
   local t
-  for t in $(seq 100); do [ -S "$dir/run/clickhouse.sock" ] && break; sleep 0.05; done
+  for t in $(seq 100); do [ -S "$sockets/clickhouse.sock" ] && break; sleep 0.05; done
   background "$dir" relay-ctl ip netns exec tgk-ctl socat TCP-LISTEN:8123,bind=172.30.0.1,fork,reuseaddr \
-    "UNIX-CONNECT:$dir/run/clickhouse.sock"
+    "UNIX-CONNECT:$sockets/clickhouse.sock"
   for t in $(seq 100); do
     ip netns exec tgk-node-a curl -sf -o /dev/null http://172.30.0.1:8123/ping && return 0
     sleep 0.05
@@ -430,7 +434,7 @@ down() {
     done
     stop_pid "$dir/pids/containerd-$n"
     for proc in /proc/[0-9]*; do
-      grep -qa -- "$dir/nodes/$n/containerd/containerd.sock" "$proc/cmdline" 2>/dev/null \
+      grep -qa -- "$(socket "$n")" "$proc/cmdline" 2>/dev/null \
         && grep -qa containerd-shim "$proc/cmdline" 2>/dev/null && kill -9 "${proc#/proc/}" 2>/dev/null
     done
     # The node's mounts (containers' root filesystems, pods' volumes) are in its mount namespace.
@@ -441,6 +445,7 @@ down() {
     stop_pid "$dir/pids/$name"
   done
   for n in ctl node-a node-b node-c internet; do ip netns del "tgk-$n" 2>/dev/null || true; done
+  rm -rf "$sockets"
   find /sys/fs/cgroup/*/ -maxdepth 1 -name 'tgk-*' -type d 2>/dev/null | while read -r root; do
     find "$root" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done

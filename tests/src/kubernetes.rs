@@ -180,9 +180,7 @@ impl Kubernetes {
         let id = container
             .strip_prefix("containerd://")
             .with_context(|| format!("pod {namespace}/{pod}: container id {container:?}"))?;
-        let socket = self
-            .dir
-            .join(format!("nodes/{node}/containerd/containerd.sock"));
+        let socket = format!("/run/tollgate-kubernetes/{node}/containerd.sock");
         let tasks = crate::run(
             Command::new("ctr")
                 .arg("-a")
