@@ -124,7 +124,12 @@ fn end_to_end(underlay: Underlay) -> anyhow::Result<()> {
     let Some(ch) = clickhouse::require("kubernetes") else {
         return Ok(());
     };
-    let image = std::env::temp_dir().join(format!("tollgate-e2e-{}.tar", std::process::id()));
+    // One file per test: the suite's tests run side by side until one
+    // holds the cluster.
+    let image = std::env::temp_dir().join(format!(
+        "tollgate-e2e-{}-{underlay:?}.tar",
+        std::process::id()
+    ));
     Image::build(&release_binary(), &image)?;
     let k8s = Kubernetes::up(underlay)?;
     k8s.load(&image)?;
