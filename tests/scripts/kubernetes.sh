@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# A real three-node Kubernetes 1.20 cluster on this machine, for tollgate's end-to-end suite and
-# demo: etcd, kube-apiserver, controller-manager and scheduler in a control-plane network
+# A real three-node Kubernetes 1.20 cluster on this machine, for tollgate's end-to-end suite:
+# etcd, kube-apiserver, controller-manager and scheduler in a control-plane network
 # namespace; each node a network and mount namespace of its own running containerd, kubelet and
 # kube-proxy (iptables mode). Nothing touches the machine's own network namespace.
 #
 #   kubernetes.sh install            install the Debian packages; build the Kubernetes binaries
-#                                    from Debian's source package once (about 16 minutes on 2
+#                                    from Debian's source package once (up to about 16 minutes on 2
 #                                    cores), cached outside the repo by version
 #   kubernetes.sh up DIR UNDERLAY    start the cluster with its state and logs in DIR; UNDERLAY is
 #                                    `routed` (static routes between the pod ranges) or `overlay`
@@ -460,5 +460,5 @@ case "${1:-}" in
   relay) relay "${2:?state directory}" "${3:?port}" ;;
   kubectl) kc "${2:?state directory}" "${@:3}" ;;
   down) down "${2:?state directory}" ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;
 esac
