@@ -111,9 +111,9 @@ impl Enricher {
         }
     }
 
-    /// From now on, keep entries with a local endpoint in this node's pod
-    /// ranges that the inventory does not know yet, rather than record
-    /// them: a pod's address reaches the API (and the inventory) when the
+    /// From now on, keep entries with a local endpoint the inventory does
+    /// not know yet (in this node's pod ranges, or routed to one of its
+    /// devices), rather than record them: a pod's address reaches the API (and the inventory) when the
     /// kubelet reports it, which can be after a short-lived pod's traffic
     /// (a Job's pod is often first reported finished). The caller enriches
     /// them again later.
