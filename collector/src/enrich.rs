@@ -30,7 +30,7 @@ use tollgate_schema::{Category, FlowView, Initiator, Name, RemoteKind};
 
 use crate::classify::{Classifier, Place, Remote};
 use crate::conntrack::{Counters, Entry, Origin};
-use crate::inventory::{Holder, Inventory, NodeInfo, PodInfo};
+use crate::inventory::{Holder, Inventory, NodeInfo, PodInfo, When};
 
 /// Counts of what the enricher saw, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,7 +169,10 @@ impl Enricher {
         // The addresses of a chunk of entries are looked up together, so
         // their memory reads overlap, each at its entry's time.
         let mut addresses = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); LOOKED_UP * CHUNK];
-        let mut times = [0u64; LOOKED_UP * CHUNK];
+        let mut times = [When {
+            at: 0,
+            started: None,
+        }; LOOKED_UP * CHUNK];
         let mut entry_times = [0u64; CHUNK];
         let mut holders: [Option<&Holder>; LOOKED_UP * CHUNK] = [None; LOOKED_UP * CHUNK];
         for chunk in entries.chunks(CHUNK) {
@@ -178,7 +181,7 @@ impl Enricher {
             let mut count = 0;
             for (k, entry) in chunk.iter().enumerate() {
                 let at = attributed_at(entry, observed_at);
-                entry_times[k] = at;
+                entry_times[k] = at.at;
                 addresses[count] = entry.orig.src;
                 addresses[count + 1] = entry.reply.src;
                 times[count] = at;
@@ -359,16 +362,25 @@ impl Enricher {
     }
 }
 
-/// When an entry's addresses are looked up: an ended connection at its
-/// end (the DESTROY event's timestamp, with `nf_conntrack_timestamp` on),
-/// so that an address taken over later in the interval is not charged for
-/// it; a live one at the read.
-fn attributed_at(entry: &Entry, observed_at: u32) -> u64 {
+/// When an entry's addresses are looked up: at the connection's start
+/// (with `nf_conntrack_timestamp` on), so that a pod that took an address
+/// over after a connection began is never charged for it, however late
+/// the connection is read; without a start, an ended connection at its end
+/// (the DESTROY event's timestamp) and a live one at the read.
+fn attributed_at(entry: &Entry, observed_at: u32) -> When {
     let read = u64::from(observed_at);
-    match (entry.origin, entry.stop_ns) {
+    if let Some(start) = entry.start_ns {
+        let started = (start / 1_000_000_000).min(read);
+        return When {
+            at: started,
+            started: Some(started),
+        };
+    }
+    let at = match (entry.origin, entry.stop_ns) {
         (Origin::Ended, Some(stop)) => (stop / 1_000_000_000).min(read),
         _ => read,
-    }
+    };
+    When { at, started: None }
 }
 
 /// Entries whose addresses are looked up together.

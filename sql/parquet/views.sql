@@ -10,6 +10,10 @@
 -- the views turn them back into DateTime and IPv6. Over S3, replace the first statement's
 -- file(...) with s3('https://bucket.s3.amazonaws.com/flows/**/*.parquet', 'Parquet').
 -- Rollups here are computed on the fly from the raw records.
+--
+-- The file list is taken when `flows_files` is attached: a long-lived server sees files written
+-- since only after `DETACH TABLE flows_files; ATTACH TABLE flows_files` (clickhouse-local, run
+-- per query, always sees them all).
 CREATE TABLE flows_files AS file({dir:String} || '/**/*.parquet', Parquet);
 
 CREATE VIEW flows AS

@@ -7,6 +7,7 @@
 #   kubernetes.sh install            install the Debian packages; build the Kubernetes binaries
 #                                    from Debian's source package once (up to about 16 minutes on 2
 #                                    cores), cached outside the repo by version
+#   kubernetes.sh cached             exit 0 if every binary is built and cached (nothing to build)
 #   kubernetes.sh up DIR UNDERLAY    start the cluster with its state and logs in DIR; UNDERLAY is
 #                                    `routed` (static routes between the pod ranges) or `overlay`
 #                                    (a VXLAN device per node, as flannel sets it up)
@@ -20,6 +21,8 @@
 #   node-a         172.30.0.11  pods 10.244.1.0/24  zone r1-a, region r1   tgk-node-a
 #   node-b         172.30.0.12  pods 10.244.2.0/24  zone r1-b, region r1   tgk-node-b
 #   node-c         172.30.0.13  pods 10.244.3.0/24  zone r2-c, region r2   tgk-node-c
+#                  (its IPAM gives out 10.244.3.2-4 only: a pod's freed address goes to the next
+#                  pod, as in a full pool, for the address-reuse test)
 #   internet host  203.0.113.10 (on the bridge as 172.30.0.100), reached through the nodes'
 #                  masquerade                         tgk-internet
 # Each node's spec.providerID is aws:///ZONE/i-000000000000000N, so provider and zone come from the API.
@@ -46,6 +49,10 @@ install() {
   [ -x "$cache/kubelet" ] && [ -x "$cache/pause" ] && return
   echo "building Kubernetes $kubernetes_version's node binaries from Debian's source package (about 16 minutes on 2 cores, once) ..." >&2
   kubernetes_build "$cache" cmd/kubelet cmd/kube-proxy cmd/kube-controller-manager cmd/kube-scheduler
+}
+
+cached() {
+  [ -x "$cache/kubelet" ] && [ -x "$cache/pause" ] && [ -x "$(apiserver)" ] && [ -x "$(kubectl_of)" ]
 }
 
 apiserver() { echo "${TOLLGATE_CACHE:-/var/cache/tollgate}/kube-apiserver-$kubernetes_version/kube-apiserver"; }
@@ -242,12 +249,13 @@ state = "$d/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$d/cni"
 EOF
-  local mtu=1500
+  local mtu=1500 pool=""
   [ "$underlay" = overlay ] && mtu=1450
+  [ "$n" = node-c ] && pool=', "rangeStart": "10.244.3.2", "rangeEnd": "10.244.3.4"'
   cat > "$d/cni/10-bridge.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "tollgate", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true, "mtu": $mtu,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$k.0/24", "gateway": "10.244.$k.1"}]],
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$k.0/24", "gateway": "10.244.$k.1"$pool}]],
             "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 EOF
@@ -455,6 +463,7 @@ down() {
 
 case "${1:-}" in
   install) install ;;
+  cached) cached ;;
   up) up "${2:?state directory}" "${3:?underlay: routed or overlay}" ;;
   load) load "${2:?state directory}" "${3:?image tar}" ;;
   relay) relay "${2:?state directory}" "${3:?port}" ;;

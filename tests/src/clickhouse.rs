@@ -106,6 +106,22 @@ impl ClickHouse {
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         self.query_with(sql, &[])
     }
+
+    /// Run a file of statements (each ending in `;` at a line's end;
+    /// comment lines dropped) with `settings`, in order.
+    pub fn run_script(&self, sql: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+        for statement in sql.split(";\n") {
+            let statement: String = statement
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if !statement.trim().is_empty() {
+                self.query_with(&statement, settings)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A ClickHouse server of one test's own, which the test may stop and start

@@ -16,6 +16,7 @@ pub mod kubernetes;
 pub mod netns;
 pub mod oracle;
 pub mod prometheus;
+pub mod scenario;
 pub mod synthetic;
 pub mod tollgate;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate_tests::clickhouse::{self, ClickHouse};
+use tollgate_tests::clickhouse;
 use tollgate_tests::tollgate::{binary, load, load_into_both};
 use tollgate_tests::{python, records_file, repo_root, require_root};
 
@@ -141,19 +141,6 @@ fn pyarrow_and_duckdb_read_every_file_with_the_schema_and_counts() {
     assert!(files(&dir.join("flows"), ".tmp").is_empty());
 }
 
-fn run_statements(ch: &ClickHouse, sql: &str, settings: &[(&str, &str)]) {
-    for statement in sql.split(";\n") {
-        let statement: String = statement
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if !statement.trim().is_empty() {
-            ch.query_with(&statement, settings).unwrap();
-        }
-    }
-}
-
 #[test]
 fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
     let Some(ch) = clickhouse::require("parquet") else {
@@ -177,11 +164,11 @@ fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
     ch.query(&format!("CREATE DATABASE {files_db}")).unwrap();
     let views = std::fs::read_to_string(repo_root().join("sql/parquet/views.sql")).unwrap();
     let dir_param = dir.join("flows").display().to_string();
-    run_statements(
-        ch,
+    ch.run_script(
         &views,
         &[("database", &files_db), ("param_dir", &dir_param)],
-    );
+    )
+    .unwrap();
 
     let metering = "SELECT * FROM metering_daily ORDER BY ALL FORMAT TSV";
     let from_clickhouse = ch.query_with(metering, &[("database", &database)]).unwrap();

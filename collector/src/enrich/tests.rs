@@ -506,6 +506,58 @@ fn an_ended_connection_is_attributed_at_its_end() {
     assert_eq!(out[0].observed_at, 1000, "still the read's interval");
 }
 
+/// A pod deleted, its address given to a pod the inventory does not know
+/// yet: a connection begun after the deletion is not the deleted pod's (it
+/// waits for its own pod), one begun before it still is.
+#[test]
+fn a_connection_begun_after_its_address_was_let_go_waits_for_the_next_holder() {
+    use crate::inventory::{ObjectKey, PodInfo};
+    let (mut inventory, classifier) = world();
+    let mut pod = |name: &str, workload: &str| PodInfo {
+        name: inventory.names.name(name),
+        namespace: inventory.names.name("shop"),
+        node: inventory.names.name("node-a"),
+        workload_kind: inventory.names.name("Pod"),
+        workload: inventory.names.name(workload),
+        team: inventory.names.name("payments"),
+        host_network: false,
+        host_ports: Vec::new(),
+    };
+    let (old, new) = (pod("reuse-old", "reuse-old"), pod("reuse-new", "reuse-new"));
+    inventory.upsert_pod(old, &[ip("10.1.1.50")], 100, 100);
+    inventory.remove(&ObjectKey::Pod("shop/reuse-old".into()), 930);
+    let stamped = |sport: u16, start: u64| Entry {
+        start_ns: Some(start * 1_000_000_000 + 7),
+        ..entry(
+            ("10.1.1.50", sport, "10.1.2.20", 80),
+            ("10.1.2.20", 80, "10.1.1.50", sport),
+            500,
+            50,
+        )
+    };
+    let (before, after) = (stamped(40000, 900), stamped(40001, 950));
+    let mut enricher = Enricher::new("test", "node-a", "platform");
+    let mut out = Vec::new();
+    enricher.hold_unknown();
+    enricher.enrich_many(&[before, after], 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    let workloads: Vec<&str> = out.iter().map(|r| &*r.local_workload).collect();
+    assert_eq!(workloads, ["reuse-old"], "the deleted pod's own connection");
+    let held = enricher.take_held();
+    assert_eq!(held.len(), 1, "the later connection waits");
+
+    // The next pod known, each connection is its pod's, whichever read
+    // carries it: the deleted pod's was begun before the next pod started.
+    inventory.upsert_pod(new, &[ip("10.1.1.50")], 945, 1003);
+    out.clear();
+    enricher.enrich_many(&[before, held[0]], 1000, 10, &inventory, &classifier, |r| {
+        out.push(r.to_record())
+    });
+    let workloads: Vec<&str> = out.iter().map(|r| &*r.local_workload).collect();
+    assert_eq!(workloads, ["reuse-old", "reuse-new"]);
+}
+
 /// NodePort and LoadBalancer Services: the client's leg is billed to the
 /// backend workload, naming the Service, whichever node the client reached.
 #[test]

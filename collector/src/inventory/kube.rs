@@ -19,7 +19,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::ListParams;
+use kube::api::{ListParams, WatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -40,19 +40,23 @@ pub enum KubeError {
     },
     /// The credentials may not list or watch a resource tollgate needs.
     #[error(
-        "the Kubernetes API refuses to list {resource}: {message} \
+        "the Kubernetes API refuses to {verb} {resource}: {message} \
          (tollgate needs list and watch on pods, nodes, services, namespaces, \
          replicasets and jobs; see deploy/base/rbac.yaml)"
     )]
     Forbidden {
+        /// `list` or `watch`.
+        verb: &'static str,
         /// The resource, e.g. `pods`.
         resource: &'static str,
         /// The API server's message.
         message: String,
     },
     /// The API server could not be reached or answered with an error.
-    #[error("Kubernetes API, listing {resource}: {source}")]
+    #[error("Kubernetes API, trying to {verb} {resource}: {source}")]
     Api {
+        /// `list` or `watch`.
+        verb: &'static str,
         /// The resource.
         resource: &'static str,
         /// The client's error.
@@ -101,24 +105,41 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     })
 }
 
-/// Checks, before anything starts, that every resource can be listed:
-/// an RBAC denial is reported with the resource it concerns.
+/// Checks, before anything starts, that every resource can be listed and
+/// watched: an RBAC denial is reported with the verb and resource it
+/// concerns, where a watch refused later would only be retried for ever.
 pub async fn check_access(client: &Client) -> Result<(), KubeError> {
     async fn probe<K>(client: &Client, resource: &'static str) -> Result<(), KubeError>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        match Api::<K>::all(client.clone())
+        let refused = |verb: &'static str| {
+            move |error: kube::Error| match error {
+                kube::Error::Api(status) if status.code == 403 => KubeError::Forbidden {
+                    verb,
+                    resource,
+                    message: status.message.clone(),
+                },
+                source => KubeError::Api {
+                    verb,
+                    resource,
+                    source,
+                },
+            }
+        };
+        let api = Api::<K>::all(client.clone());
+        let listed = api
             .list_metadata(&ListParams::default().limit(1))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 403 => Err(KubeError::Forbidden {
-                resource,
-                message: status.message.clone(),
-            }),
-            Err(source) => Err(KubeError::Api { resource, source }),
-        }
+            .map_err(refused("list"))?;
+        // The server answers a watch's headers at once; the stream is dropped.
+        let version = listed.metadata.resource_version.unwrap_or_default();
+        drop(
+            api.watch_metadata(&WatchParams::default().timeout(1), &version)
+                .await
+                .map_err(refused("watch"))?,
+        );
+        Ok(())
     }
     probe::<Pod>(client, "pods").await?;
     probe::<Node>(client, "nodes").await?;

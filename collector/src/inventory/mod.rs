@@ -186,7 +186,7 @@ impl Inventory {
     /// holder that took it at or before `at`, including one that has since
     /// let it go (within the grace period).
     pub fn lookup(&self, ip: IpAddr, at: u64) -> Option<&Holder> {
-        held_at(self.ips.get(ip)?, at)
+        held_at(self.ips.get(ip)?, When { at, started: None })
     }
 
     /// Who held each of `ips` at its time `at(i)`, as [`Inventory::lookup`]
@@ -197,7 +197,7 @@ impl Inventory {
     pub fn lookup_many<'a>(
         &'a self,
         ips: &[IpAddr],
-        at: impl Fn(usize) -> u64,
+        at: impl Fn(usize) -> When,
         mut found: impl FnMut(usize, Option<&'a Holder>),
     ) {
         self.ips.get_many(ips, |i, holdings| {
@@ -489,11 +489,24 @@ fn copy_key(name: &Name) -> usize {
     Arc::as_ptr(name).cast::<u8>() as usize
 }
 
-/// The most recent of `holdings` taken at or before `at`.
-fn held_at(holdings: &[Holding], at: u64) -> Option<&Holder> {
+/// When a connection's addresses are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When {
+    /// Whose address it was then (seconds since the epoch): the
+    /// connection's start, else its end or the read.
+    pub at: u64,
+    /// When the connection began, if the kernel stamped it: a holder that
+    /// had let the address go by then never had the connection (its
+    /// successor, not known yet, did).
+    pub started: Option<u64>,
+}
+
+/// The most recent of `holdings` taken at or before `when.at`, not let go
+/// before the connection began.
+fn held_at(holdings: &[Holding], when: When) -> Option<&Holder> {
     holdings
         .iter()
-        .filter(|h| h.since <= at)
+        .filter(|h| h.since <= when.at && when.started.is_none_or(|s| h.until >= s))
         .max_by_key(|h| h.since)
         .map(|h| &h.holder)
 }

@@ -1,15 +1,16 @@
-//! tollgate's demo: a simulated three-node cluster in network namespaces,
-//! one `tollgate agent` per node reading that node's conntrack table, real
-//! ClickHouse, and the metering views: who moved which bytes, in which
-//! billing category, at what cost; checked against nftables' counters.
+//! The demo on a simulated three-node cluster in network namespaces: one
+//! `tollgate agent` process per node reading that node's conntrack table.
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
-use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
+use anyhow::ensure;
+use tollgate_tests::clickhouse::ClickHouse;
+
+use crate::{
+    exports_of_this_month, fresh_home, group, print_internet_senders, print_per_team, table, HOME,
+};
 use tollgate_tests::cluster::{
     differences, metering, Agent, Cluster, Flow, Relay, Target, CLUSTER, INTERNET4, INTERNET6,
     SERVICE4,
@@ -18,14 +19,8 @@ use tollgate_tests::tollgate;
 
 /// Seconds between two reads of each node's table.
 const INTERVAL: u32 = 5;
-/// Where the demo keeps its data.
-const HOME: &str = "/var/tmp/tollgate-demo";
 
-fn main() -> anyhow::Result<()> {
-    ensure!(
-        tollgate_tests::require_root("demo", "network namespaces and conntrack"),
-        "run the demo as root"
-    );
+pub fn run() -> anyhow::Result<()> {
     println!(
         "\ntollgate demo: which workload causes the network bill?\n\
          =======================================================\n\n\
@@ -40,11 +35,7 @@ fn main() -> anyhow::Result<()> {
          every connection (pod, workload, team, zone), classifies the transfer and inserts\n\
          the records into ClickHouse and Parquet files.\n"
     );
-    let home = PathBuf::from(HOME);
-    let _ = std::fs::remove_dir_all(&home);
-    std::fs::create_dir_all(&home)?;
-    println!("Starting ClickHouse (its data: {HOME}/clickhouse) ...");
-    let server = Dedicated::start_in(home.join("clickhouse"), true)?;
+    let (home, server) = fresh_home()?;
     let ch = server.server();
     let database = "tollgate";
     tollgate::migrate(ch.url(), database);
@@ -87,25 +78,8 @@ fn main() -> anyhow::Result<()> {
         agent.stop()?;
     }
 
-    println!("\nPer team, this month (from the view cost_daily; AWS list prices, USD):\n");
-    table(
-        ch,
-        &format!(
-            "SELECT team, \
-               formatReadableSize(sumIf(bytes, category = 'same_zone')) AS same_zone, \
-               formatReadableSize(sumIf(bytes, category = 'cross_zone')) AS cross_zone, \
-               formatReadableSize(sumIf(bytes, category = 'cross_region')) AS cross_region, \
-               formatReadableSize(sumIf(bytes, category = 'internet')) AS internet, \
-               toString(round(sum(cost), 8)) AS cost_usd \
-             FROM {database}.cost_daily WHERE toStartOfMonth(day) = toStartOfMonth(today()) \
-             GROUP BY team ORDER BY sum(cost) DESC, team"
-        ),
-    )?;
-    println!(
-        "\n  Bytes are each team's sent plus received. AWS bills a cross-zone byte on both\n  \
-         sides, internet and cross-region egress on the sending side; same zone is free.\n\
-         \nPer workload and category (from the view metering_daily):\n"
-    );
+    print_per_team(ch, database)?;
+    println!("\nPer workload and category (from the view metering_daily):\n");
     table(
         ch,
         &format!(
@@ -116,19 +90,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let exports = monthly_export(ch, database, &home)?;
 
-    println!(
-        "\nForensics: what was sending to {INTERNET4} or {INTERNET6}? (from the flows table)\n"
-    );
-    table(
-        ch,
-        &format!(
-            "SELECT local_pod AS pod, node, replaceOne(toString(local_ip), '::ffff:', '') AS local_ip, \
-               replaceOne(toString(remote_ip), '::ffff:', '') AS remote_ip, remote_port, protocol, \
-               sum(bytes_sent) AS sent, sum(bytes_received) AS received, \
-               min(observed_at) AS first_seen, max(observed_at) AS last_seen \
-             FROM {database}.flows WHERE category = 'internet' GROUP BY ALL ORDER BY sent DESC"
-        ),
-    )?;
+    print_internet_senders(ch, database, &format!("{INTERNET4} or {INTERNET6}"))?;
 
     let expected = cluster.expected(&flows())?;
     let metered = metering(ch, database)?;
@@ -177,12 +139,7 @@ fn main() -> anyhow::Result<()> {
 /// FinOps' monthly report, `tollgate export`, from ClickHouse and from the
 /// Parquet files; prints it and whether the two are identical.
 fn monthly_export(ch: &ClickHouse, database: &str, home: &std::path::Path) -> anyhow::Result<bool> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let month = ::tollgate::export::Month::of_unix(i64::try_from(now.as_secs())?)
-        .context("clock out of range")?
-        .to_string();
-    let dir = home.join("exports");
-    std::fs::create_dir_all(&dir)?;
+    let (month, dir) = exports_of_this_month(home)?;
     let from_clickhouse = dir.join(format!("{month}-teams.csv"));
     let from_parquet = dir.join(format!("{month}-teams-from-parquet.csv"));
     let parquet = home.join("parquet");
@@ -281,47 +238,4 @@ fn traffic(cluster: &Cluster) -> anyhow::Result<Vec<Child>> {
     plan.into_iter()
         .map(|(flow, args)| cluster.start(flow, &args))
         .collect()
-}
-
-/// Run `sql` and print the result as an aligned table.
-fn table(ch: &ClickHouse, sql: &str) -> anyhow::Result<()> {
-    let text = ch.query(&format!("{sql} FORMAT TabSeparatedWithNames"))?;
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
-    let columns = rows.first().context("no header")?.len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.len()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for (n, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        println!("  {}", cells.join("  ").trim_end());
-        if n == 0 {
-            println!(
-                "  {}",
-                "-".repeat(widths.iter().sum::<usize>() + 2 * (columns - 1))
-            );
-        }
-    }
-    Ok(())
-}
-
-/// 1234567 -> "1,234,567".
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
