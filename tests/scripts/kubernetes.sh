@@ -25,6 +25,9 @@
 #                  pod, as in a full pool, for the address-reuse test)
 #   internet host  203.0.113.10 (on the bridge as 172.30.0.100), reached through the nodes'
 #                  masquerade                         tgk-internet
+# The routed underlay is dual-stack (Kubernetes 1.20's IPv6DualStack feature gate): node N also
+# has fd00:172:30::1N, its pods fd00:10:244:N::/64 too, the internet host 2001:db8:113::10
+# (fd00:172:30::100 on the bridge). The overlay underlay is IPv4 only, as flannel's VXLAN is.
 # Each node's spec.providerID is aws:///ZONE/i-000000000000000N, so provider and zone come from the API.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,6 +37,7 @@ nodes=(node-a node-b node-c)
 zones=(r1-a r1-b r2-c)
 regions=(r1 r1 r2)
 internet=203.0.113.10
+internet6=2001:db8:113::10
 # Unix sockets, on a short path: a socket's path has at most 107 bytes, and DIR may be deep.
 sockets=/run/tollgate-kubernetes
 socket() { echo "$sockets/$1/containerd.sock"; }
@@ -66,6 +70,8 @@ network() { # dir underlay
   ip -n tgk-ctl link set lo up
   ip -n tgk-ctl link add br0 type bridge
   ip -n tgk-ctl addr add 172.30.0.1/24 dev br0
+  ip netns exec tgk-ctl sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+  ip -n tgk-ctl addr add fd00:172:30::1/64 dev br0
   ip -n tgk-ctl link set br0 up
   for i in 0 1 2; do
     n=${nodes[$i]}
@@ -75,32 +81,41 @@ network() { # dir underlay
     ip -n tgk-ctl link add "veth-$n" type veth peer name eth0 netns "tgk-$n"
     ip -n tgk-ctl link set "veth-$n" master br0 up
     ip -n "tgk-$n" addr add "172.30.0.1$((i + 1))/24" dev eth0
+    ip -n "tgk-$n" addr add "fd00:172:30::1$((i + 1))/64" dev eth0
     ip -n "tgk-$n" link set eth0 up
     ip -n "tgk-$n" route add default via 172.30.0.100
+    ip -n "tgk-$n" -6 route add default via fd00:172:30::100
     # Conntrack's accounting stays off (the kernel's default in a new namespace): tollgate's
     # init container must turn it on. Bridged pod traffic goes through iptables, as kube-proxy needs.
-    ip netns exec "tgk-$n" sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 \
-      net.bridge.bridge-nf-call-ip6tables=1
+    ip netns exec "tgk-$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+      net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
     # Pods leave for addresses outside the cluster behind their node's address, as on a
     # cloud VPC's NAT or a CNI's masquerade.
     ip netns exec "tgk-$n" iptables -t nat -A POSTROUTING -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE
+    ip netns exec "tgk-$n" ip6tables -t nat -A POSTROUTING -s fd00:10:244::/48 ! -d fd00:10:244::/48 -j MASQUERADE
     # Return path from the control plane (the `kubernetes` Service) to the pods.
     ip -n tgk-ctl route add "10.244.$((i + 1)).0/24" via "172.30.0.1$((i + 1))"
+    ip -n tgk-ctl route add "fd00:10:244:$((i + 1))::/64" via "fd00:172:30::1$((i + 1))"
   done
   ip netns add tgk-internet
   ip -n tgk-internet link set lo up
   ip -n tgk-ctl link add veth-internet type veth peer name eth0 netns tgk-internet
   ip -n tgk-ctl link set veth-internet master br0 up
+  ip netns exec tgk-internet sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n tgk-internet addr add 172.30.0.100/24 dev eth0
+  ip -n tgk-internet addr add fd00:172:30::100/64 dev eth0
   ip -n tgk-internet addr add "$internet/32" dev lo
+  ip -n tgk-internet addr add "$internet6/128" dev lo
   ip -n tgk-internet link set eth0 up
   # Its answers come from its public address (a UDP server's source is the route's).
   ip -n tgk-internet route replace 172.30.0.0/24 dev eth0 src "$internet"
+  ip -n tgk-internet -6 route replace fd00:172:30::/64 dev eth0 src "$internet6" metric 256
   for i in 0 1 2; do
     for j in 0 1 2; do
       [ "$i" = "$j" ] && continue
       if [ "$underlay" = routed ]; then
         ip -n "tgk-${nodes[$i]}" route add "10.244.$((j + 1)).0/24" via "172.30.0.1$((j + 1))"
+        ip -n "tgk-${nodes[$i]}" route add "fd00:10:244:$((j + 1))::/64" via "fd00:172:30::1$((j + 1))"
       fi
     done
   done
@@ -187,7 +202,8 @@ control_plane() {
     --bind-address=172.30.0.1 --advertise-address=172.30.0.1 --secure-port=6443 --insecure-port=0 \
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
     --token-auth-file="$p/tokens.csv" --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
-    --service-cluster-ip-range=10.96.0.0/16 --service-node-port-range=30000-32767 \
+    --service-cluster-ip-range=10.96.0.0/16,fd00:96::/112 --service-node-port-range=30000-32767 \
+    --feature-gates=IPv6DualStack=true \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc --allow-privileged=true \
     --kubelet-preferred-address-types=InternalIP --cert-dir="$dir/apiserver-certs"
@@ -201,8 +217,9 @@ control_plane() {
     --kubeconfig="$p/controller-manager.kubeconfig" --bind-address=127.0.0.1 --port=0 \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
     --use-service-account-credentials=true --cluster-signing-cert-file="$p/ca.crt" \
-    --cluster-signing-key-file="$p/ca.key" --leader-elect=false --cluster-cidr=10.244.0.0/16 \
-    --service-cluster-ip-range=10.96.0.0/16
+    --cluster-signing-key-file="$p/ca.key" --leader-elect=false \
+    --cluster-cidr=10.244.0.0/16,fd00:10:244::/48 --service-cluster-ip-range=10.96.0.0/16,fd00:96::/112 \
+    --feature-gates=IPv6DualStack=true
   background "$dir" kube-scheduler $x "$cache/kube-scheduler" --kubeconfig="$p/scheduler.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --port=0
 }
@@ -249,14 +266,18 @@ state = "$d/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$d/cni"
 EOF
-  local mtu=1500 pool=""
+  local mtu=1500 pool="" v6="" v6_route=""
   [ "$underlay" = overlay ] && mtu=1450
+  if [ "$underlay" = routed ]; then
+    v6=", [{\"subnet\": \"fd00:10:244:$k::/64\", \"gateway\": \"fd00:10:244:$k::1\"}]"
+    v6_route=', {"dst": "::/0"}'
+  fi
   [ "$n" = node-c ] && pool=', "rangeStart": "10.244.3.2", "rangeEnd": "10.244.3.4"'
   cat > "$d/cni/10-bridge.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "tollgate", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true, "mtu": $mtu,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$k.0/24", "gateway": "10.244.$k.1"$pool}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}},
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$k.0/24", "gateway": "10.244.$k.1"$pool}]$v6],
+            "routes": [{"dst": "0.0.0.0/0"}$v6_route]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 EOF
   local in_node=(nsenter --mount="$mnt" --net="/run/netns/tgk-$n")
@@ -296,6 +317,7 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+featureGates: {IPv6DualStack: true}
 EOF
   background "$dir" "kubelet-$n" "${in_node[@]}" "$cache/kubelet" --config="$d/kubelet.yaml" \
     --kubeconfig="$dir/pki/$n.kubeconfig" --container-runtime=remote \
@@ -308,7 +330,8 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $dir/pki/kube-proxy.kubeconfig}
 mode: iptables
-clusterCIDR: 10.244.0.0/16
+clusterCIDR: 10.244.0.0/16,fd00:10:244::/48
+featureGates: {IPv6DualStack: true}
 hostnameOverride: $n
 bindAddress: 172.30.0.1$k
 healthzBindAddress: 127.0.0.1:10256
@@ -351,15 +374,17 @@ images() {
 }
 
 # Each node's spec.podCIDR, as a cluster's IPAM sets it (the ranges the CNI configs use).
-pod_ranges() {
-  local dir="$1" i t
+pod_ranges() { # dir underlay
+  local dir="$1" i t ranges
   for i in 0 1 2; do
     for t in $(seq 240); do
       kc "$dir" get node "${nodes[$i]}" >/dev/null 2>&1 && break
       sleep 0.5
     done
+    ranges="\"10.244.$((i + 1)).0/24\""
+    [ "$2" = routed ] && ranges="$ranges,\"fd00:10:244:$((i + 1))::/64\""
     kc "$dir" patch node "${nodes[$i]}" --type merge \
-      -p "{\"spec\":{\"podCIDR\":\"10.244.$((i + 1)).0/24\",\"podCIDRs\":[\"10.244.$((i + 1)).0/24\"]}}" >/dev/null
+      -p "{\"spec\":{\"podCIDR\":\"10.244.$((i + 1)).0/24\",\"podCIDRs\":[$ranges]}}" >/dev/null
   done
 }
 
@@ -391,7 +416,7 @@ up() {
   pki "$dir"
   control_plane "$dir"
   for i in 0 1 2; do node "$dir" "$i" "$underlay"; done
-  pod_ranges "$dir"
+  pod_ranges "$dir" "$underlay"
   wait_ready "$dir"
   for i in 0 1 2; do
     ctr -a "$(socket "${nodes[$i]}")" -n k8s.io images import "$dir/images/python.tar" >/dev/null

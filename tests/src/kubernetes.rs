@@ -43,6 +43,8 @@ pub const NODE_IPS: [&str; 3] = ["172.30.0.11", "172.30.0.12", "172.30.0.13"];
 
 /// The internet host, behind the nodes' masquerade.
 pub const INTERNET: &str = "203.0.113.10";
+/// The internet host's IPv6 address (the routed underlay is dual-stack).
+pub const INTERNET6: &str = "2001:db8:113::10";
 
 /// Where ClickHouse answers for nodes and pods once [`Kubernetes::relay`]
 /// ran.

@@ -14,7 +14,7 @@ use anyhow::{ensure, Context};
 
 use crate::clickhouse::ClickHouse;
 use crate::cluster::Key;
-use crate::kubernetes::{Kubernetes, CLICKHOUSE_URL, INTERNET, NODES, NODE_IPS};
+use crate::kubernetes::{Kubernetes, CLICKHOUSE_URL, INTERNET, INTERNET6, NODES, NODE_IPS};
 use crate::{oracle, repo_root, run};
 
 /// The cluster's name in records.
@@ -186,7 +186,7 @@ fn overlay_of(
         ("cluster: prod-eu", format!("cluster: {CLUSTER}")),
         (
             "in_region: [10.0.0.0/8]",
-            "in_region: [10.0.0.0/8, 172.30.0.0/24]".to_owned(),
+            "in_region: [10.0.0.0/8, 172.30.0.0/24, 'fd00::/8']".to_owned(),
         ),
         ("interval_seconds: 10", "interval_seconds: 2".to_owned()),
     ];
@@ -418,6 +418,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: api, namespace: shop}
 spec:
+  ipFamilyPolicy: PreferDualStack
   selector: {app: api}
   ports:
     - {name: tcp, port: 80, targetPort: 5001, protocol: TCP}
@@ -522,6 +523,8 @@ pub struct Pod {
     pub node: usize,
     /// Its address.
     pub ip: IpAddr,
+    /// Its IPv6 address, on a dual-stack cluster.
+    pub ip6: Option<IpAddr>,
     /// The PID whose network namespace is the pod's.
     pub pid: u32,
 }
@@ -543,6 +546,8 @@ pub struct Workloads {
     pub pods: Vec<Pod>,
     /// The api Service's ClusterIP.
     pub service: IpAddr,
+    /// Its IPv6 ClusterIP, on a dual-stack cluster.
+    pub service6: Option<IpAddr>,
     /// The CronJob's Job, then the pods of the address-reuse test.
     pub visitors: Vec<Visitor>,
     /// The PID of the host-network pod on node c.
@@ -588,6 +593,7 @@ impl Workloads {
                     workload: app,
                     node: pod.1,
                     ip: pod.2,
+                    ip6: pod.3,
                     pid,
                 });
             }
@@ -601,11 +607,18 @@ impl Workloads {
                     "service",
                     "api",
                     "-o",
-                    "jsonpath={.spec.clusterIP}",
+                    "jsonpath={.spec.clusterIPs[*]}",
                 ],
                 None,
             )?
-            .parse()?;
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<IpAddr>, _>>()?;
+        let (service, service6) = match service[..] {
+            [v4] => (v4, None),
+            [v4, v6] => (v4, Some(v6)),
+            _ => anyhow::bail!("the api Service's addresses: {service:?}"),
+        };
         let db = pods.iter().find(|p| p.workload == "db").context("db")?.ip;
         k8s.apply(&cron_job(&db.to_string()))?;
         k8s.kubectl(
@@ -644,6 +657,7 @@ impl Workloads {
                 workload: "report",
                 node: 0,
                 ip,
+                ip6: None,
                 pid: 0,
             },
             port: JOB_PORT,
@@ -663,6 +677,7 @@ impl Workloads {
         Ok(Self {
             pods,
             service,
+            service6,
             visitors: vec![job],
             probe,
         })
@@ -697,7 +712,14 @@ impl Workloads {
             archive.ip.to_string(),
         );
         let shipper_a = self.pod("log-shipper", 0).ip.to_string();
-        let flows: Vec<(&Pod, Vec<&str>)> = vec![
+        let v6 = |pod: &Pod| pod.ip6.map(|ip| ip.to_string()).unwrap_or_default();
+        let (service6, db6, archive6, frontend6) = (
+            self.service6.map(|ip| ip.to_string()).unwrap_or_default(),
+            v6(db),
+            v6(archive),
+            v6(frontend),
+        );
+        let mut flows: Vec<(&Pod, Vec<&str>)> = vec![
             (frontend, tcp(&service, "80", "41000", "300000")),
             (frontend, udp(&service, "81", "41001", "40", "700")),
             (frontend, udp(&shipper_a, "5002", "41002", "50", "400")),
@@ -715,6 +737,21 @@ impl Workloads {
                 udp(&api_ip, "5002", "41009", "25", "300"),
             ),
         ];
+        // IPv6 on a dual-stack cluster: through the Service, pod to pod
+        // in every category, and to the internet host's IPv6 address.
+        if self.service6.is_some() && frontend.ip6.is_some() {
+            flows.extend([
+                (frontend, tcp(&service6, "80", "41030", "180000")),
+                (frontend, udp(&db6, "5002", "41031", "30", "500")),
+                (db, tcp(&archive6, "5001", "41032", "220000")),
+                (archive, tcp(INTERNET6, "5001", "41033", "130000")),
+                (archive, udp(INTERNET6, "5002", "41034", "10", "700")),
+                (
+                    self.pod("log-shipper", 0),
+                    tcp(&frontend6, "5001", "41035", "50000"),
+                ),
+            ]);
+        }
         let from_internet = [
             // NodePort, policy Cluster, on node a: forwarded to api on node b.
             tcp(NODE_IPS[0], "30080", "41020", "120000"),
@@ -749,8 +786,12 @@ impl Workloads {
     /// visitor's bytes are its peers' counters for its address and port.
     pub fn expected(&self) -> anyhow::Result<BTreeMap<Key, u64>> {
         let mut nodes: HashMap<IpAddr, usize> = self.pods.iter().map(|p| (p.ip, p.node)).collect();
+        nodes.extend(self.pods.iter().filter_map(|p| Some((p.ip6?, p.node))));
         nodes.extend(self.visitors.iter().map(|v| (v.pod.ip, v.pod.node)));
         nodes.insert(self.service, self.pod("api", 1).node);
+        if let Some(service6) = self.service6 {
+            nodes.insert(service6, self.pod("api", 1).node);
+        }
         // A node's addresses: its own, and over the overlay its VXLAN
         // device's (the first of its pod range), which forwarded traffic
         // leaves from.
@@ -765,7 +806,9 @@ impl Workloads {
         let mut add = |pod: &Pod, remote: &IpAddr, direction: &str, bytes: u64| {
             let mut categories = match nodes.get(remote) {
                 Some(&node) => vec![category(pod.node, node)],
-                None if remote.to_string() == INTERNET => vec!["internet"],
+                None if [INTERNET, INTERNET6].contains(&remote.to_string().as_str()) => {
+                    vec!["internet"]
+                }
                 None => return Err(anyhow::anyhow!("{pod:?} talked to {remote}")),
             };
             // api hears from a node's address only through the NodePort of
@@ -792,9 +835,10 @@ impl Workloads {
                 if !key.proto.starts_with("tcp") && !key.proto.starts_with("udp") {
                     continue;
                 }
-                if key.src == pod.ip {
+                let own = |ip: IpAddr| ip == pod.ip || Some(ip) == pod.ip6;
+                if own(key.src) {
                     add(pod, &key.dst, "out", count.bytes)?;
-                } else if key.dst == pod.ip {
+                } else if own(key.dst) {
                     add(pod, &key.src, "in", count.bytes)?;
                 }
                 for visitor in &self.visitors {
@@ -839,12 +883,11 @@ fn category(a: usize, b: usize) -> &'static str {
     }
 }
 
-/// The pods of `namespace` with label app=`app`: name, node index, address.
-fn pods_of(
-    k8s: &Kubernetes,
-    namespace: &str,
-    app: &str,
-) -> anyhow::Result<Vec<(String, usize, IpAddr)>> {
+/// A pod's name, node index, address and IPv6 address (dual-stack).
+type PodLine = (String, usize, IpAddr, Option<IpAddr>);
+
+/// The pods of `namespace` with label app=`app`.
+fn pods_of(k8s: &Kubernetes, namespace: &str, app: &str) -> anyhow::Result<Vec<PodLine>> {
     k8s.kubectl(
         &[
             "-n",
@@ -854,19 +897,20 @@ fn pods_of(
             "-l",
             &format!("app={app}"),
             "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{\"\\n\"}{end}",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIPs[*].ip}{\"\\n\"}{end}",
         ],
         None,
     )?
     .lines()
     .map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        ensure!(f.len() == 3, "pod line {line:?}");
+        ensure!(matches!(f.len(), 3 | 4), "pod line {line:?}");
         let node = NODES
             .iter()
             .position(|n| n.0 == f[1])
             .with_context(|| format!("unknown node {}", f[1]))?;
-        Ok((f[0].to_owned(), node, f[2].parse()?))
+        let ip6 = f.get(3).map(|ip| ip.parse()).transpose()?;
+        Ok((f[0].to_owned(), node, f[2].parse()?, ip6))
     })
     .collect()
 }

@@ -91,6 +91,12 @@ fn end_to_end(underlay: Underlay, sink: Sink) -> anyhow::Result<()> {
     };
     check_deployment(&k8s)?;
     let mut workloads = Workloads::start(&k8s)?;
+    // The routed cluster is dual-stack: its pods and the Service send over IPv6 too.
+    let dual_stack = workloads.service6.is_some() && workloads.pods.iter().all(|p| p.ip6.is_some());
+    ensure!(
+        dual_stack == (underlay == Underlay::Routed),
+        "{underlay:?}: dual-stack pods and Service: {dual_stack}"
+    );
     workloads.traffic(&k8s)?;
     if sink == Sink::Parquet {
         parquet_views(&k8s, ch, &database)?;
@@ -244,6 +250,7 @@ spec:
                 workload,
                 node: 2,
                 ip: old,
+                ip6: None,
                 pid: 0,
             },
             port,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use tollgate_tests::cluster::{differences, metering_of};
-use tollgate_tests::kubernetes::{Kubernetes, Underlay, INTERNET};
+use tollgate_tests::kubernetes::{Kubernetes, Underlay, INTERNET, INTERNET6};
 use tollgate_tests::scenario::{
     check_deployment, clickhouse_port, deploy_clickhouse, release_binary, Image, Workloads,
     CLUSTER, NAMESPACES,
@@ -21,13 +21,14 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "\ntollgate demo on a real Kubernetes: which workload causes the network bill?\n\
          ============================================================================\n\n\
-         Kubernetes 1.20 on this machine: a control plane and three nodes, each in network\n\
-         and mount namespaces of its own with containerd, kubelet and kube-proxy (iptables):\n\n  \
+         Kubernetes 1.20 on this machine, dual-stack: a control plane and three nodes, each in\n\
+         network and mount namespaces of its own with containerd, kubelet and kube-proxy\n\
+         (iptables):\n\n  \
          node-a  zone r1-a, region r1   frontend (team web), the report Job of a CronJob (team data)\n  \
          node-b  zone r1-b, region r1   api (team payments; ClusterIP and NodePort Services), db (team data)\n  \
          node-c  zone r2-c, region r2   archive (team data), a host-network probe (team platform)\n  \
          all     log-shipper DaemonSet (team platform)\n  \
-         internet host {INTERNET}, behind the nodes' masquerade\n\n\
+         internet host {INTERNET} / {INTERNET6}, behind the nodes' masquerade\n\n\
          tollgate runs as the DaemonSet of deploy/ (NET_ADMIN only), reading each node's\n\
          conntrack table every 2 s and inserting into ClickHouse. Each pod also counts its own\n\
          packets with nftables, which the demo compares with tollgate's metering at the end.\n"
@@ -52,7 +53,7 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "  3 agents ready; conntrack accounting on; NET_ADMIN only; clean logs; /metrics answers"
     );
-    println!("Starting the teams' workloads and sending traffic of known sizes ...");
+    println!("Starting the teams' workloads and sending traffic of known sizes (TCP and UDP, IPv4 and IPv6) ...");
     let workloads = Workloads::start(&k8s)?;
     workloads.traffic(&k8s)?;
     let expected = workloads.expected()?;
@@ -83,7 +84,7 @@ pub fn run() -> anyhow::Result<()> {
         ),
     )?;
     monthly_export(ch.url(), database, &home)?;
-    print_internet_senders(ch, database, INTERNET)?;
+    print_internet_senders(ch, database, &format!("{INTERNET} or {INTERNET6}"))?;
 
     println!();
     if converged.is_ok() {
