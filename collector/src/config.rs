@@ -501,7 +501,7 @@ pub async fn load_world(config: &Config, prepared: Prepared) -> Result<World, Co
         let kube = inv.kubernetes.clone().unwrap_or_default();
         let kubeconfig = prepared.kubeconfig;
         let client = inventory::kube::connect(kubeconfig.as_deref()).await?;
-        inventory::kube::check_access(&client).await?;
+        inventory::kube::check_access(&client, kube.ready_timeout_seconds).await?;
         let shared = Arc::new(RwLock::new(Inventory::new(inv.grace_seconds)));
         let (ready, mut is_ready) = tokio::sync::watch::channel(false);
         tokio::spawn(inventory::kube::run(

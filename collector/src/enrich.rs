@@ -18,8 +18,9 @@
 //! endpoints. An overlay's outer flow between two nodes (VXLAN, Geneve,
 //! WireGuard, IPIP...: the classifier's tunnel rules) carries pods' packets
 //! whose own entries bill them: it is counted in [`EnrichStats::tunnel`],
-//! never billed twice. The remote end is looked up in the inventory at the record's
-//! time and classified by the [`Classifier`].
+//! never billed twice. Both ends are looked up in the inventory as they were when
+//! the connection began (see `attributed_at`), the remote classified by the
+//! [`Classifier`].
 
 use std::net::IpAddr;
 use std::sync::Arc;

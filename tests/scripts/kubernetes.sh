@@ -25,9 +25,10 @@
 #                  pod, as in a full pool, for the address-reuse test)
 #   internet host  203.0.113.10 (on the bridge as 172.30.0.100), reached through the nodes'
 #                  masquerade                         tgk-internet
-# The routed underlay is dual-stack (Kubernetes 1.20's IPv6DualStack feature gate): node N also
-# has fd00:172:30::1N, its pods fd00:10:244:N::/64 too, the internet host 2001:db8:113::10
-# (fd00:172:30::100 on the bridge). The overlay underlay is IPv4 only, as flannel's VXLAN is.
+# The cluster is dual-stack (Kubernetes 1.20's IPv6DualStack feature gate, an IPv6 Service
+# range): node N also has fd00:172:30::1N, the internet host 2001:db8:113::10 (fd00:172:30::100
+# on the bridge). Over the routed underlay pods get fd00:10:244:N::/64 addresses too; over the
+# overlay they are IPv4 only, as with flannel's one VXLAN device.
 # Each node's spec.providerID is aws:///ZONE/i-000000000000000N, so provider and zone come from the API.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

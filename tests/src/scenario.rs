@@ -683,6 +683,11 @@ impl Workloads {
         })
     }
 
+    /// Whether every pod and the api Service have IPv6 addresses too.
+    pub fn dual_stack(&self) -> bool {
+        self.service6.is_some() && self.pods.iter().all(|p| p.ip6.is_some())
+    }
+
     /// The pod of `workload` on node `node`.
     pub fn pod(&self, workload: &str, node: usize) -> &Pod {
         self.pods
@@ -739,7 +744,7 @@ impl Workloads {
         ];
         // IPv6 on a dual-stack cluster: through the Service, pod to pod
         // in every category, and to the internet host's IPv6 address.
-        if self.service6.is_some() && frontend.ip6.is_some() {
+        if self.dual_stack() {
             flows.extend([
                 (frontend, tcp(&service6, "80", "41030", "180000")),
                 (frontend, udp(&db6, "5002", "41031", "30", "500")),
@@ -785,6 +790,14 @@ impl Workloads {
     /// counters: what a pod sent and received, by where its peer runs. A
     /// visitor's bytes are its peers' counters for its address and port.
     pub fn expected(&self) -> anyhow::Result<BTreeMap<Key, u64>> {
+        self.expected_of(|_| true)
+    }
+
+    /// [`Workloads::expected`] of the flows `wanted` keeps.
+    pub fn expected_of(
+        &self,
+        wanted: impl Fn(&oracle::FlowKey) -> bool,
+    ) -> anyhow::Result<BTreeMap<Key, u64>> {
         let mut nodes: HashMap<IpAddr, usize> = self.pods.iter().map(|p| (p.ip, p.node)).collect();
         nodes.extend(self.pods.iter().filter_map(|p| Some((p.ip6?, p.node))));
         nodes.extend(self.visitors.iter().map(|v| (v.pod.ip, v.pod.node)));
@@ -832,7 +845,7 @@ impl Workloads {
         };
         for pod in &self.pods {
             for (key, count) in oracle::read_in_process(pod.pid)? {
-                if !key.proto.starts_with("tcp") && !key.proto.starts_with("udp") {
+                if !key.proto.starts_with("tcp") && !key.proto.starts_with("udp") || !wanted(&key) {
                     continue;
                 }
                 let own = |ip: IpAddr| ip == pod.ip || Some(ip) == pod.ip6;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -51,6 +51,15 @@ pub enum KubeError {
         resource: &'static str,
         /// The API server's message.
         message: String,
+    },
+    /// The API server did not answer the permission checks in time.
+    #[error(
+        "the Kubernetes API did not answer within {seconds} s while tollgate checked it may \
+         list and watch what it needs (inventory.kubernetes.ready_timeout_seconds)"
+    )]
+    Timeout {
+        /// The time allowed.
+        seconds: u64,
     },
     /// The API server could not be reached or answered with an error.
     #[error("Kubernetes API, trying to {verb} {resource}: {source}")]
@@ -108,7 +117,14 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 /// Checks, before anything starts, that every resource can be listed and
 /// watched: an RBAC denial is reported with the verb and resource it
 /// concerns, where a watch refused later would only be retried for ever.
-pub async fn check_access(client: &Client) -> Result<(), KubeError> {
+/// A server that does not answer within `seconds` is an error too.
+pub async fn check_access(client: &Client, seconds: u64) -> Result<(), KubeError> {
+    tokio::time::timeout(Duration::from_secs(seconds), probe_all(client))
+        .await
+        .unwrap_or(Err(KubeError::Timeout { seconds }))
+}
+
+async fn probe_all(client: &Client) -> Result<(), KubeError> {
     async fn probe<K>(client: &Client, resource: &'static str) -> Result<(), KubeError>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -235,21 +251,16 @@ fn protocol_of(text: Option<&str>) -> Protocol {
         .unwrap_or(Protocol::TCP)
 }
 
-/// When a pod got its addresses: the `PodReadyToStartContainers` condition
-/// (its sandbox and network are set up; Kubernetes 1.29 on), else its
-/// `startTime` (the kubelet took it on, just before), in Unix seconds.
+/// When a pod got its addresses, at the earliest: its `startTime` (the
+/// kubelet took it on, before it set up the sandbox and its network), in
+/// Unix seconds. Connections are looked up at their start, so this must
+/// never be later than the first one; `PodReadyToStartContainers` is set a
+/// sync after the containers start, and may be.
 fn addressed_at(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<u64> {
-    let seconds = |time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
-        u64::try_from(time.0.as_second()).ok()
-    };
     status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodReadyToStartContainers" && c.status == "True")
-        .and_then(|c| c.last_transition_time.as_ref())
-        .or(status.start_time.as_ref())
-        .and_then(seconds)
+        .start_time
+        .as_ref()
+        .and_then(|time| u64::try_from(time.0.as_second()).ok())
 }
 
 /// When a finished pod's last container ended.

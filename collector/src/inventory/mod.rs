@@ -8,8 +8,8 @@
 //! [`ServiceInfo`] values.
 //!
 //! Pod IPs are reused. The index keeps, per address, who held it from when
-//! until when; a record is attributed to whoever held the address at the
-//! record's time, and a departed holder is kept for a grace period so the
+//! until when; a connection is attributed to whoever held the address when
+//! it began, and a departed holder is kept for a grace period so the
 //! records of its last interval still find it. An address nobody held stays
 //! unknown: the inventory never guesses.
 
@@ -122,8 +122,8 @@ pub enum ObjectKey {
     Service(String),
 }
 
-/// One holder of an address during `[since, until)` (seconds since the
-/// epoch; `until` is `u64::MAX` while it still holds it).
+/// One holder of an address from `since` to `until`, both included
+/// (seconds since the epoch; `until` is `u64::MAX` while it still holds it).
 #[derive(Debug, Clone)]
 struct Holding {
     object: u64,
@@ -288,8 +288,8 @@ impl Inventory {
     pub fn finished_pod(&mut self, pod: PodInfo, ips: &[IpAddr], since: u64, until: u64, now: u64) {
         let key = ObjectKey::Pod(format!("{}/{}", pod.namespace, pod.name));
         if self.objects.get(&key).is_some_and(|o| !o.ips.is_empty()) {
-            // Seen running: its addresses are let go now.
-            return self.upsert_pod(pod, &[], since, now);
+            // Seen running: its addresses are let go when it finished.
+            return self.upsert_pod(pod, &[], since, until.min(now).max(since));
         }
         // A host-network pod's addresses are its node's.
         let ips = if pod.host_network { &[][..] } else { ips };
@@ -502,12 +502,15 @@ pub struct When {
 }
 
 /// The most recent of `holdings` taken at or before `when.at`, not let go
-/// before the connection began.
+/// before the connection began. At a connection's start, a holder known to
+/// have let the address go only later held it then: it wins over one still
+/// holding it, whose `since` (a pod's `startTime`) may precede the moment it
+/// really got the address.
 fn held_at(holdings: &[Holding], when: When) -> Option<&Holder> {
     holdings
         .iter()
         .filter(|h| h.since <= when.at && when.started.is_none_or(|s| h.until >= s))
-        .max_by_key(|h| h.since)
+        .max_by_key(|h| (when.started.is_some() && h.until != u64::MAX, h.since))
         .map(|h| &h.holder)
 }
 
@@ -543,6 +546,72 @@ mod tests {
             Holder::Node(n) => Some(format!("node {}", n.name)),
             Holder::Service(s) => Some(format!("service {}", s.name)),
         }
+    }
+
+    /// Who held `ip` when a connection began at `started`.
+    fn held_at_start(inventory: &Inventory, ip: &str, started: u64) -> Option<String> {
+        let mut found = None;
+        let when = When {
+            at: started,
+            started: Some(started),
+        };
+        inventory.lookup_many(
+            &[ip.parse().unwrap()],
+            |_| when,
+            |_, holder| {
+                found = holder.map(|h| match h {
+                    Holder::Pod(p) => p.name.to_string(),
+                    Holder::Node(n) => format!("node {}", n.name),
+                    Holder::Service(s) => format!("service {}", s.name),
+                });
+            },
+        );
+        found
+    }
+
+    /// A full pool: the next pod is taken on (its `startTime`) while the
+    /// address is still the old pod's, and gets it when the old pod goes.
+    /// What began in between is the old pod's; what began after, the next's.
+    #[test]
+    fn a_pod_taken_on_before_its_address_was_free_gets_only_what_began_after() {
+        let mut inv = Inventory::new(300);
+        let old = pod(&mut inv, "web-old");
+        inv.upsert_pod(old, &["10.1.0.5".parse().unwrap()], 100, 100);
+        inv.remove(&ObjectKey::Pod("shop/web-old".into()), 170);
+        let new = pod(&mut inv, "web-new");
+        inv.upsert_pod(new, &["10.1.0.5".parse().unwrap()], 150, 175);
+
+        assert_eq!(
+            held_at_start(&inv, "10.1.0.5", 120).as_deref(),
+            Some("web-old")
+        );
+        assert_eq!(
+            held_at_start(&inv, "10.1.0.5", 160).as_deref(),
+            Some("web-old")
+        );
+        assert_eq!(
+            held_at_start(&inv, "10.1.0.5", 171).as_deref(),
+            Some("web-new")
+        );
+    }
+
+    /// A pod seen running, then finished: its address is let go when its
+    /// last container ended, not when the watch said so.
+    #[test]
+    fn a_finished_pod_lets_its_address_go_when_it_ended() {
+        let mut inv = Inventory::new(300);
+        let job = pod(&mut inv, "report-1");
+        inv.upsert_pod(job.clone(), &["10.1.0.6".parse().unwrap()], 100, 100);
+        inv.finished_pod(job, &["10.1.0.6".parse().unwrap()], 100, 130, 140);
+        assert_eq!(
+            held_at_start(&inv, "10.1.0.6", 130).as_deref(),
+            Some("report-1")
+        );
+        assert_eq!(
+            held_at_start(&inv, "10.1.0.6", 135),
+            None,
+            "free after it ended"
+        );
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub fn run() -> anyhow::Result<()> {
     );
     println!("Starting the teams' workloads and sending traffic of known sizes (TCP and UDP, IPv4 and IPv6) ...");
     let workloads = Workloads::start(&k8s)?;
+    ensure!(
+        workloads.dual_stack(),
+        "the pods or the api Service have no IPv6 address"
+    );
     workloads.traffic(&k8s)?;
     let expected = workloads.expected()?;
     println!("Waiting for the agents' next reads to reach ClickHouse ...");
