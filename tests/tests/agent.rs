@@ -410,8 +410,21 @@ fn connections_older_than_accounting_are_counted_not_recorded() {
             ],
         )
         .unwrap();
-    thread::sleep(Duration::from_millis(500));
-    // The agent turns accounting on as it starts: too late for this entry.
+    // The entry must exist before the agent turns accounting on as it
+    // starts (too late for it): a loaded machine may start the client late.
+    let since = std::time::Instant::now();
+    while !node
+        .ns
+        .sh("conntrack -L -p tcp --sport 24000 2>/dev/null")
+        .unwrap_or_default()
+        .contains("sport=24000")
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the client's connection did not start"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     let (agent, config) = start_agent(&cluster, &database, 0);
     wait(vec![client]);
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
