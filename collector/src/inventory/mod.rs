@@ -540,12 +540,16 @@ mod tests {
         }
     }
 
-    fn held_by(inventory: &Inventory, ip: &str, at: u64) -> Option<String> {
-        match inventory.lookup(ip.parse().unwrap(), at)? {
-            Holder::Pod(p) => Some(p.name.to_string()),
-            Holder::Node(n) => Some(format!("node {}", n.name)),
-            Holder::Service(s) => Some(format!("service {}", s.name)),
+    fn name_of(holder: &Holder) -> String {
+        match holder {
+            Holder::Pod(p) => p.name.to_string(),
+            Holder::Node(n) => format!("node {}", n.name),
+            Holder::Service(s) => format!("service {}", s.name),
         }
+    }
+
+    fn held_by(inventory: &Inventory, ip: &str, at: u64) -> Option<String> {
+        inventory.lookup(ip.parse().unwrap(), at).map(name_of)
     }
 
     /// Who held `ip` when a connection began at `started`.
@@ -559,11 +563,7 @@ mod tests {
             &[ip.parse().unwrap()],
             |_| when,
             |_, holder| {
-                found = holder.map(|h| match h {
-                    Holder::Pod(p) => p.name.to_string(),
-                    Holder::Node(n) => format!("node {}", n.name),
-                    Holder::Service(s) => format!("service {}", s.name),
-                });
+                found = holder.map(name_of);
             },
         );
         found
