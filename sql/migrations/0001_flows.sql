@@ -53,6 +53,8 @@ TTL observed_at + INTERVAL $raw_ttl_days DAY
 -- The sink tags every batch with an insert_deduplication_token: a retried batch is dropped.
 SETTINGS non_replicated_deduplication_window = 10000;
 
+-- Sharded by node: an agent's batch holds its own node's records only, so it lands whole on one
+-- shard, where a retry meets its deduplication token (rand() would split a retry differently).
 -- cluster-only
 CREATE TABLE IF NOT EXISTS $db.flows$on_cluster AS $db.flows_local
-ENGINE = Distributed('$cluster', '$db', 'flows_local', rand());
+ENGINE = Distributed('$cluster', '$db', 'flows_local', cityHash64(node));

@@ -25,13 +25,14 @@ CREATE TABLE IF NOT EXISTS $db.clusters$local$on_cluster
 ENGINE = ${replicated}ReplacingMergeTree(updated_at)
 ORDER BY cluster;
 
+-- Sharded by key, so rows that replace each other meet on one shard; reads gather every shard.
 -- cluster-only
 CREATE TABLE IF NOT EXISTS $db.prices$on_cluster AS $db.prices_local
-ENGINE = Distributed('$cluster', '$db', 'prices_local');
+ENGINE = Distributed('$cluster', '$db', 'prices_local', cityHash64(provider, region, category, direction));
 
 -- cluster-only
 CREATE TABLE IF NOT EXISTS $db.clusters$on_cluster AS $db.clusters_local
-ENGINE = Distributed('$cluster', '$db', 'clusters_local');
+ENGINE = Distributed('$cluster', '$db', 'clusters_local', cityHash64(cluster));
 
 -- Shipped defaults: public list prices in USD for the common case (first volume tier,
 -- intra-continent). Same-zone transfer is free everywhere. Cross-zone: AWS bills both the

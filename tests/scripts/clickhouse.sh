@@ -7,6 +7,10 @@
 #   clickhouse.sh health DIR         exit 0 if the server of DIR answers, and is that server
 #   clickhouse.sh stop DIR           stop it (the data stays in DIR; start again to resume)
 #   clickhouse.sh python             print the interpreter that runs the server
+#   clickhouse.sh cluster DIR N      start N servers forming the sharded cluster `tollgate_shards`
+#                                    (one shard each, no replicas) in DIR/node1..N; prints their
+#                                    URLs, one per line. A node restarts with `start DIR/nodeK
+#                                    PORT` (its cluster.xml stays); stop each with `stop`.
 #
 # With CLICKHOUSE_WATCH_PID set, the server exits when that process does (test suites).
 #
@@ -81,11 +85,37 @@ stop() {
   rm -f "$dir/pid"
 }
 
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+cluster() {
+  local dir="$1" count="$2" i shards=""
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  local http=() tcp=()
+  for i in $(seq "$count"); do
+    http+=("$(free_port)")
+    tcp+=("$(free_port)")
+    shards+="<shard><replica><host>127.0.0.1</host><port>${tcp[$((i - 1))]}</port></replica></shard>"
+  done
+  for i in $(seq "$count"); do
+    mkdir -p "$dir/node$i"
+    cat > "$dir/node$i/cluster.xml" <<XML
+  <tcp_port>${tcp[$((i - 1))]}</tcp_port>
+  <macros><cluster>tollgate_shards</cluster><shard>$i</shard><replica>node$i</replica></macros>
+  <remote_servers><tollgate_shards>$shards</tollgate_shards></remote_servers>
+XML
+  done
+  for i in $(seq "$count"); do start "$dir/node$i" "${http[$((i - 1))]}"; done
+}
+
 case "${1:-}" in
   install) install ;;
   start) start "${2:?data directory}" "${3:-}" ;;
   health) health "${2:?data directory}" ;;
   stop) stop "${2:?data directory}" ;;
   python) install; echo "$python" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  cluster) cluster "${2:?data directory}" "${3:?number of nodes}" ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

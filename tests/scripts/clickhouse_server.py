@@ -10,7 +10,10 @@ process named by --watch-pid exits.
   clickhouse_server.py --data DIR --port N --token T [--watch-pid PID]
 
 The data directory holds config.xml (127.0.0.1 only, the port, the token as display_name, so a
-health check proves that the server answering is this one), the log and the data itself.
+health check proves that the server answering is this one), the log and the data itself. A node
+of a sharded cluster also has DIR/cluster.xml (its native-protocol port, its macros and the
+cluster's remote_servers), which is added to config.xml; Distributed tables speak only the
+native protocol, so that listener is opened first.
 """
 
 import argparse
@@ -25,7 +28,7 @@ CONFIG = """<clickhouse>
   <listen_host>127.0.0.1</listen_host>
   <display_name>{token}</display_name>
   <logger><log>server.log</log><errorlog>server.err.log</errorlog><level>warning</level></logger>
-</clickhouse>
+{cluster}</clickhouse>
 """
 
 KEEPALIVE = ("SELECT sleepEachRow(1) FROM numbers(1000000000000) "
@@ -53,14 +56,19 @@ def main():
     data = os.path.abspath(args.data)
     os.makedirs(data, exist_ok=True)
     os.chdir(data)
+    cluster = ""
+    if os.path.exists("cluster.xml"):
+        with open("cluster.xml") as f:
+            cluster = f.read()
     with open("config.xml", "w") as f:
-        f.write(CONFIG.format(port=args.port, token=args.token))
+        f.write(CONFIG.format(port=args.port, token=args.token, cluster=cluster))
     if args.watch_pid:
         threading.Thread(target=watch, args=(args.watch_pid,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
     from chdb import _chdb
-    _chdb.query("SYSTEM START LISTEN HTTP; " + KEEPALIVE, "TabSeparated", path=data)
+    listen = ("SYSTEM START LISTEN TCP; " if cluster else "") + "SYSTEM START LISTEN HTTP; "
+    _chdb.query(listen + KEEPALIVE, "TabSeparated", path=data)
 
 
 if __name__ == "__main__":

@@ -559,3 +559,84 @@ fn a_spool_resumes_only_the_input_it_belongs_to() {
     );
     assert_eq!(count(ch, &database).0, 10);
 }
+
+/// A batch stored by ClickHouse whose acknowledgement never reached the
+/// writer, sent again only after other writers' batches have pushed it out
+/// of ClickHouse's deduplication window (made 2 blocks here; a fleet fills
+/// the default 10,000 in minutes): `delivered_batches` still knows it, so
+/// it is not stored twice.
+#[test]
+fn a_batch_whose_acknowledgement_was_lost_counts_once_after_the_window_forgot_it() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("lost_ack");
+    tollgate::migrate(ch.url(), &database);
+    for table in ["flows", "flows_1m", "flows_1h", "flows_1d"] {
+        ch.query(&format!(
+            "ALTER TABLE {database}.{table} MODIFY SETTING non_replicated_deduplication_window = 2"
+        ))
+        .unwrap();
+    }
+    const N: u64 = 300;
+    let input = records_file("lost-ack", N);
+    let spool =
+        std::env::temp_dir().join(format!("tollgate-spool-{}-lost-ack", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let relay = tollgate_tests::lost_ack::LostAck::start(ch.url()).unwrap();
+    let loader = Command::new(binary())
+        .arg("load")
+        .arg(&input)
+        .args([
+            "--clickhouse",
+            relay.url(),
+            "--database",
+            &database,
+            "--batch-rows",
+            "100",
+            "--origin",
+            "test",
+        ])
+        .arg("--spool")
+        .arg(&spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        relay.wait_until_answered(Duration::from_secs(60)),
+        "ClickHouse never answered the first batch"
+    );
+    // Other writers' batches, one row each, while the first writer waits.
+    for k in 0..5 {
+        ch.query_with(
+            &format!(
+                "INSERT INTO {database}.flows SELECT * REPLACE (toUInt32({}) AS conntrack_id) \
+                 FROM {database}.flows LIMIT 1",
+                1_000_000 + k
+            ),
+            &[("insert_deduplication_token", &format!("other-{k}"))],
+        )
+        .unwrap();
+    }
+    relay.release();
+    let output = loader.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("will retry"),
+        "the lost answer went unnoticed: {log}"
+    );
+    let ours = ch
+        .query(&format!(
+            "SELECT count(), uniqExact(conntrack_id) FROM {database}.flows WHERE conntrack_id < 1000000"
+        ))
+        .unwrap();
+    assert_eq!(ours.trim(), format!("{N}\t{N}"), "each record once");
+    for rollup in ["flows_1m", "flows_1h", "flows_1d"] {
+        let rolled = ch
+            .query(&format!("SELECT sum(records) FROM {database}.{rollup}"))
+            .unwrap();
+        assert_eq!(rolled.trim(), (N + 5).to_string(), "{rollup}");
+    }
+}

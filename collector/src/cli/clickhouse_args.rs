@@ -10,7 +10,7 @@ use tollgate::sink::clickhouse::Connection;
 use super::BadInput;
 
 /// Where ClickHouse is and who to be there.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP(S) URL.
     #[arg(long = "clickhouse", value_name = "URL")]

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use tollgate::sink::clickhouse::migrate::{self, Layout, Retention, MIGRATIONS};
+use tollgate::sink::clickhouse::migrate::{self, Layout, Node, Retention, Topology, MIGRATIONS};
 
 use super::clickhouse_args::{parse_name, ClickHouseArgs};
 use super::BadInput;
@@ -20,9 +20,21 @@ pub struct MigrateArgs {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     /// Create ReplicatedMergeTree tables on every node of this ClickHouse
-    /// cluster, with Distributed tables over them.
+    /// cluster (one `ON CLUSTER` statement each, through --clickhouse),
+    /// with Distributed tables over them.
     #[arg(long, value_name = "NAME", value_parser = |s: &str| parse_name("cluster", s))]
     cluster: Option<String>,
+    /// With --cluster: each node named here (its HTTP URL; repeat for every
+    /// node) is a shard without replicas. Plain MergeTree tables are created
+    /// on each node in turn, with Distributed tables over them: for clusters
+    /// without Keeper or without ON CLUSTER. Replaces --clickhouse.
+    #[arg(
+        long = "shard",
+        value_name = "URL",
+        requires = "cluster",
+        conflicts_with = "url"
+    )]
+    shards: Vec<String>,
     /// Days raw flow records are kept.
     #[arg(long, default_value_t = Retention::default().raw_days, value_parser = clap::value_parser!(u32).range(1..=TTL_DAYS_MAX))]
     raw_ttl_days: u32,
@@ -41,9 +53,14 @@ pub struct MigrateArgs {
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    let topology = match (&args.cluster, args.shards.is_empty()) {
+        (None, _) => Topology::Single,
+        (Some(name), true) => Topology::Replicated(name.clone()),
+        (Some(name), false) => Topology::Sharded(name.clone()),
+    };
     let layout = Layout {
         database: args.clickhouse.database.clone(),
-        cluster: args.cluster.clone(),
+        topology,
         retention: Retention {
             raw_days: args.raw_ttl_days,
             minute_days: args.minute_ttl_days,
@@ -61,19 +78,36 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let connection = args
-        .clickhouse
-        .connection()?
-        .ok_or_else(|| BadInput("--clickhouse URL is required (or --print)".to_owned()))?;
+    let mut connections = Vec::new();
+    if args.shards.is_empty() {
+        connections.push(args.clickhouse.connection()?.ok_or_else(|| {
+            BadInput(
+                "--clickhouse URL (or --cluster with --shard URLs) is required, or --print"
+                    .to_owned(),
+            )
+        })?);
+    }
+    for url in &args.shards {
+        let each = ClickHouseArgs {
+            url: Some(url.clone()),
+            ..args.clickhouse.clone()
+        };
+        connections.extend(each.connection()?);
+    }
+    let nodes = connections
+        .into_iter()
+        .map(|connection| {
+            Ok(Node {
+                client: connection.client()?,
+                connection,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(migrate::migrate(
-        &connection.client()?,
-        &connection,
-        &layout,
-    ))?;
+    let report = runtime.block_on(migrate::migrate(&nodes, &layout))?;
     if report.applied.is_empty() {
         println!(
             "{}: up to date ({} migrations already applied)",

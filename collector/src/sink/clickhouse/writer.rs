@@ -1,6 +1,10 @@
 //! Writes batches into the `flows` table with the `clickhouse` crate:
 //! RowBinary, LZ4 on the wire, one INSERT per batch carrying the batch's
-//! `insert_deduplication_token`.
+//! `insert_deduplication_token`. When the outcome of the previous write is
+//! unknown (the process started, or a write failed), a batch is first
+//! looked up in `delivered_batches`, which remembers every batch that
+//! reached the last rollup, long after ClickHouse's deduplication window
+//! has forgotten it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,7 +33,15 @@ pub struct ClickHouseSink {
     /// Sends rows unchecked: used once a checked batch went in.
     trusting: Client,
     checked: AtomicBool,
+    /// The last write's outcome is unknown: its batch may be stored.
+    uncertain: AtomicBool,
 }
+
+/// A batch's records found in `delivered_batches`: per shard the largest
+/// count recorded (a retry passing through the views may record it again),
+/// summed over the shards.
+const DELIVERED_RECORDS: &str = "SELECT toUInt64(sum(records)) FROM \
+     (SELECT max(records) AS records FROM delivered_batches WHERE token = ? GROUP BY shardNum())";
 
 impl ClickHouseSink {
     /// A sink writing to `connection`'s database.
@@ -39,7 +51,30 @@ impl ClickHouseSink {
             trusting: client.clone().with_validation(false),
             validating: client,
             checked: AtomicBool::new(false),
+            uncertain: AtomicBool::new(true),
         })
+    }
+
+    /// Whether `batch` is stored already, in full. A batch stored in part
+    /// (its rows spread over shards, one of which failed) is sent again:
+    /// the shards that have it drop their part by its token.
+    async fn delivered(&self, batch: &Batch) -> Result<bool, clickhouse::error::Error> {
+        let records: u64 = self
+            .trusting
+            .query(DELIVERED_RECORDS)
+            .bind(batch.token.as_str())
+            .fetch_one()
+            .await?;
+        let expected = batch.rows.len() as u64;
+        if records > 0 && records < expected {
+            tracing::warn!(
+                seq = batch.seq,
+                records,
+                expected,
+                "batch stored in part; sending it again"
+            );
+        }
+        Ok(records >= expected)
     }
 }
 
@@ -57,6 +92,16 @@ impl Sink for ClickHouseSink {
                 message,
             }
         };
+        if self.uncertain.load(Ordering::Relaxed) && self.delivered(batch).await.map_err(fail)? {
+            tracing::info!(
+                seq = batch.seq,
+                "batch was stored before its acknowledgement was lost; not sent again"
+            );
+            self.uncertain.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Until ClickHouse answers, this batch may or may not be stored.
+        self.uncertain.store(true, Ordering::Relaxed);
         // The first batch is checked against the table's columns (the
         // client fetches them); after that the per-row check, about a quarter
         // of the sink's CPU, is skipped: only `tollgate migrate` changes the
@@ -77,7 +122,10 @@ impl Sink for ClickHouseSink {
             // server's default (off before ClickHouse 26.2: since 24.7 a
             // resent block goes through the views, which then insert it
             // again unless they deduplicate too).
-            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1");
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+            // Through a Distributed table, the batch is on its shard when
+            // the INSERT returns, not in a queue the spool cannot see.
+            .with_setting("distributed_foreground_insert", "1");
         // Records with their names borrowed from the batch: no name's
         // reference count is touched.
         for record in batch.rows.iter() {
@@ -89,6 +137,7 @@ impl Sink for ClickHouseSink {
         }
         insert.end().await.map_err(fail)?;
         self.checked.store(true, Ordering::Relaxed);
+        self.uncertain.store(false, Ordering::Relaxed);
         Ok(())
     }
 }
