@@ -197,6 +197,10 @@ fn the_cluster_layout_parses_on_real_clickhouse() {
     assert!(statements
         .iter()
         .any(|s| s.contains("ReplicatedSummingMergeTree")));
+    // One ledger for the whole cluster: its Keeper path names no shard.
+    assert!(statements.iter().any(|s| s.contains(
+        "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{replica}')"
+    )));
     assert!(
         statements
             .iter()

@@ -70,6 +70,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     };
     layout.retention.check().map_err(BadInput)?;
     if args.print {
+        println!("-- the database and the migrations ledger");
+        for statement in layout.preamble() {
+            println!("{statement};\n");
+        }
         for migration in MIGRATIONS {
             println!("-- {}", migration.name);
             for statement in layout.render(migration) {

@@ -235,6 +235,28 @@ impl Layout {
         format!("{table}{}", self.physical_suffix())
     }
 
+    /// What comes before the migrations: the database and the ledger of
+    /// applied migrations (in the replicated topology one ledger for the
+    /// whole cluster: its Keeper path names no shard).
+    pub fn preamble(&self) -> [String; 2] {
+        let db = &self.database;
+        let on_cluster = self.topology.on_cluster();
+        let engine = match self.topology {
+            Topology::Replicated(_) => {
+                "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{replica}')"
+            }
+            Topology::Single | Topology::Sharded(_) => "MergeTree",
+        };
+        [
+            format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on_cluster} \
+                 (version UInt32, name String, checksum String, applied_at DateTime('UTC') DEFAULT now()) \
+                 ENGINE = {engine} ORDER BY version"
+            ),
+        ]
+    }
+
     /// The SQL of `migration` for this layout, one statement per element.
     pub fn render(&self, migration: &Migration) -> Vec<Statement> {
         let cluster = self.topology.cluster();
@@ -404,32 +426,16 @@ struct NodeState<'a> {
 /// Distributed tables. Each node's ledger says what its own schema has.
 pub async fn migrate(nodes: &[Node], layout: &Layout) -> Result<Report, MigrateError> {
     let db = &layout.database;
-    let on_cluster = layout.topology.on_cluster();
-    let ledger_engine = match layout.topology {
-        // One ledger for the whole cluster: its path names no shard.
-        Topology::Replicated(_) => {
-            "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{replica}')"
-        }
-        Topology::Single | Topology::Sharded(_) => "MergeTree",
-    };
+    let [create_database, create_ledger] = layout.preamble();
     let mut states = Vec::with_capacity(nodes.len());
     for node in nodes {
         super::check(&node.client, &node.connection).await?;
         let at = Step::new(nodes, node);
-        execute(
-            node,
-            &at.step("creating the database"),
-            &format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"),
-        )
-        .await?;
+        execute(node, &at.step("creating the database"), &create_database).await?;
         execute(
             node,
             &at.step("creating the migrations table"),
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on_cluster} \
-                 (version UInt32, name String, checksum String, applied_at DateTime('UTC') DEFAULT now()) \
-                 ENGINE = {ledger_engine} ORDER BY version"
-            ),
+            &create_ledger,
         )
         .await?;
         let applied: Vec<Applied> = fetch(

@@ -125,7 +125,11 @@ impl Sink for ClickHouseSink {
             .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
             // Through a Distributed table, the batch is on its shard when
             // the INSERT returns, not in a queue the spool cannot see.
-            .with_setting("distributed_foreground_insert", "1");
+            .with_setting("distributed_foreground_insert", "1")
+            // One batch, one INSERT, stored when it returns: the server's
+            // buffer (on by default since ClickHouse 26) would only delay a
+            // batch this large.
+            .with_setting("async_insert", "0");
         // Records with their names borrowed from the batch: no name's
         // reference count is touched.
         for record in batch.rows.iter() {
