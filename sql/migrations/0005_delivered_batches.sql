@@ -29,4 +29,4 @@ GROUP BY token;
 
 -- cluster-only
 CREATE TABLE IF NOT EXISTS $db.delivered_batches$on_cluster AS $db.delivered_batches_local
-ENGINE = Distributed('$cluster', '$db', 'delivered_batches_local', rand());
+ENGINE = Distributed('$cluster', '$db', 'delivered_batches_local');

@@ -62,20 +62,21 @@ fn migrations_apply_once_and_reapply_nothing() {
     assert_eq!(code, Some(0), "{first}");
     assert!(
         first.contains(
-            "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, 0005_delivered_batches"
+            "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
+             0005_delivered_batches, 0006_distributed_keys"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (5 migrations already applied)"),
+        second.contains("up to date (6 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "5");
+    assert_eq!(recorded.trim(), "6");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!("SELECT count() FROM {database}.prices"))

@@ -10,7 +10,7 @@ use tollgate::sink::clickhouse::Connection;
 use super::BadInput;
 
 /// Where ClickHouse is and who to be there.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP(S) URL.
     #[arg(long = "clickhouse", value_name = "URL")]
@@ -36,19 +36,25 @@ impl ClickHouseArgs {
     /// An unusable CA file or password file is bad input (exit 2) before any
     /// work starts.
     pub fn connection(&self) -> anyhow::Result<Option<Connection>> {
-        let Some(url) = &self.url else {
-            return Ok(None);
-        };
+        match &self.url {
+            Some(url) => self.connection_to(url, "--clickhouse").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The connection to `url`, given by the flag `url_flag`, with these
+    /// arguments' database, user, password and CA.
+    pub fn connection_to(&self, url: &str, url_flag: &str) -> anyhow::Result<Connection> {
         let config = ClickHouseConfig {
-            url: url.clone(),
+            url: url.to_owned(),
             database: self.database.clone(),
             user: self.user.clone(),
             password_file: self.password_file.clone(),
             ca_file: self.ca_file.clone(),
         };
-        config.connection(Path::new(".")).map(Some).map_err(|e| {
+        config.connection(Path::new(".")).map_err(|e| {
             let flag = match e.field {
-                "url" => "--clickhouse",
+                "url" => url_flag,
                 "database" => "--database",
                 "password_file" => "--password-file",
                 "ca_file" => "--ca-file",

@@ -92,11 +92,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         })?);
     }
     for url in &args.shards {
-        let each = ClickHouseArgs {
-            url: Some(url.clone()),
-            ..args.clickhouse.clone()
-        };
-        connections.extend(each.connection()?);
+        connections.push(args.clickhouse.connection_to(url, "--shard")?);
     }
     let nodes = connections
         .into_iter()
@@ -111,7 +107,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(migrate::migrate(&nodes, &layout))?;
+    let report = runtime
+        .block_on(migrate::migrate(&nodes, &layout))
+        .map_err(|error| match error {
+            migrate::MigrateError::Shards { detail } => anyhow::Error::from(BadInput(detail)),
+            error => error.into(),
+        })?;
     if report.applied.is_empty() {
         println!(
             "{}: up to date ({} migrations already applied)",

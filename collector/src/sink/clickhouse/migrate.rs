@@ -57,16 +57,14 @@ migrations! {
     3 => "0003_prices",
     4 => "0004_metering",
     5 => "0005_delivered_batches",
+    6 => "0006_distributed_keys",
 }
 
-/// Checksums of earlier texts of a migration whose single-node SQL is what
-/// it is today: only `-- cluster-only` statements changed, in a cluster
-/// layout that no database could have been migrated past before (0003's
-/// Distributed tables had no sharding key, which ClickHouse refuses to
-/// insert into). A single-node database recorded with one of these is not
-/// drift.
-const EARLIER_SINGLE_NODE_CHECKSUMS: &[(u32, &str)] =
-    &[(1, "086cbd4dbce5a53b"), (3, "4536f4debef2b127")];
+/// Checksums of earlier texts of migrations whose single-node SQL is what
+/// it is today: only the keys of `-- cluster-only` Distributed tables
+/// changed, and migration 0006 replaces those tables in a cluster database
+/// that has them. A database recorded with one of these is not drift.
+const EARLIER_CHECKSUMS: &[(u32, &str)] = &[(1, "086cbd4dbce5a53b"), (3, "4536f4debef2b127")];
 
 /// How long each table keeps its rows, in days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +355,12 @@ pub enum MigrateError {
         /// What ClickHouse said.
         source: clickhouse::error::Error,
     },
+    /// The `--shard` nodes are not the cluster's shards.
+    #[error("{detail}")]
+    Shards {
+        /// What does not match.
+        detail: String,
+    },
     /// The database's schema is not what its recorded migrations made.
     #[error(
         "database {database} has drifted from tollgate's schema: {detail}. tollgate changes \
@@ -427,9 +431,14 @@ struct NodeState<'a> {
 pub async fn migrate(nodes: &[Node], layout: &Layout) -> Result<Report, MigrateError> {
     let db = &layout.database;
     let [create_database, create_ledger] = layout.preamble();
-    let mut states = Vec::with_capacity(nodes.len());
     for node in nodes {
         super::check(&node.client, &node.connection).await?;
+    }
+    if let (Topology::Sharded(cluster), Some(first)) = (&layout.topology, nodes.first()) {
+        check_shards(first, cluster, nodes.len()).await?;
+    }
+    let mut states = Vec::with_capacity(nodes.len());
+    for node in nodes {
         let at = Step::new(nodes, node);
         execute(node, &at.step("creating the database"), &create_database).await?;
         execute(
@@ -494,16 +503,52 @@ pub async fn migrate(nodes: &[Node], layout: &Layout) -> Result<Report, MigrateE
         report.applied.push(migration.name);
     }
 
+    // Every node's columns are checked before any node's retention changes.
     for node in nodes {
-        let at = Step::new(nodes, node);
         check_columns(node, layout)
             .await
-            .map_err(|e| at.locate(e))?;
-        for change in converge_retention(node, layout).await? {
+            .map_err(|e| Step::new(nodes, node).locate(e))?;
+    }
+    for node in nodes {
+        let at = Step::new(nodes, node);
+        for change in converge_retention(node, layout)
+            .await
+            .map_err(|e| at.locate(e))?
+        {
             report.retention_changed.push(at.step(&change));
         }
     }
     Ok(report)
+}
+
+/// A sharded layout applied to fewer or more nodes than the cluster has
+/// shards would leave a shard without tables: every batch sharded to it
+/// would fail for ever.
+async fn check_shards(first: &Node, cluster: &str, named: usize) -> Result<(), MigrateError> {
+    let shards: Vec<u64> = fetch(
+        first,
+        "reading the cluster's shards",
+        &format!(
+            "SELECT toUInt64(uniqExact(shard_num)) FROM system.clusters WHERE cluster = '{cluster}'"
+        ),
+    )
+    .await?;
+    let shards = shards.first().copied().unwrap_or(0);
+    let url = &first.connection.url;
+    if shards == 0 {
+        return Err(MigrateError::Shards {
+            detail: format!("{url} knows no cluster {cluster} (its remote_servers)"),
+        });
+    }
+    if shards != named as u64 {
+        return Err(MigrateError::Shards {
+            detail: format!(
+                "cluster {cluster} has {shards} shards and --shard names {named} nodes: name each \
+                 shard's node once"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Names the node in messages when there is more than one.
@@ -531,6 +576,10 @@ impl<'a> Step<'a> {
                 database,
                 detail: format!("{detail} (on {url})"),
             },
+            (MigrateError::Statement { step, source }, Some(url)) => MigrateError::Statement {
+                step: format!("{step} (on {url})"),
+                source,
+            },
             (error, _) => error,
         }
     }
@@ -552,8 +601,7 @@ fn check_drift(
                 record.version, record.name
             )));
         };
-        let earlier = layout.topology == Topology::Single
-            && EARLIER_SINGLE_NODE_CHECKSUMS.contains(&(record.version, record.checksum.as_str()));
+        let earlier = EARLIER_CHECKSUMS.contains(&(record.version, record.checksum.as_str()));
         if record.checksum != checksum(migration.template) && !earlier {
             return Err(drift(format!(
                 "migration {} was applied from different SQL (checksum {}, this tollgate's is {})",

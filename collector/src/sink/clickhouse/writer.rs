@@ -37,6 +37,9 @@ pub struct ClickHouseSink {
     uncertain: AtomicBool,
 }
 
+/// ClickHouse's default `max_insert_block_size`.
+const DEFAULT_MAX_INSERT_BLOCK_SIZE: usize = 1_048_449;
+
 /// A batch's records found in `delivered_batches`: per shard the largest
 /// count recorded (a retry passing through the views may record it again),
 /// summed over the shards.
@@ -129,7 +132,17 @@ impl Sink for ClickHouseSink {
             // One batch, one INSERT, stored when it returns: the server's
             // buffer (on by default since ClickHouse 26) would only delay a
             // batch this large.
-            .with_setting("async_insert", "0");
+            .with_setting("async_insert", "0")
+            // One block, so `delivered_batches` gets one row per shard with
+            // the batch's whole count (a batch may exceed the default).
+            .with_setting(
+                "max_insert_block_size",
+                batch
+                    .rows
+                    .len()
+                    .max(DEFAULT_MAX_INSERT_BLOCK_SIZE)
+                    .to_string(),
+            );
         // Records with their names borrowed from the batch: no name's
         // reference count is touched.
         for record in batch.rows.iter() {
