@@ -132,6 +132,24 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
     let urls: Vec<&str> = nodes.iter().map(|n| n.server().url()).collect();
     let first = nodes[0].server();
 
+    // A shard left out would have no tables: refused before anything is
+    // created, naming the counts.
+    let partial = Command::new(binary())
+        .args([
+            "migrate",
+            "--cluster",
+            Shards::CLUSTER,
+            "--database",
+            "fleet",
+        ])
+        .args(["--shard", urls[0], "--shard", urls[1]])
+        .output()
+        .unwrap();
+    assert_eq!(partial.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&partial.stderr)
+        .contains("cluster tollgate_shards has 3 shards and --shard names 2 nodes"));
+    assert_eq!(count(first, "system.databases WHERE name = 'fleet'"), 0);
+
     // The schema, node by node; and a single-node database on the first
     // node for the same records.
     let mut migrate_fleet = vec!["migrate", "--cluster", Shards::CLUSTER];
