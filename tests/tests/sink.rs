@@ -14,24 +14,38 @@ use tollgate_tests::clickhouse::{self, ClickHouse, Dedicated};
 use tollgate_tests::records_file;
 use tollgate_tests::tollgate::{self, binary, load};
 
-fn start_load(ch: &ClickHouse, database: &str, input: &Path, spool: &Path) -> Child {
-    Command::new(binary())
+/// `tollgate load` of `input` into `url`'s `database` through `spool`, in
+/// batches of `batch_rows`, its output discarded.
+fn load_command(
+    url: &str,
+    database: &str,
+    input: &Path,
+    spool: &Path,
+    batch_rows: &str,
+) -> Command {
+    let mut command = Command::new(binary());
+    command
         .arg("load")
         .arg(input)
         .args([
             "--clickhouse",
-            ch.url(),
+            url,
             "--database",
             database,
             "--batch-rows",
-            "1000",
+            batch_rows,
             "--origin",
             "test",
         ])
         .arg("--spool")
         .arg(spool)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn start_load(ch: &ClickHouse, database: &str, input: &Path, spool: &Path) -> Child {
+    load_command(ch.url(), database, input, spool, "1000")
         .spawn()
         .unwrap()
 }
@@ -584,22 +598,7 @@ fn a_batch_whose_acknowledgement_was_lost_counts_once_after_the_window_forgot_it
         std::env::temp_dir().join(format!("tollgate-spool-{}-lost-ack", std::process::id()));
     let _ = std::fs::remove_dir_all(&spool);
     let relay = tollgate_tests::lost_ack::LostAck::start(ch.url()).unwrap();
-    let loader = Command::new(binary())
-        .arg("load")
-        .arg(&input)
-        .args([
-            "--clickhouse",
-            relay.url(),
-            "--database",
-            &database,
-            "--batch-rows",
-            "100",
-            "--origin",
-            "test",
-        ])
-        .arg("--spool")
-        .arg(&spool)
-        .stdout(Stdio::null())
+    let loader = load_command(relay.url(), &database, &input, &spool, "100")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

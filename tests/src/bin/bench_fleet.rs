@@ -85,6 +85,17 @@ fn parts(node: &ClickHouse, database: &str) -> anyhow::Result<(u64, u64, u64)> {
     Ok((v[0], v[1], v[2]))
 }
 
+/// A sink into `database` on `node`, as the default user.
+fn sink_to(node: &ClickHouse, database: &str) -> anyhow::Result<ClickHouseSink> {
+    Ok(ClickHouseSink::new(&Connection {
+        url: node.url().to_owned(),
+        database: database.into(),
+        user: "default".into(),
+        password: None,
+        ca_file: None,
+    })?)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -198,13 +209,7 @@ async fn main() -> anyhow::Result<()> {
     // The reference first, on an idle cluster: the same rows as ClickHouse's
     // own RowBinary (read back from a single-node seed database), in
     // batches of the same size.
-    let seed = ClickHouseSink::new(&Connection {
-        url: nodes[0].url().to_owned(),
-        database: "seed".into(),
-        user: "default".into(),
-        password: None,
-        ca_file: None,
-    })?;
+    let seed = sink_to(nodes[0], "seed")?;
     for (n, rows) in batches_by_node.iter().enumerate() {
         seed.write(&Batch {
             seq: n as u64,
@@ -250,13 +255,7 @@ async fn main() -> anyhow::Result<()> {
                     &["clickhouse"],
                 )?)),
                 sink: Arc::new(Timed {
-                    sink: ClickHouseSink::new(&Connection {
-                        url: nodes[k as usize % nodes.len()].url().to_owned(),
-                        database: "fleet".into(),
-                        user: "default".into(),
-                        password: None,
-                        ca_file: None,
-                    })?,
+                    sink: sink_to(nodes[k as usize % nodes.len()], "fleet")?,
                     latencies: Mutex::new(Vec::new()),
                     failures: Mutex::new(Vec::new()),
                 }),
