@@ -946,7 +946,8 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "the second agent never got ready"
+            "the second agent never got ready: {}",
+            std::fs::read_to_string(&second_log).unwrap_or_default()
         );
         thread::sleep(Duration::from_millis(100));
     }

@@ -89,7 +89,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             );
             spool::wait_until_released(&spool_dir)?;
             tracing::info!("the previous agent stopped; taking over");
-            std::net::TcpListener::bind(config.agent.listen)
+            bind_once_released(config.agent.listen)
         }
         bound => bound,
     }
@@ -145,6 +145,24 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let sockets = Sockets { listen, events };
         serve(config, prepared, sockets, base, node, spool, sink).await
     })
+}
+
+/// Bind `listen` after the previous agent let go of the spool: it closes
+/// its port a moment later, while its process exits, so the port may still
+/// be taken for that moment.
+fn bind_once_released(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(listen) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            bound => return bound,
+        }
+    }
 }
 
 /// What the agent opened before anything asynchronous: its HTTP address
