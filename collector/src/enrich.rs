@@ -573,12 +573,7 @@ impl Fixed {
                     remote_cloud_provider = &tag.provider;
                     remote_cloud_service = &tag.service;
                 }
-                let kind = match verdict.category {
-                    Category::CloudService => RemoteKind::CloudService,
-                    Category::Internet => RemoteKind::Internet,
-                    _ => RemoteKind::Unknown,
-                };
-                (kind, verdict.category)
+                (verdict.external_kind(), verdict.category)
             }
         };
         FlowView {

@@ -341,6 +341,9 @@ text_enum! {
         CloudService = "cloud_service",
         /// Not enough is known to classify.
         Unknown = "unknown",
+        /// A public address in the local region that customers of the
+        /// provider rent (AWS bills it each way, even within a zone).
+        PublicInRegion = "public_in_region",
     }
 }
 

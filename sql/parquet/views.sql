@@ -52,7 +52,7 @@ SELECT toStartOfDay(period) AS period, * EXCEPT (period, bytes_sent, bytes_recei
 FROM flows_1h
 GROUP BY ALL;
 
--- The same definition as sql/migrations/0004_metering.sql's metering_daily.
+-- The same definition as sql/migrations/0007_dated_prices.sql's metering_daily.
 CREATE VIEW metering_daily AS
 SELECT
     toDate(period) AS day,
@@ -64,7 +64,8 @@ SELECT
     local_region AS region,
     category,
     direction,
-    sum(bytes) AS bytes
+    sum(bytes) AS bytes,
+    remote_region
 FROM flows_1d
 ARRAY JOIN ['out', 'in'] AS direction, [bytes_sent, bytes_received] AS bytes
 GROUP BY ALL;

@@ -601,7 +601,7 @@ fn configuration_files_are_refused_naming_line_field_or_variable() {
         ],
         &[],
         b"",
-        &["p.csv:3: a second price for aws,*,internet,out (line 2 has one)"],
+        &["p.csv:3: a second price for aws,*,*,internet,out from 1970-01-01 (line 2 has one)"],
     );
 }
 

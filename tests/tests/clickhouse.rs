@@ -63,25 +63,29 @@ fn migrations_apply_once_and_reapply_nothing() {
     assert!(
         first.contains(
             "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
-             0005_delivered_batches, 0006_distributed_keys"
+             0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
+             0008_public_in_region"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (6 migrations already applied)"),
+        second.contains("up to date (8 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "6");
+    assert_eq!(recorded.trim(), "8");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
-        .query(&format!("SELECT count() FROM {database}.prices"))
+        .query(&format!(
+            "SELECT (SELECT count() FROM {database}.prices), count() FROM {database}.price_list \
+             FORMAT TSV"
+        ))
         .unwrap();
-    assert_eq!(prices.trim(), "30");
+    assert_eq!(prices.trim(), "30\t32");
 }
 
 #[test]
@@ -299,16 +303,26 @@ fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
         ]
     );
 
-    // A region's own price wins over the provider default.
+    // A region's own price wins over the provider default; inserted the
+    // way the docs say for an edit, it applies from today, so these
+    // records (two days old) keep their price...
     ch.query(&format!(
         "INSERT INTO {database}.prices (provider, region, category, direction, price_per_gib, currency) \
          VALUES ('aws', 'r1', 'internet', 'out', 0.05, 'USD')"
     ))
     .unwrap();
-    let internet_cost = ch
-        .query(&format!("SELECT toString(round(sum(cost), 6)) FROM {database}.cost_daily WHERE category = 'internet'"))
-        .unwrap();
-    assert_eq!(internet_cost.trim(), "0.1");
+    let internet_cost = || {
+        ch.query(&format!("SELECT toString(round(sum(cost), 6)) FROM {database}.cost_daily WHERE category = 'internet'"))
+            .unwrap()
+    };
+    assert_eq!(internet_cost().trim(), "0.18");
+    // ...and dated from before them (a correction), it reprices them.
+    ch.query(&format!(
+        "INSERT INTO {database}.price_list (provider, region, category, direction, valid_from, price_per_gib, currency) \
+         VALUES ('aws', 'r1', 'internet', 'out', '1970-01-01', 0.05, 'USD')"
+    ))
+    .unwrap();
+    assert_eq!(internet_cost().trim(), "0.1");
 }
 
 #[test]

@@ -126,12 +126,18 @@ fn records(start: u32, end: u32) -> Vec<FlowRecord> {
 /// A migrated database and a Parquet directory holding the same records,
 /// loaded by `tollgate load` into both sinks at once.
 fn loaded(ch: &ClickHouse, name: &str) -> (String, PathBuf, Month) {
+    let (_, start, end) = last_month();
+    loaded_with(ch, name, &records(start, end))
+}
+
+/// [`loaded`] with these records (of last month).
+fn loaded_with(ch: &ClickHouse, name: &str, records: &[FlowRecord]) -> (String, PathBuf, Month) {
     let database = ch.fresh_database(name);
     migrate(ch.url(), &database);
     let dir = temp(name);
-    let (month, start, end) = last_month();
+    let month = last_month().0;
     let input = dir.join("records.jsonl");
-    let text: String = records(start, end)
+    let text: String = records
         .iter()
         .map(|r| serde_json::to_string(r).unwrap() + "\n")
         .collect();
@@ -379,8 +385,216 @@ fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
     );
 }
 
+/// Prices in force on each day, region pairs and an exact cost type:
+/// hand-computed figures, equal from ClickHouse and Parquet and in
+/// `cost_daily`; a later edit of any kind leaves the month's export as it
+/// was, byte for byte; a cluster without a provider is reported, not
+/// priced 0.
 #[test]
-fn shipped_prices_equal_the_migrated_prices_table() {
+fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past_month() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (month, start, _) = last_month();
+    let day = |n: u32| start + (n - 1) * 86_400 + 43_200;
+    let at = |mut r: FlowRecord, remote_region: &str, id: u32| {
+        r.local_region = "us-east-1".into();
+        r.remote_region = remote_region.into();
+        r.conntrack_id = id;
+        r
+    };
+    let mut orphan = at(
+        flow(BATCH, NOBODY, Category::Internet, day(3), 7 * GIB, 0),
+        "",
+        7,
+    );
+    orphan.cluster = "orphan".into();
+    let records = vec![
+        // 10 GiB before the price change on the 16th, 10 GiB after.
+        at(
+            flow(WEB, NOBODY, Category::Internet, day(10), 10 * GIB, 0),
+            "",
+            1,
+        ),
+        at(
+            flow(WEB, NOBODY, Category::Internet, day(20), 10 * GIB, 0),
+            "",
+            2,
+        ),
+        // A region pair with its own price, and one at the default.
+        at(
+            flow(DB, NOBODY, Category::CrossRegion, day(5), 5 * GIB, 0),
+            "eu-west-2",
+            3,
+        ),
+        at(
+            flow(DB, NOBODY, Category::CrossRegion, day(5), 3 * GIB, 0),
+            "us-east-2",
+            4,
+        ),
+        // 8 PiB in one day: beyond what Decimal(38, 24) holds.
+        at(
+            flow(REPORT, NOBODY, Category::CrossRegion, day(6), 1 << 53, 0),
+            "eu-west-2",
+            5,
+        ),
+        orphan,
+    ];
+    let (database, parquet, _) = loaded_with(ch, "dated", &records);
+    let dir = parquet.parent().unwrap().to_owned();
+    let sixteenth = format!("{month}-16");
+    ch.query(&format!(
+        "INSERT INTO {database}.price_list (provider, region, remote_region, category, direction, \
+         valid_from, price_per_gib, currency) VALUES \
+         ('aws', '*', '*', 'internet', 'out', '{sixteenth}', 0.08, 'USD'), \
+         ('aws', 'us-east-1', 'us-east-2', 'cross_region', 'out', '1970-01-01', 0.01, 'USD')"
+    ))
+    .unwrap();
+    let prices = dir.join("prices.csv");
+    let price_file = format!(
+        "{}aws,*,*,internet,out,{sixteenth},0.08,USD\n\
+         aws,us-east-1,us-east-2,cross_region,out,1970-01-01,0.01,USD\n",
+        tollgate::export::prices::DEFAULTS_CSV
+    );
+    std::fs::write(&prices, &price_file).unwrap();
+
+    let month_arg = month.to_string();
+    let common = ["--month", &month_arg, "--by", "workload", "--cluster", "c1"];
+    let from_clickhouse = ["--clickhouse", ch.url(), "--database", &database];
+    let (parquet_arg, prices_arg) = (parquet.to_str().unwrap(), prices.to_str().unwrap());
+    let from_parquet = [
+        "--parquet",
+        parquet_arg,
+        "--provider",
+        "aws",
+        "--prices",
+        prices_arg,
+    ];
+    let clickhouse_report = exported(
+        &[&common[..], &from_clickhouse].concat(),
+        &dir.join("a.csv"),
+    );
+    let parquet_report = exported(&[&common[..], &from_parquet].concat(), &dir.join("b.csv"));
+    let report = String::from_utf8(clickhouse_report.clone()).unwrap();
+    assert_eq!(report, String::from_utf8(parquet_report.clone()).unwrap());
+    let cost = |workload: &str, category: &str| -> String {
+        csv_lines(&report)
+            .into_iter()
+            .find(|l| l[5] == workload && l[6] == category && l[7] == "out")
+            .unwrap_or_else(|| panic!("no {workload} {category} in {report}"))[10]
+            .clone()
+    };
+    // 10 GiB at 0.09 + 10 GiB at 0.08 (the current price alone: 1.60).
+    assert_eq!(cost("web", "internet"), "1.70", "{report}");
+    // 5 GiB to eu-west-2 at the default 0.02 + 3 GiB to us-east-2 at 0.01.
+    assert_eq!(cost("db", "cross_region"), "0.13", "{report}");
+    // 2^53 bytes = 2^23 GiB at 0.02.
+    assert_eq!(cost("report", "cross_region"), "167772.16", "{report}");
+
+    // cost_daily prices the same days the same, exactly.
+    let view = ch
+        .query(&format!(
+            "SELECT workload, toString(sum(cost)) FROM {database}.cost_daily \
+             WHERE cluster = 'c1' AND direction = 'out' AND bytes > 0 \
+             GROUP BY workload ORDER BY workload FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(view, "db,0.13\nreport,167772.16\nweb,1.7\n");
+
+    // The cluster without a provider: no cost, listed with its reason,
+    // and the export warns.
+    let unpriced = ch
+        .query(&format!(
+            "SELECT cluster, category, bytes, reason, cost IS NULL FROM {database}.unpriced_daily \
+             JOIN {database}.cost_daily USING (day, cluster, team, namespace, workload_kind, \
+             workload, region, remote_region, category, direction, bytes) FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(
+        unpriced,
+        format!(
+            "orphan,internet,{},cluster orphan has no provider,1\n",
+            7 * GIB
+        )
+    );
+    let all = export(
+        &[
+            &[
+                "--month",
+                &month_arg,
+                "--out",
+                dir.join("all.csv").to_str().unwrap(),
+            ][..],
+            &from_clickhouse,
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert!(all.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {} bytes have no price (cluster \"orphan\" has no provider)",
+            7 * GIB
+        )),
+        "{stderr}"
+    );
+
+    // Edits after the month, each way the docs allow: a row in the old
+    // prices table, an undated row in the price list, a dated row in the
+    // file. They are in force now, and the month's export is unchanged.
+    ch.query(&format!(
+        "INSERT INTO {database}.prices (provider, region, category, direction, price_per_gib, \
+         currency) VALUES ('aws', '*', 'internet', 'out', 0.05, 'USD')"
+    ))
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO {database}.price_list (provider, region, category, direction, price_per_gib, \
+         currency) VALUES ('aws', '*', 'cross_region', 'out', 0.5, 'USD')"
+    ))
+    .unwrap();
+    let today = ch
+        .query("SELECT toDate(now(), 'UTC') FORMAT TSVRaw")
+        .unwrap()
+        .trim()
+        .to_owned();
+    std::fs::write(
+        &prices,
+        format!(
+            "{price_file}aws,*,*,internet,out,{today},0.05,USD\n\
+             aws,*,*,cross_region,out,{today},0.5,USD\n"
+        ),
+    )
+    .unwrap();
+    let in_force = ch
+        .query(&format!(
+            "SELECT category, toString(price_per_gib) FROM {database}.current_prices \
+             WHERE provider = 'aws' AND region = '*' AND direction = 'out' \
+             AND category IN ('internet', 'cross_region') ORDER BY category FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(in_force, "cross_region,0.5\ninternet,0.05\n");
+    let again = exported(
+        &[&common[..], &from_clickhouse].concat(),
+        &dir.join("a2.csv"),
+    );
+    assert!(
+        again == clickhouse_report,
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+    let again = exported(&[&common[..], &from_parquet].concat(), &dir.join("b2.csv"));
+    assert!(
+        again == parquet_report,
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+}
+
+#[test]
+fn shipped_prices_equal_the_migrated_price_list() {
     let Some(ch) = clickhouse::require("export") else {
         return;
     };
@@ -388,8 +602,8 @@ fn shipped_prices_equal_the_migrated_prices_table() {
     migrate(ch.url(), &database);
     let table = ch
         .query(&format!(
-            "SELECT provider, region, category, direction, toString(price_per_gib), currency \
-             FROM {database}.current_prices ORDER BY ALL FORMAT CSV"
+            "SELECT provider, region, remote_region, category, direction, toString(valid_from), \
+             toString(price_per_gib), currency FROM {database}.price_versions ORDER BY ALL FORMAT CSV"
         ))
         .unwrap()
         .replace('"', "");
@@ -406,8 +620,14 @@ fn shipped_prices_equal_the_migrated_prices_table() {
                 );
                 let price = price.trim_end_matches('0').trim_end_matches('.');
                 format!(
-                    "{},{},{},{},{price},{}",
-                    p.provider, p.region, p.category, p.direction, p.currency
+                    "{},{},{},{},{},{},{price},{}",
+                    p.provider,
+                    p.region,
+                    p.remote_region,
+                    p.category,
+                    p.direction,
+                    p.valid_from,
+                    p.currency
                 )
             })
             .collect();

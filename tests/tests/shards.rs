@@ -166,7 +166,7 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
     let single_prices = first
         .query("SELECT * FROM single.current_prices ORDER BY ALL")
         .unwrap();
-    assert_eq!(single_prices.lines().count(), 30);
+    assert_eq!(single_prices.lines().count(), 32);
     for node in nodes {
         assert_eq!(
             node.server()
@@ -288,13 +288,29 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
             node,
             &format!("INSERT INTO {db}.clusters (cluster, provider) VALUES ('c1', 'aws')"),
         );
+        // A correction of every day, and an edit from today the earlier
+        // way (through the undated table and its materialized view).
+        insert(
+            node,
+            &format!(
+                "INSERT INTO {db}.price_list (provider, region, category, direction, valid_from, price_per_gib, currency) \
+                 VALUES ('aws', 'r1', 'internet', 'out', '1970-01-01', 0.05, 'USD')"
+            ),
+        );
         insert(
             node,
             &format!(
                 "INSERT INTO {db}.prices (provider, region, category, direction, price_per_gib, currency) \
-                 VALUES ('aws', 'r1', 'internet', 'out', 0.05, 'USD')"
+                 VALUES ('aws', 'r1', 'cross_zone', 'out', 0.02, 'USD')"
             ),
         );
+    }
+    for node in nodes {
+        let in_force = node
+            .server()
+            .query("SELECT toString(price_per_gib) FROM fleet.current_prices WHERE region = 'r1' AND category = 'cross_zone' AND direction = 'out'")
+            .unwrap();
+        assert_eq!(in_force.trim(), "0.02", "{}", node.server().url());
     }
 
     // Metering and costs: the same rows from every node.

@@ -9,8 +9,15 @@
 //!    region (and zone), then compared like a cluster peer;
 //! 3. the user's `internet` CIDRs;
 //! 4. the user's `in_zone`, `in_region` and `cross_region` CIDRs;
-//! 5. a cloud provider's published range or a user-defined service:
-//!    `cloud_service`;
+//! 5. a cloud provider's published range or a user-defined service, as the
+//!    provider bills it:
+//!    - a service range (object storage, APIs; a user service): in the
+//!      local region or in none, `cloud_service`; in another region,
+//!      `cross_region`;
+//!    - addresses the provider's customers rent (AWS `AMAZON`/`EC2`, Azure
+//!      `AzureCloud`, GCP `cloud.json`): on AWS, `public_in_region` in the
+//!      local region (billed each way even within a zone) and
+//!      `cross_region` in another; elsewhere `internet`;
 //! 6. anything else: `internet`.
 //!
 //! Steps 2-4 and 6 are Kubecost's documented semantics. Within one list the
@@ -26,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use tollgate_schema::{Category, Name};
+use tollgate_schema::{Category, Name, RemoteKind};
 
 use crate::inventory::Interner;
 use prefix::PrefixMap;
@@ -188,8 +195,10 @@ pub struct ServiceRule {
 pub struct CloudRanges {
     /// AWS `ip-ranges.json`.
     pub aws: Option<PathBuf>,
-    /// GCP `cloud.json`.
+    /// GCP `cloud.json`: addresses of customers' resources.
     pub gcp: Option<PathBuf>,
+    /// GCP `goog.json`: Google's services (less what `cloud.json` lists).
+    pub google: Option<PathBuf>,
     /// Azure Service Tags JSON.
     pub azure: Option<PathBuf>,
 }
@@ -230,8 +239,10 @@ pub enum Rule {
     InRegionList(IpNet),
     /// `cross_region`, this prefix.
     CrossRegionList(IpNet),
-    /// A provider's published range or a user service, this prefix.
+    /// A provider's service range or a user service, this prefix.
     CloudRange(IpNet),
+    /// A provider's range of addresses its customers rent, this prefix.
+    CustomerRange(IpNet),
     /// A special-purpose address (loopback, link-local: the metadata
     /// service and NodeLocal DNS; multicast, broadcast): never internet.
     Special(IpNet),
@@ -251,6 +262,12 @@ impl fmt::Display for Rule {
             Rule::InRegionList(net) => write!(f, "network.in_region {net}"),
             Rule::CrossRegionList(net) => write!(f, "network.cross_region {net}"),
             Rule::CloudRange(net) => write!(f, "cloud range {net}"),
+            Rule::CustomerRange(net) => {
+                write!(
+                    f,
+                    "cloud customers' range {net}: billed as a public address"
+                )
+            }
             Rule::Special(net) => write!(
                 f,
                 "special-purpose range {net} (loopback, link-local or multicast): in the zone"
@@ -277,6 +294,20 @@ pub struct Verdict<'a> {
     /// The remote's cloud provider and service, when in a published range
     /// or a user service.
     pub cloud: Option<&'a CloudTag>,
+}
+
+impl Verdict<'_> {
+    /// What an address outside the cluster is, by what classified it: a
+    /// cloud (or user) service, a public address, or unknown.
+    pub fn external_kind(&self) -> RemoteKind {
+        match (self.rule, self.category) {
+            (Rule::CloudRange(_), _) | (_, Category::CloudService) => RemoteKind::CloudService,
+            (Rule::CustomerRange(_), _) | (_, Category::Internet | Category::PublicInRegion) => {
+                RemoteKind::Internet
+            }
+            _ => RemoteKind::Unknown,
+        }
+    }
 }
 
 /// A configuration that cannot be used.
@@ -319,12 +350,29 @@ impl Classifier {
         let files = [
             (Provider::Aws, &config.cloud_ranges.aws),
             (Provider::Gcp, &config.cloud_ranges.gcp),
+            (Provider::Google, &config.cloud_ranges.google),
             (Provider::Azure, &config.cloud_ranges.azure),
         ];
+        let mut customers_of_gcp = Vec::new();
         for (provider, path) in files {
-            if let Some(path) = path {
-                clouds.extend(ranges::load(provider, &base.join(path), names)?);
+            let Some(path) = path else { continue };
+            let loaded = ranges::load(provider, &base.join(path), names)?;
+            match provider {
+                Provider::Gcp => customers_of_gcp.extend(loaded.iter().map(|(net, ..)| *net)),
+                // goog.json lists cloud.json's ranges too: those are
+                // customers', and a range inside one of them would win it
+                // by its longer prefix.
+                Provider::Google => {
+                    clouds.extend(loaded.into_iter().filter(|(net, ..)| {
+                        !customers_of_gcp
+                            .iter()
+                            .any(|customers| customers.contains(net))
+                    }));
+                    continue;
+                }
+                Provider::Aws | Provider::Azure => {}
             }
+            clouds.extend(loaded);
         }
         // A user's service is more specific than any provider's range.
         let no_provider = names.name("");
@@ -333,6 +381,7 @@ impl Classifier {
                 provider: no_provider.clone(),
                 service: names.name(&service.name),
                 region: no_provider.clone(),
+                service_range: true,
             };
             clouds.extend(service.cidrs.iter().map(|n| (*n, tag.clone(), u8::MAX)));
         }
@@ -436,8 +485,23 @@ impl Classifier {
         if let Some((net, ())) = self.cross_region.lookup(ip) {
             return tagged(Category::CrossRegion, Rule::CrossRegionList(net));
         }
-        if let Some((net, _)) = cloud {
-            return tagged(Category::CloudService, Rule::CloudRange(net));
+        if let Some((net, tag)) = cloud {
+            let regions_known = !local.region.is_empty() && !tag.region.is_empty();
+            let elsewhere = regions_known && *tag.region != *local.region;
+            if tag.service_range {
+                let category = if elsewhere {
+                    Category::CrossRegion
+                } else {
+                    Category::CloudService
+                };
+                return tagged(category, Rule::CloudRange(net));
+            }
+            let category = match &*tag.provider {
+                "aws" if elsewhere => Category::CrossRegion,
+                "aws" if regions_known => Category::PublicInRegion,
+                _ => Category::Internet,
+            };
+            return tagged(category, Rule::CustomerRange(net));
         }
         internet(Rule::Unmatched)
     }

@@ -1,10 +1,19 @@
 //! The cloud providers' published address ranges: AWS `ip-ranges.json`,
-//! GCP `cloud.json`, Azure Service Tags JSON.
+//! GCP `cloud.json` and `goog.json`, Azure Service Tags JSON.
 //!
-//! Each file becomes prefixes tagged with provider, service and region.
-//! Providers list broad ranges (AWS `AMAZON`, Azure `AzureCloud`) and the
-//! specific services inside them, sometimes with the very same prefix: the
-//! specific entry gets the higher priority, so it wins a tie.
+//! Each file becomes prefixes tagged with provider, service and region, and
+//! whether the range is the provider's own service or addresses its
+//! customers rent. Providers list broad ranges (AWS `AMAZON`, Azure
+//! `AzureCloud`) and the specific services inside them, sometimes with the
+//! very same prefix: the specific entry gets the higher priority, so it wins
+//! a tie.
+//!
+//! Customers' addresses: AWS `AMAZON` and `EC2` (instances' public and
+//! Elastic IPs), Azure tags without a `systemService` (`AzureCloud`), GCP
+//! `cloud.json` (external addresses of customers' resources). Services:
+//! every other AWS service (`S3`, `DYNAMODB`...), Azure tags with a
+//! `systemService`, and GCP's `goog.json` (Google's APIs and services)
+//! less what `cloud.json` lists.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +31,8 @@ pub enum Provider {
     Aws,
     /// GCP `cloud.json`.
     Gcp,
+    /// GCP `goog.json`: Google's own services.
+    Google,
     /// Azure Service Tags (`ServiceTags_Public_*.json`).
     Azure,
 }
@@ -31,7 +42,7 @@ impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Aws => "aws",
-            Provider::Gcp => "gcp",
+            Provider::Gcp | Provider::Google => "gcp",
             Provider::Azure => "azure",
         }
     }
@@ -47,6 +58,9 @@ pub struct CloudTag {
     pub service: Name,
     /// The provider's region, when the range has one.
     pub region: Name,
+    /// A provider's (or the user's) service, not addresses the provider's
+    /// customers rent: only these are `cloud_service`.
+    pub service_range: bool,
 }
 
 /// A range file that could not be used.
@@ -104,6 +118,42 @@ struct GcpPrefix {
 }
 
 #[derive(Deserialize)]
+struct GoogleFile {
+    prefixes: Vec<GooglePrefix>,
+}
+
+#[derive(Deserialize)]
+struct GooglePrefix {
+    #[serde(rename = "ipv4Prefix")]
+    ipv4: Option<IpNet>,
+    #[serde(rename = "ipv6Prefix")]
+    ipv6: Option<IpNet>,
+}
+
+/// One address family's prefix of a GCP file entry.
+fn gcp_prefix(i: usize, ipv4: Option<IpNet>, ipv6: Option<IpNet>) -> Result<IpNet, String> {
+    let net = match (ipv4, ipv6) {
+        (Some(v4), None) => (v4, true),
+        (None, Some(v6)) => (v6, false),
+        (None, None) => {
+            return Err(format!(
+                "prefixes[{i}] has neither ipv4Prefix nor ipv6Prefix"
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "prefixes[{i}] has both ipv4Prefix and ipv6Prefix: one each"
+            ))
+        }
+    };
+    check(&format!("prefixes[{i}]"), &net.0, Some(net.1))?;
+    Ok(net.0)
+}
+
+/// The name given to `goog.json`'s ranges, which name no service.
+pub const GOOGLE_SERVICES: &str = "Google APIs";
+
+#[derive(Deserialize)]
 struct AzureFile {
     values: Vec<AzureTag>,
 }
@@ -146,16 +196,18 @@ fn parse(
 ) -> Result<Vec<(IpNet, CloudTag, u8)>, String> {
     let json_error = |e: serde_json::Error| e.to_string();
     let provider_name = names.name(provider.as_str());
-    let mut tag = |service: &str, region: &str| CloudTag {
+    let mut tag = |service: &str, region: &str, service_range: bool| CloudTag {
         provider: provider_name.clone(),
         service: names.name(service),
         region: names.name(region),
+        service_range,
     };
     let mut out = Vec::new();
     match provider {
         Provider::Aws => {
             let file: AwsFile = serde_json::from_str(text).map_err(json_error)?;
             let specific = |service: &str| u8::from(service != "AMAZON");
+            let is_service = |service: &str| service != "AMAZON" && service != "EC2";
             let region = |r: &str| if r == "GLOBAL" { "" } else { r }.to_owned();
             for (i, p) in file.prefixes.iter().enumerate() {
                 let field = format!("prefixes[{i}]");
@@ -163,7 +215,7 @@ fn parse(
                 crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
                 out.push((
                     p.ip_prefix,
-                    tag(&p.service, &region(&p.region)),
+                    tag(&p.service, &region(&p.region), is_service(&p.service)),
                     specific(&p.service),
                 ));
             }
@@ -173,7 +225,7 @@ fn parse(
                 crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
                 out.push((
                     p.ipv6_prefix,
-                    tag(&p.service, &region(&p.region)),
+                    tag(&p.service, &region(&p.region), is_service(&p.service)),
                     specific(&p.service),
                 ));
             }
@@ -181,25 +233,16 @@ fn parse(
         Provider::Gcp => {
             let file: GcpFile = serde_json::from_str(text).map_err(json_error)?;
             for (i, p) in file.prefixes.iter().enumerate() {
-                let net = match (p.ipv4, p.ipv6) {
-                    (Some(v4), None) => (v4, true),
-                    (None, Some(v6)) => (v6, false),
-                    (None, None) => {
-                        return Err(format!(
-                            "prefixes[{i}] has neither ipv4Prefix nor ipv6Prefix"
-                        ))
-                    }
-                    (Some(_), Some(_)) => {
-                        return Err(format!(
-                            "prefixes[{i}] has both ipv4Prefix and ipv6Prefix: one each"
-                        ))
-                    }
-                };
-                let field = format!("prefixes[{i}]");
-                check(&field, &net.0, Some(net.1))?;
-                crate::input::check_name(&format!("{field}.service"), &p.service, true)?;
-                let net = net.0;
-                out.push((net, tag(&p.service, &p.scope), 0));
+                let net = gcp_prefix(i, p.ipv4, p.ipv6)?;
+                crate::input::check_name(&format!("prefixes[{i}].service"), &p.service, true)?;
+                out.push((net, tag(&p.service, &p.scope, false), 0));
+            }
+        }
+        Provider::Google => {
+            let file: GoogleFile = serde_json::from_str(text).map_err(json_error)?;
+            for (i, p) in file.prefixes.iter().enumerate() {
+                let net = gcp_prefix(i, p.ipv4, p.ipv6)?;
+                out.push((net, tag(GOOGLE_SERVICES, "", true), 0));
             }
         }
         Provider::Azure => {
@@ -226,7 +269,11 @@ fn parse(
                         net,
                         None,
                     )?;
-                    out.push((*net, tag(&service, &props.region), priority));
+                    out.push((
+                        *net,
+                        tag(&service, &props.region, !props.system_service.is_empty()),
+                        priority,
+                    ));
                 }
             }
         }

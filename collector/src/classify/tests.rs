@@ -138,30 +138,38 @@ fn external_addresses_follow_the_precedence() {
             "network.in_region 192.168.0.0/16",
             None,
         ),
-        // 4. cloud ranges and user services.
+        // 4. cloud ranges and user services: a service in another region
+        //    (the local region is r1) is cross-region...
         (
             "52.95.144.200",
-            Category::CloudService,
+            Category::CrossRegion,
             "cloud range 52.95.144.0/24",
             Some("S3"),
         ),
         (
             "2600:1fa0:4000::9",
-            Category::CloudService,
+            Category::CrossRegion,
             "cloud range 2600:1fa0:4000::/40",
             Some("S3"),
         ),
         (
-            "34.104.112.7",
-            Category::CloudService,
-            "cloud range 34.104.112.0/23",
-            Some("Google Cloud"),
-        ),
-        (
             "13.69.40.5",
-            Category::CloudService,
+            Category::CrossRegion,
             "cloud range 13.69.40.0/24",
             Some("AzureStorage"),
+        ),
+        // ...customers' addresses are public ones, with a region or not...
+        (
+            "3.5.1.1",
+            Category::Internet,
+            "cloud customers' range 3.5.0.0/16: billed as a public address",
+            Some("AMAZON"),
+        ),
+        (
+            "34.104.112.7",
+            Category::Internet,
+            "cloud customers' range 34.104.112.0/23: billed as a public address",
+            Some("Google Cloud"),
         ),
         // A user service beats the provider range it sits in.
         (
@@ -279,4 +287,106 @@ fn special_purpose_addresses_are_in_the_zone_never_internet() {
     }
     let direct = c.classify(LOCAL, Remote::External("169.254.7.1".parse().unwrap()));
     assert_eq!(direct.category, Category::CrossRegion);
+}
+
+/// How providers bill their published ranges, from a cluster in AWS
+/// us-east-1: only service ranges are cloud services, in the local region;
+/// customers' addresses are public ones.
+#[test]
+fn cloud_ranges_are_billed_as_their_provider_bills_them() {
+    let config: NetworkConfig = serde_saphyr::from_str(
+        "cloud_ranges:
+  aws: aws-ip-ranges.json
+  gcp: gcp-cloud.json
+  google: gcp-goog.json
+  azure: azure-service-tags.json
+",
+    )
+    .unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ranges");
+    let c = Classifier::new(&config, &base, &mut Interner::default()).unwrap();
+    let local = Place {
+        zone: "use1-az1",
+        region: "us-east-1",
+    };
+    let table = [
+        // S3 in this region: a cloud service (free through a gateway endpoint).
+        ("52.216.1.1", Category::CloudService, "us-east-1", "S3"),
+        // S3 in another region: cross-region, priced by the pair.
+        ("52.95.144.9", Category::CrossRegion, "eu-west-2", "S3"),
+        (
+            "2600:1fa0:4000::9",
+            Category::CrossRegion,
+            "eu-west-2",
+            "S3",
+        ),
+        // An EC2 address (or any AMAZON one) in this region: AWS bills a
+        // public address in the region each way.
+        ("18.34.0.9", Category::PublicInRegion, "us-east-1", "EC2"),
+        ("52.94.1.1", Category::PublicInRegion, "us-east-1", "AMAZON"),
+        (
+            "2600:1f18::1",
+            Category::PublicInRegion,
+            "us-east-1",
+            "AMAZON",
+        ),
+        // Google's APIs (goog.json less cloud.json): a cloud service.
+        ("142.250.1.1", Category::CloudService, "", "Google APIs"),
+        ("34.0.0.1", Category::CloudService, "", "Google APIs"),
+        ("2001:4860::8888", Category::CloudService, "", "Google APIs"),
+        // GCP customers' addresses, even where goog.json lists them too.
+        (
+            "34.1.208.5",
+            Category::Internet,
+            "africa-south1",
+            "Google Cloud",
+        ),
+        (
+            "34.104.112.7",
+            Category::Internet,
+            "europe-west1",
+            "Google Cloud",
+        ),
+        (
+            "2600:1900:4010::1",
+            Category::Internet,
+            "europe-west1",
+            "Google Cloud",
+        ),
+        // Azure: a tag with a system service is a service; AzureCloud is
+        // customers'.
+        (
+            "13.69.40.5",
+            Category::CrossRegion,
+            "westeurope",
+            "AzureStorage",
+        ),
+        ("13.69.1.1", Category::Internet, "westeurope", "AzureCloud"),
+        ("8.8.8.8", Category::Internet, "", ""),
+    ];
+    for (ip, category, region, service) in table {
+        let v = c.classify(local, Remote::External(ip.parse().unwrap()));
+        assert_eq!(v.category, category, "{ip}: {}", v.rule);
+        assert_eq!(v.region.map_or("", |r| &**r), region, "{ip}");
+        assert_eq!(v.cloud.map_or("", |t| &*t.service), service, "{ip}");
+        let kind = match category {
+            Category::CloudService => RemoteKind::CloudService,
+            Category::CrossRegion if service != "EC2" => RemoteKind::CloudService,
+            _ => RemoteKind::Internet,
+        };
+        assert_eq!(v.external_kind(), kind, "{ip}");
+    }
+    // From another region, an AWS customer's address is cross-region
+    // (AWS bills transfer between regions as such, over public addresses
+    // too); another provider's customers are internet from anywhere.
+    let elsewhere = Place {
+        zone: "euw1-az1",
+        region: "eu-west-1",
+    };
+    let v = c.classify(elsewhere, Remote::External("52.94.1.1".parse().unwrap()));
+    assert_eq!(
+        (v.category, v.region.map(|r| r.to_string())),
+        (Category::CrossRegion, Some("us-east-1".into()))
+    );
+    assert_eq!(v.external_kind(), RemoteKind::Internet);
 }

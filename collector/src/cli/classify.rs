@@ -141,12 +141,7 @@ fn explain(
         remote,
     );
     if let Remote::External(_) = remote {
-        let kind = match verdict.category {
-            tollgate_schema::Category::CloudService => "cloud_service",
-            tollgate_schema::Category::Internet => "internet",
-            _ => "unknown",
-        };
-        o.insert("kind".into(), json!(kind));
+        o.insert("kind".into(), json!(verdict.external_kind().as_str()));
         if let Some(zone) = verdict.zone {
             o.insert("zone".into(), json!(&**zone));
         }

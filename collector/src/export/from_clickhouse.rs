@@ -1,13 +1,13 @@
 //! A month's usage and the prices from ClickHouse: the `metering_daily`
 //! view (the same sums the dashboards and `cost_daily` show),
-//! `current_prices` and `current_clusters`.
+//! `price_versions` (every dated price) and `current_clusters`.
 
 use std::collections::BTreeMap;
 
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::prices::{parse_price, PriceRow, PriceTable};
+use super::prices::{parse_price, PriceRow, PriceTable, ALWAYS};
 use super::{Month, Usage};
 
 /// A query failed, or a price in ClickHouse cannot be read.
@@ -22,18 +22,21 @@ pub enum FetchError {
         source: clickhouse::error::Error,
     },
     /// A price row's value is not a decimal.
-    #[error("price {0:?} in current_prices is not a decimal with at most 9 decimals")]
+    #[error("price {0:?} in price_versions is not a decimal with at most 9 decimals")]
     Price(String),
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct UsageRow {
+    /// Days since 1970-01-01, as ClickHouse's `Date`.
+    day_number: u16,
     cluster: String,
     team: String,
     namespace: String,
     workload_kind: String,
     workload: String,
     region: String,
+    remote_region: String,
     category: String,
     direction: String,
     bytes: u64,
@@ -43,8 +46,11 @@ struct UsageRow {
 struct PriceText {
     provider: String,
     region: String,
+    remote_region: String,
     category: String,
     direction: String,
+    /// Days since 1970-01-01.
+    valid_from_day: u16,
     price: String,
     currency: String,
 }
@@ -63,11 +69,11 @@ pub async fn usage(
     cluster: Option<&str>,
 ) -> Result<Vec<Usage>, FetchError> {
     let sql = format!(
-        "SELECT cluster, team, namespace, workload_kind, workload, region, category, direction, \
-         sum(bytes) AS bytes FROM {database}.metering_daily \
+        "SELECT toUInt16(day) AS day_number, cluster, team, namespace, workload_kind, workload, region, remote_region, \
+         category, direction, sum(bytes) AS bytes FROM {database}.metering_daily \
          WHERE day >= toDate(?) AND day < toDate(?) AND (? = '' OR cluster = ?) \
-         GROUP BY cluster, team, namespace, workload_kind, workload, region, category, direction \
-         HAVING bytes > 0"
+         GROUP BY day, cluster, team, namespace, workload_kind, workload, region, remote_region, \
+         category, direction HAVING bytes > 0"
     );
     let cluster = cluster.unwrap_or_default();
     let rows = client
@@ -85,6 +91,8 @@ pub async fn usage(
     Ok(rows
         .into_iter()
         .map(|r| Usage {
+            day: day(r.day_number),
+            remote_region: r.remote_region,
             cluster: r.cluster,
             team: r.team,
             namespace: r.namespace,
@@ -98,17 +106,23 @@ pub async fn usage(
         .collect())
 }
 
-/// The prices as of now and each cluster's provider.
+/// ClickHouse's `Date`: days since 1970-01-01.
+fn day(days: u16) -> chrono::NaiveDate {
+    ALWAYS + chrono::Days::new(u64::from(days))
+}
+
+/// Every dated price and each cluster's provider.
 pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, FetchError> {
     let prices = client
         .query(&format!(
-            "SELECT provider, region, category, direction, toString(price_per_gib) AS price, \
-             currency FROM {database}.current_prices"
+            "SELECT provider, region, remote_region, category, direction, \
+             toUInt16(valid_from) AS valid_from_day, toString(price_per_gib) AS price, currency \
+             FROM {database}.price_versions"
         ))
         .fetch_all::<PriceText>()
         .await
         .map_err(|source| FetchError::Query {
-            what: "reading current_prices",
+            what: "reading price_versions",
             source,
         })?;
     let providers = client
@@ -128,6 +142,8 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
                 nanos_per_gib: parse_price(&p.price).ok_or(FetchError::Price(p.price))?,
                 provider: p.provider,
                 region: p.region,
+                remote_region: p.remote_region,
+                valid_from: day(p.valid_from_day),
                 category: p.category,
                 direction: p.direction,
                 currency: p.currency,

@@ -1,5 +1,5 @@
 //! A month's usage from a directory of the Parquet sink's files: the same
-//! sums as the metering view, read batch by batch (only the ten columns
+//! sums as the metering view, read batch by batch (only the eleven columns
 //! metering needs), never the whole month in memory.
 //!
 //! Only `date=YYYY-MM-DD` partitions of the month are opened; within them
@@ -19,16 +19,20 @@ use parquet::arrow::ProjectionMask;
 use super::{Month, Usage};
 
 /// The text columns a usage row is keyed by, in [`Usage`]'s order (the
-/// direction comes from which byte column is read).
-const LABELS: [&str; 7] = [
+/// day comes from `observed_at`, the direction from which byte column is
+/// read).
+const LABELS: [&str; 8] = [
     "cluster",
     "local_team",
     "local_namespace",
     "local_workload_kind",
     "local_workload",
     "local_region",
+    "remote_region",
     "category",
 ];
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// A file or directory that cannot be read as the Parquet sink's output.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +77,11 @@ fn collect_parquet(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadErro
     Ok(())
 }
 
-/// Sums of one file set, keyed like [`Usage`] without its bytes.
+/// Sums of one file set, keyed like [`Usage`] without its bytes: the
+/// labels, the direction, and the day (days since 1970-01-01).
 #[derive(Debug, Default)]
 pub struct UsageSums {
-    sums: HashMap<[String; 8], u64>,
+    sums: HashMap<([String; 9], i64), u64>,
     /// Records read (all of them, also those outside the month).
     pub records: u64,
 }
@@ -141,18 +146,22 @@ impl UsageSums {
                 .ok_or_else(|| format!("{name} is not UInt64"))
         };
         let (sent, received) = (bytes("bytes_sent")?, bytes("bytes_received")?);
-        let mut by_keys: HashMap<[u32; 7], (u64, u64)> = HashMap::new();
+        let mut by_keys: HashMap<([u32; 8], i64), (u64, u64)> = HashMap::new();
         for row in 0..batch.num_rows() {
-            if !range.contains(&observed.value(row)) {
+            let at = observed.value(row);
+            if !range.contains(&at) {
                 continue;
             }
-            let key = std::array::from_fn(|i| labels[i].key(row));
+            let key = (
+                std::array::from_fn(|i| labels[i].key(row)),
+                at.div_euclid(MILLIS_PER_DAY),
+            );
             let sum = by_keys.entry(key).or_default();
             sum.0 += sent.value(row);
             sum.1 += received.value(row);
         }
         self.records += batch.num_rows() as u64;
-        for (key, (sent, received)) in by_keys {
+        for ((key, day), (sent, received)) in by_keys {
             for (direction, bytes) in [("out", sent), ("in", received)] {
                 let name = |i: usize| labels[i].text(key[i]).to_owned();
                 let full = [
@@ -163,9 +172,10 @@ impl UsageSums {
                     name(4),
                     name(5),
                     name(6),
+                    name(7),
                     direction.to_owned(),
                 ];
-                *self.sums.entry(full).or_default() += bytes;
+                *self.sums.entry((full, day)).or_default() += bytes;
             }
         }
         Ok(())
@@ -176,10 +186,12 @@ impl UsageSums {
         self.sums
             .into_iter()
             .filter(|(_, bytes)| *bytes > 0)
-            .map(|(key, bytes)| {
-                let [cluster, team, namespace, workload_kind, workload, region, category, direction] =
+            .map(|((key, day), bytes)| {
+                let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, direction] =
                     key;
                 Usage {
+                    day: super::prices::ALWAYS + chrono::TimeDelta::days(day),
+                    remote_region,
                     cluster,
                     team,
                     namespace,

@@ -3,7 +3,8 @@
 //! written as CSV, JSON or Parquet.
 //!
 //! Both sources yield the same [`Usage`] rows (the metering view's: bytes
-//! per cluster, team, namespace, workload, region, category and direction);
+//! per day, cluster, team, namespace, workload, region, remote region,
+//! category and direction), each priced by the prices in force on its day;
 //! everything after that, grouping, pricing and rounding, is one code path,
 //! so the two sources agree to the byte and the cent on the same records.
 //!
@@ -54,9 +55,11 @@ impl Grouping {
     }
 }
 
-/// Bytes of one metering key over the month, as the metering view has them.
+/// Bytes of one metering key on one day, as the metering view has them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Usage {
+    /// The UTC day: prices are those in force on it.
+    pub day: chrono::NaiveDate,
     /// Cluster name.
     pub cluster: String,
     /// Team of the local endpoint.
@@ -69,6 +72,8 @@ pub struct Usage {
     pub workload: String,
     /// Region of the node it ran on (prices can differ per region).
     pub region: String,
+    /// Region of the other end, where known (prices can differ per pair).
+    pub remote_region: String,
     /// Billing category.
     pub category: String,
     /// `out` (bytes it sent) or `in` (bytes it received).
@@ -240,6 +245,8 @@ mod tests {
         bytes: u64,
     ) -> Usage {
         Usage {
+            day: chrono::NaiveDate::from_ymd_opt(2026, 10, 10).unwrap(),
+            remote_region: String::new(),
             cluster: "c1".into(),
             team: team.into(),
             namespace: "shop".into(),

@@ -58,6 +58,8 @@ migrations! {
     4 => "0004_metering",
     5 => "0005_delivered_batches",
     6 => "0006_distributed_keys",
+    7 => "0007_dated_prices",
+    8 => "0008_public_in_region",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what
@@ -844,13 +846,20 @@ mod tests {
                 "cityHash64(provider, region, category, direction)",
             ),
             ("clusters", "cityHash64(cluster)"),
+            (
+                "price_list",
+                "cityHash64(provider, region, remote_region, category, direction)",
+            ),
         ] {
             let sql = &creating(&statements, table).sql;
             assert!(sql.contains(&format!("_local', {key})")), "{table}: {sql}");
         }
         let data: Vec<_> = statements.iter().filter(|s| s.is_data()).collect();
-        assert_eq!(data.len(), 1, "only the shipped prices are data");
+        assert_eq!(data.len(), 3, "only the shipped prices are data");
         assert!(data[0].sql.starts_with("INSERT INTO metering.prices "));
+        assert!(data[1..]
+            .iter()
+            .all(|d| d.sql.starts_with("INSERT INTO metering.price_list ")));
     }
 
     #[test]
