@@ -432,6 +432,18 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
             "us-east-2",
             4,
         ),
+        // An AWS customer's public address in the region: 0.01 each way;
+        // S3 in the region: free.
+        at(
+            flow(WEB, NOBODY, Category::PublicInRegion, day(7), 2 * GIB, GIB),
+            "us-east-1",
+            8,
+        ),
+        at(
+            flow(DB, NOBODY, Category::CloudService, day(7), 10 * GIB, 0),
+            "us-east-1",
+            9,
+        ),
         // 8 PiB in one day: beyond what Decimal(38, 24) holds.
         at(
             flow(REPORT, NOBODY, Category::CrossRegion, day(6), 1 << 53, 0),
@@ -477,19 +489,23 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     let parquet_report = exported(&[&common[..], &from_parquet].concat(), &dir.join("b.csv"));
     let report = String::from_utf8(clickhouse_report.clone()).unwrap();
     assert_eq!(report, String::from_utf8(parquet_report.clone()).unwrap());
-    let cost = |workload: &str, category: &str| -> String {
+    let cost_in = |workload: &str, category: &str, direction: &str| -> String {
         csv_lines(&report)
             .into_iter()
-            .find(|l| l[5] == workload && l[6] == category && l[7] == "out")
-            .unwrap_or_else(|| panic!("no {workload} {category} in {report}"))[10]
+            .find(|l| l[5] == workload && l[6] == category && l[7] == direction)
+            .unwrap_or_else(|| panic!("no {workload} {category} {direction} in {report}"))[10]
             .clone()
     };
+    let cost = |workload: &str, category: &str| cost_in(workload, category, "out");
     // 10 GiB at 0.09 + 10 GiB at 0.08 (the current price alone: 1.60).
     assert_eq!(cost("web", "internet"), "1.70", "{report}");
     // 5 GiB to eu-west-2 at the default 0.02 + 3 GiB to us-east-2 at 0.01.
     assert_eq!(cost("db", "cross_region"), "0.13", "{report}");
     // 2^53 bytes = 2^23 GiB at 0.02.
     assert_eq!(cost("report", "cross_region"), "167772.16", "{report}");
+    assert_eq!(cost("web", "public_in_region"), "0.02", "{report}");
+    assert_eq!(cost_in("web", "public_in_region", "in"), "0.01", "{report}");
+    assert_eq!(cost("db", "cloud_service"), "0.00", "{report}");
 
     // cost_daily prices the same days the same, exactly.
     let view = ch
@@ -500,7 +516,7 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
         ))
         .unwrap()
         .replace('"', "");
-    assert_eq!(view, "db,0.13\nreport,167772.16\nweb,1.7\n");
+    assert_eq!(view, "db,0.13\nreport,167772.16\nweb,1.72\n");
 
     // The cluster without a provider: no cost, listed with its reason,
     // and the export warns.
