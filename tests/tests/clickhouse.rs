@@ -64,20 +64,20 @@ fn migrations_apply_once_and_reapply_nothing() {
         first.contains(
             "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
-             0008_public_in_region"
+             0008_public_in_region, 0009_region_pairs"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (8 migrations already applied)"),
+        second.contains("up to date (9 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "8");
+    assert_eq!(recorded.trim(), "9");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(
@@ -85,7 +85,7 @@ fn migrations_apply_once_and_reapply_nothing() {
              FORMAT TSV"
         ))
         .unwrap();
-    assert_eq!(prices.trim(), "30\t32");
+    assert_eq!(prices.trim(), "30\t34");
 }
 
 #[test]

@@ -326,8 +326,8 @@ mod tests {
         let rows = parse_csv("defaults", DEFAULTS_CSV).unwrap();
         assert_eq!(
             rows.len(),
-            32,
-            "3 providers x 5 categories x 2 directions, and AWS's public_in_region"
+            34,
+            "3 providers x 5 categories x 2 directions, AWS's public_in_region and a region pair"
         );
     }
 

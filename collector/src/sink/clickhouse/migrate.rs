@@ -60,6 +60,7 @@ migrations! {
     6 => "0006_distributed_keys",
     7 => "0007_dated_prices",
     8 => "0008_public_in_region",
+    9 => "0009_region_pairs",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what
@@ -855,7 +856,7 @@ mod tests {
             assert!(sql.contains(&format!("_local', {key})")), "{table}: {sql}");
         }
         let data: Vec<_> = statements.iter().filter(|s| s.is_data()).collect();
-        assert_eq!(data.len(), 3, "only the shipped prices are data");
+        assert_eq!(data.len(), 4, "only the shipped prices are data");
         assert!(data[0].sql.starts_with("INSERT INTO metering.prices "));
         assert!(data[1..]
             .iter()
