@@ -496,7 +496,8 @@ impl Fixed {
         this_node: Option<&'r NodeInfo>,
     ) -> FlowView<'r> {
         let empty = &self.empty;
-        let (zone, region) = this_node.map_or((empty, empty), |n| (&n.zone, &n.region));
+        let (zone, region, provider) =
+            this_node.map_or((empty, empty, empty), |n| (&n.zone, &n.region, &n.provider));
         let (pod, namespace, workload_kind, workload, team) = match local {
             Party::Pod(p, _) => (
                 &p.name,
@@ -511,7 +512,11 @@ impl Fixed {
                 (empty, empty, empty, empty, empty)
             }
         };
-        let local_place = Place { zone, region };
+        let local_place = Place {
+            zone,
+            region,
+            provider,
+        };
         let mut remote_pod = empty;
         let mut remote_namespace = empty;
         let mut remote_workload_kind = empty;
@@ -621,16 +626,11 @@ impl Fixed {
     }
 
     fn peer(&self, side: &Side<'_>, local: Place<'_>, node: Option<&NodeInfo>) -> Category {
-        let place = node.map_or(
-            Place {
-                zone: "",
-                region: "",
-            },
-            |n| Place {
-                zone: &n.zone,
-                region: &n.region,
-            },
-        );
+        let place = node.map_or(Place::default(), |n| Place {
+            zone: &n.zone,
+            region: &n.region,
+            provider: &n.provider,
+        });
         side.classifier
             .classify(local, Remote::InCluster(place))
             .category

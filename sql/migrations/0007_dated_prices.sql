@@ -33,11 +33,14 @@ SELECT
     toDateTime64(updated_at, 3, 'UTC') AS inserted_at
 FROM $db.prices$local;
 -- The prices in force when this migration runs apply to every earlier day, as they did before:
--- upgrading changes no export.
+-- upgrading changes no export. Keys already copied are left alone (a re-run copies nothing).
 INSERT INTO $db.price_list (provider, region, remote_region, category, direction, valid_from, price_per_gib, currency, inserted_at)
 SELECT provider, region, '*', category, direction, toDate('1970-01-01'),
     argMax(price_per_gib, updated_at), argMax(currency, updated_at), toDateTime64('1970-01-01 00:00:00', 3, 'UTC')
 FROM $db.prices
+WHERE (provider, region, category, direction) NOT IN
+    (SELECT provider, region, category, direction FROM $db.price_list
+     WHERE remote_region = '*' AND valid_from = toDate('1970-01-01'))
 GROUP BY provider, region, category, direction;
 -- One row per key and valid_from: the newest insert.
 CREATE VIEW IF NOT EXISTS $db.price_versions$on_cluster AS

@@ -421,8 +421,7 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
             "",
             2,
         ),
-        // A region pair with its own (shipped) price, and one at the
-        // default.
+        // A region pair with its own price, and one at the default.
         at(
             flow(DB, NOBODY, Category::CrossRegion, day(5), 5 * GIB, 0),
             "eu-west-2",
@@ -459,12 +458,14 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     ch.query(&format!(
         "INSERT INTO {database}.price_list (provider, region, remote_region, category, direction, \
          valid_from, price_per_gib, currency) VALUES \
-         ('aws', '*', '*', 'internet', 'out', '{sixteenth}', 0.08, 'USD')"
+         ('aws', '*', '*', 'internet', 'out', '{sixteenth}', 0.08, 'USD'), \
+         ('aws', 'us-east-1', 'us-east-2', 'cross_region', 'out', '1970-01-01', 0.01, 'USD')"
     ))
     .unwrap();
     let prices = dir.join("prices.csv");
     let price_file = format!(
-        "{}aws,*,*,internet,out,{sixteenth},0.08,USD\n",
+        "{}aws,*,*,internet,out,{sixteenth},0.08,USD\n\
+         aws,us-east-1,us-east-2,cross_region,out,1970-01-01,0.01,USD\n",
         tollgate::export::prices::DEFAULTS_CSV
     );
     std::fs::write(&prices, &price_file).unwrap();

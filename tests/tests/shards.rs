@@ -164,13 +164,13 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
 
     // The shipped prices are readable in full on every node, once each.
     let single_prices = first
-        .query("SELECT * FROM single.current_prices ORDER BY ALL")
+        .query("SELECT * FROM single.price_versions ORDER BY ALL")
         .unwrap();
     assert_eq!(single_prices.lines().count(), 34);
     for node in nodes {
         assert_eq!(
             node.server()
-                .query("SELECT * FROM fleet.current_prices ORDER BY ALL")
+                .query("SELECT * FROM fleet.price_versions ORDER BY ALL")
                 .unwrap(),
             single_prices
         );

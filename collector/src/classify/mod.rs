@@ -14,10 +14,11 @@
 //!    - a service range (object storage, APIs; a user service): in the
 //!      local region or in none, `cloud_service`; in another region,
 //!      `cross_region`;
-//!    - addresses the provider's customers rent (AWS `AMAZON`/`EC2`, Azure
+//!    - addresses the provider's customers rent (AWS `EC2`, Azure
 //!      `AzureCloud`, GCP `cloud.json`): on AWS, `public_in_region` in the
 //!      local region (billed each way even within a zone) and
 //!      `cross_region` in another; elsewhere `internet`;
+//!    - any range of another provider than the local node's: `internet`;
 //! 6. anything else: `internet`.
 //!
 //! Steps 2-4 and 6 are Kubecost's documented semantics. Within one list the
@@ -141,6 +142,12 @@ impl NetworkConfig {
                 crate::input::check_name(&format!("{field}.zone"), zone, true)?;
             }
         }
+        if self.cloud_ranges.google.is_some() && self.cloud_ranges.gcp.is_none() {
+            return Err(
+                "network.cloud_ranges.google: give gcp (cloud.json) too: goog.json also lists GCP customers' ranges, and only cloud.json tells them apart"
+                    .into(),
+            );
+        }
         if self.tunnels.udp_ports.contains(&0) {
             return Err("network.tunnels.udp_ports: 0 is no port".into());
         }
@@ -203,13 +210,17 @@ pub struct CloudRanges {
     pub azure: Option<PathBuf>,
 }
 
-/// A zone and a region; empty when unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A zone, a region and a cloud provider; empty when unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Place<'a> {
     /// Zone.
     pub zone: &'a str,
     /// Region.
     pub region: &'a str,
+    /// Cloud provider (`aws`, `gcp`, `azure`): another provider's ranges
+    /// are internet to it. Where unknown, ranges are taken as its own
+    /// provider's.
+    pub provider: &'a str,
 }
 
 /// The remote endpoint, as far as the inventory knows it.
@@ -243,6 +254,8 @@ pub enum Rule {
     CloudRange(IpNet),
     /// A provider's range of addresses its customers rent, this prefix.
     CustomerRange(IpNet),
+    /// Another provider's range than the local one, this prefix.
+    OtherProvider(IpNet),
     /// A special-purpose address (loopback, link-local: the metadata
     /// service and NodeLocal DNS; multicast, broadcast): never internet.
     Special(IpNet),
@@ -268,6 +281,7 @@ impl fmt::Display for Rule {
                     "cloud customers' range {net}: billed as a public address"
                 )
             }
+            Rule::OtherProvider(net) => write!(f, "another provider's range {net}: internet"),
             Rule::Special(net) => write!(
                 f,
                 "special-purpose range {net} (loopback, link-local or multicast): in the zone"
@@ -486,6 +500,14 @@ impl Classifier {
             return tagged(Category::CrossRegion, Rule::CrossRegionList(net));
         }
         if let Some((net, tag)) = cloud {
+            // Transfer to another cloud leaves this one: internet, whatever
+            // the range is to its own provider's customers.
+            if !tag.provider.is_empty()
+                && !local.provider.is_empty()
+                && *tag.provider != *local.provider
+            {
+                return tagged(Category::Internet, Rule::OtherProvider(net));
+            }
             let regions_known = !local.region.is_empty() && !tag.region.is_empty();
             let elsewhere = regions_known && *tag.region != *local.region;
             if tag.service_range {

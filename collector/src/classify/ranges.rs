@@ -8,12 +8,13 @@
 //! very same prefix: the specific entry gets the higher priority, so it wins
 //! a tie.
 //!
-//! Customers' addresses: AWS `AMAZON` and `EC2` (instances' public and
-//! Elastic IPs), Azure tags without a `systemService` (`AzureCloud`), GCP
-//! `cloud.json` (external addresses of customers' resources). Services:
-//! every other AWS service (`S3`, `DYNAMODB`...), Azure tags with a
-//! `systemService`, and GCP's `goog.json` (Google's APIs and services)
-//! less what `cloud.json` lists.
+//! Customers' addresses: AWS `EC2` (instances' public and Elastic IPs),
+//! Azure tags without a `systemService` (`AzureCloud`), GCP `cloud.json`
+//! (external addresses of customers' resources). Services: every other AWS
+//! code (`S3`, `DYNAMODB`..., and `AMAZON` where no other code lists the
+//! address: AWS's own endpoints), Azure tags with a `systemService`, and
+//! GCP's `goog.json` (Google's APIs and services) less what `cloud.json`
+//! lists.
 
 use std::path::{Path, PathBuf};
 
@@ -207,7 +208,9 @@ fn parse(
         Provider::Aws => {
             let file: AwsFile = serde_json::from_str(text).map_err(json_error)?;
             let specific = |service: &str| u8::from(service != "AMAZON");
-            let is_service = |service: &str| service != "AMAZON" && service != "EC2";
+            // Customers' public and Elastic IPs are EC2's; AMAZON-only
+            // ranges are AWS's own endpoints without a code of their own.
+            let is_service = |service: &str| service != "EC2";
             let region = |r: &str| if r == "GLOBAL" { "" } else { r }.to_owned();
             for (i, p) in file.prefixes.iter().enumerate() {
                 let field = format!("prefixes[{i}]");

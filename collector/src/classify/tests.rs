@@ -30,12 +30,22 @@ fn classifier() -> Classifier {
 const LOCAL: Place<'static> = Place {
     zone: "r1-a",
     region: "r1",
+    provider: "",
 };
 
 #[test]
 fn cluster_peers_compare_zones_and_regions() {
     let c = classifier();
-    let peer = |zone, region| c.classify(LOCAL, Remote::InCluster(Place { zone, region }));
+    let peer = |zone, region| {
+        c.classify(
+            LOCAL,
+            Remote::InCluster(Place {
+                zone,
+                region,
+                provider: "",
+            }),
+        )
+    };
     let table = [
         ("r1-a", "r1", Category::SameZone),
         ("r1-b", "r1", Category::CrossZone),
@@ -158,13 +168,14 @@ fn external_addresses_follow_the_precedence() {
             "cloud range 13.69.40.0/24",
             Some("AzureStorage"),
         ),
-        // ...customers' addresses are public ones, with a region or not...
+        // ...AWS's own endpoints without a region are a cloud service...
         (
             "3.5.1.1",
-            Category::Internet,
-            "cloud customers' range 3.5.0.0/16: billed as a public address",
+            Category::CloudService,
+            "cloud range 3.5.0.0/16",
             Some("AMAZON"),
         ),
+        // ...and customers' addresses are public ones.
         (
             "34.104.112.7",
             Category::Internet,
@@ -231,10 +242,7 @@ fn the_remote_place_comes_from_the_rule_or_the_cloud_range() {
 #[test]
 fn without_a_local_region_region_only_rules_stay_unknown() {
     let c = classifier();
-    let nowhere = Place {
-        zone: "",
-        region: "",
-    };
+    let nowhere = Place::default();
     let v = c.classify(nowhere, Remote::External("172.17.0.1".parse().unwrap()));
     assert_eq!(v.category, Category::Unknown);
 }
@@ -289,9 +297,9 @@ fn special_purpose_addresses_are_in_the_zone_never_internet() {
     assert_eq!(direct.category, Category::CrossRegion);
 }
 
-/// How providers bill their published ranges, from a cluster in AWS
-/// us-east-1: only service ranges are cloud services, in the local region;
-/// customers' addresses are public ones.
+/// How providers bill their published ranges: only service ranges are
+/// cloud services, in the local region; customers' addresses are public
+/// ones; another provider's ranges are internet.
 #[test]
 fn cloud_ranges_are_billed_as_their_provider_bills_them() {
     let config: NetworkConfig = serde_saphyr::from_str(
@@ -308,7 +316,20 @@ fn cloud_ranges_are_billed_as_their_provider_bills_them() {
     let local = Place {
         zone: "use1-az1",
         region: "us-east-1",
+        provider: "aws",
     };
+    let on_gcp = Place {
+        zone: "us-east1-b",
+        region: "us-east1",
+        provider: "gcp",
+    };
+    let on_azure = Place {
+        zone: "northeurope-1",
+        region: "northeurope",
+        provider: "azure",
+    };
+    // Each range as seen from a node of its own provider: AWS us-east-1,
+    // GCP us-east1, Azure northeurope.
     let table = [
         // S3 in this region: a cloud service (free through a gateway endpoint).
         ("52.216.1.1", Category::CloudService, "us-east-1", "S3"),
@@ -320,13 +341,15 @@ fn cloud_ranges_are_billed_as_their_provider_bills_them() {
             "eu-west-2",
             "S3",
         ),
-        // An EC2 address (or any AMAZON one) in this region: AWS bills a
-        // public address in the region each way.
+        // An EC2 address (a customer's) in this region: AWS bills a public
+        // address in the region each way.
         ("18.34.0.9", Category::PublicInRegion, "us-east-1", "EC2"),
-        ("52.94.1.1", Category::PublicInRegion, "us-east-1", "AMAZON"),
+        // AWS's own endpoints listed only as AMAZON (SQS, STS...): free
+        // from EC2 in the same region, like S3.
+        ("52.94.1.1", Category::CloudService, "us-east-1", "AMAZON"),
         (
             "2600:1f18::1",
-            Category::PublicInRegion,
+            Category::CloudService,
             "us-east-1",
             "AMAZON",
         ),
@@ -365,13 +388,18 @@ fn cloud_ranges_are_billed_as_their_provider_bills_them() {
         ("8.8.8.8", Category::Internet, "", ""),
     ];
     for (ip, category, region, service) in table {
-        let v = c.classify(local, Remote::External(ip.parse().unwrap()));
+        let place = match service {
+            "Google APIs" | "Google Cloud" => on_gcp,
+            "AzureStorage" | "AzureCloud" => on_azure,
+            _ => local,
+        };
+        let v = c.classify(place, Remote::External(ip.parse().unwrap()));
         assert_eq!(v.category, category, "{ip}: {}", v.rule);
         assert_eq!(v.region.map_or("", |r| &**r), region, "{ip}");
         assert_eq!(v.cloud.map_or("", |t| &*t.service), service, "{ip}");
         let kind = match category {
             Category::CloudService => RemoteKind::CloudService,
-            Category::CrossRegion if service != "EC2" => RemoteKind::CloudService,
+            Category::CrossRegion if service != "Google Cloud" => RemoteKind::CloudService,
             _ => RemoteKind::Internet,
         };
         assert_eq!(v.external_kind(), kind, "{ip}");
@@ -382,11 +410,34 @@ fn cloud_ranges_are_billed_as_their_provider_bills_them() {
     let elsewhere = Place {
         zone: "euw1-az1",
         region: "eu-west-1",
+        provider: "aws",
     };
-    let v = c.classify(elsewhere, Remote::External("52.94.1.1".parse().unwrap()));
+    let v = c.classify(elsewhere, Remote::External("18.34.0.9".parse().unwrap()));
     assert_eq!(
         (v.category, v.region.map(|r| r.to_string())),
         (Category::CrossRegion, Some("us-east-1".into()))
     );
     assert_eq!(v.external_kind(), RemoteKind::Internet);
+    // Another provider's ranges, services or not, are internet: a GCP
+    // node reaching S3, an AWS node reaching Google's APIs or Azure Storage.
+    for (place, ip) in [
+        (on_gcp, "52.216.1.1"),
+        (on_gcp, "18.34.0.9"),
+        (local, "142.250.1.1"),
+        (local, "13.69.40.5"),
+    ] {
+        let v = c.classify(place, Remote::External(ip.parse().unwrap()));
+        assert_eq!(v.category, Category::Internet, "{ip} from {place:?}");
+        assert!(
+            v.rule.to_string().starts_with("another provider's range"),
+            "{ip}: {}",
+            v.rule
+        );
+        assert!(v.cloud.is_some(), "{ip} keeps its tag");
+    }
+    // goog.json alone cannot tell Google's services from its customers.
+    let config: NetworkConfig =
+        serde_saphyr::from_str("cloud_ranges: {google: gcp-goog.json}").unwrap();
+    let error = config.check().unwrap_err();
+    assert!(error.contains("network.cloud_ranges.google"), "{error}");
 }

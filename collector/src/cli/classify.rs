@@ -74,21 +74,25 @@ fn bad_input(error: ConfigError) -> anyhow::Error {
     BadInput(error.to_string()).into()
 }
 
-/// The zone and region of the node an address lives on.
-fn local_place(inventory: &Inventory, ip: IpAddr, now: u64) -> Option<(String, String)> {
+/// The zone, region and provider of the node an address lives on.
+fn local_place(inventory: &Inventory, ip: IpAddr, now: u64) -> Option<(String, String, String)> {
     let node = match inventory.lookup(ip, now)? {
         Holder::Pod(pod) => inventory.node_of(pod)?.clone(),
         Holder::Node(node) => node.clone(),
         Holder::Service(_) => return None,
     };
-    Some((node.zone.to_string(), node.region.to_string()))
+    Some((
+        node.zone.to_string(),
+        node.region.to_string(),
+        node.provider.to_string(),
+    ))
 }
 
 fn explain(
     inventory: &Inventory,
     classifier: &Classifier,
     ip: IpAddr,
-    from: Option<&(String, String)>,
+    from: Option<&(String, String, String)>,
     now: u64,
 ) -> Value {
     let mut o = Map::new();
@@ -123,23 +127,22 @@ fn explain(
         None => None,
     };
     let is_service = matches!(inventory.lookup(ip, now), Some(Holder::Service(_)));
-    let local = from.map(|(zone, region)| Place { zone, region });
+    let local = from.map(|(zone, region, provider)| Place {
+        zone,
+        region,
+        provider,
+    });
     let remote = match &place {
-        Some(Some((zone, region))) => Remote::InCluster(Place { zone, region }),
-        Some(None) => Remote::InCluster(Place {
-            zone: "",
-            region: "",
+        Some(Some((zone, region))) => Remote::InCluster(Place {
+            zone,
+            region,
+            provider: "",
         }),
+        Some(None) => Remote::InCluster(Place::default()),
         None if is_service => Remote::ServiceAddress,
         None => Remote::External(ip),
     };
-    let verdict = classifier.classify(
-        local.unwrap_or(Place {
-            zone: "",
-            region: "",
-        }),
-        remote,
-    );
+    let verdict = classifier.classify(local.unwrap_or_default(), remote);
     if let Remote::External(_) = remote {
         o.insert("kind".into(), json!(verdict.external_kind().as_str()));
         if let Some(zone) = verdict.zone {

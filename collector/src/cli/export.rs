@@ -50,8 +50,10 @@ pub struct ExportArgs {
     /// azure, or a provider named in --prices).
     #[arg(long, value_name = "NAME", requires = "parquet")]
     provider: Option<String>,
-    /// With --parquet: a prices CSV file (provider,region,category,
-    /// direction,price_per_gib,currency) instead of the shipped prices.
+    /// With --parquet: a prices CSV file (provider,region,remote_region,
+    /// category,direction,valid_from,price_per_gib,currency; the undated
+    /// provider,region,category,direction,price_per_gib,currency is read as
+    /// every day) instead of the shipped prices.
     #[arg(long, value_name = "FILE", requires = "parquet")]
     prices: Option<PathBuf>,
 }
