@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::prices::{parse_price, PriceRow, PriceTable, ALWAYS};
+use super::month::unix_day;
+use super::prices::{parse_price, PriceRow, PriceTable};
 use super::{Month, Usage};
 
 /// A query failed, or a price in ClickHouse cannot be read.
@@ -91,7 +92,7 @@ pub async fn usage(
     Ok(rows
         .into_iter()
         .map(|r| Usage {
-            day: day(r.day_number),
+            day: unix_day(r.day_number.into()),
             remote_region: r.remote_region,
             cluster: r.cluster,
             team: r.team,
@@ -104,11 +105,6 @@ pub async fn usage(
             bytes: r.bytes,
         })
         .collect())
-}
-
-/// ClickHouse's `Date`: days since 1970-01-01.
-fn day(days: u16) -> chrono::NaiveDate {
-    ALWAYS + chrono::Days::new(u64::from(days))
 }
 
 /// Every dated price and each cluster's provider.
@@ -143,7 +139,7 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
                 provider: p.provider,
                 region: p.region,
                 remote_region: p.remote_region,
-                valid_from: day(p.valid_from_day),
+                valid_from: unix_day(p.valid_from_day.into()),
                 category: p.category,
                 direction: p.direction,
                 currency: p.currency,

@@ -190,7 +190,7 @@ impl UsageSums {
                 let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, direction] =
                     key;
                 Usage {
-                    day: super::prices::ALWAYS + chrono::TimeDelta::days(day),
+                    day: super::month::unix_day(day),
                     remote_region,
                     cluster,
                     team,

@@ -40,6 +40,11 @@ impl Month {
     }
 }
 
+/// The UTC day `days` after 1970-01-01 (ClickHouse's `Date`, a Unix day).
+pub fn unix_day(days: i64) -> NaiveDate {
+    chrono::DateTime::UNIX_EPOCH.date_naive() + chrono::TimeDelta::days(days)
+}
+
 impl fmt::Display for Month {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.first_day.format("%Y-%m"))
