@@ -27,18 +27,29 @@ struct State {
     answered: AtomicBool,
     /// The test lets the client's connection close.
     released: AtomicBool,
+    /// INSERTs whose request names this are passed on with their answers.
+    spared: Option<&'static [u8]>,
 }
 
 impl LostAck {
     /// Relay to `upstream` (`http://host:port`) from a free local port.
     pub fn start(upstream: &str) -> std::io::Result<Self> {
+        Self::start_sparing(upstream, None)
+    }
+
+    /// Like [`LostAck::start`], but the lost answer is that of the first
+    /// INSERT whose request does not name `spared` (e.g. a table).
+    pub fn start_sparing(upstream: &str, spared: Option<&'static str>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
         let upstream = upstream
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            spared: spared.map(str::as_bytes),
+            ..State::default()
+        });
         let shared = Arc::clone(&state);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -59,7 +70,7 @@ impl LostAck {
         &self.url
     }
 
-    /// Wait until ClickHouse has answered the first INSERT.
+    /// Wait until ClickHouse has answered the INSERT whose answer is lost.
     pub fn wait_until_answered(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while !self.state.answered.load(Ordering::SeqCst) {
@@ -84,7 +95,7 @@ fn relay(client: TcpStream, server: TcpStream, state: &Arc<State>) {
     };
     let upstream_losing = Arc::clone(&losing);
     let upstream_state = Arc::clone(state);
-    // Requests: passed on; the first one naming INSERT marks this
+    // Requests: passed on; the first one naming INSERT (and not the spared name) marks this
     // connection as the one whose answer is lost.
     thread::spawn(move || {
         let mut buffer = [0u8; 64 * 1024];
@@ -92,8 +103,10 @@ fn relay(client: TcpStream, server: TcpStream, state: &Arc<State>) {
             if n == 0 {
                 break;
             }
-            let names_insert = buffer[..n].windows(6).any(|w| w == b"INSERT");
-            if names_insert
+            let names = |word: &[u8]| buffer[..n].windows(word.len()).any(|w| w == word);
+            let spared = upstream_state.spared.is_some_and(names);
+            if names(b"INSERT")
+                && !spared
                 && upstream_state
                     .armed
                     .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)

@@ -64,20 +64,20 @@ fn migrations_apply_once_and_reapply_nothing() {
         first.contains(
             "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
-             0008_public_in_region, 0009_region_pairs"
+             0008_public_in_region, 0009_region_pairs, 0010_batch_markers"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (9 migrations already applied)"),
+        second.contains("up to date (10 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "9");
+    assert_eq!(recorded.trim(), "10");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(
@@ -102,9 +102,12 @@ fn describe_flows_matches_the_schema_crate() {
         .iter()
         .map(|r| (r[0].as_str(), r[1].as_str()))
         .collect();
+    // The record's columns, then the batch's hash ClickHouse fills in
+    // (migration 0010).
     let expected: Vec<(&str, &str)> = COLUMNS
         .iter()
         .map(|c| (c.name, c.clickhouse_type))
+        .chain([("batch", "UInt64")])
         .collect();
     assert_eq!(found, expected);
 }

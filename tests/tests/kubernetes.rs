@@ -80,7 +80,10 @@ fn end_to_end(underlay: Underlay, sink: Sink) -> anyhow::Result<()> {
     ));
     Image::build(&release_binary(), &image)?;
     let k8s = Kubernetes::up(underlay)?;
-    k8s.load(&image)?;
+    let loaded = k8s.load(&image);
+    // 140 MB per run: left behind, CI runs fill the disk.
+    std::fs::remove_file(&image)?;
+    loaded?;
     let database = ch.fresh_database("kubernetes");
     let overlay = match sink {
         Sink::ClickHouse => {
@@ -344,8 +347,9 @@ fn rolling_update(
 ) -> anyhow::Result<()> {
     let next = std::env::temp_dir().join(format!("tollgate-e2e-next-{}.tar", std::process::id()));
     Image::build_as(&release_binary(), "localhost/tollgate:e2e-next", &next)?;
-    k8s.load(&next)?;
+    let loaded = k8s.load(&next);
     std::fs::remove_file(&next)?;
+    loaded?;
     let traffic = repo_root().join("tests/scripts/traffic.py");
     let (frontend, db, archive) = (
         workloads.pod("frontend", 0),

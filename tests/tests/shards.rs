@@ -219,6 +219,7 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
             "fleet",
             "--batch-rows",
             "100",
+            "-v",
         ])
         .stdout(Stdio::null())
         .stderr(log)
@@ -243,6 +244,12 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
     assert!(
         log.contains("will retry"),
         "no write failed while the shard was down: {log}"
+    );
+    // After a failure, the batch is completed through `flows_repair`'s
+    // Distributed table, which gives each shard its own rows.
+    assert!(
+        log.contains("completed where it was missing"),
+        "no batch was completed after the failures: {log}"
     );
     assert!(stored_before_kill < N, "killed before the end");
 

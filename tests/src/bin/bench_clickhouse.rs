@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Context};
+use tollgate::sink::batch::TokenMaker;
 use tollgate::sink::clickhouse::{ClickHouseSink, Connection};
 use tollgate::sink::{Batch, Sink};
 use tollgate_tests::clickhouse::Dedicated;
@@ -67,12 +68,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Tokens as an agent makes them, so every table stores its markers.
+    let tokens = TokenMaker::new("bench")?;
     let batches: Vec<Batch> = rows
         .chunks(BATCH)
         .enumerate()
         .map(|(i, chunk)| Batch {
             seq: i as u64 + 1,
-            token: format!("bench-{i}"),
+            token: tokens.token(i as u64 + 1),
             resume_at: Default::default(),
             rows: chunk.iter().collect(),
         })

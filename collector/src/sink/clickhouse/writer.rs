@@ -1,10 +1,16 @@
 //! Writes batches into the `flows` table with the `clickhouse` crate:
 //! RowBinary, LZ4 on the wire, one INSERT per batch carrying the batch's
-//! `insert_deduplication_token`. When the outcome of the previous write is
-//! unknown (the process started, or a write failed), a batch is first
-//! looked up in `delivered_batches`, which remembers every batch that
-//! reached the last rollup, long after ClickHouse's deduplication window
-//! has forgotten it.
+//! `insert_deduplication_token`.
+//!
+//! When the outcome of the previous write is unknown (the process started,
+//! or a write failed), the batch is not simply sent again: ClickHouse may
+//! hold it in some tables and shards and not in others, and its
+//! deduplication log may name a part that a killed server never put in
+//! place. A batch of this tollgate ([`is_marked`]) is instead completed
+//! through `flows_repair`, whose views add it to each table, shard and
+//! partition that lacks its marker (migration 0010). A batch of an earlier
+//! build, spooled before an upgrade, has no markers: it is looked up in
+//! `delivered_batches` and sent again unless stored in full.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,6 +18,7 @@ use clickhouse::Client;
 use tollgate_schema::FlowView;
 
 use super::Connection;
+use crate::sink::batch::is_marked;
 use crate::sink::{Batch, Sink, WriteError};
 
 /// ClickHouse error codes that need a person, not a retry: unknown table,
@@ -25,6 +32,17 @@ const NEEDS_A_PERSON: [&str; 7] = [
     "Code: 516.",
     "Code: 192.",
 ];
+
+/// A ClickHouse error while using `table`: transient unless it needs a
+/// person.
+fn failure(error: clickhouse::error::Error, table: &str) -> WriteError {
+    let message = error.to_string();
+    WriteError {
+        sink: "clickhouse",
+        transient: !NEEDS_A_PERSON.iter().any(|code| message.contains(code)),
+        message: format!("{table}: {message}"),
+    }
+}
 
 /// The ClickHouse sink.
 pub struct ClickHouseSink {
@@ -58,6 +76,93 @@ impl ClickHouseSink {
         })
     }
 
+    /// An INSERT of `batch`'s records into `table` under `token`, in one
+    /// block: every table it reaches gets one part per partition, holding
+    /// that partition's marker.
+    async fn insert(
+        &self,
+        table: &str,
+        batch: &Batch,
+        token: &str,
+        deduplicate: bool,
+    ) -> Result<(), WriteError> {
+        let fail = |e| failure(e, table);
+        // The first batch is checked against the table's columns (the
+        // client fetches them); after that the per-row check, about a quarter
+        // of the sink's CPU, is skipped: only `tollgate migrate` changes the
+        // table, and it refuses columns that differ from the schema crate.
+        let client = if self.checked.load(Ordering::Relaxed) {
+            &self.trusting
+        } else {
+            &self.validating
+        };
+        let block_rows = batch
+            .rows
+            .len()
+            .max(DEFAULT_MAX_INSERT_BLOCK_SIZE)
+            .to_string();
+        let deduplicate = if deduplicate { "1" } else { "0" };
+        let mut insert = client
+            .insert::<FlowView<'_>>(table)
+            .await
+            .map_err(fail)?
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("insert_deduplicate", deduplicate)
+            // A retried batch must reach every rollup once, whatever the
+            // server's default (off before ClickHouse 26.2: since 24.7 a
+            // resent block goes through the views, which then insert it
+            // again unless they deduplicate too).
+            .with_setting(
+                "deduplicate_blocks_in_dependent_materialized_views",
+                deduplicate,
+            )
+            // Through a Distributed table, the batch is on its shard when
+            // the INSERT returns, not in a queue the spool cannot see.
+            .with_setting("distributed_foreground_insert", "1")
+            // One batch, one INSERT, stored when it returns: the server's
+            // buffer (on by default since ClickHouse 26) would only delay a
+            // batch this large.
+            .with_setting("async_insert", "0")
+            // One block from parsing to every view's output, whatever the
+            // batch's size: a marker vouches for its whole partition, and
+            // `delivered_batches` gets one row per shard with the batch's
+            // whole count.
+            .with_setting("max_insert_block_size", block_rows.as_str())
+            .with_setting("min_insert_block_size_rows", block_rows.as_str())
+            .with_setting("min_insert_block_size_bytes", "0");
+        // Records with their names borrowed from the batch: no name's
+        // reference count is touched.
+        for record in batch.rows.iter() {
+            // A batch that cannot be read is never ended, so ClickHouse
+            // stores none of it.
+            let record =
+                record.map_err(|e| WriteError::unreadable_batch("clickhouse", batch.seq, &e))?;
+            insert.write(&record).await.map_err(fail)?;
+        }
+        insert.end().await.map_err(fail)?;
+        self.checked.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Complete `batch` in every table, shard and partition that lacks it,
+    /// exactly: each attempt reads the markers afresh, so one interrupted
+    /// midway is finished by the next. `<token>#repair` is ignored by the
+    /// chain views and recorded in no deduplication log.
+    async fn complete(&self, batch: &Batch) -> Result<(), WriteError> {
+        let token = format!("{}#repair", batch.token);
+        self.insert("flows_repair", batch, &token, false)
+            .await
+            .map_err(|mut e| {
+                if e.message.contains("Code: 60.") {
+                    e.message.push_str(
+                        " (flows_repair comes with migration 0010: run `tollgate migrate` \
+                         with this version of tollgate)",
+                    );
+                }
+                e
+            })
+    }
+
     /// Whether `batch` is stored already, in full. A batch stored in part
     /// (its rows spread over shards, one of which failed) is sent again:
     /// the shards that have it drop their part by its token.
@@ -87,73 +192,32 @@ impl Sink for ClickHouseSink {
     }
 
     async fn write(&self, batch: &Batch) -> Result<(), WriteError> {
-        let fail = |e: clickhouse::error::Error| {
-            let message = e.to_string();
-            WriteError {
-                sink: "clickhouse",
-                transient: !NEEDS_A_PERSON.iter().any(|code| message.contains(code)),
-                message,
+        if self.uncertain.load(Ordering::Relaxed) {
+            if is_marked(&batch.token) {
+                self.complete(batch).await?;
+                tracing::info!(
+                    seq = batch.seq,
+                    "batch of unknown fate completed where it was missing"
+                );
+                self.uncertain.store(false, Ordering::Relaxed);
+                return Ok(());
             }
-        };
-        if self.uncertain.load(Ordering::Relaxed) && self.delivered(batch).await.map_err(fail)? {
-            tracing::info!(
-                seq = batch.seq,
-                "batch was stored before its acknowledgement was lost; not sent again"
-            );
-            self.uncertain.store(false, Ordering::Relaxed);
-            return Ok(());
+            let delivered = self
+                .delivered(batch)
+                .await
+                .map_err(|e| failure(e, "delivered_batches"))?;
+            if delivered {
+                tracing::info!(
+                    seq = batch.seq,
+                    "batch was stored before its acknowledgement was lost; not sent again"
+                );
+                self.uncertain.store(false, Ordering::Relaxed);
+                return Ok(());
+            }
         }
         // Until ClickHouse answers, this batch may or may not be stored.
         self.uncertain.store(true, Ordering::Relaxed);
-        // The first batch is checked against the table's columns (the
-        // client fetches them); after that the per-row check, about a quarter
-        // of the sink's CPU, is skipped: only `tollgate migrate` changes the
-        // table, and it refuses columns that differ from the schema crate.
-        let checked = self.checked.load(Ordering::Relaxed);
-        let client = if checked {
-            &self.trusting
-        } else {
-            &self.validating
-        };
-        let mut insert = client
-            .insert::<FlowView<'_>>("flows")
-            .await
-            .map_err(fail)?
-            .with_setting("insert_deduplication_token", batch.token.as_str())
-            .with_setting("insert_deduplicate", "1")
-            // A retried batch must reach every rollup once, whatever the
-            // server's default (off before ClickHouse 26.2: since 24.7 a
-            // resent block goes through the views, which then insert it
-            // again unless they deduplicate too).
-            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
-            // Through a Distributed table, the batch is on its shard when
-            // the INSERT returns, not in a queue the spool cannot see.
-            .with_setting("distributed_foreground_insert", "1")
-            // One batch, one INSERT, stored when it returns: the server's
-            // buffer (on by default since ClickHouse 26) would only delay a
-            // batch this large.
-            .with_setting("async_insert", "0")
-            // One block, so `delivered_batches` gets one row per shard with
-            // the batch's whole count (a batch may exceed the default).
-            .with_setting(
-                "max_insert_block_size",
-                batch
-                    .rows
-                    .len()
-                    .max(DEFAULT_MAX_INSERT_BLOCK_SIZE)
-                    .to_string(),
-            );
-        // Records with their names borrowed from the batch: no name's
-        // reference count is touched.
-        for record in batch.rows.iter() {
-            // A batch that cannot be read is never ended, so ClickHouse
-            // stores none of it.
-            let record =
-                record.map_err(|e| WriteError::unreadable_batch("clickhouse", batch.seq, &e))?;
-            insert.write(&record).await.map_err(fail)?;
-        }
-        insert.end().await.map_err(fail)?;
-        self.checked.store(true, Ordering::Relaxed);
+        self.insert("flows", batch, &batch.token, true).await?;
         self.uncertain.store(false, Ordering::Relaxed);
         Ok(())
     }
