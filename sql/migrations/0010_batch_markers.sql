@@ -11,8 +11,9 @@
 -- * The raw table: each row keeps a hash of its batch's token (`batch`, filled by ClickHouse).
 --   Rows stored before this migration read a hash of the reading query's own token.
 -- * Each rollup: every insert adds one marker row per partition it touches: the dimensions of
---   one of its rows, all sums 0, `batch_run` = a hash of the run, `seq_max` = seq + 1 and
---   `batches` = 1 (so SummingMergeTree keeps it). Merges keep one marker per run and key, with
+--   its first row in key order (so a run's markers merge while that row recurs), all sums 0,
+--   `batch_run` = a hash of the run, `seq_max` = seq + 1 and `batches` = 1 (so
+--   SummingMergeTree keeps it). Merges keep one marker per run and key, with
 --   the largest `seq_max`: the batch is in a partition when its run's markers there reach
 --   seq + 1. Sums, and the dimensions a reader sees, are unchanged.
 -- * `flows_repair` takes a batch's rows again under the token `<token>#repair` and stores
@@ -68,7 +69,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toDate(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toDate(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT
@@ -110,7 +117,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toYYYYMM(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toYYYYMM(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT
@@ -152,7 +165,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toYear(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toYear(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT
@@ -226,7 +245,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toDate(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toDate(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT
@@ -271,7 +296,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toYYYYMM(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toYYYYMM(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT
@@ -316,7 +347,13 @@ SELECT
     toUInt64(mark) AS batches
 FROM
 (
-    SELECT *, row_number() OVER (PARTITION BY toYear(period)) = 1 AS first_in_partition
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY toYear(period) ORDER BY
+            cluster, period, local_team, local_namespace, local_workload_kind,
+            local_workload, local_zone, local_region, category, remote_kind,
+            remote_namespace, remote_workload_kind, remote_workload, remote_team,
+            remote_zone, remote_region, remote_cloud_provider, remote_cloud_service) = 1 AS first_in_partition
     FROM
     (
         SELECT

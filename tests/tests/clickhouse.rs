@@ -328,6 +328,52 @@ fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
     assert_eq!(internet_cost().trim(), "0.1");
 }
 
+/// A run's batches leave markers that merge: five batches whose rollup rows
+/// recur (each with one workload of its own) keep one marker per rollup,
+/// which knows the last batch, and the sums are those of the five batches.
+/// (A marker copied from whichever row came first split them: 2 in
+/// `flows_1h` and `flows_1d`.)
+#[test]
+fn a_runs_markers_merge_into_one_per_rollup_key() {
+    let Some(ch) = clickhouse::require("clickhouse") else {
+        return;
+    };
+    let database = migrated(ch, "markers");
+    for seq in 1..=5 {
+        ch.query_with(
+            &format!(
+                "INSERT INTO {database}.flows (observed_at, cluster, node, local_namespace, \
+                 local_workload, local_team, category, bytes_sent) \
+                 SELECT toStartOfHour(now()) + number % 600, 'c1', 'n1', concat('ns', toString(number % 3)), \
+                 if(number = 99, 'x{seq}', concat('w', toString(number % 20))), 't', 'internet', 1 \
+                 FROM numbers(100)"
+            ),
+            &[(
+                "insert_deduplication_token",
+                &format!("n1-m0123456789abcdef-{seq}"),
+            )],
+        )
+        .unwrap();
+    }
+    for rollup in ["flows_1m", "flows_1h", "flows_1d"] {
+        ch.query(&format!("OPTIMIZE TABLE {database}.{rollup} FINAL"))
+            .unwrap();
+        let markers = ch
+            .query(&format!(
+                "SELECT count(), max(seq_max), sum(batches), sum(bytes_sent) FROM {database}.{rollup} \
+                 WHERE batch_run != 0"
+            ))
+            .unwrap();
+        let rows = ch
+            .query(&format!(
+                "SELECT sum(bytes_sent), sum(records) FROM {database}.{rollup} WHERE batch_run = 0"
+            ))
+            .unwrap();
+        assert_eq!(markers.trim(), "1\t6\t5\t0", "{rollup}");
+        assert_eq!(rows.trim(), "500\t500", "{rollup}");
+    }
+}
+
 #[test]
 fn rollups_equal_raw_sums_and_a_resent_batch_counts_once() {
     let Some(ch) = clickhouse::require("clickhouse") else {
