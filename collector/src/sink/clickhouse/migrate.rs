@@ -8,8 +8,9 @@
 //! SQL differs from this binary's, an object a recorded migration created
 //! that is gone, a migration this binary does not know (a newer tollgate
 //! migrated it), or a `flows` table whose columns differ from the schema
-//! crate's [`COLUMNS`] (and migration 0010's `batch`). A drifted database is refused with a message that
-//! says what differs; nothing is changed in it.
+//! crate's [`COLUMNS`] (and migration 0010's `batch`). A drifted database
+//! is refused with a message that says what differs; nothing is changed in
+//! it.
 //!
 //! Retention is the one setting that converges: each run compares every
 //! table's TTL with the requested one and alters the tables that differ.
