@@ -31,6 +31,49 @@ impl InputError {
     }
 }
 
+/// A line of a small table file (prices, accounts) that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct BadLine {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BadLine {
+    /// A maker of errors about lines of `file`.
+    pub fn of(file: &str) -> impl Fn(usize, String) -> BadLine + '_ {
+        move |line, message| BadLine {
+            file: file.to_owned(),
+            line,
+            message,
+        }
+    }
+}
+
+/// Reads a small table file (`what` names it if it cannot be read) and
+/// parses it with `parse`, which names the file and line at fault.
+pub fn read_table<T>(
+    what: &str,
+    path: &Path,
+    parse: fn(&str, &str) -> Result<T, BadLine>,
+) -> Result<T, InputError> {
+    let text = read_text(what, path)?;
+    parse(&path.display().to_string(), &text).map_err(|e| InputError(e.to_string()))
+}
+
+/// The lines of a small table file (prices, accounts) that hold data:
+/// numbered from 1, trimmed, without blank lines and `#` comments.
+pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
+
 /// Longest name (pod, namespace, workload, team, node, zone, cluster...)
 /// accepted in a record or an inventory: a Kubernetes object name is at
 /// most 253 bytes, and a Service is named `namespace/name`.

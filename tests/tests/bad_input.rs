@@ -603,6 +603,41 @@ fn configuration_files_are_refused_naming_line_field_or_variable() {
         b"",
         &["p.csv:3: a second price for aws,*,*,internet,out from 1970-01-01 (line 2 has one)"],
     );
+    s.write("p.csv", "provider,region,category,direction,tier_from_gib,price_per_gib,currency\naws,*,internet,out,100,0.09,USD\n");
+    let export = |extra: &[&'static str]| {
+        [
+            &[
+                "export",
+                "--month",
+                "2025-10",
+                "--parquet",
+                "pq",
+                "--provider",
+                "aws",
+            ][..],
+            extra,
+            &["--out", "r.csv"],
+        ]
+        .concat()
+    };
+    refused(
+        &s.0,
+        &export(&["--prices", "p.csv"]),
+        &[],
+        b"",
+        &["p.csv:2: the aws internet/out prices for * to * from 1970-01-01 have no tier from 0 GiB"],
+    );
+    s.write(
+        "a.csv",
+        "cluster,account,valid_from\nc1,acct,2025-10-01\nc1,other,2025-10-01\n",
+    );
+    refused(
+        &s.0,
+        &export(&["--accounts", "a.csv"]),
+        &[],
+        b"",
+        &["a.csv:3: a second account for c1 from 2025-10-01 (line 2 has one)"],
+    );
 }
 
 /// A spool directory that cannot be used is found before the agent turns

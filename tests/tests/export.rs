@@ -233,7 +233,7 @@ fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
     let report = std::fs::read_to_string(dir.join("ch-team.csv")).unwrap();
     assert_eq!(
         report.lines().next().unwrap(),
-        "period,cluster,team,category,direction,bytes,gib,cost,currency"
+        "period,cluster,team,category,direction,bytes,gib,cost,currency,account,pricing"
     );
     let (first, end) = (month.first_day(), month.end_day());
     let views = ch
@@ -241,7 +241,8 @@ fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
             "SELECT '{month}', cluster, team, category, direction, sum(bytes), \
              toString(round(toDecimal128(sum(bytes), 12) / 1073741824, 6)), \
              if(category = 'unknown', '', toString(round(sum(cost), 2))), \
-             if(category = 'unknown', '', any(currency)) \
+             if(category = 'unknown', '', any(currency)), any(account), \
+             if(category = 'unknown', 'unpriced', 'flat') \
              FROM {database}.cost_daily WHERE day >= '{first}' AND day < '{end}' \
              GROUP BY cluster, team, category, direction HAVING sum(bytes) > 0 \
              ORDER BY cluster, team, category, direction FORMAT CSV"
@@ -274,7 +275,7 @@ fn clickhouse_and_parquet_give_identical_reports_equal_to_the_views() {
         csv_lines(&report)
             .into_iter()
             .find(|l| l[2] == team && l[3] == category && l[4] == direction)
-            .unwrap_or_else(|| panic!("no {team} {category} {direction} in {report}"))[5..]
+            .unwrap_or_else(|| panic!("no {team} {category} {direction} in {report}"))[5..9]
             .to_vec()
     };
     // 6 + 4 GiB of internet (the last second of the month counts, the
@@ -464,8 +465,8 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     .unwrap();
     let prices = dir.join("prices.csv");
     let price_file = format!(
-        "{}aws,*,*,internet,out,{sixteenth},0.08,USD\n\
-         aws,us-east-1,us-east-2,cross_region,out,1970-01-01,0.01,USD\n",
+        "{}aws,*,*,internet,out,{sixteenth},0,0.08,USD\n\
+         aws,us-east-1,us-east-2,cross_region,out,1970-01-01,0,0.01,USD\n",
         tollgate::export::prices::DEFAULTS_CSV
     );
     std::fs::write(&prices, &price_file).unwrap();
@@ -578,8 +579,8 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     std::fs::write(
         &prices,
         format!(
-            "{price_file}aws,*,*,internet,out,{today},0.05,USD\n\
-             aws,*,*,cross_region,out,{today},0.5,USD\n"
+            "{price_file}aws,*,*,internet,out,{today},0,0.05,USD\n\
+             aws,*,*,cross_region,out,{today},0,0.5,USD\n"
         ),
     )
     .unwrap();
@@ -609,6 +610,160 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     );
 }
 
+/// Monthly tiers with a free allowance, shared by the clusters of one
+/// account and allocated to workloads pro rata: hand-computed figures
+/// (docs/metering.md's worked example), equal from ClickHouse and Parquet
+/// and in `cost_daily`; the cents of an account's lines add up to its
+/// tiered total; one cluster's export still counts the account's other
+/// clusters.
+#[test]
+fn tiers_and_free_allowance_are_shared_per_account_and_allocated_to_the_cent() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (month, start, _) = last_month();
+    let day = |n: u32| start + (n - 1) * 86_400 + 43_200;
+    let mut id = 0;
+    let mut at = |cluster: &str, local: (&str, &str, &str), on: u32, gib: u64| {
+        let mut r = flow(local, NOBODY, Category::Internet, day(on), gib * GIB, 0);
+        r.cluster = cluster.into();
+        id += 1;
+        r.conntrack_id = id;
+        r
+    };
+    let records = vec![
+        // Account acct-t: 60 GiB free on the 3rd; 40 free and 20 at 0.09
+        // on the 10th (1.80); 30 at the 16th's 0.08 on the 20th (2.40).
+        at("tier", WEB, 3, 60),
+        at("tier2", DB, 10, 60),
+        at("tier", WEB, 20, 30),
+        // An account of its own: 100 free and 50 at 0.08 = 4.00 over three
+        // equal workloads.
+        at("split", (BATCH.0, "x", BATCH.2), 25, 50),
+        at("split", (BATCH.0, "y", BATCH.2), 25, 50),
+        at("split", (BATCH.0, "z", BATCH.2), 25, 50),
+    ];
+    let (database, parquet, _) = loaded_with(ch, "tiers", &records);
+    let dir = parquet.parent().unwrap().to_owned();
+    let (first, sixteenth) = (format!("{month}-01"), format!("{month}-16"));
+    let tiers = format!(
+        "aws,*,*,internet,out,{first},0,0,USD\n\
+         aws,*,*,internet,out,{first},100,0.09,USD\n\
+         aws,*,*,internet,out,{sixteenth},0,0,USD\n\
+         aws,*,*,internet,out,{sixteenth},100,0.08,USD\n"
+    );
+    let values: Vec<String> = tiers
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!(
+                "('{}', '{}', '{}', '{}', '{}', '{}', {}, {}, '{}')",
+                f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
+            )
+        })
+        .collect();
+    ch.query(&format!(
+        "INSERT INTO {database}.price_list (provider, region, remote_region, category, direction, \
+         valid_from, tier_from_gib, price_per_gib, currency) VALUES {}",
+        values.join(", ")
+    ))
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO {database}.clusters (cluster, provider) VALUES \
+         ('tier', 'aws'), ('tier2', 'aws'), ('split', 'aws')"
+    ))
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO {database}.cluster_accounts (cluster, account, valid_from) VALUES \
+         ('tier', 'acct-t', '{first}'), ('tier2', 'acct-t', '{first}')"
+    ))
+    .unwrap();
+    let prices = dir.join("prices.csv");
+    std::fs::write(
+        &prices,
+        format!("{}{tiers}", tollgate::export::prices::DEFAULTS_CSV),
+    )
+    .unwrap();
+    let accounts = dir.join("accounts.csv");
+    std::fs::write(
+        &accounts,
+        format!("cluster,account,valid_from\ntier,acct-t,{first}\ntier2,acct-t,{first}\n"),
+    )
+    .unwrap();
+
+    let month_arg = month.to_string();
+    let from_clickhouse = ["--clickhouse", ch.url(), "--database", &database];
+    let from_parquet = [
+        "--parquet",
+        parquet.to_str().unwrap(),
+        "--provider",
+        "aws",
+        "--prices",
+        prices.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+    ];
+    let report = |source: &[&str], extra: &[&str], name: &str| -> String {
+        let args = [
+            &["--month", &month_arg, "--by", "workload"][..],
+            extra,
+            source,
+        ]
+        .concat();
+        String::from_utf8(exported(&args, &dir.join(name))).unwrap()
+    };
+    let clickhouse_report = report(&from_clickhouse, &[], "a.csv");
+    assert_eq!(clickhouse_report, report(&from_parquet, &[], "b.csv"));
+    let lines: Vec<String> = csv_lines(&clickhouse_report)
+        .into_iter()
+        .map(|l| [&l[1][..], &l[5], &l[10], &l[12], &l[13]].join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "split x 1.34 split tiered",
+            "split y 1.33 split tiered",
+            "split z 1.33 split tiered",
+            "tier web 2.52 acct-t tiered",
+            "tier2 db 1.68 acct-t tiered",
+        ],
+        "{clickhouse_report}"
+    );
+    // One cluster of the shared account: its share of the account's tiers.
+    for (source, name) in [
+        (&from_clickhouse[..], "a2.csv"),
+        (&from_parquet[..], "b2.csv"),
+    ] {
+        let only = report(source, &["--cluster", "tier2"], name);
+        assert_eq!(
+            csv_lines(&only)
+                .iter()
+                .map(|l| l[10].as_str())
+                .collect::<Vec<_>>(),
+            ["1.68"],
+            "{only}"
+        );
+    }
+    // cost_daily: each row's exact share of its account's month.
+    let view = ch
+        .query(&format!(
+            "SELECT cluster, workload, any(account), any(pricing), toString(sum(cost)), \
+             toString(any(price_per_gib)) FROM {database}.cost_daily \
+             WHERE bytes > 0 AND category = 'internet' AND direction = 'out' \
+             GROUP BY cluster, workload ORDER BY cluster, workload FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(
+        view,
+        "split,x,split,tiered,1.333333333333333333333333333333333333333,0.026666666\n\
+         split,y,split,tiered,1.333333333333333333333333333333333333333,0.026666666\n\
+         split,z,split,tiered,1.333333333333333333333333333333333333333,0.026666666\n\
+         tier,web,acct-t,tiered,2.52,0.028\n\
+         tier2,db,acct-t,tiered,1.68,0.028\n"
+    );
+}
+
 #[test]
 fn shipped_prices_equal_the_migrated_price_list() {
     let Some(ch) = clickhouse::require("export") else {
@@ -619,7 +774,8 @@ fn shipped_prices_equal_the_migrated_price_list() {
     let table = ch
         .query(&format!(
             "SELECT provider, region, remote_region, category, direction, toString(valid_from), \
-             toString(price_per_gib), currency FROM {database}.price_versions ORDER BY ALL FORMAT CSV"
+             tier_from_gib, toString(price_per_gib), currency FROM {database}.price_versions \
+             ORDER BY ALL FORMAT CSV"
         ))
         .unwrap()
         .replace('"', "");
@@ -636,13 +792,14 @@ fn shipped_prices_equal_the_migrated_price_list() {
                 );
                 let price = price.trim_end_matches('0').trim_end_matches('.');
                 format!(
-                    "{},{},{},{},{},{},{price},{}",
+                    "{},{},{},{},{},{},{},{price},{}",
                     p.provider,
                     p.region,
                     p.remote_region,
                     p.category,
                     p.direction,
                     p.valid_from,
+                    p.tier_from_gib,
                     p.currency
                 )
             })

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use tollgate::export::accounts::{self, Accounts};
 use tollgate::export::prices::{self, PriceTable};
 use tollgate::export::write::{self, Format, Report};
 use tollgate::export::{
@@ -56,6 +57,12 @@ pub struct ExportArgs {
     /// every day) instead of the shipped prices.
     #[arg(long, value_name = "FILE", requires = "parquet")]
     prices: Option<PathBuf>,
+    /// With --parquet: a CSV file of the clusters that share a cloud
+    /// account, whose tiers and free allowance they share
+    /// (cluster,account,valid_from); a cluster not named is an account of
+    /// its own. ClickHouse keeps them in its cluster_accounts table.
+    #[arg(long, value_name = "FILE", requires = "parquet")]
+    accounts: Option<PathBuf>,
 }
 
 /// Progress is reported once an export has run this long, then as often.
@@ -95,11 +102,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             args.month
         );
     }
-    let (usage, prices, source) = match &args.parquet {
+    let (usage, prices, accounts, source) = match &args.parquet {
         Some(dir) => read_parquet(&args, dir)?,
         None => read_clickhouse(&args)?,
     };
-    let export = metering::price(usage, args.by, &prices).map_err(|e| BadInput(e.to_string()))?;
+    let export = metering::price(usage, args.by, &prices, &accounts, args.cluster.as_deref())
+        .map_err(|e| BadInput(e.to_string()))?;
     if export.lines.is_empty() {
         anyhow::bail!(
             "no metering data for {} in {source}: nothing written",
@@ -146,7 +154,7 @@ fn summary(report: &Report<'_>, source: &str) -> String {
     )
 }
 
-type Source = (Vec<Usage>, PriceTable, String);
+type Source = (Vec<Usage>, PriceTable, Accounts, String);
 
 fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
     let connection = args.clickhouse.connection()?.ok_or_else(|| {
@@ -159,13 +167,13 @@ fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
         .build()
         .context("cannot start the async runtime")?;
     let source = format!("ClickHouse database {database}");
-    let (usage, prices) = runtime.block_on(async {
+    let (usage, prices, accounts) = runtime.block_on(async {
         let read = async {
-            let usage =
-                from_clickhouse::usage(&client, database, args.month, args.cluster.as_deref())
-                    .await?;
+            // Every cluster: those sharing an account share its tiers.
+            let usage = from_clickhouse::usage(&client, database, args.month).await?;
             let prices = from_clickhouse::prices(&client, database).await?;
-            Ok::<_, from_clickhouse::FetchError>((usage, prices))
+            let accounts = from_clickhouse::accounts(&client, database).await?;
+            Ok::<_, from_clickhouse::FetchError>((usage, prices, accounts))
         };
         tokio::pin!(read);
         let started = Instant::now();
@@ -179,7 +187,7 @@ fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
             }
         }
     })?;
-    Ok((usage, prices, source))
+    Ok((usage, prices, accounts, source))
 }
 
 fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Source> {
@@ -214,13 +222,14 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
             );
         }
     }
-    let usage: Vec<Usage> = sums
-        .into_usage()
-        .filter(|u| args.cluster.as_ref().is_none_or(|c| *c == u.cluster))
-        .collect();
+    let accounts = match &args.accounts {
+        Some(path) => Accounts::new(accounts::read_csv(path)?),
+        None => Accounts::default(),
+    };
     Ok((
-        usage,
+        sums.into_usage().collect(),
         prices,
+        accounts,
         format!("Parquet files under {}", dir.display()),
     ))
 }

@@ -1,12 +1,14 @@
 //! A month's usage and the prices from ClickHouse: the `metering_daily`
 //! view (the same sums the dashboards and `cost_daily` show),
-//! `price_versions` (every dated price) and `current_clusters`.
+//! `price_versions` (every dated price and tier), `current_clusters` and
+//! `cluster_accounts`.
 
 use std::collections::BTreeMap;
 
 use clickhouse::Client;
 use serde::Deserialize;
 
+use super::accounts::{AccountRow, Accounts};
 use super::month::unix_day;
 use super::prices::{parse_price, PriceRow, PriceTable};
 use super::{Month, Usage};
@@ -52,8 +54,17 @@ struct PriceText {
     direction: String,
     /// Days since 1970-01-01.
     valid_from_day: u16,
+    tier_from_gib: u64,
     price: String,
     currency: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct ClusterAccount {
+    cluster: String,
+    account: String,
+    /// Days since 1970-01-01.
+    valid_from_day: u16,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -62,27 +73,23 @@ struct ClusterProvider {
     provider: String,
 }
 
-/// The month's usage in `database`, optionally of one cluster.
+/// The month's usage in `database`.
 pub async fn usage(
     client: &Client,
     database: &str,
     month: Month,
-    cluster: Option<&str>,
 ) -> Result<Vec<Usage>, FetchError> {
     let sql = format!(
         "SELECT toUInt16(day) AS day_number, cluster, team, namespace, workload_kind, workload, region, remote_region, \
          category, direction, sum(bytes) AS bytes FROM {database}.metering_daily \
-         WHERE day >= toDate(?) AND day < toDate(?) AND (? = '' OR cluster = ?) \
+         WHERE day >= toDate(?) AND day < toDate(?) \
          GROUP BY day, cluster, team, namespace, workload_kind, workload, region, remote_region, \
          category, direction HAVING bytes > 0"
     );
-    let cluster = cluster.unwrap_or_default();
     let rows = client
         .query(&sql)
         .bind(month.first_day().to_string())
         .bind(month.end_day().to_string())
-        .bind(cluster)
-        .bind(cluster)
         .fetch_all::<UsageRow>()
         .await
         .map_err(|source| FetchError::Query {
@@ -112,7 +119,8 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
     let prices = client
         .query(&format!(
             "SELECT provider, region, remote_region, category, direction, \
-             toUInt16(valid_from) AS valid_from_day, toString(price_per_gib) AS price, currency \
+             toUInt16(valid_from) AS valid_from_day, tier_from_gib, toString(price_per_gib) AS price, \
+             currency \
              FROM {database}.price_versions"
         ))
         .fetch_all::<PriceText>()
@@ -140,6 +148,7 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
                 region: p.region,
                 remote_region: p.remote_region,
                 valid_from: unix_day(p.valid_from_day.into()),
+                tier_from_gib: p.tier_from_gib,
                 category: p.category,
                 direction: p.direction,
                 currency: p.currency,
@@ -151,4 +160,26 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
         .map(|c| (c.cluster, c.provider))
         .collect();
     Ok(PriceTable::new(rows, providers, None))
+}
+
+/// Each cluster's dated accounts (`cluster_accounts`, the newest insert
+/// per cluster and day).
+pub async fn accounts(client: &Client, database: &str) -> Result<Accounts, FetchError> {
+    let rows = client
+        .query(&format!(
+            "SELECT cluster, argMax(account, inserted_at) AS account, \
+             toUInt16(valid_from) AS valid_from_day FROM {database}.cluster_accounts \
+             GROUP BY cluster, valid_from"
+        ))
+        .fetch_all::<ClusterAccount>()
+        .await
+        .map_err(|source| FetchError::Query {
+            what: "reading cluster_accounts",
+            source,
+        })?;
+    Ok(Accounts::new(rows.into_iter().map(|r| AccountRow {
+        cluster: r.cluster,
+        account: r.account,
+        valid_from: unix_day(r.valid_from_day.into()),
+    })))
 }

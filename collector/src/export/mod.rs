@@ -13,6 +13,7 @@
 //! then rounded once, half up, to cents. GiB are rounded half up to six
 //! decimals. See `docs/export.md`.
 
+pub mod accounts;
 pub mod from_clickhouse;
 pub mod from_parquet;
 pub mod month;
@@ -21,6 +22,7 @@ pub mod write;
 
 use std::collections::BTreeMap;
 
+use accounts::Accounts;
 pub use month::Month;
 use prices::PriceTable;
 
@@ -82,6 +84,32 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+/// How a line's cost was worked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pricing {
+    /// Every byte at one price per GiB (of its day, region and pair).
+    Flat,
+    /// A share of its account's monthly tiered total, pro rata to bytes
+    /// (the month's blended rate).
+    Tiered,
+    /// Some bytes flat, some tiered.
+    FlatAndTiered,
+    /// Some bytes have no price: the line has no cost.
+    Unpriced,
+}
+
+impl Pricing {
+    /// Its name in exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pricing::Flat => "flat",
+            Pricing::Tiered => "tiered",
+            Pricing::FlatAndTiered => "flat+tiered",
+            Pricing::Unpriced => "unpriced",
+        }
+    }
+}
+
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -93,9 +121,13 @@ pub struct Line {
     pub direction: String,
     /// Bytes over the month.
     pub bytes: u64,
-    /// Cost in cents (rounded half up) and its currency; `None` where no
-    /// price applies (a cluster without a provider, an `unknown` category).
+    /// Cost in cents and its currency; `None` where no price applies (a
+    /// cluster without a provider, an `unknown` category).
     pub cost: Option<(u128, String)>,
+    /// The cloud account its cluster is billed to in the month.
+    pub account: String,
+    /// How its cost was worked out.
+    pub pricing: Pricing,
 }
 
 /// One line would add up costs in two currencies.
@@ -122,72 +154,208 @@ pub struct Export {
 /// 2^30 bytes x 10^9 billionths: the denominator of an exact cost.
 const COST_DENOMINATOR: u128 = (1 << 30) * 1_000_000_000;
 
+/// A line: its labels, category and direction.
+type LineKey = (Vec<String>, String, String);
+
 #[derive(Default)]
 struct Sum {
     bytes: u64,
-    /// Sum of bytes x billionths per GiB: cost x COST_DENOMINATOR, exact.
+    /// Flat-priced bytes x billionths per GiB: their cost x
+    /// COST_DENOMINATOR, exact.
     numerator: u128,
+    /// Cents allocated from tiered units.
+    tiered_cents: u128,
+    flat: bool,
+    tiered: bool,
     currency: Option<String>,
     unpriced: bool,
+    account: String,
 }
 
-/// Groups usage rows into export lines and prices them.
+impl Sum {
+    /// Adds `currency` to the line, refusing a second one.
+    fn take_currency(&mut self, key: &LineKey, currency: &str) -> Result<(), MixedCurrencies> {
+        match &self.currency {
+            Some(first) if first != currency => Err(MixedCurrencies {
+                labels: key.0.join("/"),
+                category: key.1.clone(),
+                direction: key.2.clone(),
+                first: first.clone(),
+                second: currency.to_owned(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.currency = Some(currency.to_owned());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The bytes one tiered schedule prices in one account over the month:
+/// (account, provider, the schedule's region and remote region, category,
+/// direction). Its tiers count them all, day by day.
+type UnitKey = (String, String, String, String, String, String);
+
+#[derive(Default)]
+struct Unit<'a> {
+    /// Bytes per day, and the schedule in force that day.
+    days: BTreeMap<chrono::NaiveDate, (u64, &'a prices::Schedule)>,
+    /// Bytes per workload-level line (cluster, team, namespace, workload
+    /// kind, workload), with the line it belongs to.
+    pieces: BTreeMap<Vec<String>, (u64, LineKey)>,
+}
+
+impl Unit<'_> {
+    /// The month's total cost x COST_DENOMINATOR: each day's bytes priced
+    /// by that day's tiers, from where the month's earlier days left off.
+    fn numerator(&self) -> u128 {
+        let mut before: u128 = 0;
+        let mut numerator = 0;
+        for (bytes, schedule) in self.days.values() {
+            let after = before + u128::from(*bytes);
+            let tiers = &schedule.tiers;
+            for (i, tier) in tiers.iter().enumerate() {
+                let from = u128::from(tier.from_gib) << 30;
+                let to = tiers
+                    .get(i + 1)
+                    .map_or(u128::MAX, |next| u128::from(next.from_gib) << 30);
+                let overlap = after.min(to).saturating_sub(before.max(from));
+                numerator += overlap * u128::from(tier.nanos_per_gib);
+            }
+            before = after;
+        }
+        numerator
+    }
+
+    /// The month's total in cents (rounded half up once), split over the
+    /// workload-level lines pro rata to bytes by largest remainder: each
+    /// gets the floor of its exact share, and the cents left go one each
+    /// to the largest remainders (ties to the first line in label order).
+    fn allocate(&self) -> Vec<(&LineKey, u128)> {
+        let cents = round_half_up(self.numerator() * 100, COST_DENOMINATOR);
+        let total: u128 = self.pieces.values().map(|(b, _)| u128::from(*b)).sum();
+        let mut shares: Vec<(u128, u128, &LineKey)> = self
+            .pieces
+            .values()
+            .map(|(bytes, line)| {
+                let exact = cents * u128::from(*bytes);
+                (exact / total, exact % total, line)
+            })
+            .collect();
+        let left = cents - shares.iter().map(|s| s.0).sum::<u128>();
+        let mut order: Vec<usize> = (0..shares.len()).collect();
+        // Stable: equal remainders keep the pieces' label order.
+        order.sort_by(|a, b| shares[*b].1.cmp(&shares[*a].1));
+        for &i in order
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
+            shares[i].0 += 1;
+        }
+        shares.into_iter().map(|(c, _, line)| (line, c)).collect()
+    }
+}
+
+/// Groups usage rows into export lines and prices them: flat schedules
+/// per row, tiered ones per account and month (see `docs/export.md`). With
+/// `only_cluster`, lines are that cluster's, but every cluster's bytes
+/// count toward the tiers of the accounts they share.
 pub fn price(
     usage: impl IntoIterator<Item = Usage>,
     grouping: Grouping,
     prices: &PriceTable,
+    accounts: &Accounts,
+    only_cluster: Option<&str>,
 ) -> Result<Export, MixedCurrencies> {
-    let mut sums: BTreeMap<(Vec<String>, String, String), Sum> = BTreeMap::new();
+    let mut sums: BTreeMap<LineKey, Sum> = BTreeMap::new();
+    let mut units: BTreeMap<UnitKey, Unit> = BTreeMap::new();
     let mut unpriced = BTreeMap::new();
     for row in usage {
         if row.bytes == 0 {
             continue;
         }
-        let price = prices.lookup(&row);
+        let account = accounts.account_of(&row.cluster, row.day).to_owned();
         let key = (
             labels(&row, grouping),
             row.category.clone(),
             row.direction.clone(),
         );
-        let sum = sums.entry(key).or_default();
-        sum.bytes += row.bytes;
-        let price = match price {
-            Ok(price) => price,
-            Err(why) => {
-                sum.unpriced = true;
-                *unpriced.entry(why).or_default() += row.bytes;
-                continue;
+        let schedule = prices.lookup(&row);
+        if only_cluster.is_none_or(|only| only == row.cluster) {
+            let sum = sums.entry(key.clone()).or_default();
+            sum.bytes += row.bytes;
+            sum.account.clone_from(&account);
+            match &schedule {
+                Err(why) => {
+                    sum.unpriced = true;
+                    *unpriced.entry(why.clone()).or_default() += row.bytes;
+                }
+                Ok(schedule) => {
+                    sum.take_currency(&key, &schedule.currency)?;
+                    if schedule.is_flat() {
+                        sum.flat = true;
+                        sum.numerator +=
+                            u128::from(row.bytes) * u128::from(schedule.tiers[0].nanos_per_gib);
+                    } else {
+                        sum.tiered = true;
+                    }
+                }
             }
-        };
-        match &sum.currency {
-            Some(currency) if currency != price.currency => {
-                return Err(MixedCurrencies {
-                    labels: labels(&row, grouping).join("/"),
-                    category: row.category,
-                    direction: row.direction,
-                    first: currency.clone(),
-                    second: price.currency.to_owned(),
-                });
-            }
-            Some(_) => {}
-            None => sum.currency = Some(price.currency.to_owned()),
         }
-        sum.numerator += u128::from(row.bytes) * u128::from(price.nanos_per_gib);
+        let Ok(schedule) = schedule else { continue };
+        if schedule.is_flat() {
+            continue;
+        }
+        let unit = units
+            .entry((
+                account,
+                schedule.provider.clone(),
+                schedule.region.clone(),
+                schedule.remote_region.clone(),
+                row.category.clone(),
+                row.direction.clone(),
+            ))
+            .or_default();
+        let day = unit.days.entry(row.day).or_insert((0, schedule));
+        day.0 += row.bytes;
+        let piece = unit
+            .pieces
+            .entry(labels(&row, Grouping::Workload))
+            .or_insert((0, key));
+        piece.0 += row.bytes;
+    }
+    for unit in units.values() {
+        for (line, cents) in unit.allocate() {
+            if let Some(sum) = sums.get_mut(line) {
+                sum.tiered_cents += cents;
+            }
+        }
     }
     let lines = sums
         .into_iter()
-        .map(|((labels, category, direction), sum)| Line {
-            labels,
-            category,
-            direction,
-            bytes: sum.bytes,
-            cost: match (sum.unpriced, sum.currency) {
-                (false, Some(currency)) => Some((
-                    round_half_up(sum.numerator * 100, COST_DENOMINATOR),
-                    currency,
-                )),
-                _ => None,
-            },
+        .map(|((labels, category, direction), sum)| {
+            let pricing = match (sum.unpriced, sum.flat, sum.tiered) {
+                (true, _, _) => Pricing::Unpriced,
+                (false, _, false) => Pricing::Flat,
+                (false, false, true) => Pricing::Tiered,
+                (false, true, true) => Pricing::FlatAndTiered,
+            };
+            Line {
+                labels,
+                category,
+                direction,
+                bytes: sum.bytes,
+                cost: match (pricing, sum.currency) {
+                    (Pricing::Unpriced, _) | (_, None) => None,
+                    (_, Some(currency)) => Some((
+                        round_half_up(sum.numerator * 100, COST_DENOMINATOR) + sum.tiered_cents,
+                        currency,
+                    )),
+                },
+                account: sum.account,
+                pricing,
+            }
         })
         .collect();
     Ok(Export { lines, unpriced })
@@ -277,7 +445,7 @@ mod tests {
             usage("web", "a", "r1", "cross_zone", "out", GIB / 4),
             usage("web", "b", "r2", "cross_zone", "out", GIB / 4),
         ];
-        let export = price(rows, Grouping::Team, &prices).unwrap();
+        let export = price(rows, Grouping::Team, &prices, &Accounts::default(), None).unwrap();
         assert_eq!(export.lines.len(), 1);
         let line = &export.lines[0];
         assert_eq!(line.labels, ["c1", "web"]);
@@ -293,7 +461,14 @@ mod tests {
             usage("web", "a", "r1", "internet", "out", 100 * GIB),
             usage("web", "b", "r1", "internet", "out", GIB),
         ];
-        let export = price(rows, Grouping::Workload, &prices).unwrap();
+        let export = price(
+            rows,
+            Grouping::Workload,
+            &prices,
+            &Accounts::default(),
+            None,
+        )
+        .unwrap();
         let costs: Vec<_> = export
             .lines
             .iter()
@@ -309,7 +484,7 @@ mod tests {
             usage("web", "a", "r1", "unknown", "out", 5),
             usage("web", "a", "r1", "internet", "out", 0),
         ];
-        let export = price(rows, Grouping::Team, &prices).unwrap();
+        let export = price(rows, Grouping::Team, &prices, &Accounts::default(), None).unwrap();
         assert_eq!(export.lines.len(), 1, "zero-byte rows are no lines");
         assert_eq!(export.lines[0].cost, None);
         assert_eq!(export.unpriced.values().sum::<u64>(), 5);
@@ -322,10 +497,143 @@ mod tests {
             usage("web", "a", "r1", "internet", "out", 1),
             usage("web", "a", "r2", "internet", "out", 1),
         ];
-        let error = price(rows, Grouping::Team, &prices)
+        let error = price(rows, Grouping::Team, &prices, &Accounts::default(), None)
             .unwrap_err()
             .to_string();
         assert!(error.contains("USD") && error.contains("EUR"), "{error}");
+    }
+
+    /// The tiered schedules of docs/metering.md's worked example: the
+    /// first 100 GiB of a month free, then 0.09; from the 16th, 0.08.
+    fn tiered() -> PriceTable {
+        let rows = parse_csv(
+            "p.csv",
+            "provider,region,category,direction,valid_from,tier_from_gib,price_per_gib,currency\n\
+             aws,*,internet,out,1970-01-01,0,0,USD\n\
+             aws,*,internet,out,1970-01-01,100,0.09,USD\n\
+             aws,*,internet,out,2026-10-16,0,0,USD\n\
+             aws,*,internet,out,2026-10-16,100,0.08,USD\n\
+             aws,*,cross_zone,out,1970-01-01,0,0.01,USD\n",
+        )
+        .unwrap();
+        PriceTable::new(rows, BTreeMap::new(), Some("aws".into()))
+    }
+
+    /// Each line's cents, by workload, each cluster its own account.
+    fn workload_cents(rows: Vec<Usage>) -> Vec<u128> {
+        price(
+            rows,
+            Grouping::Workload,
+            &tiered(),
+            &Accounts::default(),
+            None,
+        )
+        .unwrap()
+        .lines
+        .iter()
+        .map(|l| l.cost.clone().unwrap().0)
+        .collect()
+    }
+
+    fn on(day: u32, cluster: &str, team: &str, workload: &str, gib: u64) -> Usage {
+        let mut row = usage(team, workload, "us-east-1", "internet", "out", gib * GIB);
+        row.day = chrono::NaiveDate::from_ymd_opt(2026, 10, day).unwrap();
+        row.cluster = cluster.into();
+        row
+    }
+
+    #[test]
+    fn an_accounts_tiers_are_shared_by_its_clusters_and_allocated_pro_rata() {
+        let accounts = Accounts::new(
+            accounts::parse_csv("a.csv", "cluster,account\ntier,acct-t\ntier2,acct-t\n").unwrap(),
+        );
+        // 60 GiB free; 40 free and 20 at 0.09 (1.80); 30 at the 16th's
+        // 0.08 (2.40): 4.20 for 150 GiB, 0.028 a GiB.
+        let rows = vec![
+            on(3, "tier", "storefront", "web", 60),
+            on(10, "tier2", "platform", "db", 60),
+            on(20, "tier", "storefront", "web", 30),
+        ];
+        let export = price(rows.clone(), Grouping::Team, &tiered(), &accounts, None).unwrap();
+        let costs: Vec<_> = export
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.labels[1].as_str(),
+                    l.cost.clone().unwrap().0,
+                    l.pricing,
+                    l.account.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            costs,
+            [
+                ("storefront", 252, Pricing::Tiered, "acct-t"),
+                ("platform", 168, Pricing::Tiered, "acct-t")
+            ]
+        );
+        // One cluster's lines still count the other's bytes.
+        let export = price(
+            rows.clone(),
+            Grouping::Team,
+            &tiered(),
+            &accounts,
+            Some("tier2"),
+        )
+        .unwrap();
+        assert_eq!(export.lines.len(), 1);
+        assert_eq!(export.lines[0].cost, Some((168, "USD".to_owned())));
+        // Two accounts: each has its own free 100 GiB.
+        let export = price(rows, Grouping::Team, &tiered(), &Accounts::default(), None).unwrap();
+        let costs: Vec<_> = export
+            .lines
+            .iter()
+            .map(|l| l.cost.clone().unwrap().0)
+            .collect();
+        assert_eq!(costs, [0, 0]);
+    }
+
+    #[test]
+    fn left_cents_go_to_the_largest_remainders_then_in_label_order() {
+        // 150 GiB on one day: 100 free, 50 at 0.08 = 4.00 over three equal
+        // workloads: 1.34, 1.33, 1.33.
+        let rows = vec![
+            on(25, "split", "t", "x", 50),
+            on(25, "split", "t", "y", 50),
+            on(25, "split", "t", "z", 50),
+        ];
+        assert_eq!(workload_cents(rows), [134, 133, 133]);
+        // 101 GiB: 1 at 0.09 = 0.09 over 100 GiB and 1 GiB: 8.91 and 0.09
+        // cents exactly; the 1 cent left goes to the larger remainder.
+        let rows = vec![on(3, "split", "t", "x", 100), on(3, "split", "t", "y", 1)];
+        assert_eq!(workload_cents(rows), [9, 0]);
+    }
+
+    #[test]
+    fn a_line_can_be_flat_and_tiered_and_coarser_lines_sum_workload_cents() {
+        let mut zone = on(3, "c1", "t", "x", 10);
+        zone.category = "cross_zone".into();
+        let rows = vec![
+            on(25, "c1", "t", "x", 50),
+            on(25, "c1", "t", "y", 50),
+            on(25, "c1", "t", "z", 50),
+            zone,
+        ];
+        let export = price(rows, Grouping::Team, &tiered(), &Accounts::default(), None).unwrap();
+        let lines: Vec<_> = export
+            .lines
+            .iter()
+            .map(|l| (l.category.as_str(), l.cost.clone().unwrap().0, l.pricing))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("cross_zone", 10, Pricing::Flat),
+                ("internet", 400, Pricing::Tiered)
+            ]
+        );
     }
 
     #[test]

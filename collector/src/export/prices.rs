@@ -1,10 +1,15 @@
 //! What a GiB costs: the price list's versions (from ClickHouse's
 //! `price_versions`, or from a CSV file with the same columns), the
 //! provider each cluster runs on, and the lookup the cost view makes: of
-//! the prices for the row's provider, category and direction in force on
-//! its day (`valid_from` on or before it), the most specific: one naming
+//! the schedules for the row's provider, category and direction in force
+//! on its day (`valid_from` on or before it), the most specific: one naming
 //! the region beats `*`, then one naming the remote region beats `*`, then
 //! the latest `valid_from`.
+//!
+//! A schedule is the rows sharing provider, region, remote region,
+//! category, direction and `valid_from`: one row is a flat price, several
+//! are monthly volume tiers, each from its `tier_from_gib` (the first from
+//! 0). A tier priced 0 is a free allowance.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,6 +17,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::Usage;
+use crate::input::{BadLine, InputError};
 
 /// The prices tollgate ships (the same rows the ClickHouse migrations
 /// insert; a test holds the two equal).
@@ -35,6 +41,9 @@ pub struct PriceRow {
     pub direction: String,
     /// The first UTC day the price applies to.
     pub valid_from: NaiveDate,
+    /// The GiB of the month from which this tier's price applies (0 for a
+    /// flat price and for a schedule's first tier).
+    pub tier_from_gib: u64,
     /// Price per GiB in billionths of the currency unit (the table's
     /// `Decimal(18, 9)`, exactly).
     pub nanos_per_gib: u64,
@@ -42,7 +51,45 @@ pub struct PriceRow {
     pub currency: String,
 }
 
-impl PriceRow {
+/// One volume tier of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    /// The month's GiB (of the schedule's account) from which it applies.
+    pub from_gib: u64,
+    /// Billionths of the currency per GiB.
+    pub nanos_per_gib: u64,
+}
+
+/// The prices of one key from one day on: a flat price or monthly tiers.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Its provider.
+    pub provider: String,
+    /// The region it names, or `*`.
+    pub region: String,
+    /// The remote region it names, or `*`.
+    pub remote_region: String,
+    /// Billing category.
+    pub category: String,
+    /// `out` or `in`.
+    pub direction: String,
+    /// The first day it applies to.
+    pub valid_from: NaiveDate,
+    /// Ascending by `from_gib`.
+    pub tiers: Vec<Tier>,
+    /// ISO currency code.
+    pub currency: String,
+    /// Why it cannot price anything (tiers not starting at 0 GiB, tiers in
+    /// two currencies), if so.
+    problem: Option<String>,
+}
+
+impl Schedule {
+    /// One price for every byte: no tiers.
+    pub fn is_flat(&self) -> bool {
+        self.tiers.len() == 1
+    }
+
     /// Whether it applies to `usage`'s regions and day.
     fn applies(&self, usage: &Usage) -> bool {
         (self.region == "*" || self.region == usage.region)
@@ -50,7 +97,7 @@ impl PriceRow {
             && self.valid_from <= usage.day
     }
 
-    /// Among rows that apply, the greatest wins.
+    /// Among schedules that apply, the greatest wins.
     fn precedence(&self) -> (bool, bool, NaiveDate) {
         (
             self.region != "*",
@@ -60,63 +107,93 @@ impl PriceRow {
     }
 }
 
-/// A price that applies to a usage row.
-#[derive(Debug, Clone, Copy)]
-pub struct Price<'a> {
-    /// Billionths of the currency per GiB.
-    pub nanos_per_gib: u64,
-    /// ISO currency code.
-    pub currency: &'a str,
-}
-
 /// The price list and the provider of each cluster.
 #[derive(Debug, Default)]
 pub struct PriceTable {
-    /// Versions per (provider, category, direction).
-    prices: HashMap<(String, String, String), Vec<PriceRow>>,
+    /// Schedules per (provider, category, direction).
+    schedules: HashMap<(String, String, String), Vec<Schedule>>,
     providers: BTreeMap<String, String>,
     default_provider: Option<String>,
 }
 
 impl PriceTable {
-    /// Prices (a later row for the same key and `valid_from` replaces an
-    /// earlier one), providers per cluster, and the provider of clusters
+    /// Prices (a later row for the same key, `valid_from` and tier replaces
+    /// an earlier one), providers per cluster, and the provider of clusters
     /// not listed.
     pub fn new(
         rows: impl IntoIterator<Item = PriceRow>,
         providers: BTreeMap<String, String>,
         default_provider: Option<String>,
     ) -> PriceTable {
-        let mut prices: HashMap<_, Vec<PriceRow>> = HashMap::new();
+        let mut grouped: BTreeMap<_, BTreeMap<u64, PriceRow>> = BTreeMap::new();
         for row in rows {
-            let versions = prices
-                .entry((
-                    row.provider.clone(),
-                    row.category.clone(),
-                    row.direction.clone(),
-                ))
-                .or_default();
-            versions.retain(|v| {
-                (&v.region, &v.remote_region, v.valid_from)
-                    != (&row.region, &row.remote_region, row.valid_from)
-            });
-            versions.push(row);
+            let key = (
+                row.provider.clone(),
+                row.category.clone(),
+                row.direction.clone(),
+                row.region.clone(),
+                row.remote_region.clone(),
+                row.valid_from,
+            );
+            grouped
+                .entry(key)
+                .or_default()
+                .insert(row.tier_from_gib, row);
+        }
+        let mut schedules: HashMap<_, Vec<Schedule>> = HashMap::new();
+        for ((provider, category, direction, region, remote_region, valid_from), tiers) in grouped {
+            let currency = tiers
+                .values()
+                .next()
+                .map(|t| t.currency.clone())
+                .unwrap_or_default();
+            let name = format!(
+                "the {provider} {category}/{direction} prices for {region} to {remote_region} from {valid_from}"
+            );
+            let problem = if tiers.keys().next() != Some(&0) {
+                Some(format!("{name} have no tier from 0 GiB"))
+            } else if tiers.values().any(|t| t.currency != currency) {
+                Some(format!("{name} mix currencies"))
+            } else {
+                None
+            };
+            schedules
+                .entry((provider.clone(), category.clone(), direction.clone()))
+                .or_default()
+                .push(Schedule {
+                    provider,
+                    category,
+                    direction,
+                    region,
+                    remote_region,
+                    valid_from,
+                    tiers: tiers
+                        .values()
+                        .map(|t| Tier {
+                            from_gib: t.tier_from_gib,
+                            nanos_per_gib: t.nanos_per_gib,
+                        })
+                        .collect(),
+                    currency,
+                    problem,
+                });
         }
         PriceTable {
-            prices,
+            schedules,
             providers,
             default_provider,
         }
     }
 
-    /// The price of a usage row on its day, or why it has none.
-    pub fn lookup(&self, usage: &Usage) -> Result<Price<'_>, String> {
+    /// The schedule pricing a usage row on its day, or why it has none.
+    pub fn lookup(&self, usage: &Usage) -> Result<&Schedule, String> {
         let provider = self
             .providers
             .get(&usage.cluster)
             .or(self.default_provider.as_ref())
             .ok_or_else(|| format!("cluster {:?} has no provider", usage.cluster))?;
-        self.prices
+        let schedule = self
+            .schedules
             .get(&(
                 provider.clone(),
                 usage.category.clone(),
@@ -128,90 +205,110 @@ impl PriceTable {
                     .filter(|v| v.applies(usage))
                     .max_by_key(|v| v.precedence())
             })
-            .map(|row| Price {
-                nanos_per_gib: row.nanos_per_gib,
-                currency: &row.currency,
-            })
             .ok_or_else(|| {
                 format!(
                     "no price for provider {provider:?}, category {:?}, direction {:?}",
                     usage.category, usage.direction
                 )
-            })
+            })?;
+        match &schedule.problem {
+            Some(problem) => Err(problem.clone()),
+            None => Ok(schedule),
+        }
     }
 }
 
-/// A prices file that cannot be used, with the line at fault.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct BadPrices {
-    /// The file.
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
+/// The price list's columns, in the order the shipped file has them.
+const COLUMNS: [&str; 9] = [
+    "provider",
+    "region",
+    "remote_region",
+    "category",
+    "direction",
+    "valid_from",
+    "tier_from_gib",
+    "price_per_gib",
+    "currency",
+];
+/// Columns a file may leave out: `*`, every day, no tiers.
+const OPTIONAL: [&str; 3] = ["remote_region", "valid_from", "tier_from_gib"];
 
-/// The price list's columns.
-const HEADER: &str =
-    "provider,region,remote_region,category,direction,valid_from,price_per_gib,currency";
-/// The earlier, undated form: any remote region, every day.
-const UNDATED_HEADER: &str = "provider,region,category,direction,price_per_gib,currency";
-
-/// Reads a prices CSV file: the header `provider,region,remote_region,
-/// category,direction,valid_from,price_per_gib,currency` (the price list's
-/// columns; the earlier six-column header without `remote_region` and
-/// `valid_from` is read as `*` and every day), then one price per line;
+/// Reads a prices CSV file: a header naming the price list's columns
+/// (`provider,region,remote_region,category,direction,valid_from,
+/// tier_from_gib,price_per_gib,currency`, in any order; without
+/// `remote_region` a price is for any remote region, without `valid_from`
+/// for every day, without `tier_from_gib` flat), then one price per line;
 /// blank lines and lines starting with `#` are ignored.
-pub fn read_csv(path: &Path) -> Result<Vec<PriceRow>, crate::input::InputError> {
-    let text = crate::input::read_text("prices", path)?;
-    parse_csv(&path.display().to_string(), &text)
-        .map_err(|e| crate::input::InputError(e.to_string()))
+pub fn read_csv(path: &Path) -> Result<Vec<PriceRow>, InputError> {
+    crate::input::read_table("prices", path, parse_csv)
 }
 
 /// Parses prices CSV text; `file` names it in errors.
-pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
-    let bad = |line: usize, message: String| BadPrices {
-        file: file.to_owned(),
-        line,
-        message,
-    };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let dated = match lines.next() {
-        Some((_, header)) if header == HEADER => true,
-        Some((_, header)) if header == UNDATED_HEADER => false,
-        other => {
-            let number = other.map_or(1, |(n, _)| n);
-            return Err(bad(
-                number,
-                format!("expected the header {HEADER} (or the undated {UNDATED_HEADER})"),
-            ));
+pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
+    let bad = BadLine::of(file);
+    let mut lines = crate::input::content_lines(text);
+    let (header_line, header) = lines
+        .next()
+        .ok_or_else(|| bad(1, format!("expected a header like {}", COLUMNS.join(","))))?;
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    // Where each of COLUMNS is in a line, if present.
+    let mut position = [None; COLUMNS.len()];
+    for (index, name) in names.iter().enumerate() {
+        let column = COLUMNS.iter().position(|c| c == name).ok_or_else(|| {
+            bad(
+                header_line,
+                format!(
+                    "unknown column {name:?} in the header (the columns are {})",
+                    COLUMNS.join(",")
+                ),
+            )
+        })?;
+        if position[column].replace(index).is_some() {
+            return Err(bad(header_line, format!("column {name:?} appears twice")));
         }
-    };
+    }
+    if let Some(missing) = COLUMNS
+        .iter()
+        .zip(&position)
+        .find(|(name, at)| at.is_none() && !OPTIONAL.contains(name))
+    {
+        return Err(bad(
+            header_line,
+            format!(
+                "the header has no column {:?} (expected a header like {})",
+                missing.0,
+                COLUMNS.join(",")
+            ),
+        ));
+    }
     let mut rows: Vec<PriceRow> = Vec::new();
     let mut first_line = HashMap::new();
+    let mut schedule_lines = BTreeMap::new();
     for (number, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let (provider, region, remote_region, category, direction, valid_from, price, currency) =
-            match (dated, &fields[..]) {
-                (true, &[p, r, rr, c, d, v, price, cur]) => (p, r, rr, c, d, v, price, cur),
-                (false, &[p, r, c, d, price, cur]) => (p, r, "*", c, d, "", price, cur),
-                _ => {
-                    return Err(bad(
-                        number,
-                        format!(
-                            "expected {} fields, found {}",
-                            if dated { 8 } else { 6 },
-                            fields.len()
-                        ),
-                    ))
-                }
-            };
+        if fields.len() != names.len() {
+            return Err(bad(
+                number,
+                format!(
+                    "expected {} fields, as the header has, found {}",
+                    names.len(),
+                    fields.len()
+                ),
+            ));
+        }
+        let field =
+            |column: usize, absent: &'static str| position[column].map_or(absent, |i| fields[i]);
+        let [provider, region, remote_region, category, direction, valid_from, tier, price, currency] = [
+            field(0, ""),
+            field(1, ""),
+            field(2, "*"),
+            field(3, ""),
+            field(4, ""),
+            field(5, "1970-01-01"),
+            field(6, "0"),
+            field(7, ""),
+            field(8, ""),
+        ];
         if provider.is_empty() || region.is_empty() || remote_region.is_empty() {
             return Err(bad(
                 number,
@@ -227,19 +324,17 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
                 format!("direction {direction:?} is neither out nor in"),
             ));
         }
-        let valid_from = if dated {
-            NaiveDate::parse_from_str(valid_from, "%Y-%m-%d")
-                .ok()
-                .filter(|day| *day >= ALWAYS)
-                .ok_or_else(|| {
-                    bad(
-                        number,
-                        format!("valid_from {valid_from:?} is not a day like 2026-10-01 (from 1970-01-01)"),
-                    )
-                })?
-        } else {
-            ALWAYS
-        };
+        let valid_from = parse_valid_from(valid_from).map_err(|e| bad(number, e))?;
+        let tier_from_gib = tier
+            .parse::<u64>()
+            .ok()
+            .filter(|gib| *gib < 1 << 34)
+            .ok_or_else(|| {
+                bad(
+                    number,
+                    format!("tier_from_gib {tier:?} is not a whole number of GiB below 2^34"),
+                )
+            })?;
         let nanos_per_gib = parse_price(price).ok_or_else(|| {
             bad(
                 number,
@@ -253,12 +348,29 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
             ));
         }
         let key = [provider, region, remote_region, category, direction].join(",");
-        if let Some(earlier) = first_line.insert((key.clone(), valid_from), number) {
+        if let Some(earlier) = first_line.insert((key.clone(), valid_from, tier_from_gib), number) {
+            let tier = match tier_from_gib {
+                0 => String::new(),
+                gib => format!(" for the tier from {gib} GiB"),
+            };
             return Err(bad(
                 number,
-                format!("a second price for {key} from {valid_from} (line {earlier} has one)"),
+                format!(
+                    "a second price for {key} from {valid_from}{tier} (line {earlier} has one)"
+                ),
             ));
         }
+        schedule_lines.insert(
+            (
+                provider.to_owned(),
+                region.to_owned(),
+                remote_region.to_owned(),
+                category.to_owned(),
+                direction.to_owned(),
+                valid_from,
+            ),
+            number,
+        );
         rows.push(PriceRow {
             provider: provider.to_owned(),
             region: region.to_owned(),
@@ -266,11 +378,44 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadPrices> {
             category: category.to_owned(),
             direction: direction.to_owned(),
             valid_from,
+            tier_from_gib,
             nanos_per_gib,
             currency: currency.to_owned(),
         });
     }
+    // A schedule's tiers start at 0 GiB and share a currency: name the
+    // last line of the first schedule that breaks that.
+    let table = PriceTable::new(rows.clone(), BTreeMap::new(), None);
+    let broken = table
+        .schedules
+        .values()
+        .flatten()
+        .filter_map(|s| {
+            let key = (
+                s.provider.clone(),
+                s.region.clone(),
+                s.remote_region.clone(),
+                s.category.clone(),
+                s.direction.clone(),
+                s.valid_from,
+            );
+            Some((*schedule_lines.get(&key)?, s.problem.clone()?))
+        })
+        .min();
+    if let Some((line, problem)) = broken {
+        return Err(bad(line, problem));
+    }
     Ok(rows)
+}
+
+/// A `valid_from` day: `YYYY-MM-DD`, from 1970-01-01.
+pub fn parse_valid_from(text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .filter(|day| *day >= ALWAYS)
+        .ok_or_else(|| {
+            format!("valid_from {text:?} is not a day like 2026-10-01 (from 1970-01-01)")
+        })
 }
 
 /// `0.01` -> 10,000,000 billionths; at most 9 decimals, as `Decimal(18, 9)`.
@@ -344,11 +489,17 @@ mod tests {
         let price = table
             .lookup(&usage("c1", "eu-west-1", "cross_zone", "out"))
             .unwrap();
-        assert_eq!((price.nanos_per_gib, price.currency), (20_000_000, "EUR"));
+        assert_eq!(
+            (price.tiers[0].nanos_per_gib, &price.currency[..]),
+            (20_000_000, "EUR")
+        );
         let price = table
             .lookup(&usage("c1", "us-east-1", "cross_zone", "out"))
             .unwrap();
-        assert_eq!((price.nanos_per_gib, price.currency), (10_000_000, "USD"));
+        assert_eq!(
+            (price.tiers[0].nanos_per_gib, &price.currency[..]),
+            (10_000_000, "USD")
+        );
         let why = table
             .lookup(&usage("c1", "us-east-1", "unknown", "out"))
             .unwrap_err();
@@ -376,7 +527,7 @@ mod tests {
             let mut row = usage("c1", region, category, "out");
             row.day = NaiveDate::from_ymd_opt(2026, 10, day).unwrap();
             row.remote_region = remote.into();
-            table.lookup(&row).unwrap().nanos_per_gib
+            table.lookup(&row).unwrap().tiers[0].nanos_per_gib
         };
         assert_eq!(on(15, "us-east-1", "", "internet"), 90_000_000);
         assert_eq!(on(16, "us-east-1", "", "internet"), 80_000_000);
@@ -441,6 +592,25 @@ mod tests {
                  aws,*,*,internet,out,2026-10-01,0.09,USD\naws,*,*,internet,out,2026-10-01,0.08,USD\n",
                 3,
                 "line 2 has one",
+            ),
+            ("provider,region,category,direction,price,currency\n", 1, "unknown column \"price\""),
+            (
+                "provider,region,category,direction,tier_from_gib,price_per_gib,currency\n\
+                 aws,*,internet,out,10,0.09,USD\naws,*,internet,out,20,0.08,USD\n",
+                3,
+                "no tier from 0 GiB",
+            ),
+            (
+                "provider,region,category,direction,tier_from_gib,price_per_gib,currency\n\
+                 aws,*,internet,out,0,0.09,USD\naws,*,internet,out,20,0.08,EUR\n",
+                3,
+                "mix currencies",
+            ),
+            (
+                "provider,region,category,direction,tier_from_gib,price_per_gib,currency\n\
+                 aws,*,internet,out,ten,0.09,USD\n",
+                2,
+                "tier_from_gib",
             ),
         ];
         for (text, line, word) in cases {

@@ -1,6 +1,6 @@
 //! Writes an export's lines as CSV, JSON or Parquet, with the documented
 //! columns: `period`, the grouping's labels, `category`, `direction`,
-//! `bytes`, `gib`, `cost`, `currency`.
+//! `bytes`, `gib`, `cost`, `currency`, `account`, `pricing`.
 //!
 //! A file is written under a temporary name and renamed into place, so a
 //! failed export never leaves a truncated report where the last good one
@@ -44,7 +44,16 @@ impl Report<'_> {
     fn columns(&self) -> Vec<&'static str> {
         let mut columns = vec!["period"];
         columns.extend_from_slice(self.grouping.label_columns());
-        columns.extend_from_slice(&["category", "direction", "bytes", "gib", "cost", "currency"]);
+        columns.extend_from_slice(&[
+            "category",
+            "direction",
+            "bytes",
+            "gib",
+            "cost",
+            "currency",
+            "account",
+            "pricing",
+        ]);
         columns
     }
 }
@@ -107,6 +116,8 @@ fn write_csv(report: &Report<'_>, out: &mut impl Write) -> std::io::Result<()> {
             &gib,
             &cost,
             currency,
+            &line.account,
+            line.pricing.as_str(),
         ]);
         let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         writeln!(out, "{}", quoted.join(","))?;
@@ -133,7 +144,7 @@ fn write_json(report: &Report<'_>, out: &mut impl Write) -> std::io::Result<()> 
         let mut texts = std::iter::once(&period)
             .chain(&line.labels)
             .chain([&line.category, &line.direction]);
-        for column in &columns[..columns.len() - 4] {
+        for column in &columns[..columns.len() - 6] {
             let text = texts.next().map(String::as_str).unwrap_or_default();
             object.insert((*column).to_owned(), text.into());
         }
@@ -155,9 +166,11 @@ fn write_json(report: &Report<'_>, out: &mut impl Write) -> std::io::Result<()> 
         let separator = if i + 1 == report.lines.len() { "" } else { "," };
         writeln!(
             out,
-            "{text},\"bytes\":{},\"gib\":{},\"cost\":{cost},\"currency\":{currency}}}{separator}",
+            "{text},\"bytes\":{},\"gib\":{},\"cost\":{cost},\"currency\":{currency},\"account\":{},\"pricing\":\"{}\"}}{separator}",
             line.bytes,
             fixed_point(micro_gib(line.bytes), 6),
+            serde_json::Value::from(line.account.as_str()),
+            line.pricing.as_str(),
         )?;
     }
     writeln!(out, "]")
@@ -165,7 +178,7 @@ fn write_json(report: &Report<'_>, out: &mut impl Write) -> std::io::Result<()> 
 
 fn write_parquet(report: &Report<'_>, out: &mut (impl Write + Send)) -> std::io::Result<()> {
     let columns = report.columns();
-    let text_columns = &columns[..columns.len() - 4];
+    let text_columns = &columns[..columns.len() - 6];
     let mut fields: Vec<Field> = text_columns
         .iter()
         .map(|c| Field::new(*c, DataType::Utf8, false))
@@ -175,6 +188,8 @@ fn write_parquet(report: &Report<'_>, out: &mut (impl Write + Send)) -> std::io:
         Field::new("gib", DataType::Decimal128(38, 6), false),
         Field::new("cost", DataType::Decimal128(38, 2), true),
         Field::new("currency", DataType::Utf8, true),
+        Field::new("account", DataType::Utf8, false),
+        Field::new("pricing", DataType::Utf8, false),
     ]);
     let period = report.month.to_string();
     let mut arrays: Vec<ArrayRef> = (0..text_columns.len())
@@ -223,6 +238,12 @@ fn write_parquet(report: &Report<'_>, out: &mut (impl Write + Send)) -> std::io:
             .map(|l| l.cost.as_ref().map(|(_, currency)| currency.as_str()))
             .collect::<Vec<_>>(),
     )));
+    arrays.push(Arc::new(StringArray::from_iter_values(
+        lines.iter().map(|l| l.account.as_str()),
+    )));
+    arrays.push(Arc::new(StringArray::from_iter_values(
+        lines.iter().map(|l| l.pricing.as_str()),
+    )));
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
         .map_err(std::io::Error::other)?;
     let properties = WriterProperties::builder()
@@ -241,6 +262,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     // Test code: an unwrap is an assertion.
     use super::*;
+    use crate::export::Pricing;
 
     fn report_lines() -> Vec<Line> {
         vec![
@@ -250,6 +272,8 @@ mod tests {
                 direction: "out".into(),
                 bytes: 3 << 30,
                 cost: Some((3, "USD".into())),
+                account: "c1".into(),
+                pricing: Pricing::Flat,
             },
             Line {
                 labels: vec!["c1".into(), "web".into()],
@@ -257,6 +281,8 @@ mod tests {
                 direction: "in".into(),
                 bytes: 7,
                 cost: None,
+                account: "c1".into(),
+                pricing: Pricing::Unpriced,
             },
         ]
     }
@@ -278,9 +304,9 @@ mod tests {
     fn csv_has_the_documented_columns_and_quotes() {
         assert_eq!(
             String::from_utf8(written(write_csv)).unwrap(),
-            "period,cluster,team,category,direction,bytes,gib,cost,currency\n\
-             2026-10,c1,\"web, \"\"east\"\"\",cross_zone,out,3221225472,3.000000,0.03,USD\n\
-             2026-10,c1,web,unknown,in,7,0.000000,,\n"
+            "period,cluster,team,category,direction,bytes,gib,cost,currency,account,pricing\n\
+             2026-10,c1,\"web, \"\"east\"\"\",cross_zone,out,3221225472,3.000000,0.03,USD,c1,flat\n\
+             2026-10,c1,web,unknown,in,7,0.000000,,,c1,unpriced\n"
         );
     }
 
@@ -294,6 +320,8 @@ mod tests {
         assert_eq!(value[0]["gib"].to_string(), "3.0");
         assert_eq!(value[1]["cost"], serde_json::Value::Null);
         assert_eq!(value[1]["currency"], serde_json::Value::Null);
+        assert_eq!(value[1]["pricing"], "unpriced");
+        assert_eq!(value[1]["account"], "c1");
         assert_eq!(value.as_array().unwrap().len(), 2);
     }
 }

@@ -63,6 +63,7 @@ migrations! {
     8 => "0008_public_in_region",
     9 => "0009_region_pairs",
     10 => "0010_batch_markers",
+    11 => "0011_tiers_and_accounts",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what
