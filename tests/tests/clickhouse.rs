@@ -65,20 +65,20 @@ fn migrations_apply_once_and_reapply_nothing() {
             "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
              0008_public_in_region, 0009_region_pairs, 0010_batch_markers, \
-             0011_tiers_and_accounts"
+             0011_tiers_and_accounts, 0012_internet_tiers_2026"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (11 migrations already applied)"),
+        second.contains("up to date (12 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "11");
+    assert_eq!(recorded.trim(), "12");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(
@@ -86,7 +86,7 @@ fn migrations_apply_once_and_reapply_nothing() {
              FORMAT TSV"
         ))
         .unwrap();
-    assert_eq!(prices.trim(), "30\t34");
+    assert_eq!(prices.trim(), "30\t47");
 }
 
 #[test]
@@ -223,6 +223,9 @@ fn the_cluster_layout_parses_on_real_clickhouse() {
     }
 }
 
+/// 2026-11-02 00:00 UTC.
+const NOVEMBER_2ND_2026: u32 = 1_793_577_600;
+
 #[test]
 fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
     let Some(ch) = clickhouse::require("clickhouse") else {
@@ -256,12 +259,14 @@ fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
     same_zone.bytes_sent = 5 * GIB;
     same_zone.bytes_received = 5 * GIB;
     same_zone.observed_at += 3600;
-    insert(
-        ch,
-        &database,
-        &[web_side, db_side, internet, same_zone],
-        &[],
-    );
+    let mut records = [web_side, db_side, internet, same_zone];
+    // A day the shipped flat prices price (internet is tiered from
+    // 2026-12-01), so the figures below hold whatever day it is; the
+    // daily rollup, which metering reads, keeps it until 2031.
+    for record in &mut records {
+        record.observed_at = record.observed_at % 86_400 + NOVEMBER_2ND_2026;
+    }
+    insert(ch, &database, &records, &[]);
 
     let metering = rows(
         ch,
@@ -309,7 +314,7 @@ fn metering_and_cost_match_hand_computed_figures_and_cross_node_counts_once() {
 
     // A region's own price wins over the provider default; inserted the
     // way the docs say for an edit, it applies from today, so these
-    // records (two days old) keep their price...
+    // records (of an earlier day) keep their price...
     ch.query(&format!(
         "INSERT INTO {database}.prices (provider, region, category, direction, price_per_gib, currency) \
          VALUES ('aws', 'r1', 'internet', 'out', 0.05, 'USD')"

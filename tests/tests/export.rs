@@ -30,14 +30,14 @@ fn temp(name: &str) -> PathBuf {
     path
 }
 
-/// Last month: complete, and well inside every rollup's retention.
-fn last_month() -> (Month, u32, u32) {
-    let this_month = Month::of_unix(i64::from(unix_now())).unwrap();
-    let start_of_this = u32::try_from(this_month.unix_range().0).unwrap();
-    let last = Month::of_unix(i64::from(start_of_this) - 1).unwrap();
-    let (start, end) = last.unix_range();
+/// October 2026: closed, inside the daily rollup's retention until 2031,
+/// and priced by the shipped flat prices (the shipped internet tiers start
+/// on 2026-12-01), so the hand-computed figures hold whatever day it is.
+fn priced_month() -> (Month, u32, u32) {
+    let month: Month = "2026-10".parse().unwrap();
+    let (start, end) = month.unix_range();
     (
-        last,
+        month,
         u32::try_from(start).unwrap(),
         u32::try_from(end).unwrap(),
     )
@@ -126,16 +126,16 @@ fn records(start: u32, end: u32) -> Vec<FlowRecord> {
 /// A migrated database and a Parquet directory holding the same records,
 /// loaded by `tollgate load` into both sinks at once.
 fn loaded(ch: &ClickHouse, name: &str) -> (String, PathBuf, Month) {
-    let (_, start, end) = last_month();
+    let (_, start, end) = priced_month();
     loaded_with(ch, name, &records(start, end))
 }
 
-/// [`loaded`] with these records (of last month).
+/// [`loaded`] with these records (of [`priced_month`]).
 fn loaded_with(ch: &ClickHouse, name: &str, records: &[FlowRecord]) -> (String, PathBuf, Month) {
     let database = ch.fresh_database(name);
     migrate(ch.url(), &database);
     let dir = temp(name);
-    let month = last_month().0;
+    let month = priced_month().0;
     let input = dir.join("records.jsonl");
     let text: String = records
         .iter()
@@ -396,7 +396,7 @@ fn each_day_is_priced_by_the_prices_then_in_force_and_later_edits_change_no_past
     let Some(ch) = clickhouse::require("export") else {
         return;
     };
-    let (month, start, _) = last_month();
+    let (month, start, _) = priced_month();
     let day = |n: u32| start + (n - 1) * 86_400 + 43_200;
     let at = |mut r: FlowRecord, remote_region: &str, id: u32| {
         r.local_region = "us-east-1".into();
@@ -621,7 +621,7 @@ fn tiers_and_free_allowance_are_shared_per_account_and_allocated_to_the_cent() {
     let Some(ch) = clickhouse::require("export") else {
         return;
     };
-    let (month, start, _) = last_month();
+    let (month, start, _) = priced_month();
     let day = |n: u32| start + (n - 1) * 86_400 + 43_200;
     let mut id = 0;
     let mut at = |cluster: &str, local: (&str, &str, &str), on: u32, gib: u64| {
@@ -670,7 +670,7 @@ fn tiers_and_free_allowance_are_shared_per_account_and_allocated_to_the_cent() {
     .unwrap();
     ch.query(&format!(
         "INSERT INTO {database}.clusters (cluster, provider) VALUES \
-         ('tier', 'aws'), ('tier2', 'aws'), ('split', 'aws')"
+         ('tier', 'aws'), ('tier2', 'aws'), ('split', 'aws'), ('december', 'aws')"
     ))
     .unwrap();
     ch.query(&format!(
@@ -762,6 +762,24 @@ fn tiers_and_free_allowance_are_shared_per_account_and_allocated_to_the_cent() {
          tier,web,acct-t,tiered,2.52,0.028\n\
          tier2,db,acct-t,tiered,1.68,0.028\n"
     );
+    // A day of December 2026 (straight into the daily rollup: a loader
+    // refuses records from the future), priced by the shipped tiers: 100
+    // GiB free, 50 at 0.09.
+    ch.query(&format!(
+        "INSERT INTO {database}.flows_1d (period, cluster, local_team, local_namespace, \
+         local_workload_kind, local_workload, category, bytes_sent) VALUES \
+         ('2026-12-15', 'december', 'storefront', 'shop', 'Deployment', 'web', 'internet', {})",
+        150 * GIB
+    ))
+    .unwrap();
+    let shipped = ch
+        .query(&format!(
+            "SELECT pricing, toString(sum(cost)) FROM {database}.cost_daily \
+             WHERE cluster = 'december' AND direction = 'out' GROUP BY pricing FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(shipped, "tiered,4.5\n");
 }
 
 #[test]
@@ -831,7 +849,7 @@ fn empty_months_future_months_and_bad_flags_are_refused_clearly() {
         assert!(stderr.contains("no metering data for 2020-01"), "{stderr}");
         assert!(!out.exists(), "nothing is written for an empty month");
         // A cluster without records is as empty as a month without any.
-        let last_month = last_month().0.to_string();
+        let last_month = priced_month().0.to_string();
         let args = [
             "--month",
             &last_month,

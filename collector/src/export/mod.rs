@@ -637,6 +637,31 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_prices_tier_internet_egress_from_december_2026() {
+        let rows = parse_csv("shipped", prices::DEFAULTS_CSV).unwrap();
+        let cost = |provider: &str, month: u32, gib: u64| {
+            let table = PriceTable::new(rows.clone(), BTreeMap::new(), Some(provider.into()));
+            let mut row = on(1, "c1", "t", "w", gib);
+            row.day = chrono::NaiveDate::from_ymd_opt(2026, month, 15).unwrap();
+            let export = price([row], Grouping::Team, &table, &Accounts::default(), None).unwrap();
+            (
+                export.lines[0].cost.clone().unwrap().0,
+                export.lines[0].pricing,
+            )
+        };
+        // November: the first paid tier's price, flat.
+        assert_eq!(cost("aws", 11, 150), (1350, Pricing::Flat));
+        // 100 GiB free, 50 at 0.09.
+        assert_eq!(cost("aws", 12, 150), (450, Pricing::Tiered));
+        // 10 TiB + 100 GiB: 10,140 GiB at 0.09, then 100 at 0.085.
+        assert_eq!(cost("aws", 12, 10_340), (91_260 + 850, Pricing::Tiered));
+        // 1 TiB at 0.12, 1 TiB at 0.11.
+        assert_eq!(cost("gcp", 12, 2048), (12_288 + 11_264, Pricing::Tiered));
+        // 100 GiB free, 50 at 0.087.
+        assert_eq!(cost("azure", 12, 150), (435, Pricing::Tiered));
+    }
+
+    #[test]
     fn fixed_point_rounds_half_up() {
         assert_eq!(fixed_point(1234, 2), "12.34");
         assert_eq!(fixed_point(5, 2), "0.05");

@@ -471,8 +471,9 @@ mod tests {
         let rows = parse_csv("defaults", DEFAULTS_CSV).unwrap();
         assert_eq!(
             rows.len(),
-            34,
-            "3 providers x 5 categories x 2 directions, AWS's public_in_region and a region pair"
+            47,
+            "3 providers x 5 categories x 2 directions, AWS's public_in_region, a region pair \
+             and 13 internet tiers"
         );
     }
 
