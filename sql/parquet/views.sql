@@ -29,7 +29,7 @@ SELECT
     cluster, local_namespace, local_workload_kind, local_workload, local_team, local_zone,
     local_region, remote_kind, remote_namespace, remote_workload_kind, remote_workload,
     remote_team, remote_zone, remote_region, remote_cloud_provider, remote_cloud_service,
-    category,
+    category, initiator,
     sum(bytes_sent) AS bytes_sent,
     sum(bytes_received) AS bytes_received,
     sum(packets_sent) AS packets_sent,
@@ -52,7 +52,7 @@ SELECT toStartOfDay(period) AS period, * EXCEPT (period, bytes_sent, bytes_recei
 FROM flows_1h
 GROUP BY ALL;
 
--- The same definition as sql/migrations/0007_dated_prices.sql's metering_daily.
+-- The same definition as sql/migrations/0013_nat_gateways.sql's metering_daily.
 CREATE VIEW metering_daily AS
 SELECT
     toDate(period) AS day,
@@ -64,8 +64,9 @@ SELECT
     local_region AS region,
     category,
     direction,
-    sum(bytes) AS bytes,
-    remote_region
+    sum(counted) AS bytes,
+    remote_region,
+    sumIf(counted, initiator = 'local') AS initiated_bytes
 FROM flows_1d
-ARRAY JOIN ['out', 'in'] AS direction, [bytes_sent, bytes_received] AS bytes
+ARRAY JOIN ['out', 'in'] AS direction, [bytes_sent, bytes_received] AS counted
 GROUP BY ALL;

@@ -65,20 +65,21 @@ fn migrations_apply_once_and_reapply_nothing() {
             "applied 0001_flows, 0002_rollups, 0003_prices, 0004_metering, \
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
              0008_public_in_region, 0009_region_pairs, 0010_batch_markers, \
-             0011_tiers_and_accounts, 0012_internet_tiers_2026"
+             0011_tiers_and_accounts, 0012_internet_tiers_2026, \
+             0013_nat_gateways"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (12 migrations already applied)"),
+        second.contains("up to date (13 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "12");
+    assert_eq!(recorded.trim(), "13");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(
@@ -86,7 +87,7 @@ fn migrations_apply_once_and_reapply_nothing() {
              FORMAT TSV"
         ))
         .unwrap();
-    assert_eq!(prices.trim(), "30\t47");
+    assert_eq!(prices.trim(), "30\t53");
 }
 
 #[test]

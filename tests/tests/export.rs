@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tollgate::export::Month;
-use tollgate_schema::{Category, FlowRecord};
+use tollgate_schema::{Category, FlowRecord, Initiator};
 use tollgate_tests::clickhouse::{self, ClickHouse};
 use tollgate_tests::fixtures::{record, unix_now};
 use tollgate_tests::python;
@@ -780,6 +780,107 @@ fn tiers_and_free_allowance_are_shared_per_account_and_allocated_to_the_cent() {
         .unwrap()
         .replace('"', "");
     assert_eq!(shipped, "tiered,4.5\n");
+}
+
+/// A cluster behind a NAT gateway pays its processing, both ways, on the
+/// connections its endpoints opened to public addresses, from the day it
+/// is declared: hand-computed, equal from ClickHouse and Parquet and in
+/// `cost_daily`.
+#[test]
+fn a_nat_gateway_charges_processing_on_connections_opened_inside() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (month, start, _) = priced_month();
+    let day = |n: u32| start + (n - 1) * 86_400 + 43_200;
+    let mut id = 0;
+    let mut at = |category, on: u32, sent_gib: u64, received_gib: u64, opened: Initiator| {
+        let mut r = flow(
+            WEB,
+            NOBODY,
+            category,
+            day(on),
+            sent_gib * GIB,
+            received_gib * GIB,
+        );
+        r.cluster = "nat".into();
+        r.initiator = opened;
+        id += 1;
+        r.conntrack_id = id;
+        r
+    };
+    let records = vec![
+        // Before the gateway (declared from the 10th).
+        at(Category::Internet, 5, 1, 0, Initiator::Local),
+        // Through it: 10 + 4 GiB out, 20 + 2 GiB in.
+        at(Category::Internet, 12, 10, 20, Initiator::Local),
+        at(Category::CloudService, 12, 4, 2, Initiator::Local),
+        // Not through it: opened from outside (a load balancer), and
+        // cross-zone.
+        at(Category::Internet, 12, 5, 1, Initiator::Remote),
+        at(Category::CrossZone, 12, 3, 0, Initiator::Local),
+    ];
+    let (database, parquet, _) = loaded_with(ch, "nat", &records);
+    let dir = parquet.parent().unwrap().to_owned();
+    let tenth = format!("{month}-10");
+    ch.query(&format!(
+        "INSERT INTO {database}.clusters (cluster, provider) VALUES ('nat', 'aws')"
+    ))
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO {database}.cluster_nat (cluster, nat, valid_from) VALUES ('nat', true, '{tenth}')"
+    ))
+    .unwrap();
+    let nat = dir.join("nat.csv");
+    std::fs::write(&nat, format!("cluster,nat,valid_from\nnat,true,{tenth}\n")).unwrap();
+
+    let month_arg = month.to_string();
+    let common = ["--month", &month_arg, "--cluster", "nat"];
+    let from_clickhouse = ["--clickhouse", ch.url(), "--database", &database];
+    let from_parquet = [
+        "--parquet",
+        parquet.to_str().unwrap(),
+        "--provider",
+        "aws",
+        "--nat",
+        nat.to_str().unwrap(),
+    ];
+    let report = String::from_utf8(exported(
+        &[&common[..], &from_clickhouse].concat(),
+        &dir.join("a.csv"),
+    ))
+    .unwrap();
+    let parquet_report = exported(&[&common[..], &from_parquet].concat(), &dir.join("b.csv"));
+    assert_eq!(report, String::from_utf8(parquet_report).unwrap());
+    let lines: Vec<String> = csv_lines(&report)
+        .into_iter()
+        .map(|l| [&l[3][..], &l[4], &l[5], &l[7], &l[10]].join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("cloud_service in {} 0.00 flat", 2 * GIB),
+            format!("cloud_service out {} 0.00 flat", 4 * GIB),
+            format!("cross_zone out {} 0.03 flat", 3 * GIB),
+            format!("internet in {} 0.00 flat", 21 * GIB),
+            format!("internet out {} 1.44 flat", 16 * GIB),
+            // 22 GiB and 14 GiB at 0.045.
+            format!("nat_gateway in {} 0.99 flat", 22 * GIB),
+            format!("nat_gateway out {} 0.63 flat", 14 * GIB),
+        ],
+        "{report}"
+    );
+    let view = ch
+        .query(&format!(
+            "SELECT direction, sum(bytes), toString(sum(cost)) FROM {database}.cost_daily \
+             WHERE category = 'nat_gateway' GROUP BY direction ORDER BY direction FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(
+        view,
+        format!("in,{},0.99\nout,{},0.63\n", 22 * GIB, 14 * GIB)
+    );
 }
 
 #[test]

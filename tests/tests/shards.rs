@@ -166,7 +166,7 @@ fn three_shards_meter_price_and_export_what_one_node_does_and_a_killed_shard_los
     let single_prices = first
         .query("SELECT * FROM single.price_versions ORDER BY ALL")
         .unwrap();
-    assert_eq!(single_prices.lines().count(), 47);
+    assert_eq!(single_prices.lines().count(), 53);
     for node in nodes {
         assert_eq!(
             node.server()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use tollgate::export::accounts::{self, Accounts};
+use tollgate::export::nat::{self, NatGateways};
 use tollgate::export::prices::{self, PriceTable};
 use tollgate::export::write::{self, Format, Report};
 use tollgate::export::{
@@ -63,6 +64,12 @@ pub struct ExportArgs {
     /// its own. ClickHouse keeps them in its cluster_accounts table.
     #[arg(long, value_name = "FILE", requires = "parquet")]
     accounts: Option<PathBuf>,
+    /// With --parquet: a CSV file of the clusters that reach the internet
+    /// through a NAT gateway (cluster,nat,valid_from; nat true or false),
+    /// whose processing is charged as category nat_gateway. ClickHouse
+    /// keeps them in its cluster_nat table.
+    #[arg(long, value_name = "FILE", requires = "parquet")]
+    nat: Option<PathBuf>,
 }
 
 /// Progress is reported once an export has run this long, then as often.
@@ -102,10 +109,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             args.month
         );
     }
-    let (usage, prices, accounts, source) = match &args.parquet {
+    let (usage, prices, accounts, nat, source) = match &args.parquet {
         Some(dir) => read_parquet(&args, dir)?,
         None => read_clickhouse(&args)?,
     };
+    let usage = nat.with_gateways(usage);
     let export = metering::price(usage, args.by, &prices, &accounts, args.cluster.as_deref())
         .map_err(|e| BadInput(e.to_string()))?;
     if export.lines.is_empty() {
@@ -154,7 +162,7 @@ fn summary(report: &Report<'_>, source: &str) -> String {
     )
 }
 
-type Source = (Vec<Usage>, PriceTable, Accounts, String);
+type Source = (Vec<Usage>, PriceTable, Accounts, NatGateways, String);
 
 fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
     let connection = args.clickhouse.connection()?.ok_or_else(|| {
@@ -167,13 +175,14 @@ fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
         .build()
         .context("cannot start the async runtime")?;
     let source = format!("ClickHouse database {database}");
-    let (usage, prices, accounts) = runtime.block_on(async {
+    let (usage, prices, accounts, nat) = runtime.block_on(async {
         let read = async {
             // Every cluster: those sharing an account share its tiers.
             let usage = from_clickhouse::usage(&client, database, args.month).await?;
             let prices = from_clickhouse::prices(&client, database).await?;
             let accounts = from_clickhouse::accounts(&client, database).await?;
-            Ok::<_, from_clickhouse::FetchError>((usage, prices, accounts))
+            let nat = from_clickhouse::nat_gateways(&client, database).await?;
+            Ok::<_, from_clickhouse::FetchError>((usage, prices, accounts, nat))
         };
         tokio::pin!(read);
         let started = Instant::now();
@@ -187,7 +196,7 @@ fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
             }
         }
     })?;
-    Ok((usage, prices, accounts, source))
+    Ok((usage, prices, accounts, nat, source))
 }
 
 fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Source> {
@@ -226,10 +235,15 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
         Some(path) => Accounts::new(accounts::read_csv(path)?),
         None => Accounts::default(),
     };
+    let nat = match &args.nat {
+        Some(path) => NatGateways::new(nat::read_csv(path)?),
+        None => NatGateways::default(),
+    };
     Ok((
         sums.into_usage().collect(),
         prices,
         accounts,
+        nat,
         format!("Parquet files under {}", dir.display()),
     ))
 }

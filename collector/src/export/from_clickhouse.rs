@@ -1,15 +1,17 @@
 //! A month's usage and the prices from ClickHouse: the `metering_daily`
 //! view (the same sums the dashboards and `cost_daily` show),
-//! `price_versions` (every dated price and tier), `current_clusters` and
-//! `cluster_accounts`.
+//! `price_versions` (every dated price and tier), `current_clusters`,
+//! `cluster_accounts` and `cluster_nat`.
 
 use std::collections::BTreeMap;
 
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::accounts::{AccountRow, Accounts};
+use super::accounts::Accounts;
+use super::cluster_settings::Dated;
 use super::month::unix_day;
+use super::nat::NatGateways;
 use super::prices::{parse_price, PriceRow, PriceTable};
 use super::{Month, Usage};
 
@@ -43,6 +45,7 @@ struct UsageRow {
     category: String,
     direction: String,
     bytes: u64,
+    initiated_bytes: u64,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -60,9 +63,9 @@ struct PriceText {
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
-struct ClusterAccount {
+struct ClusterSetting {
     cluster: String,
-    account: String,
+    value: String,
     /// Days since 1970-01-01.
     valid_from_day: u16,
 }
@@ -81,7 +84,8 @@ pub async fn usage(
 ) -> Result<Vec<Usage>, FetchError> {
     let sql = format!(
         "SELECT toUInt16(day) AS day_number, cluster, team, namespace, workload_kind, workload, region, remote_region, \
-         category, direction, sum(bytes) AS bytes FROM {database}.metering_daily \
+         category, direction, sum(bytes) AS bytes, sum(initiated_bytes) AS initiated_bytes \
+         FROM {database}.metering_daily \
          WHERE day >= toDate(?) AND day < toDate(?) \
          GROUP BY day, cluster, team, namespace, workload_kind, workload, region, remote_region, \
          category, direction HAVING bytes > 0"
@@ -110,6 +114,7 @@ pub async fn usage(
             category: r.category,
             direction: r.direction,
             bytes: r.bytes,
+            initiated_bytes: r.initiated_bytes,
         })
         .collect())
 }
@@ -165,21 +170,55 @@ pub async fn prices(client: &Client, database: &str) -> Result<PriceTable, Fetch
 /// Each cluster's dated accounts (`cluster_accounts`, the newest insert
 /// per cluster and day).
 pub async fn accounts(client: &Client, database: &str) -> Result<Accounts, FetchError> {
+    let rows = settings(
+        client,
+        database,
+        ("cluster_accounts", "account"),
+        "reading cluster_accounts",
+    )
+    .await?;
+    Ok(Accounts::new(rows))
+}
+
+/// Each cluster's dated NAT gateway declarations (`cluster_nat`, the newest
+/// insert per cluster and day).
+pub async fn nat_gateways(client: &Client, database: &str) -> Result<NatGateways, FetchError> {
+    let rows = settings(
+        client,
+        database,
+        ("cluster_nat", "nat"),
+        "reading cluster_nat",
+    )
+    .await?;
+    Ok(NatGateways::new(rows.into_iter().map(|row| Dated {
+        value: row.value == "true",
+        cluster: row.cluster,
+        valid_from: row.valid_from,
+    })))
+}
+
+/// A settings table's rows, its value column as text.
+async fn settings(
+    client: &Client,
+    database: &str,
+    (table, column): (&str, &str),
+    what: &'static str,
+) -> Result<Vec<Dated<String>>, FetchError> {
     let rows = client
         .query(&format!(
-            "SELECT cluster, argMax(account, inserted_at) AS account, \
-             toUInt16(valid_from) AS valid_from_day FROM {database}.cluster_accounts \
+            "SELECT cluster, toString(argMax({column}, inserted_at)) AS value, \
+             toUInt16(valid_from) AS valid_from_day FROM {database}.{table} \
              GROUP BY cluster, valid_from"
         ))
-        .fetch_all::<ClusterAccount>()
+        .fetch_all::<ClusterSetting>()
         .await
-        .map_err(|source| FetchError::Query {
-            what: "reading cluster_accounts",
-            source,
-        })?;
-    Ok(Accounts::new(rows.into_iter().map(|r| AccountRow {
-        cluster: r.cluster,
-        account: r.account,
-        valid_from: unix_day(r.valid_from_day.into()),
-    })))
+        .map_err(|source| FetchError::Query { what, source })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Dated {
+            cluster: r.cluster,
+            value: r.value,
+            valid_from: unix_day(r.valid_from_day.into()),
+        })
+        .collect())
 }

@@ -1,5 +1,5 @@
 //! A month's usage from a directory of the Parquet sink's files: the same
-//! sums as the metering view, read batch by batch (only the eleven columns
+//! sums as the metering view, read batch by batch (only the twelve columns
 //! metering needs), never the whole month in memory.
 //!
 //! Only `date=YYYY-MM-DD` partitions of the month are opened; within them
@@ -81,7 +81,8 @@ fn collect_parquet(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadErro
 /// labels, the direction, and the day (days since 1970-01-01).
 #[derive(Debug, Default)]
 pub struct UsageSums {
-    sums: HashMap<([String; 9], i64), u64>,
+    /// Bytes, and those of connections the local endpoint opened.
+    sums: HashMap<([String; 9], i64), (u64, u64)>,
     /// Records read (all of them, also those outside the month).
     pub records: u64,
 }
@@ -93,7 +94,7 @@ impl UsageSums {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| error(path, e))?;
         let wanted = LABELS
             .iter()
-            .chain(&["observed_at", "bytes_sent", "bytes_received"])
+            .chain(&["observed_at", "bytes_sent", "bytes_received", "initiator"])
             .map(|name| {
                 builder.schema().index_of(name).map_err(|_| {
                     error(path, format!("no column {name}: not a tollgate flows file"))
@@ -146,7 +147,9 @@ impl UsageSums {
                 .ok_or_else(|| format!("{name} is not UInt64"))
         };
         let (sent, received) = (bytes("bytes_sent")?, bytes("bytes_received")?);
-        let mut by_keys: HashMap<([u32; 8], i64), (u64, u64)> = HashMap::new();
+        let initiator = Labels::new("initiator", column("initiator")?.as_ref())?;
+        // Sent and received, then the same of connections opened locally.
+        let mut by_keys: HashMap<([u32; 8], i64), [u64; 4]> = HashMap::new();
         for row in 0..batch.num_rows() {
             let at = observed.value(row);
             if !range.contains(&at) {
@@ -157,12 +160,20 @@ impl UsageSums {
                 at.div_euclid(MILLIS_PER_DAY),
             );
             let sum = by_keys.entry(key).or_default();
-            sum.0 += sent.value(row);
-            sum.1 += received.value(row);
+            let (sent, received) = (sent.value(row), received.value(row));
+            sum[0] += sent;
+            sum[1] += received;
+            if initiator.text(initiator.key(row)) == "local" {
+                sum[2] += sent;
+                sum[3] += received;
+            }
         }
         self.records += batch.num_rows() as u64;
-        for ((key, day), (sent, received)) in by_keys {
-            for (direction, bytes) in [("out", sent), ("in", received)] {
+        for ((key, day), [sent, received, sent_opened, received_opened]) in by_keys {
+            for (direction, bytes, initiated) in [
+                ("out", sent, sent_opened),
+                ("in", received, received_opened),
+            ] {
                 let name = |i: usize| labels[i].text(key[i]).to_owned();
                 let full = [
                     name(0),
@@ -175,7 +186,9 @@ impl UsageSums {
                     name(7),
                     direction.to_owned(),
                 ];
-                *self.sums.entry((full, day)).or_default() += bytes;
+                let sum = self.sums.entry((full, day)).or_default();
+                sum.0 += bytes;
+                sum.1 += initiated;
             }
         }
         Ok(())
@@ -185,8 +198,8 @@ impl UsageSums {
     pub fn into_usage(self) -> impl Iterator<Item = Usage> {
         self.sums
             .into_iter()
-            .filter(|(_, bytes)| *bytes > 0)
-            .map(|((key, day), bytes)| {
+            .filter(|(_, (bytes, _))| *bytes > 0)
+            .map(|((key, day), (bytes, initiated_bytes))| {
                 let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, direction] =
                     key;
                 Usage {
@@ -201,6 +214,7 @@ impl UsageSums {
                     category,
                     direction,
                     bytes,
+                    initiated_bytes,
                 }
             })
     }

@@ -14,9 +14,11 @@
 //! decimals. See `docs/export.md`.
 
 pub mod accounts;
+pub mod cluster_settings;
 pub mod from_clickhouse;
 pub mod from_parquet;
 pub mod month;
+pub mod nat;
 pub mod prices;
 pub mod write;
 
@@ -82,6 +84,9 @@ pub struct Usage {
     pub direction: String,
     /// Bytes.
     pub bytes: u64,
+    /// Of those, the bytes of connections the local endpoint opened (a NAT
+    /// gateway's share).
+    pub initiated_bytes: u64,
 }
 
 /// How a line's cost was worked out.
@@ -424,6 +429,7 @@ mod tests {
             category: category.into(),
             direction: direction.into(),
             bytes,
+            initiated_bytes: 0,
         }
     }
 

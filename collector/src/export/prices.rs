@@ -315,7 +315,9 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
                 "provider, region and remote_region (or *) must not be empty".into(),
             ));
         }
-        if tollgate_schema::flow::Category::from_text(category).is_none() {
+        if tollgate_schema::flow::Category::from_text(category).is_none()
+            && category != super::nat::NAT_GATEWAY
+        {
             return Err(bad(number, format!("unknown category {category:?}")));
         }
         if direction != "out" && direction != "in" {
@@ -452,6 +454,7 @@ mod tests {
             category: category.into(),
             direction: direction.into(),
             bytes: 1,
+            initiated_bytes: 0,
         }
     }
 
@@ -471,9 +474,9 @@ mod tests {
         let rows = parse_csv("defaults", DEFAULTS_CSV).unwrap();
         assert_eq!(
             rows.len(),
-            47,
-            "3 providers x 5 categories x 2 directions, AWS's public_in_region, a region pair \
-             and 13 internet tiers"
+            53,
+            "3 providers x 5 categories x 2 directions, AWS's public_in_region, a region pair, \
+             13 internet tiers and NAT gateways"
         );
     }
 

@@ -65,6 +65,7 @@ migrations! {
     10 => "0010_batch_markers",
     11 => "0011_tiers_and_accounts",
     12 => "0012_internet_tiers_2026",
+    13 => "0013_nat_gateways",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what
@@ -861,12 +862,13 @@ mod tests {
                 "cityHash64(provider, region, remote_region, category, direction)",
             ),
             ("cluster_accounts", "cityHash64(cluster)"),
+            ("cluster_nat", "cityHash64(cluster)"),
         ] {
             let sql = &creating(&statements, table).sql;
             assert!(sql.contains(&format!("_local', {key})")), "{table}: {sql}");
         }
         let data: Vec<_> = statements.iter().filter(|s| s.is_data()).collect();
-        assert_eq!(data.len(), 5, "only the shipped prices are data");
+        assert_eq!(data.len(), 6, "only the shipped prices are data");
         assert!(data[0].sql.starts_with("INSERT INTO metering.prices "));
         assert!(data[1..]
             .iter()
