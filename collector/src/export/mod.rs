@@ -199,8 +199,9 @@ impl Sum {
 
 /// The bytes one tiered schedule prices in one account over the month:
 /// (account, provider, the schedule's region and remote region, category,
-/// direction). Its tiers count them all, day by day.
-type UnitKey = (String, String, String, String, String, String);
+/// direction, and currency, so that a total is in one). Its tiers count
+/// them all, day by day.
+type UnitKey = (String, String, String, String, String, String, String);
 
 #[derive(Default)]
 struct Unit<'a> {
@@ -320,6 +321,7 @@ pub fn price(
                 schedule.remote_region.clone(),
                 row.category.clone(),
                 row.direction.clone(),
+                schedule.currency.clone(),
             ))
             .or_default();
         let day = unit.days.entry(row.day).or_insert((0, schedule));
