@@ -212,6 +212,14 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
         return Err(BadInput(format!("--provider {provider:?} has no prices")).into());
     }
     let prices = PriceTable::new(rows, Default::default(), Some(provider));
+    let accounts = match &args.accounts {
+        Some(path) => Accounts::new(accounts::read_csv(path)?),
+        None => Accounts::default(),
+    };
+    let nat = match &args.nat {
+        Some(path) => NatGateways::new(nat::read_csv(path)?),
+        None => NatGateways::default(),
+    };
     // The files are this command's input: one that cannot be read is named.
     let files = from_parquet::month_files(dir, args.month).map_err(|e| BadInput(e.to_string()))?;
     let mut sums = from_parquet::UsageSums::default();
@@ -231,14 +239,6 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
             );
         }
     }
-    let accounts = match &args.accounts {
-        Some(path) => Accounts::new(accounts::read_csv(path)?),
-        None => Accounts::default(),
-    };
-    let nat = match &args.nat {
-        Some(path) => NatGateways::new(nat::read_csv(path)?),
-        None => NatGateways::default(),
-    };
     Ok((
         sums.into_usage().collect(),
         prices,
