@@ -15,8 +15,9 @@
 //! `varint(records)`; then each record's fields in column order. Integers
 //! that are usually small (counters, indexes) are LEB128 varints, addresses
 //! 16 bytes, ports and timestamps fixed little-endian, the closed text sets
-//! one byte. The form is private to one version of tollgate: it is a
-//! queue's format, not an interchange format.
+//! one byte. The form is a queue's, not an interchange format; its
+//! [`VERSION`] changes with any field, and a test pins its bytes so that a
+//! change cannot go unnoticed (the spool names the version in its files).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,6 +27,11 @@ use std::sync::Arc;
 
 use crate::flow::{get_compact, put_compact, ViewField};
 use crate::{Category, Family, FlowRecord, FlowView, Initiator, Name, Protocol, RemoteKind};
+
+/// The form's version: the spool's files name it (`TGSPOOL2`). Adding,
+/// removing or reordering a field changes the bytes and needs a new
+/// version, and a way to read the files already spooled in the old one.
+pub const VERSION: u8 = 2;
 
 /// Bytes that are not a run of records (truncated or corrupt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,6 +583,20 @@ mod tests {
         assert_eq!(copies.names.table.len(), rows.names.table.len());
         let empty = Rows::read(&written(&[])).unwrap();
         assert!(empty.is_empty() && empty.iter().next().is_none());
+    }
+
+    /// The bytes of this version's form: a field added, removed or
+    /// reordered changes them, and must come with a new [`VERSION`] and a
+    /// reader of the files spooled before it.
+    #[test]
+    fn the_current_form_is_pinned() {
+        let golden = include_bytes!("../testdata/compact-v2.bin");
+        assert_eq!(VERSION, 2, "a new version needs its own golden file");
+        assert!(
+            written(&sample()) == golden,
+            "the compact form changed: bump VERSION and keep reading version {VERSION}'s spool files"
+        );
+        assert_eq!(read_all(golden).unwrap(), sample());
     }
 
     #[test]

@@ -38,7 +38,18 @@ use tollgate_schema::compact::Rows;
 
 use super::batch::{Batch, Resume};
 
-const MAGIC: &[u8; 8] = b"TGSPOOL2";
+/// `TGSPOOL` and the compact form's version: a batch file says how its
+/// records are laid out.
+const MAGIC: &[u8; 8] = &[
+    b'T',
+    b'G',
+    b'S',
+    b'P',
+    b'O',
+    b'O',
+    b'L',
+    b'0' + tollgate_schema::compact::VERSION,
+];
 
 /// What a batch file holds before its records (postcard).
 #[derive(serde::Serialize, serde::Deserialize)]
