@@ -147,16 +147,7 @@ impl PriceTable {
                 .next()
                 .map(|t| t.currency.clone())
                 .unwrap_or_default();
-            let name = format!(
-                "the {provider} {category}/{direction} prices for {region} to {remote_region} from {valid_from}"
-            );
-            let problem = if tiers.keys().next() != Some(&0) {
-                Some(format!("{name} have no tier from 0 GiB"))
-            } else if tiers.values().any(|t| t.currency != currency) {
-                Some(format!("{name} mix currencies"))
-            } else {
-                None
-            };
+            let problem = schedule_problem(tiers.values());
             schedules
                 .entry((provider.clone(), category.clone(), direction.clone()))
                 .or_default()
@@ -216,6 +207,27 @@ impl PriceTable {
             None => Ok(schedule),
         }
     }
+}
+
+/// Why one schedule's rows, ascending by tier, cannot price anything, if
+/// so: its tiers must start at 0 GiB and share a currency.
+fn schedule_problem<'a>(mut tiers: impl Iterator<Item = &'a PriceRow>) -> Option<String> {
+    let first = tiers.next()?;
+    let name = format!(
+        "the {} {}/{} prices for {} to {} from {}",
+        first.provider,
+        first.category,
+        first.direction,
+        first.region,
+        first.remote_region,
+        first.valid_from
+    );
+    if first.tier_from_gib != 0 {
+        return Some(format!("{name} have no tier from 0 GiB"));
+    }
+    tiers
+        .any(|t| t.currency != first.currency)
+        .then(|| format!("{name} mix currencies"))
 }
 
 /// The price list's columns, in the order the shipped file has them.
@@ -282,8 +294,9 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
         ));
     }
     let mut rows: Vec<PriceRow> = Vec::new();
-    let mut first_line = HashMap::new();
-    let mut schedule_lines = BTreeMap::new();
+    // Per schedule (key and valid_from), per tier: its line and row.
+    let mut schedules: BTreeMap<(String, NaiveDate), BTreeMap<u64, (usize, usize)>> =
+        BTreeMap::new();
     for (number, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != names.len() {
@@ -350,7 +363,8 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
             ));
         }
         let key = [provider, region, remote_region, category, direction].join(",");
-        if let Some(earlier) = first_line.insert((key.clone(), valid_from, tier_from_gib), number) {
+        let tiers = schedules.entry((key.clone(), valid_from)).or_default();
+        if let Some((earlier, _)) = tiers.insert(tier_from_gib, (number, rows.len())) {
             let tier = match tier_from_gib {
                 0 => String::new(),
                 gib => format!(" for the tier from {gib} GiB"),
@@ -362,17 +376,6 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
                 ),
             ));
         }
-        schedule_lines.insert(
-            (
-                provider.to_owned(),
-                region.to_owned(),
-                remote_region.to_owned(),
-                category.to_owned(),
-                direction.to_owned(),
-                valid_from,
-            ),
-            number,
-        );
         rows.push(PriceRow {
             provider: provider.to_owned(),
             region: region.to_owned(),
@@ -385,23 +388,12 @@ pub fn parse_csv(file: &str, text: &str) -> Result<Vec<PriceRow>, BadLine> {
             currency: currency.to_owned(),
         });
     }
-    // A schedule's tiers start at 0 GiB and share a currency: name the
-    // last line of the first schedule that breaks that.
-    let table = PriceTable::new(rows.clone(), BTreeMap::new(), None);
-    let broken = table
-        .schedules
+    // Name the last line of the first schedule that cannot price.
+    let broken = schedules
         .values()
-        .flatten()
-        .filter_map(|s| {
-            let key = (
-                s.provider.clone(),
-                s.region.clone(),
-                s.remote_region.clone(),
-                s.category.clone(),
-                s.direction.clone(),
-                s.valid_from,
-            );
-            Some((*schedule_lines.get(&key)?, s.problem.clone()?))
+        .filter_map(|tiers| {
+            let problem = schedule_problem(tiers.values().map(|&(_, row)| &rows[row]))?;
+            Some((tiers.values().map(|&(line, _)| line).max()?, problem))
         })
         .min();
     if let Some((line, problem)) = broken {
