@@ -645,6 +645,31 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_changed_to_another_currency_starts_its_tiers_afresh() {
+        let rows = parse_csv(
+            "p.csv",
+            "provider,region,category,direction,valid_from,tier_from_gib,price_per_gib,currency\n\
+             aws,*,internet,out,1970-01-01,0,0,USD\n\
+             aws,*,internet,out,1970-01-01,100,0.09,USD\n\
+             aws,*,internet,out,2026-10-16,0,0,EUR\n\
+             aws,*,internet,out,2026-10-16,100,0.08,EUR\n",
+        )
+        .unwrap();
+        let table = PriceTable::new(rows, BTreeMap::new(), Some("aws".into()));
+        // 60 GiB in USD, then 60 in EUR: each under its own free 100 GiB.
+        // Counted as one unit, the EUR day would pass 100 GiB (1.60 EUR)
+        // and half of it would land on the USD line.
+        let rows = vec![on(3, "c1", "t", "a", 60), on(20, "c1", "t", "b", 60)];
+        let export = price(rows, Grouping::Workload, &table, &Accounts::default(), None).unwrap();
+        let costs: Vec<_> = export
+            .lines
+            .iter()
+            .map(|l| l.cost.clone().unwrap())
+            .collect();
+        assert_eq!(costs, [(0, "USD".to_owned()), (0, "EUR".to_owned())]);
+    }
+
+    #[test]
     fn the_shipped_prices_tier_internet_egress_from_december_2026() {
         let rows = parse_csv("shipped", prices::DEFAULTS_CSV).unwrap();
         let cost = |provider: &str, month: u32, gib: u64| {
