@@ -597,6 +597,7 @@ impl Fixed {
             local_team: team,
             local_zone: zone,
             local_region: region,
+            local_provider: provider,
             remote_ip: v6(remote_ip),
             remote_port,
             remote_kind: kind,

@@ -25,13 +25,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use crate::flow::{get_compact, put_compact, ViewField};
+use crate::flow::{get_compact, get_compact_at, put_compact, ViewField};
 use crate::{Category, Family, FlowRecord, FlowView, Initiator, Name, Protocol, RemoteKind};
 
-/// The form's version: the spool's files name it (`TGSPOOL2`). Adding,
+/// The form's version: the spool's files name it (`TGSPOOL3`). Adding,
 /// removing or reordering a field changes the bytes and needs a new
 /// version, and a way to read the files already spooled in the old one.
-pub const VERSION: u8 = 2;
+///
+/// Version 3 added `local_provider`.
+pub const VERSION: u8 = 3;
+
+/// The oldest version [`Rows::read_version`] reads, so that batches an
+/// agent spooled before an upgrade are still delivered after it.
+pub const OLDEST_READABLE: u8 = 2;
 
 /// Bytes that are not a run of records (truncated or corrupt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +223,37 @@ impl Rows {
             count,
             body_offset: input.offset,
         })
+    }
+}
+
+impl Rows {
+    /// Rows from bytes written by [`Rows::write_to`] in compact `version`,
+    /// converted to this version's form (a field the old version lacks is
+    /// absent: an empty name). The record count and every record are
+    /// checked here.
+    pub fn read_version(bytes: &[u8], version: u8) -> Result<Rows, CompactError> {
+        if version == VERSION {
+            return Rows::read(bytes);
+        }
+        if !(OLDEST_READABLE..VERSION).contains(&version) {
+            return Err(CompactError {
+                offset: 0,
+                expected: "a compact version this tollgate reads",
+            });
+        }
+        // The name table and the count are laid out alike in every version.
+        let old = Rows::read(bytes)?;
+        let mut input = old.input();
+        let mut rows = Rows::default();
+        for _ in 0..old.count {
+            let record =
+                get_compact_at(&mut input, version).ok_or_else(|| input.error("a record"))?;
+            rows.push(&record);
+        }
+        if !input.at_end() {
+            return Err(input.error("the end of the records"));
+        }
+        Ok(rows)
     }
 }
 
@@ -450,6 +487,20 @@ impl Field for Name {
     }
 }
 
+/// The value of a field read from a compact version older than the field.
+/// Only names can be added this way: an empty name says "not known", which
+/// every reader of the records already handles.
+pub(crate) trait Absent: Field {
+    fn absent<'a>() -> Self::View<'a>;
+}
+
+impl Absent for Name {
+    fn absent<'a>() -> &'a Name {
+        static EMPTY: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name::from(""));
+        &EMPTY
+    }
+}
+
 /// A closed set of values (family, protocol, category...) as one byte: the
 /// byte a record stores, and the code a column of them holds
 /// ([`crate::columns::ColumnValues::Code`]).
@@ -547,8 +598,20 @@ mod tests {
         other.category = Category::CloudService;
         other.ended = true;
         other.local_pod = Name::from("another pod, not interned");
+        other.local_provider = Name::from("aws");
         vec![record, other.clone(), other]
     }
+
+    /// [`sample`] as version 2 held it: without a provider.
+    fn sample_v2() -> Vec<FlowRecord> {
+        let mut records = sample();
+        for record in &mut records {
+            record.local_provider = Name::from("");
+        }
+        records
+    }
+
+    const GOLDEN_V2: &[u8] = include_bytes!("../testdata/compact-v2.bin");
 
     fn written(records: &[FlowRecord]) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -590,13 +653,42 @@ mod tests {
     /// reader of the files spooled before it.
     #[test]
     fn the_current_form_is_pinned() {
-        let golden = include_bytes!("../testdata/compact-v2.bin");
-        assert_eq!(VERSION, 2, "a new version needs its own golden file");
+        let golden = include_bytes!("../testdata/compact-v3.bin");
+        assert_eq!(VERSION, 3, "a new version needs its own golden file");
         assert!(
             written(&sample()) == golden,
             "the compact form changed: bump VERSION and keep reading version {VERSION}'s spool files"
         );
         assert_eq!(read_all(golden).unwrap(), sample());
+    }
+
+    /// A batch spooled by the previous version reads with the fields it
+    /// lacks absent, every other value as written, in this version's form.
+    #[test]
+    fn the_previous_form_is_read_and_converted() {
+        let rows = Rows::read_version(GOLDEN_V2, 2).unwrap();
+        let records: Vec<FlowRecord> = rows.iter().map(|v| v.unwrap().to_record()).collect();
+        assert_eq!(records, sample_v2());
+        let mut current = Vec::new();
+        rows.write_to(&mut current);
+        assert_eq!(current, written(&sample_v2()));
+        for len in 0..GOLDEN_V2.len() {
+            assert!(
+                Rows::read_version(&GOLDEN_V2[..len], 2).is_err(),
+                "truncated to {len}"
+            );
+        }
+        let mut trailing = GOLDEN_V2.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            Rows::read_version(&trailing, 2).unwrap_err().expected,
+            "the end of the records"
+        );
+        for version in [0, 1, VERSION + 1] {
+            assert!(Rows::read_version(GOLDEN_V2, version).is_err(), "{version}");
+        }
+        // Read as if it were the current form, it does not parse.
+        assert!(read_all(GOLDEN_V2).is_err());
     }
 
     #[test]

@@ -89,8 +89,23 @@ pub struct Column {
     pub doc: &'static str,
 }
 
+/// One field of a record in an older compact version: read if the version
+/// has it, absent otherwise.
+macro_rules! field_at {
+    ($input:ident, $version:ident, $rust:ty) => {
+        <$rust as crate::compact::Field>::get($input)?
+    };
+    ($input:ident, $version:ident, $rust:ty, $since:literal) => {
+        if $version >= $since {
+            <$rust as crate::compact::Field>::get($input)?
+        } else {
+            <$rust as crate::compact::Absent>::absent()
+        }
+    };
+}
+
 macro_rules! flow_record {
-    ($( $(#[doc = $doc:literal])+ $field:ident : $rust:ty = $clickhouse:literal, )+) => {
+    ($( $(#[doc = $doc:literal])+ $(#[since = $since:literal])? $field:ident : $rust:ty = $clickhouse:literal, )+) => {
         /// One row of the `flows` table: what one local endpoint sent to and
         /// received from one remote endpoint over one connection during one
         /// interval. Field order is column order.
@@ -98,7 +113,14 @@ macro_rules! flow_record {
         #[serde(deny_unknown_fields)]
         #[cfg_attr(feature = "clickhouse", derive(clickhouse::Row))]
         pub struct FlowRecord {
-            $( $(#[doc = $doc])+ pub $field: $rust, )+
+            $(
+                $(#[doc = $doc])+
+                $(
+                    #[doc = concat!("\n\nAdded in compact version ", $since, "; optional in input.")]
+                    #[serde(default)]
+                )?
+                pub $field: $rust,
+            )+
         }
 
         /// One chunk of a compact run's records, column by column, as the
@@ -183,6 +205,16 @@ macro_rules! flow_record {
             Some(FlowView { $( $field: <$rust as Field>::get(input)?, )+ })
         }
 
+        /// Reads one record written in compact `version` (at least
+        /// [`crate::compact::OLDEST_READABLE`]): a field added after it
+        /// reads as absent.
+        pub(crate) fn get_compact_at<'a>(
+            input: &mut crate::compact::Input<'a>,
+            version: u8,
+        ) -> Option<FlowView<'a>> {
+            Some(FlowView { $( $field: field_at!(input, version, $rust $(, $since)?), )+ })
+        }
+
         /// The columns of the `flows` table, in order.
         pub const COLUMNS: &[Column] = &[
             $( Column {
@@ -227,6 +259,11 @@ flow_record! {
     local_zone: Name = "LowCardinality(String)",
     /// Region of the observing node.
     local_region: Name = "LowCardinality(String)",
+    /// Cloud provider of the observing node (`aws`, `gcp`, `azure`: its
+    /// `spec.providerID`, or the static inventory's `provider`); empty when
+    /// unknown, and prices then follow the cluster's provider.
+    #[since = 3]
+    local_provider: Name = "LowCardinality(String)",
     /// Remote endpoint's address (IPv4 stored IPv4-mapped).
     remote_ip: Ipv6Addr = "IPv6",
     /// Remote endpoint's port (0 for protocols without ports).
@@ -507,6 +544,33 @@ pub(crate) mod tests {
         names.dedup();
         assert_eq!(names.len(), COLUMNS.len());
         assert!(COLUMNS.iter().all(|c| !c.doc.trim().is_empty()));
+    }
+
+    /// Records of earlier versions (files to `tollgate load`) lack the
+    /// provider: it reads as empty; any other missing or unknown key is
+    /// still refused.
+    #[test]
+    fn the_provider_is_optional_in_input_and_follows_the_region() {
+        let record: FlowRecord = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(&*record.local_provider, "");
+        let with = SAMPLE.replace(
+            r#""local_region":"r","#,
+            r#""local_region":"r","local_provider":"aws","#,
+        );
+        let record: FlowRecord = serde_json::from_str(&with).unwrap();
+        assert_eq!(&*record.local_provider, "aws");
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<FlowRecord>(&json).unwrap(), record);
+        assert!(
+            serde_json::from_str::<FlowRecord>(&SAMPLE.replace("\"local_zone\":\"z\",", ""))
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<FlowRecord>(&with.replace("local_provider", "provider"))
+                .is_err()
+        );
+        let names: Vec<_> = COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(names[14..16], ["local_region", "local_provider"]);
     }
 
     #[test]

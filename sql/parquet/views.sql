@@ -14,6 +14,12 @@
 -- The file list is taken when `flows_files` is attached: a long-lived server sees files written
 -- since only after `DETACH TABLE flows_files; ATTACH TABLE flows_files` (clickhouse-local, run
 -- per query, always sees them all).
+--
+-- The columns are the union of all files' (files of earlier versions lack the newer columns,
+-- such as local_provider, and read them as empty); by default ClickHouse would take them from
+-- one file only. Run the file in one session (clickhouse-local, clickhouse-client) so that the
+-- SET applies.
+SET schema_inference_mode = 'union';
 CREATE TABLE flows_files AS file({dir:String} || '/**/*.parquet', Parquet);
 
 CREATE VIEW flows AS
@@ -29,7 +35,7 @@ SELECT
     cluster, local_namespace, local_workload_kind, local_workload, local_team, local_zone,
     local_region, remote_kind, remote_namespace, remote_workload_kind, remote_workload,
     remote_team, remote_zone, remote_region, remote_cloud_provider, remote_cloud_service,
-    category, initiator,
+    category, initiator, local_provider,
     sum(bytes_sent) AS bytes_sent,
     sum(bytes_received) AS bytes_received,
     sum(packets_sent) AS packets_sent,
@@ -52,7 +58,7 @@ SELECT toStartOfDay(period) AS period, * EXCEPT (period, bytes_sent, bytes_recei
 FROM flows_1h
 GROUP BY ALL;
 
--- The same definition as sql/migrations/0013_nat_gateways.sql's metering_daily.
+-- The same definition as sql/migrations/0014_local_provider.sql's metering_daily.
 CREATE VIEW metering_daily AS
 SELECT
     toDate(period) AS day,
@@ -66,7 +72,8 @@ SELECT
     direction,
     sum(counted) AS bytes,
     remote_region,
-    sumIf(counted, initiator = 'local') AS initiated_bytes
+    sumIf(counted, initiator = 'local') AS initiated_bytes,
+    local_provider AS record_provider
 FROM flows_1d
 ARRAY JOIN ['out', 'in'] AS direction, [bytes_sent, bytes_received] AS counted
 GROUP BY ALL;

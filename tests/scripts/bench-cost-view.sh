@@ -2,7 +2,8 @@
 # Benchmark of the cost view: `cost_daily` (tiers, accounts, NAT gateways) against the reference
 # of the same run, migration 0007's flat-priced view created beside it, on a year of daily
 # rollup rows (ROWS of them, 2,000 workloads, five categories): one month's cost per team (what
-# the dashboards ask) and the whole year's total, alternating the two views three times.
+# the dashboards ask) and the whole year's total, alternating the two views three times. Half the
+# rows name their provider and half do not (an upgrade's mix, the most keys per day).
 # Usage: bench-cost-view.sh [ROWS]   (default 3650000: 7.3 million metering rows)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,12 +18,14 @@ q() { curl -sS --fail-with-body "$url" --data-binary "$1"; }
 target/debug/tollgate migrate --clickhouse "$url" --database bench >/dev/null
 q "INSERT INTO bench.clusters (cluster, provider) VALUES ('c1', 'aws')"
 q "INSERT INTO bench.flows_1d (period, cluster, local_team, local_namespace, local_workload_kind,
-    local_workload, local_region, category, remote_region, initiator, bytes_sent, bytes_received)
+    local_workload, local_region, category, remote_region, initiator, local_provider, bytes_sent,
+    bytes_received)
   SELECT toDateTime('2025-12-01 00:00:00', 'UTC') + toIntervalDay(number % 365), 'c1',
     concat('team', toString(number % 50)), concat('ns', toString(number % 200)), 'Deployment',
     concat('w', toString(intDiv(number, 365) % 2000)), 'us-east-1',
     ['same_zone', 'cross_zone', 'cross_region', 'internet', 'cloud_service'][1 + intDiv(number, intDiv($rows, 5)) % 5],
     if(number % 7 = 0, 'us-east-2', ''), if(number % 3 = 0, 'remote', 'local'),
+    if(number % 2 = 0, 'aws', ''),
     cityHash64(number) % 1000000000, cityHash64(number, 1) % 1000000000
   FROM numbers($rows)"
 # The reference: 0007's cost view, flat prices only, under another name.

@@ -52,6 +52,7 @@ pub fn record(
         local_team: local.2.into(),
         local_zone: zone(node).into(),
         local_region: "r1".into(),
+        local_provider: "".into(),
         remote_ip: ip("10.0.1.1"),
         remote_port: 5432,
         remote_kind: if remote.0.is_empty() {

@@ -157,6 +157,17 @@ fn flow_records_are_refused_at_their_line() {
             record_with("\"category\":\"same_zone\"", "\"category\":\"egress\""),
             vec!["in.jsonl:1:", "egress"],
         ),
+        // Optional (records of earlier versions lack it), checked when given.
+        (
+            record_with(
+                "\"local_region\":\"r\"",
+                "\"local_region\":\"r\",\"local_provider\":\"a\\tb\"",
+            ),
+            vec![
+                "in.jsonl:1:",
+                "local_provider: \"a\\tb\" holds a control character",
+            ],
+        ),
     ];
     for (line, needles) in &cases {
         let _ = std::fs::remove_dir_all(s.0.join("spool"));

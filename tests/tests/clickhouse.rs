@@ -66,20 +66,20 @@ fn migrations_apply_once_and_reapply_nothing() {
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
              0008_public_in_region, 0009_region_pairs, 0010_batch_markers, \
              0011_tiers_and_accounts, 0012_internet_tiers_2026, \
-             0013_nat_gateways"
+             0013_nat_gateways, 0014_local_provider"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (13 migrations already applied)"),
+        second.contains("up to date (14 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "13");
+    assert_eq!(recorded.trim(), "14");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(
@@ -350,10 +350,11 @@ fn a_runs_markers_merge_into_one_per_rollup_key() {
         ch.query_with(
             &format!(
                 "INSERT INTO {database}.flows (observed_at, cluster, node, local_namespace, \
-                 local_workload, local_team, category, bytes_sent) \
-                 SELECT toStartOfHour(now()) + number % 600, 'c1', 'n1', concat('ns', toString(number % 3)), \
-                 if(number = 99, 'x{seq}', concat('w', toString(number % 20))), 't', 'internet', 1 \
-                 FROM numbers(100)"
+                 local_workload, local_team, category, bytes_sent, local_provider) \
+                 SELECT toStartOfHour(now()) + n, 'c1', 'n1', concat('ns', toString(n % 3)), \
+                 if(n = 99, 'x{seq}', concat('w', toString(n % 20))), 't', 'internet', 1, \
+                 if(number < 100, '', 'aws') \
+                 FROM numbers(200) ARRAY JOIN [number % 100] AS n"
             ),
             &[(
                 "insert_deduplication_token",
@@ -367,8 +368,8 @@ fn a_runs_markers_merge_into_one_per_rollup_key() {
             .unwrap();
         let markers = ch
             .query(&format!(
-                "SELECT count(), max(seq_max), sum(batches), sum(bytes_sent) FROM {database}.{rollup} \
-                 WHERE batch_run != 0"
+                "SELECT count(), max(seq_max), sum(batches), sum(bytes_sent), any(local_provider) \
+                 FROM {database}.{rollup} WHERE batch_run != 0"
             ))
             .unwrap();
         let rows = ch
@@ -376,8 +377,17 @@ fn a_runs_markers_merge_into_one_per_rollup_key() {
                 "SELECT sum(bytes_sent), sum(records) FROM {database}.{rollup} WHERE batch_run = 0"
             ))
             .unwrap();
-        assert_eq!(markers.trim(), "1\t6\t5\t0", "{rollup}");
-        assert_eq!(rows.trim(), "500\t500", "{rollup}");
+        // One marker, on the key that sorts first: its records name no
+        // provider ('' before 'aws').
+        assert_eq!(markers, "1\t6\t5\t0\t\n", "{rollup}");
+        assert_eq!(rows.trim(), "1000\t1000", "{rollup}");
+        let by_provider = ch
+            .query(&format!(
+                "SELECT local_provider, sum(bytes_sent) FROM {database}.{rollup} \
+                 WHERE batch_run = 0 GROUP BY local_provider ORDER BY local_provider"
+            ))
+            .unwrap();
+        assert_eq!(by_provider, "\t500\naws\t500\n", "{rollup}");
     }
 }
 

@@ -883,6 +883,216 @@ fn a_nat_gateway_charges_processing_on_connections_opened_inside() {
     );
 }
 
+/// Each record is priced by its node's provider (`local_provider`), else
+/// by its cluster's (`clusters`, or `--provider` for files); files of the
+/// previous release, without the column, are read and priced by that
+/// fallback, alone or mixed with newer files.
+#[test]
+fn a_records_provider_prices_it_before_its_clusters() {
+    let Some(ch) = clickhouse::require("export") else {
+        return;
+    };
+    let (month, start, _) = priced_month();
+    let mut id = 0;
+    let mut at = |cluster: &str, local, provider: &str, sent_gib: u64| {
+        let mut r = flow(
+            local,
+            NOBODY,
+            Category::Internet,
+            start + 2 * 86_400 + 43_200,
+            sent_gib * GIB,
+            0,
+        );
+        r.cluster = cluster.into();
+        r.local_provider = provider.into();
+        id += 1;
+        r.conntrack_id = id;
+        r
+    };
+    let records = vec![
+        // `clusters` says c1 runs on AWS: a record from a GCP node of it
+        // is priced as GCP (0.12), one naming no provider as AWS (0.09).
+        at("c1", WEB, "gcp", 2),
+        at("c1", WEB, "", 1),
+        // Not in `clusters`: its records say AWS.
+        at("newcomer", DB, "aws", 7),
+        // Neither: reported, never priced 0.
+        at("orphan", BATCH, "", 3),
+    ];
+    let (database, parquet, _) = loaded_with(ch, "provider", &records);
+    let dir = parquet.parent().unwrap().to_owned();
+    let month_arg = month.to_string();
+    let run = |source: &[&str], out: &str| {
+        let out = dir.join(out);
+        let output = export(
+            &[
+                &["--month", &month_arg, "--out", out.to_str().unwrap()],
+                source,
+            ]
+            .concat(),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{source:?}: {stderr}");
+        (std::fs::read_to_string(out).unwrap(), stderr)
+    };
+    let summary = |report: &str| -> Vec<String> {
+        csv_lines(report)
+            .into_iter()
+            .map(|l| [&l[1][..], &l[3], &l[4], &l[5], &l[7], &l[10]].join(" "))
+            .collect()
+    };
+    let unpriced = |cluster: &str, gib: u64| {
+        format!(
+            "{} bytes have no price (cluster \"{cluster}\" has no provider)",
+            gib * GIB
+        )
+    };
+
+    let (report, warning) = run(
+        &["--clickhouse", ch.url(), "--database", &database],
+        "clickhouse.csv",
+    );
+    assert_eq!(
+        summary(&report),
+        [
+            format!("c1 internet out {} 0.33 flat", 3 * GIB),
+            format!("newcomer internet out {} 0.63 flat", 7 * GIB),
+            format!("orphan internet out {}  unpriced", 3 * GIB),
+        ],
+        "{report}"
+    );
+    assert!(warning.contains(&unpriced("orphan", 3)), "{warning}");
+    let parquet_arg = parquet.to_str().unwrap();
+    let (files_report, _) = run(&["--parquet", parquet_arg], "parquet.csv");
+    // Without --provider the files have no fallback for c1's record that
+    // names none; the others are priced by their records.
+    assert_eq!(
+        summary(&files_report)[1..],
+        summary(&report)[1..],
+        "{files_report}"
+    );
+    // With --provider aws, as `clusters` says for c1: byte for byte.
+    for cluster in ["c1", "newcomer"] {
+        let (report, _) = run(
+            &[
+                "--cluster",
+                cluster,
+                "--clickhouse",
+                ch.url(),
+                "--database",
+                &database,
+            ],
+            "clickhouse-one.csv",
+        );
+        let (files_report, warning) = run(
+            &[
+                "--cluster",
+                cluster,
+                "--parquet",
+                parquet_arg,
+                "--provider",
+                "aws",
+            ],
+            "parquet-one.csv",
+        );
+        assert_eq!(files_report, report);
+        assert!(!warning.contains("no price"), "{warning}");
+    }
+    let view = ch
+        .query(&format!(
+            "SELECT cluster, provider, record_provider, bytes DIV {GIB}, toString(cost) \
+             FROM {database}.cost_daily WHERE bytes > 0 ORDER BY ALL FORMAT CSV"
+        ))
+        .unwrap()
+        .replace('"', "");
+    assert_eq!(
+        view,
+        "c1,aws,,1,0.09\nc1,gcp,gcp,2,0.24\nnewcomer,aws,aws,7,0.63\norphan,,,3,\\N\n"
+    );
+
+    // The previous release's files: the same records without the column.
+    let old = dir.join("old");
+    let rewritten = python(
+        "import pathlib, sys, pyarrow.parquet as pq\n\
+         src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])\n\
+         files = sorted(src.rglob('*.parquet'))\n\
+         for f in files:\n\
+         \x20   out = dst / f.relative_to(src)\n\
+         \x20   out.parent.mkdir(parents=True, exist_ok=True)\n\
+         \x20   pq.write_table(pq.ParquetFile(f).read().drop_columns(['local_provider']), out, compression='zstd')\n\
+         print(len(files))\n",
+        &[parquet_arg, old.to_str().unwrap()],
+    );
+    assert_eq!(rewritten.trim(), "1", "one batch, one hour: one file");
+    let old_arg = old.to_str().unwrap();
+    let (old_report, warning) = run(&["--parquet", old_arg, "--provider", "aws"], "old.csv");
+    assert_eq!(
+        summary(&old_report),
+        [
+            format!("c1 internet out {} 0.27 flat", 3 * GIB),
+            format!("newcomer internet out {} 0.63 flat", 7 * GIB),
+            format!("orphan internet out {} 0.27 flat", 3 * GIB),
+        ],
+        "{old_report}"
+    );
+    assert!(!warning.contains("no price"), "{warning}");
+    let (_, warning) = run(&["--parquet", old_arg], "old-unpriced.csv");
+    for (cluster, gib) in [("c1", 3), ("newcomer", 7), ("orphan", 3)] {
+        assert!(warning.contains(&unpriced(cluster, gib)), "{warning}");
+    }
+
+    // A directory holding both (the old file older): the views read the
+    // union of the files' columns, the old file's rows without a provider.
+    let new_file = walk_parquet(&parquet);
+    let old_file = walk_parquet(&old);
+    std::fs::copy(&new_file, old_file.with_file_name("0-new.parquet")).unwrap();
+    // ClickHouse infers a glob's columns from its oldest file unless told
+    // to take the union.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_file)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let files_db = ch.fresh_database("provider_files");
+    ch.query(&format!("CREATE DATABASE {files_db}")).unwrap();
+    let views =
+        std::fs::read_to_string(tollgate_tests::repo_root().join("sql/parquet/views.sql")).unwrap();
+    ch.run_script(&views, &[("database", &files_db), ("param_dir", old_arg)])
+        .unwrap();
+    let by_provider = ch
+        .query_with(
+            &format!(
+                "SELECT record_provider, sum(bytes) DIV {GIB} FROM metering_daily \
+                 WHERE direction = 'out' GROUP BY ALL ORDER BY ALL FORMAT CSV"
+            ),
+            &[("database", &files_db)],
+        )
+        .unwrap()
+        .replace('"', "");
+    // Old: 2 + 1 + 7 + 3 GiB without; new: 1 + 3 without, 7 aws, 2 gcp.
+    assert_eq!(by_provider, ",17\naws,7\ngcp,2\n");
+}
+
+/// The one `.parquet` file under `dir`.
+fn walk_parquet(dir: &Path) -> PathBuf {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
 #[test]
 fn shipped_prices_equal_the_migrated_price_list() {
     let Some(ch) = clickhouse::require("export") else {
@@ -981,10 +1191,6 @@ fn empty_months_future_months_and_bad_flags_are_refused_clearly() {
         (
             vec!["--month", "2026-10"],
             "--clickhouse URL or --parquet DIR",
-        ),
-        (
-            vec!["--month", "2026-10", "--parquet", parquet_arg],
-            "--provider",
         ),
         (
             vec![

@@ -196,10 +196,12 @@ fn records_follow_owners_services_pod_deletion_ip_reuse_and_a_broken_watch() {
             &*r.local_workload_kind,
             &*r.local_workload,
             &*r.local_team,
-            &*r.local_zone
+            &*r.local_zone,
+            &*r.local_provider
         ),
-        ("Deployment", "web", "payments", "kr1-a"),
-        "Pod -> ReplicaSet -> Deployment; team from the namespace label; zone from the node"
+        ("Deployment", "web", "payments", "kr1-a", "aws"),
+        "Pod -> ReplicaSet -> Deployment; team from the namespace label; zone and provider \
+         (spec.providerID aws:///...) from the node"
     );
     assert_eq!(
         (

@@ -563,6 +563,72 @@ fn a_spool_resumes_only_the_input_it_belongs_to() {
     assert_eq!(count(ch, &database).0, 10);
 }
 
+/// Batches the previous release spooled (`collector/testdata/spool-v2`, in
+/// its format: records 1-20 of its `records.jsonl`, without a provider) are
+/// delivered once by this release, before it reads on (records 21-30, which
+/// name their provider); sent again, they count once.
+#[test]
+fn a_spool_of_the_previous_release_is_delivered_once_after_the_upgrade() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("upgrade");
+    // The fixture's records are of 2026-11-02: keep them whatever today is.
+    let output = Command::new(binary())
+        .args(["migrate", "--clickhouse", ch.url(), "--database", &database])
+        .args(["--raw-ttl-days", "36500", "--minute-ttl-days", "36500"])
+        .args(["--hour-ttl-days", "36500", "--day-ttl-days", "36500"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let golden = tollgate_tests::repo_root().join("collector/testdata/spool-v2");
+    let dir = std::env::temp_dir().join(format!("tollgate-upgrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let records = std::fs::read_to_string(golden.join("records.jsonl")).unwrap();
+    // An upgraded agent's spool: the old batches and the input they came from.
+    let upgraded = |name: &str, lines: usize| {
+        let input = dir.join(format!("{name}.jsonl"));
+        let text: String = records.split_inclusive('\n').take(lines).collect();
+        std::fs::write(&input, text).unwrap();
+        let spool = dir.join(name);
+        std::fs::create_dir_all(&spool).unwrap();
+        for batch in ["00000000000000000001.batch", "00000000000000000002.batch"] {
+            std::fs::copy(golden.join(batch), spool.join(batch)).unwrap();
+        }
+        let canonical = std::fs::canonicalize(&input).unwrap();
+        std::fs::write(spool.join("input"), format!("{}\n", canonical.display())).unwrap();
+        let output = load(
+            &input,
+            &spool,
+            &["--clickhouse", ch.url(), "--database", &database],
+        );
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(spooled_batches(&spool), 0);
+    };
+    let by_provider = |table: &str, rows: &str| {
+        ch.query(&format!(
+            "SELECT local_provider, {rows}, sum(bytes_sent) FROM {database}.{table} \
+             GROUP BY local_provider ORDER BY local_provider FORMAT CSV"
+        ))
+        .unwrap()
+    };
+    upgraded("first", 30);
+    // Bytes are 1000 x the line number: 1..20 and 21..30.
+    let expected = "\"\",20,210000\n\"aws\",10,255000\n";
+    assert_eq!(by_provider("flows", "count()"), expected);
+    for rollup in ["flows_1m", "flows_1h", "flows_1d"] {
+        assert_eq!(by_provider(rollup, "sum(records)"), expected, "{rollup}");
+    }
+    // The same old batches again (an acknowledgement lost before the
+    // upgrade), from a spool whose input has nothing after them.
+    upgraded("again", 20);
+    assert_eq!(by_provider("flows", "count()"), expected);
+    for rollup in ["flows_1m", "flows_1h", "flows_1d"] {
+        assert_eq!(by_provider(rollup, "sum(records)"), expected, "{rollup}");
+    }
+}
+
 /// A batch stored by ClickHouse whose acknowledgement never reached the
 /// writer, sent again only after other writers' batches have pushed it out
 /// of ClickHouse's deduplication window (made 2 blocks here; a fleet fills

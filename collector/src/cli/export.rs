@@ -22,7 +22,10 @@ use super::BadInput;
 /// cost per cluster, team (and namespace or workload), category and
 /// direction. Reads ClickHouse (`--clickhouse`, priced by its prices
 /// table) or a directory of the Parquet sink's files (`--parquet`, priced
-/// by `--prices` or the shipped prices, for `--provider`).
+/// by `--prices` or the shipped prices). Each record is priced by its
+/// node's provider; records that name none (written before tollgate
+/// recorded it, or on nodes without a known provider) by the cluster's
+/// (`clusters` in ClickHouse, `--provider` for files).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The month, YYYY-MM, in UTC; the current month gives its figures so
@@ -48,8 +51,9 @@ pub struct ExportArgs {
     /// ClickHouse.
     #[arg(long, value_name = "DIR", conflicts_with = "url")]
     parquet: Option<PathBuf>,
-    /// With --parquet: the cloud provider whose prices apply (aws, gcp,
-    /// azure, or a provider named in --prices).
+    /// With --parquet: the cloud provider whose prices apply to records
+    /// that name none (aws, gcp, azure, or a provider named in --prices);
+    /// without it such records are reported unpriced.
     #[arg(long, value_name = "NAME", requires = "parquet")]
     provider: Option<String>,
     /// With --parquet: a prices CSV file (provider,region,remote_region,
@@ -200,18 +204,17 @@ fn read_clickhouse(args: &ExportArgs) -> anyhow::Result<Source> {
 }
 
 fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Source> {
-    let provider = args.provider.clone().ok_or_else(|| {
-        BadInput("--parquet needs --provider (aws, gcp, azure...): it picks the prices".to_owned())
-    })?;
     let rows = match &args.prices {
         Some(path) => prices::read_csv(path)?,
         None => prices::parse_csv("shipped prices", prices::DEFAULTS_CSV)
             .map_err(|e| BadInput(e.to_string()))?,
     };
-    if !rows.iter().any(|row| row.provider == provider) {
-        return Err(BadInput(format!("--provider {provider:?} has no prices")).into());
+    if let Some(provider) = &args.provider {
+        if !rows.iter().any(|row| &row.provider == provider) {
+            return Err(BadInput(format!("--provider {provider:?} has no prices")).into());
+        }
     }
-    let prices = PriceTable::new(rows, Default::default(), Some(provider));
+    let prices = PriceTable::new(rows, Default::default(), args.provider.clone());
     let accounts = match &args.accounts {
         Some(path) => Accounts::new(accounts::read_csv(path)?),
         None => Accounts::default(),

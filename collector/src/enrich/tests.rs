@@ -12,7 +12,7 @@ use crate::inventory::{static_file, Inventory};
 
 const INVENTORY: &str = "
 nodes:
-  - {name: node-a, zone: r1-a, region: r1, addresses: [192.168.0.1, 'fd00:0:ffff::1'], pod_cidrs: [10.1.1.0/24]}
+  - {name: node-a, zone: r1-a, region: r1, provider: aws, addresses: [192.168.0.1, 'fd00:0:ffff::1'], pod_cidrs: [10.1.1.0/24]}
   - {name: node-b, zone: r1-b, region: r1, addresses: [192.168.0.2], pod_cidrs: [10.1.2.0/24]}
   - {name: node-c, zone: r2-a, region: r2, addresses: [192.168.0.3], pod_cidrs: [10.1.3.0/24]}
 pods:
@@ -114,7 +114,10 @@ fn a_cross_node_connection_is_recorded_by_each_node_from_its_own_side() {
         (&*a[0].local_zone, &*a[0].remote_zone, &*a[0].remote_node),
         ("r1-a", "r1-b", "node-b")
     );
+    // The provider is the observing node's: node-b's record has none,
+    // though its remote pod runs on an AWS node.
     let (b, _) = records("node-b", &e);
+    assert_eq!((&*a[0].local_provider, &*b[0].local_provider), ("aws", ""));
     assert_eq!(b.len(), 1);
     assert_eq!(
         summary(&b[0]),

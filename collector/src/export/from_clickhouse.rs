@@ -46,6 +46,7 @@ struct UsageRow {
     direction: String,
     bytes: u64,
     initiated_bytes: u64,
+    record_provider: String,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -84,11 +85,12 @@ pub async fn usage(
 ) -> Result<Vec<Usage>, FetchError> {
     let sql = format!(
         "SELECT toUInt16(day) AS day_number, cluster, team, namespace, workload_kind, workload, region, remote_region, \
-         category, direction, sum(bytes) AS bytes, sum(initiated_bytes) AS initiated_bytes \
+         category, direction, sum(bytes) AS bytes, sum(initiated_bytes) AS initiated_bytes, \
+         record_provider \
          FROM {database}.metering_daily \
          WHERE day >= toDate(?) AND day < toDate(?) \
          GROUP BY day, cluster, team, namespace, workload_kind, workload, region, remote_region, \
-         category, direction HAVING bytes > 0"
+         category, direction, record_provider HAVING bytes > 0"
     );
     let rows = client
         .query(&sql)
@@ -115,6 +117,7 @@ pub async fn usage(
             direction: r.direction,
             bytes: r.bytes,
             initiated_bytes: r.initiated_bytes,
+            provider: r.record_provider,
         })
         .collect())
 }

@@ -1,9 +1,10 @@
 //! A month's usage from a directory of the Parquet sink's files: the same
-//! sums as the metering view, read batch by batch (only the twelve columns
-//! metering needs), never the whole month in memory.
+//! sums as the metering view, read batch by batch (only the thirteen
+//! columns metering needs), never the whole month in memory.
 //!
 //! Only `date=YYYY-MM-DD` partitions of the month are opened; within them
 //! each record is counted by its `observed_at`, as the view counts it.
+//! Files written before records carried `local_provider` read it as empty.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,7 +22,7 @@ use super::{Month, Usage};
 /// The text columns a usage row is keyed by, in [`Usage`]'s order (the
 /// day comes from `observed_at`, the direction from which byte column is
 /// read).
-const LABELS: [&str; 8] = [
+const LABELS: [&str; 9] = [
     "cluster",
     "local_team",
     "local_namespace",
@@ -30,7 +31,11 @@ const LABELS: [&str; 8] = [
     "local_region",
     "remote_region",
     "category",
+    OPTIONAL_LABEL,
 ];
+
+/// The one label files of earlier versions may lack (empty there).
+const OPTIONAL_LABEL: &str = "local_provider";
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
 
@@ -82,7 +87,7 @@ fn collect_parquet(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadErro
 #[derive(Debug, Default)]
 pub struct UsageSums {
     /// Bytes, and those of connections the local endpoint opened.
-    sums: HashMap<([String; 9], i64), (u64, u64)>,
+    sums: HashMap<([String; 10], i64), (u64, u64)>,
     /// Records read (all of them, also those outside the month).
     pub records: u64,
 }
@@ -95,10 +100,13 @@ impl UsageSums {
         let wanted = LABELS
             .iter()
             .chain(&["observed_at", "bytes_sent", "bytes_received", "initiator"])
-            .map(|name| {
-                builder.schema().index_of(name).map_err(|_| {
-                    error(path, format!("no column {name}: not a tollgate flows file"))
-                })
+            .filter_map(|name| match builder.schema().index_of(name) {
+                Ok(index) => Some(Ok(index)),
+                Err(_) if *name == OPTIONAL_LABEL => None,
+                Err(_) => Some(Err(error(
+                    path,
+                    format!("no column {name}: not a tollgate flows file"),
+                ))),
             })
             .collect::<Result<Vec<usize>, ReadError>>()?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
@@ -130,7 +138,10 @@ impl UsageSums {
         };
         let labels = LABELS
             .iter()
-            .map(|name| Labels::new(name, column(name)?.as_ref()))
+            .map(|name| match batch.column_by_name(name) {
+                None if *name == OPTIONAL_LABEL => Ok(Labels::Absent),
+                _ => Labels::new(name, column(name)?.as_ref()),
+            })
             .collect::<Result<Vec<_>, String>>()?;
         let observed = column("observed_at")?;
         if observed.data_type() != &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())) {
@@ -149,7 +160,7 @@ impl UsageSums {
         let (sent, received) = (bytes("bytes_sent")?, bytes("bytes_received")?);
         let initiator = Labels::new("initiator", column("initiator")?.as_ref())?;
         // Sent and received, then the same of connections opened locally.
-        let mut by_keys: HashMap<([u32; 8], i64), [u64; 4]> = HashMap::new();
+        let mut by_keys: HashMap<([u32; 9], i64), [u64; 4]> = HashMap::new();
         for row in 0..batch.num_rows() {
             let at = observed.value(row);
             if !range.contains(&at) {
@@ -184,6 +195,7 @@ impl UsageSums {
                     name(5),
                     name(6),
                     name(7),
+                    name(8),
                     direction.to_owned(),
                 ];
                 let sum = self.sums.entry((full, day)).or_default();
@@ -200,7 +212,7 @@ impl UsageSums {
             .into_iter()
             .filter(|(_, (bytes, _))| *bytes > 0)
             .map(|((key, day), (bytes, initiated_bytes))| {
-                let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, direction] =
+                let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, provider, direction] =
                     key;
                 Usage {
                     day: super::month::unix_day(day),
@@ -215,6 +227,7 @@ impl UsageSums {
                     direction,
                     bytes,
                     initiated_bytes,
+                    provider,
                 }
             })
     }
@@ -228,6 +241,8 @@ enum Labels<'a> {
         values: &'a arrow_array::StringArray,
     },
     Plain(&'a arrow_array::StringArray),
+    /// A column the file does not have: empty in every row.
+    Absent,
 }
 
 impl<'a> Labels<'a> {
@@ -252,6 +267,7 @@ impl<'a> Labels<'a> {
         match self {
             Labels::Dictionary { keys, .. } => keys.value(row) as u32,
             Labels::Plain(_) => row as u32,
+            Labels::Absent => 0,
         }
     }
 
@@ -259,6 +275,7 @@ impl<'a> Labels<'a> {
         match self {
             Labels::Dictionary { values, .. } => values.value(key as usize),
             Labels::Plain(values) => values.value(key as usize),
+            Labels::Absent => "",
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct Usage {
     /// Of those, the bytes of connections the local endpoint opened (a NAT
     /// gateway's share).
     pub initiated_bytes: u64,
+    /// Cloud provider the records name (their node's); empty when they name
+    /// none, and the cluster's provider applies.
+    pub provider: String,
 }
 
 /// How a line's cost was worked out.
@@ -432,6 +435,7 @@ mod tests {
             direction: direction.into(),
             bytes,
             initiated_bytes: 0,
+            provider: String::new(),
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
             direction: "in".into(),
             bytes,
             initiated_bytes: initiated,
+            provider: String::new(),
         }
     }
 

@@ -178,9 +178,9 @@ impl PriceTable {
 
     /// The schedule pricing a usage row on its day, or why it has none.
     pub fn lookup(&self, usage: &Usage) -> Result<&Schedule, String> {
-        let provider = self
-            .providers
-            .get(&usage.cluster)
+        let provider = Some(&usage.provider)
+            .filter(|p| !p.is_empty())
+            .or_else(|| self.providers.get(&usage.cluster))
             .or(self.default_provider.as_ref())
             .ok_or_else(|| format!("cluster {:?} has no provider", usage.cluster))?;
         let schedule = self
@@ -447,6 +447,7 @@ mod tests {
             direction: direction.into(),
             bytes: 1,
             initiated_bytes: 0,
+            provider: String::new(),
         }
     }
 
@@ -504,6 +505,40 @@ mod tests {
             .lookup(&usage("c2", "us-east-1", "cross_zone", "out"))
             .unwrap_err();
         assert!(why.contains("c2"), "{why}");
+    }
+
+    /// The records' provider (their node's) first, then the cluster's, then
+    /// the default (`--provider`).
+    #[test]
+    fn a_records_provider_wins_then_the_cluster_then_the_default() {
+        let text = "provider,region,category,direction,price_per_gib,currency\n\
+                    aws,*,internet,out,0.09,USD\n\
+                    gcp,*,internet,out,0.12,USD\n\
+                    azure,*,internet,out,0.087,USD\n";
+        let clusters = BTreeMap::from([("c1".to_owned(), "aws".to_owned())]);
+        let rows = parse_csv("p.csv", text).unwrap();
+        let with_default = PriceTable::new(rows.clone(), clusters.clone(), Some("azure".into()));
+        let without = PriceTable::new(rows, clusters, None);
+        let price = |table: &PriceTable, cluster: &str, provider: &str| {
+            let mut row = usage(cluster, "r1", "internet", "out");
+            row.provider = provider.into();
+            table.lookup(&row).map(|s| s.tiers[0].nanos_per_gib)
+        };
+        assert_eq!(price(&with_default, "c1", "gcp"), Ok(120_000_000));
+        assert_eq!(price(&with_default, "c1", ""), Ok(90_000_000));
+        assert_eq!(price(&with_default, "c9", ""), Ok(87_000_000));
+        assert_eq!(price(&without, "c9", "gcp"), Ok(120_000_000));
+        assert_eq!(
+            price(&without, "c9", ""),
+            Err("cluster \"c9\" has no provider".to_owned())
+        );
+        assert_eq!(
+            price(&without, "c9", "oracle"),
+            Err(
+                "no price for provider \"oracle\", category \"internet\", direction \"out\""
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -757,3 +757,20 @@ fn provider_of(provider_id: &str) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::provider_of;
+
+    #[test]
+    fn the_provider_is_the_provider_ids_scheme() {
+        assert_eq!(provider_of("aws:///us-east-1a/i-0abc"), "aws");
+        assert_eq!(provider_of("gce://project/europe-west1-b/node-1"), "gcp");
+        assert_eq!(
+            provider_of("azure:///subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v"),
+            "azure"
+        );
+        assert_eq!(provider_of("kind://docker/k/n"), "");
+        assert_eq!(provider_of(""), "");
+    }
+}

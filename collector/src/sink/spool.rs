@@ -34,22 +34,18 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tollgate_schema::compact::Rows;
+use tollgate_schema::compact::{self, Rows};
 
 use super::batch::{Batch, Resume};
 
-/// `TGSPOOL` and the compact form's version: a batch file says how its
+/// `TGSPOOL` and a compact form's version: a batch file says how its
 /// records are laid out.
-const MAGIC: &[u8; 8] = &[
-    b'T',
-    b'G',
-    b'S',
-    b'P',
-    b'O',
-    b'O',
-    b'L',
-    b'0' + tollgate_schema::compact::VERSION,
-];
+const fn magic(version: u8) -> [u8; 8] {
+    [b'T', b'G', b'S', b'P', b'O', b'O', b'L', b'0' + version]
+}
+
+/// What new batch files start with.
+const MAGIC: [u8; 8] = magic(tollgate_schema::compact::VERSION);
 
 /// What a batch file holds before its records (postcard).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -349,16 +345,31 @@ impl Spool {
             path: path.clone(),
             detail,
         };
-        let body = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt("no spool header".to_owned()))?;
+        // Batches spooled by an earlier version are converted as they are
+        // read, so an upgrade delivers them (with their tokens) like any.
+        let (version, body) = (compact::OLDEST_READABLE..=compact::VERSION)
+            .find_map(|v| {
+                bytes
+                    .strip_prefix(magic(v).as_slice())
+                    .map(|body| (v, body))
+            })
+            .ok_or_else(|| {
+                corrupt(match bytes.get(..7) {
+                    Some(b"TGSPOOL") => format!(
+                        "written by a tollgate whose spool format ({}) this one cannot read; \
+                         deliver it with that version",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(8)])
+                    ),
+                    _ => "no spool header".to_owned(),
+                })
+            })?;
         let (header, records) =
             postcard::take_from_bytes::<Header>(body).map_err(|e| corrupt(e.to_string()))?;
         let batch = Batch {
             seq: header.seq,
             token: header.token,
             resume_at: header.resume_at,
-            rows: Rows::read(records).map_err(|e| corrupt(e.to_string()))?,
+            rows: Rows::read_version(records, version).map_err(|e| corrupt(e.to_string()))?,
         };
         if batch.seq != seq {
             return Err(corrupt(format!(
@@ -631,16 +642,71 @@ mod tests {
         assert_eq!(spool.stats().dropped_records, dropped * 10);
     }
 
+    /// Batches the previous release spooled (`testdata/spool-v2`: records
+    /// 1-20 of its `records.jsonl`, in two batches, without a provider) are
+    /// delivered after an upgrade, in order, before the new ones.
+    #[test]
+    fn a_spool_of_the_previous_release_is_read_in_order() {
+        let dir = TempDir::new("spool-v2");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/spool-v2");
+        for seq in [1, 2] {
+            let name = format!("{seq:020}.batch");
+            assert!(fs::read(golden.join(&name))
+                .unwrap()
+                .starts_with(b"TGSPOOL2"));
+            fs::copy(golden.join(&name), dir.join(&name)).unwrap();
+        }
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        assert_eq!((spool.len(), spool.position().line), (2, 20));
+        let first = spool.next_for("sink").unwrap().unwrap();
+        assert_eq!(
+            (first.seq, first.token.as_str()),
+            (1, "golden-m00000000000000a1-1")
+        );
+        let records: Vec<_> = first.rows.iter().map(|v| v.unwrap().to_record()).collect();
+        assert_eq!(
+            records.iter().map(|r| r.bytes_sent).collect::<Vec<_>>(),
+            (1..=10).map(|i| i * 1000).collect::<Vec<_>>()
+        );
+        assert!(records
+            .iter()
+            .all(|r| r.local_provider.is_empty() && &*r.local_region == "us-east-1"));
+
+        let tokens = TokenMaker::new("n").unwrap();
+        let mut new = batch(&spool, &tokens, 2, 30_000);
+        let mut record = new.rows.iter().next().unwrap().unwrap().to_record();
+        record.local_provider = "aws".into();
+        new.rows = [&record].into_iter().collect();
+        spool.push(&new).unwrap();
+        assert!(fs::read(dir.join(format!("{:020}.batch", new.seq)))
+            .unwrap()
+            .starts_with(b"TGSPOOL3"));
+        drop(spool);
+
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        let mut order = Vec::new();
+        while let Some(batch) = spool.next_for("sink").unwrap() {
+            order.push((batch.seq, batch.rows.len()));
+            spool.ack("sink", batch.seq).unwrap();
+        }
+        assert_eq!(order, [(1, 10), (2, 10), (3, 1)]);
+        assert!(spool.is_empty());
+    }
+
     #[test]
     fn a_corrupt_batch_is_reported_with_its_path() {
         let dir = TempDir::new("spool-corrupt");
-        fs::write(dir.join("00000000000000000001.batch"), b"TGSPOOL1garbage").unwrap();
+        fs::write(dir.join("00000000000000000001.batch"), b"garbage").unwrap();
         let err = Spool::open(&dir, 1 << 20, &["sink"]).unwrap_err();
         assert!(
             err.to_string()
-                .contains("00000000000000000001.batch is corrupt"),
+                .contains("00000000000000000001.batch is corrupt: no spool header"),
             "{err}"
         );
+        // The first format (before the compact form) is named, not read.
+        fs::write(dir.join("00000000000000000001.batch"), b"TGSPOOL1garbage").unwrap();
+        let err = Spool::open(&dir, 1 << 20, &["sink"]).unwrap_err();
+        assert!(err.to_string().contains("format (TGSPOOL1)"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ migrations! {
     11 => "0011_tiers_and_accounts",
     12 => "0012_internet_tiers_2026",
     13 => "0013_nat_gateways",
+    14 => "0014_local_provider",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what

@@ -325,6 +325,7 @@ mod tests {
                     local_team: name("t"),
                     local_zone: name("z1"),
                     local_region: name("r1"),
+                    local_provider: name("aws"),
                     remote_ip: remote,
                     remote_port: 443,
                     remote_kind: RemoteKind::ALL[(i % 6) as usize],
