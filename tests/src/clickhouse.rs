@@ -106,21 +106,8 @@ impl ClickHouse {
     }
 
     /// Run a file of statements (each ending in `;` at a line's end;
-    /// comment lines dropped) with `settings`, in order, in one session
-    /// (as clickhouse-client would: a `SET` holds for what follows).
+    /// comment lines dropped) with `settings`, in order.
     pub fn run_script(&self, sql: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> {
-        static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let session = format!(
-            "script-{}-{}",
-            std::process::id(),
-            SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let settings: Vec<(&str, &str)> = settings
-            .iter()
-            .copied()
-            .chain([("session_id", session.as_str())])
-            .collect();
-        let settings = &settings[..];
         for statement in sql.split(";\n") {
             let statement: String = statement
                 .lines()

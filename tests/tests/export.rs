@@ -1041,8 +1041,9 @@ fn a_records_provider_prices_it_before_its_clusters() {
         assert!(warning.contains(&unpriced(cluster, gib)), "{warning}");
     }
 
-    // A directory holding both (the old file older): the views read the
-    // union of the files' columns, the old file's rows without a provider.
+    // A directory holding both (the old file older, which ClickHouse would
+    // infer the columns from): the views declare the columns, and the old
+    // file's rows read without a provider.
     let new_file = walk_parquet(&parquet);
     let old_file = walk_parquet(&old);
     std::fs::copy(&new_file, old_file.with_file_name("0-new.parquet")).unwrap();

@@ -141,6 +141,34 @@ fn pyarrow_and_duckdb_read_every_file_with_the_schema_and_counts() {
     assert!(files(&dir.join("flows"), ".tmp").is_empty());
 }
 
+/// `sql/parquet/views.sql` declares the files' columns (inference would take
+/// them from one file, and files of earlier versions lack the newer ones):
+/// the list is the schema crate's, with the types ClickHouse reads the
+/// Parquet sink's columns as.
+#[test]
+fn the_parquet_views_declare_the_schema_crates_columns() {
+    let views = std::fs::read_to_string(repo_root().join("sql/parquet/views.sql")).unwrap();
+    let start = views.find("Parquet, '").unwrap() + "Parquet, '".len();
+    let end = start + views[start..].find("'\n);").unwrap();
+    let declared = views[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let expected = tollgate_schema::COLUMNS
+        .iter()
+        .map(|c| {
+            let read_as = match c.clickhouse_type {
+                "DateTime('UTC')" => "DateTime64(3, \\'UTC\\')",
+                "LowCardinality(String)" | "IPv6" => "String",
+                other => other,
+            };
+            format!("{} {read_as}", c.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(declared, expected);
+}
+
 #[test]
 fn clickhouse_and_parquet_meter_identically_through_the_same_sql() {
     let Some(ch) = clickhouse::require("parquet") else {
