@@ -83,6 +83,24 @@ pub fn run(command: &mut Command) -> anyhow::Result<String> {
     String::from_utf8(output.stdout).context("command printed non-UTF-8")
 }
 
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
 /// Run a shell snippet (for `ip`, `nft`, `sysctl` plumbing).
 pub fn sh(script: &str) -> anyhow::Result<String> {
     run(Command::new("sh").arg("-ec").arg(script))

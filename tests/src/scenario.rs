@@ -253,7 +253,7 @@ pub fn parquet_views(k8s: &Kubernetes, ch: &ClickHouse, database: &str) -> anyho
             let mut files = 0;
             for node in NODES {
                 let dir = nodes.join(node.0).join("bind/tollgate/parquet");
-                files += walk(&dir)
+                files += crate::files_under(&dir)
                     .into_iter()
                     .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
                     .count();
@@ -265,24 +265,6 @@ pub fn parquet_views(k8s: &Kubernetes, ch: &ClickHouse, database: &str) -> anyho
     let views = std::fs::read_to_string(repo_root().join("sql/parquet/views.sql"))?;
     let dir = format!("{}/*/bind/tollgate/parquet", nodes.display());
     ch.run_script(&views, &[("database", database), ("param_dir", &dir)])
-}
-
-/// Every file under `dir`, recursively (none if it does not exist).
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }
 
 /// `to` as a path relative to directory `from` (kustomize wants bases

@@ -1078,18 +1078,10 @@ fn a_records_provider_prices_it_before_its_clusters() {
 
 /// The one `.parquet` file under `dir`.
 fn walk_parquet(dir: &Path) -> PathBuf {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                found.push(path);
-            }
-        }
-    }
+    let mut found: Vec<PathBuf> = tollgate_tests::files_under(dir)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.remove(0)
 }

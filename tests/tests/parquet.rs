@@ -20,18 +20,10 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(files(&path, suffix));
-            } else if path.to_string_lossy().ends_with(suffix) {
-                found.push(path);
-            }
-        }
-    }
-    found
+    tollgate_tests::files_under(dir)
+        .into_iter()
+        .filter(|path| path.to_string_lossy().ends_with(suffix))
+        .collect()
 }
 
 const CHECK: &str = r#"
