@@ -10,6 +10,7 @@ the kernel (conntrack and nftables), never computed here.
   udp    --dst IP --port P --sport S --count N --size B [--pause SECS]
   short  --dst IP --port P --sport-base S --n N --bytes B
   udp-many --dst IP --port P --sport-base S --n N --size B
+  udp-rounds --dst IP --port P --sport-base S --n N --size B --rounds R [--pause SECS]
 """
 
 import argparse
@@ -122,11 +123,30 @@ def udp_many(args):
         sock.close()
 
 
+def udp_rounds(args):
+    """N UDP flows kept alive together: each round, one datagram from each of N source ports."""
+    bind_addr = "::" if ":" in args.dst else "0.0.0.0"
+    payload = b"r" * args.size
+    socks = []
+    for i in range(args.n):
+        sock = socket.socket(family_of(args.dst), socket.SOCK_DGRAM)
+        sock.bind((bind_addr, args.sport_base + i))
+        sock.connect((args.dst, args.port))
+        socks.append(sock)
+    for r in range(args.rounds):
+        for sock in socks:
+            sock.send(payload)
+        if args.pause and r < args.rounds - 1:
+            time.sleep(args.pause)
+    for sock in socks:
+        sock.close()
+
+
 # Every option any command takes: (type, default); no default means required.
 OPTIONS = {
     "tcp-port": (int, None), "udp-port": (int, None), "dst": (str, None), "port": (int, None),
     "sport": (int, None), "sport-base": (int, None), "bytes": (int, None), "count": (int, None),
-    "size": (int, None), "n": (int, None), "chunks": (int, 1), "pause": (float, 0.0),
+    "size": (int, None), "n": (int, None), "rounds": (int, None), "chunks": (int, 1), "pause": (float, 0.0),
 }
 
 COMMANDS = {
@@ -135,6 +155,7 @@ COMMANDS = {
     "udp": (udp, ["dst", "port", "sport", "count", "size", "pause"]),
     "short": (short, ["dst", "port", "sport-base", "n", "bytes"]),
     "udp-many": (udp_many, ["dst", "port", "sport-base", "n", "size"]),
+    "udp-rounds": (udp_rounds, ["dst", "port", "sport-base", "n", "size", "rounds", "pause"]),
 }
 
 

@@ -661,7 +661,7 @@ sinks:
             _ => TCP_PORT,
         };
         let (command, rest) = args.split_first().context("no traffic command")?;
-        let port_flag = if *command == "short" {
+        let port_flag = if matches!(*command, "short" | "udp-many" | "udp-rounds") {
             "--sport-base"
         } else {
             "--sport"
@@ -931,6 +931,15 @@ impl Agent {
             "agent exited with {status}:\n{}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
+        Ok(())
+    }
+}
+
+impl Agent {
+    /// SIGKILL, as the OOM killer sends it: no final read, no flush.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
         Ok(())
     }
 }

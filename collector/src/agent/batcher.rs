@@ -1,5 +1,6 @@
 //! Records into batches, batches into the spool.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_schema::compact::Rows;
@@ -13,10 +14,12 @@ use crate::sink::spool::{Pushed, Spool};
 /// to this many batches' worth; beyond it they are dropped and counted.
 const HELD_BATCHES: usize = 8;
 
-/// Collects records (each in compact form as it arrives) and spools them
-/// `rows` at a time, waking the delivery tasks after each batch.
+/// Collects records (each in compact form as it arrives) and stages them
+/// in the spool `rows` at a time; a commit makes the staged batches
+/// deliverable and wakes the delivery tasks.
 pub struct Batcher {
     spool: Arc<Mutex<Spool>>,
+    dir: PathBuf,
     tokens: TokenMaker,
     rows: usize,
     pending: Rows,
@@ -34,8 +37,14 @@ impl Batcher {
         wakes: Vec<Arc<tokio::sync::Notify>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let dir = spool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dir()
+            .to_owned();
         Self {
             spool,
+            dir,
             tokens,
             rows,
             pending: Rows::default(),
@@ -44,7 +53,47 @@ impl Batcher {
         }
     }
 
-    /// Add one record; a full batch goes to the spool.
+    /// The spool directory, where the reads' journals go.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The step the next commit will be.
+    pub fn next_step(&self) -> u64 {
+        self.spool().committed_step() + 1
+    }
+
+    /// The carry of the last commit.
+    pub fn carry(&self) -> Vec<u8> {
+        self.spool().carry().to_vec()
+    }
+
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stages what is pending and commits everything staged with `carry`;
+    /// returns the step committed, or `None` when the spool failed (said
+    /// loudly; the batches stay staged for the next commit).
+    pub fn commit(&mut self, carry: Vec<u8>) -> Option<u64> {
+        self.flush();
+        let committed = self.spool().commit(carry);
+        match committed {
+            Ok(step) => {
+                for wake in &self.wakes {
+                    wake.notify_one();
+                }
+                Some(step)
+            }
+            Err(error) => {
+                self.metrics.spool_errors.inc();
+                tracing::error!(%error, "cannot commit the read to the spool; trying again at the next read");
+                None
+            }
+        }
+    }
+
+    /// Add one record; a full batch is staged.
     pub fn add(&mut self, record: &FlowView<'_>) {
         self.pending.push(record);
         if self.pending.len().is_multiple_of(self.rows) {
@@ -52,8 +101,8 @@ impl Batcher {
         }
     }
 
-    /// Spool what is pending (the end of an interval).
-    pub fn flush(&mut self) {
+    /// Stage what is pending.
+    fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -65,13 +114,8 @@ impl Batcher {
             resume_at: Resume::default(),
             rows: std::mem::take(&mut self.pending),
         };
-        match spool.push(&batch) {
-            Ok(Pushed::Spooled) => {
-                drop(spool);
-                for wake in &self.wakes {
-                    wake.notify_one();
-                }
-            }
+        match spool.stage(&batch) {
+            Ok(Pushed::Spooled) => {}
             Ok(Pushed::Dropped) => {
                 self.metrics.records_dropped.inc_by(batch.rows.len() as u64);
             }

@@ -86,6 +86,13 @@ pub struct Metrics {
     pub tunnel_bytes: Counter,
     /// Records lost because the spool was full or unwritable.
     pub records_dropped: Counter,
+    /// Reads committed to the spool late because a commit failed.
+    pub spool_errors: Counter,
+    /// Reads whose journal could not be written: a kill during them would
+    /// lose bytes.
+    pub journal_errors: Counter,
+    /// Entries of killed reads metered again from their journals.
+    pub replayed_entries: Counter,
     /// Entries in this namespace's conntrack table after the last read.
     pub table_entries: Gauge,
     /// The table's limit (`nf_conntrack_max`).
@@ -127,6 +134,9 @@ impl Metrics {
             tunnel_entries: Counter::default(),
             tunnel_bytes: Counter::default(),
             records_dropped: Counter::default(),
+            spool_errors: Counter::default(),
+            journal_errors: Counter::default(),
+            replayed_entries: Counter::default(),
             table_entries: Gauge::default(),
             table_max: Gauge::default(),
             last_read: Gauge::default(),
@@ -258,6 +268,21 @@ impl Metrics {
             "records_dropped",
             "Records lost because the spool was full or could not be written",
             m.records_dropped.clone(),
+        );
+        r.register(
+            "spool_commit_errors",
+            "Reads whose commit to the spool failed; their records wait for the next commit",
+            m.spool_errors.clone(),
+        );
+        r.register(
+            "journal_errors",
+            "Reads whose journal could not be written: a kill during such a read loses its zeroed bytes",
+            m.journal_errors.clone(),
+        );
+        r.register(
+            "journal_replayed_entries",
+            "Entries of reads cut short by a kill, metered at the next start from their journals",
+            m.replayed_entries.clone(),
         );
         r.register(
             "last_read_timestamp_seconds",

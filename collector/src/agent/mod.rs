@@ -13,6 +13,7 @@
 mod batcher;
 pub mod coverage;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 mod reader;
 pub mod routes;

@@ -8,6 +8,8 @@
 //! turned on: the kernel adds counters only to new entries) can never meter
 //! a byte: they are counted too, never recorded.
 
+use std::fs::File;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -19,6 +21,7 @@ use tollgate_schema::Category;
 use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::http::Health;
+use super::journal::{self, ReadTime};
 use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
 use super::routes;
 use super::workloads::PerWorkload;
@@ -46,6 +49,7 @@ pub struct Metering {
 }
 
 /// An entry held for its pod, with the read it came from.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Late {
     entry: Entry,
     observed_at: u32,
@@ -134,6 +138,39 @@ impl Metering {
             self.enrich(&[late.entry], late.observed_at, late.interval, tally);
             if wait_more && !self.enricher.take_held().is_empty() {
                 self.late.push(late);
+            }
+        }
+    }
+
+    /// The entries held for their pods, for the spool to keep with a
+    /// commit: a killed agent holds them again at its next start.
+    fn carry(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.late).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot encode the entries held for their pods");
+            Vec::new()
+        })
+    }
+
+    /// Holds again the entries of the last commit's carry.
+    fn restore(&mut self, carry: &[u8]) {
+        if carry.is_empty() {
+            return;
+        }
+        match postcard::from_bytes::<Vec<Late>>(carry) {
+            Ok(late) => self.late = late,
+            Err(error) => tracing::error!(
+                %error,
+                "the spool's commit holds entries this version cannot read; they are not metered"
+            ),
+        }
+    }
+
+    /// Commits what the batcher staged, with the entries held for their
+    /// pods; the reads it covers no longer need their journals.
+    fn commit(&mut self) {
+        if let Some(step) = self.batcher.commit(self.carry()) {
+            if let Err(error) = journal::remove_through(self.batcher.dir(), step) {
+                tracing::error!(%error, "cannot remove a committed read's journal");
             }
         }
     }
@@ -246,6 +283,8 @@ pub struct Reader {
     pub coverage: Coverage,
     /// Which kernel settings were on at the last check.
     pub settings_on: [bool; sysctl::ALL.len()],
+    /// A journal write's buffer, reused.
+    pub encoded: Vec<u8>,
 }
 
 impl Reader {
@@ -253,6 +292,7 @@ impl Reader {
     /// is dropped); then read once more, collect the last ended
     /// connections and spool everything.
     pub fn run(mut self, stop: Receiver<()>) {
+        self.recover();
         let interval = u64::from(self.interval);
         let mut last = unix_seconds();
         self.coverage.start(&routes::Table::read().uplinks());
@@ -284,9 +324,75 @@ impl Reader {
         self.metering
             .meter_ended(&self.ended, clamp(now), elapsed, &mut tally);
         self.metering.retry_late(clamp(now), true, &mut tally);
-        self.metering.batcher.flush();
+        self.metering.commit();
         self.metering.publish(&tally, before, clamp(now));
         tracing::info!("final read spooled");
+    }
+
+    /// Meters the reads a kill cut short, from their journals, once: their
+    /// staged batches were discarded when the spool opened. The commit
+    /// also removes journals a kill left behind their read's commit.
+    fn recover(&mut self) {
+        let carry = self.metering.batcher.carry();
+        self.metering.restore(&carry);
+        let dir = self.metering.batcher.dir().to_owned();
+        let committed = self.metering.batcher.next_step() - 1;
+        let journals = match journal::list(&dir) {
+            Ok(journals) => journals,
+            Err(error) => {
+                tracing::error!(%error, "cannot list the journals of reads cut short; their bytes are not metered");
+                return;
+            }
+        };
+        let mut tally = Tally::default();
+        let before = self.metering.enricher.stats;
+        let mut replayed = 0;
+        let mut observed_at = 0;
+        for journal in journals.iter().filter(|journal| journal.step > committed) {
+            let metering = &mut self.metering;
+            let mut time = None;
+            let done = journal::replay(&journal.path, |entry, read| {
+                time = Some(read);
+                if !entry.is_idle() && !uncounted(entry) {
+                    metering.meter(entry, read.observed_at, read.interval, &mut tally);
+                }
+            });
+            if let Some(time) = time {
+                metering.finish(time.observed_at, time.interval, &mut tally);
+                observed_at = time.observed_at;
+            }
+            match done {
+                Ok(done) => {
+                    replayed += done.entries;
+                    tracing::warn!(
+                        journal = %journal.path.display(),
+                        entries = done.entries,
+                        cut_short = done.cut,
+                        "a read was cut short (the agent was killed): its zeroed entries are metered from its journal"
+                    );
+                }
+                Err(error) => {
+                    self.metering.metrics.journal_errors.inc();
+                    tracing::error!(%error, "cannot replay a journal; the entries after the error are not metered");
+                }
+            }
+        }
+        self.metering.metrics.replayed_entries.inc_by(replayed);
+        self.metering.commit();
+        self.metering.publish(&tally, before, observed_at);
+    }
+
+    /// Starts the journal of the read about to zero entries.
+    fn start_journal(&self, time: ReadTime) -> Option<File> {
+        let batcher = &self.metering.batcher;
+        match journal::create(batcher.dir(), batcher.next_step(), time) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                self.metering.metrics.journal_errors.inc();
+                tracing::error!(%error, "cannot start this read's journal: a kill during the read would lose its bytes");
+                None
+            }
+        }
     }
 
     /// One interval: what ended since the last read, then the table.
@@ -301,21 +407,51 @@ impl Reader {
         let ended = self
             .metering
             .meter_ended(&self.ended, observed_at, interval, &mut tally);
+        // The ended connections are committed on their own: the dump's
+        // journal holds only the dump.
+        self.metering.commit();
+        let mut journal = self.start_journal(ReadTime {
+            observed_at,
+            interval,
+        });
+        let mut encoded = std::mem::take(&mut self.encoded);
+        let mut journal_error = None;
         let metering = &mut self.metering;
         let mut idle = 0;
         let mut without_counters = 0;
-        let result = self.table.dump(ReadMode::Zero, |entry| {
-            if entry.is_idle() {
-                idle += 1;
-            } else if uncounted(entry) {
-                without_counters += 1;
-            } else {
-                metering.meter(entry, observed_at, interval, &mut tally);
-            }
-            ControlFlow::Continue(())
-        });
+        let result = self.table.dump_keeping(
+            ReadMode::Zero,
+            |zeroed| {
+                let Some(file) = journal.as_mut() else {
+                    return;
+                };
+                encoded.clear();
+                let written = journal::encode(zeroed, &mut encoded)
+                    .map_err(io::Error::other)
+                    .and_then(|()| file.write_all(&encoded));
+                if let Err(error) = written {
+                    journal_error = Some(error);
+                    journal = None;
+                }
+            },
+            |entry| {
+                if entry.is_idle() {
+                    idle += 1;
+                } else if uncounted(entry) {
+                    without_counters += 1;
+                } else {
+                    metering.meter(entry, observed_at, interval, &mut tally);
+                }
+                ControlFlow::Continue(())
+            },
+        );
+        self.encoded = encoded;
         self.metering.finish(observed_at, interval, &mut tally);
-        self.metering.batcher.flush();
+        if let Some(error) = journal_error {
+            self.metering.metrics.journal_errors.inc();
+            tracing::error!(%error, "cannot write this read's journal: a kill before its commit would lose its bytes");
+        }
+        self.metering.commit();
         let m = self.metering.metrics.clone();
         m.idle_entries.inc_by(idle);
         m.uncounted_entries.inc_by(without_counters);

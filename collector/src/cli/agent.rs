@@ -274,6 +274,7 @@ async fn serve(
         coverage: Default::default(),
         // The agent turned them on (or found them on) before starting.
         settings_on: [true; sysctl::ALL.len()],
+        encoded: Vec::new(),
     };
     let (stop_reading, stop) = mpsc::channel();
     let reading = std::thread::Builder::new()

@@ -65,12 +65,25 @@ impl TableReader {
     /// answers already queued for the zeroing socket (up to one batch) were
     /// zeroed and are discarded, so only break when giving up (e.g. the
     /// output pipe closed).
-    pub fn dump<F>(
+    pub fn dump<F>(&mut self, mode: ReadMode, on_entry: F) -> Result<DumpSummary, ConntrackError>
+    where
+        F: FnMut(&Entry) -> ControlFlow<()>,
+    {
+        self.dump_keeping(mode, |_| {}, on_entry)
+    }
+
+    /// [`TableReader::dump`], giving `keep` each batch of zeroed entries
+    /// (up to a few hundred) before any of them is handed to `on_entry`:
+    /// from the zeroing on, the caller holds their only copy, and `keep`
+    /// can put it somewhere a kill does not reach.
+    pub fn dump_keeping<K, F>(
         &mut self,
         mode: ReadMode,
+        mut keep: K,
         mut on_entry: F,
     ) -> Result<DumpSummary, ConntrackError>
     where
+        K: FnMut(&[Entry]),
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         self.socket.request_dump()?;
@@ -99,7 +112,7 @@ impl TableReader {
                             && entry.orig_counters.is_some()
                             && !entry.is_idle()
                         {
-                            self.zeroer.zero(&entry, &mut on_entry)?
+                            self.zeroer.zero(&entry, &mut keep, &mut on_entry)?
                         } else {
                             on_entry(&entry)
                         };
@@ -120,7 +133,7 @@ impl TableReader {
                             });
                         }
                         // A break here leaves nothing unread.
-                        let _ = self.zeroer.flush(&mut on_entry)?;
+                        let _ = self.zeroer.flush(&mut keep, &mut on_entry)?;
                         let after = self.zeroer.counts;
                         summary.zeroing = ZeroingCounts {
                             zeroed: after.zeroed - before.zeroed,

@@ -2,10 +2,12 @@
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 use tollgate_schema::{Family, Protocol};
 
 /// One direction's identity of a connection: addresses and the layer-4 part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tuple {
     /// Source address.
     pub src: IpAddr,
@@ -16,7 +18,7 @@ pub struct Tuple {
 }
 
 /// The layer-4 part of a tuple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum L4 {
     /// TCP, UDP, SCTP, DCCP, UDP-Lite.
     Ports {
@@ -52,7 +54,7 @@ impl L4 {
 ///
 /// Bytes are layer-3 bytes: IP header plus payload, exactly what nftables'
 /// `counter` statement counts for the same packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Packets.
     pub packets: u64,
@@ -61,7 +63,7 @@ pub struct Counters {
 }
 
 /// TCP connection-tracking state (`enum tcp_conntrack`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TcpState(pub u8);
 
 impl TcpState {
@@ -86,7 +88,7 @@ impl TcpState {
 
 /// Whether an entry came from a table dump or from an end-of-connection
 /// event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Origin {
     /// A row of a (possibly zeroing) table dump: the connection was alive.
     Dump,
@@ -99,13 +101,15 @@ pub enum Origin {
 ///
 /// `Copy` and free of heap data, so decoding a table of a million entries
 /// allocates nothing per entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     /// Dump row or ended connection.
     pub origin: Origin,
     /// Address family.
+    #[serde(with = "family_number")]
     pub family: Family,
     /// Layer-4 protocol.
+    #[serde(with = "protocol_number")]
     pub proto: Protocol,
     /// The tuple of the direction that opened the connection.
     pub orig: Tuple,
@@ -132,6 +136,38 @@ pub struct Entry {
     /// Stop time in nanoseconds since the epoch, on ended connections with
     /// `nf_conntrack_timestamp` on.
     pub stop_ns: Option<u64>,
+}
+
+/// An entry's family as the kernel's number (records name it instead).
+mod family_number {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use tollgate_schema::Family;
+
+    pub fn serialize<S: Serializer>(family: &Family, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match family {
+            Family::Ipv4 => Family::AF_INET,
+            Family::Ipv6 => Family::AF_INET6,
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
+        let number = u8::deserialize(d)?;
+        Family::from_af(number).ok_or_else(|| D::Error::custom(format!("unknown family {number}")))
+    }
+}
+
+/// An entry's protocol as its number (records name it instead).
+mod protocol_number {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tollgate_schema::Protocol;
+
+    pub fn serialize<S: Serializer>(protocol: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(protocol.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        u8::deserialize(d).map(Protocol)
+    }
 }
 
 impl Entry {

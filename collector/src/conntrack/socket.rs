@@ -36,8 +36,9 @@ pub(crate) struct Datagrams {
     lens: Vec<usize>,
 }
 
-/// Slots per [`Datagrams`].
-const MANY: usize = 64;
+/// Slots per [`Datagrams`]: one per zeroing request of a batch, so a
+/// batch's answers leave the socket in one system call.
+const MANY: usize = 256;
 /// A slot: the kernel builds a single-entry answer in one `NLMSG_GOODSIZE`
 /// buffer, at most 8 KiB whatever the page size.
 const SLOT: usize = 8 * 1024;

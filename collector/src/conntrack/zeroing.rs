@@ -52,6 +52,8 @@ pub struct ZeroingCounts {
 pub(crate) struct Zeroer {
     socket: NetfilterSocket,
     answers: Datagrams,
+    /// One batch's decoded answers, kept before any is handed on.
+    answered: Vec<Entry>,
     requests: Vec<u8>,
     queued: usize,
     pub(crate) counts: ZeroingCounts,
@@ -64,36 +66,45 @@ impl Zeroer {
         Ok(Self {
             socket,
             answers: Datagrams::new(),
+            answered: Vec::with_capacity(BATCH),
             requests: Vec::with_capacity(BATCH * 112),
             queued: 0,
             counts: ZeroingCounts::default(),
         })
     }
 
-    /// Queue the zeroing of `entry`; a full batch is sent and its answers
-    /// handed to `on_entry`.
-    pub(crate) fn zero<F>(
+    /// Queue the zeroing of `entry`; a full batch is sent, its answers
+    /// given to `keep` together, then each handed to `on_entry`.
+    pub(crate) fn zero<K, F>(
         &mut self,
         entry: &Entry,
+        keep: &mut K,
         on_entry: &mut F,
     ) -> Result<ControlFlow<()>, ConntrackError>
     where
+        K: FnMut(&[Entry]),
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         put_request(&mut self.requests, entry);
         self.queued += 1;
         if self.queued == BATCH {
-            self.flush(on_entry)
+            self.flush(keep, on_entry)
         } else {
             Ok(ControlFlow::Continue(()))
         }
     }
 
-    /// Send what is queued and hand each answer to `on_entry`. After a
-    /// `Break`, the answers not yet handed on are discarded with the socket
-    /// (their counters were zeroed: only break when giving up).
-    pub(crate) fn flush<F>(&mut self, on_entry: &mut F) -> Result<ControlFlow<()>, ConntrackError>
+    /// Send what is queued, give the answers to `keep` and hand each to
+    /// `on_entry`. After a `Break`, the answers not yet handed on are
+    /// discarded with the socket (their counters were zeroed: only break
+    /// when giving up).
+    pub(crate) fn flush<K, F>(
+        &mut self,
+        keep: &mut K,
+        on_entry: &mut F,
+    ) -> Result<ControlFlow<()>, ConntrackError>
     where
+        K: FnMut(&[Entry]),
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         if self.queued == 0 {
@@ -105,12 +116,14 @@ impl Zeroer {
         self.queued = 0;
         while waiting > 0 {
             // The kernel answers a datagram of requests before `send`
-            // returns: the answers are all queued, many per system call.
+            // returns: the answers are all queued, and one system call
+            // takes the whole batch's (`Datagrams` has a slot for each).
             match self.socket.recv_many(&mut self.answers)? {
                 ReceivedMany::Datagrams => {}
                 ReceivedMany::TimedOut => continue,
                 ReceivedMany::Overrun => return Err(answers_lost()),
             }
+            self.answered.clear();
             for message in self.answers.iter().flat_map(messages) {
                 let message = message.map_err(|error| ConntrackError::Decode {
                     error,
@@ -120,11 +133,7 @@ impl Zeroer {
                     Message::Entry { entry, .. } => {
                         waiting -= 1;
                         self.counts.zeroed += 1;
-                        if on_entry(&entry).is_break() {
-                            self.socket = NetfilterSocket::open()?;
-                            self.socket.set_receive_buffer(REPLY_BUFFER)?;
-                            return Ok(ControlFlow::Break(()));
-                        }
+                        self.answered.push(entry);
                     }
                     Message::Error { errno } if -errno == libc::ENOENT => {
                         waiting -= 1;
@@ -138,6 +147,14 @@ impl Zeroer {
                     }
                     Message::Overrun => return Err(answers_lost()),
                     Message::Error { .. } | Message::Done { .. } | Message::Ignored { .. } => {}
+                }
+            }
+            keep(&self.answered);
+            for entry in &self.answered {
+                if on_entry(entry).is_break() {
+                    self.socket = NetfilterSocket::open()?;
+                    self.socket.set_receive_buffer(REPLY_BUFFER)?;
+                    return Ok(ControlFlow::Break(()));
                 }
             }
         }

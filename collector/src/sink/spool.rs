@@ -21,6 +21,14 @@
 //! newest batch's [`Resume`] position, kept in a `position` file when the
 //! last batch is acknowledged.
 //!
+//! The agent hands a read's batches out only when the whole read is on
+//! disk: it [`Spool::stage`]s them (`<seq>.staged`), then
+//! [`Spool::commit`]s the read: the `committed` file names the read's step,
+//! its staged batches and the agent's carry (entries it still holds), and
+//! only then are they renamed to `.batch`. Opening finishes a commit cut
+//! short and discards staged batches no commit names: the agent meters
+//! that read again from its journal (`agent::journal`).
+//!
 //! One process at a time: an open spool holds an exclusive lock on its
 //! `lock` file (released when the process ends, however it ends), so two
 //! processes never hand out the same sequence number.
@@ -93,6 +101,19 @@ pub struct SpoolStats {
     pub dropped_records: u64,
     /// Batches dropped because the spool was full.
     pub dropped_batches: u64,
+    /// Staged batches of a read that never committed, discarded on open
+    /// (the read's journal meters it again).
+    pub discarded_batches: u64,
+}
+
+/// What a commit leaves for the next start: the step it committed, the
+/// batches it made deliverable (to finish the renames after a crash) and
+/// the agent's carry.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Commit {
+    step: u64,
+    seqs: Vec<u64>,
+    carry: Vec<u8>,
 }
 
 /// Whether [`Spool::push`] kept the batch.
@@ -117,6 +138,10 @@ pub struct Spool {
     stats: SpoolStats,
     /// Per sink: its name and the highest `seq` it acknowledged.
     cursors: Vec<(&'static str, u64)>,
+    /// (seq, file size) of the batches staged since the last commit.
+    staged: Vec<(u64, u64)>,
+    /// The last commit.
+    committed: Commit,
     /// The lock file, locked while the spool is open.
     _lock: File,
 }
@@ -141,14 +166,33 @@ impl Spool {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io("locking", e)),
         }
+        let committed = read_commit(dir)?;
+        // A commit cut short: finish its renames.
+        for &seq in &committed.seqs {
+            let staged = dir.join(format!("{seq:020}.staged"));
+            if staged.exists() {
+                fs::rename(&staged, staged.with_extension("batch"))
+                    .map_err(|e| io("finishing a commit", e))?;
+            }
+        }
         let mut queued = Vec::new();
+        let mut discarded_batches = 0;
+        let mut highest_staged = 0;
         for entry in fs::read_dir(dir).map_err(|e| io("listing", e))? {
             let entry = entry.map_err(|e| io("listing", e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".batch.tmp") {
+            if name.ends_with(".batch.tmp") || name.ends_with(".staged.tmp") {
                 // An unfinished write: that batch was never handed out.
                 fs::remove_file(entry.path()).map_err(|e| io("removing an unfinished batch", e))?;
+            } else if let Some(seq) = name
+                .strip_suffix(".staged")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                // A read that never committed: its journal meters it again.
+                fs::remove_file(entry.path()).map_err(|e| io("discarding a staged batch", e))?;
+                discarded_batches += 1;
+                highest_staged = highest_staged.max(seq);
             } else if let Some(seq) = name
                 .strip_suffix(".batch")
                 .and_then(|s| s.parse::<u64>().ok())
@@ -165,16 +209,31 @@ impl Spool {
             dir: dir.to_owned(),
             cap_bytes,
             used_bytes: queued.iter().map(|(_, size)| size).sum(),
-            next_seq: queued.last().map_or(1, |(seq, _)| seq + 1),
+            next_seq: queued
+                .last()
+                .map_or(1, |(seq, _)| seq + 1)
+                .max(highest_staged + 1),
             queued: queued.into(),
             position: Resume::default(),
-            stats: SpoolStats::default(),
+            stats: SpoolStats {
+                discarded_batches,
+                ..SpoolStats::default()
+            },
             cursors: Vec::new(),
+            staged: Vec::new(),
+            committed,
             _lock: lock,
         };
         for &sink in sinks {
             let cursor = spool.read_number(&cursor_file(sink))?.unwrap_or(0);
             spool.cursors.push((sink, cursor));
+        }
+        if discarded_batches > 0 {
+            tracing::warn!(
+                batches = discarded_batches,
+                spool = %dir.display(),
+                "discarded the staged batches of a read that never committed: its journal meters it again"
+            );
         }
         let saved = spool.read_position()?;
         let newest = match spool.queued.back() {
@@ -228,8 +287,76 @@ impl Spool {
         self.dir.join(format!("{seq:020}.batch"))
     }
 
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The step of the last commit (0 before the first).
+    pub fn committed_step(&self) -> u64 {
+        self.committed.step
+    }
+
+    /// The carry of the last commit.
+    pub fn carry(&self) -> &[u8] {
+        &self.committed.carry
+    }
+
     /// Durably add `batch` (whose `seq` must be [`Spool::next_seq`]).
     pub fn push(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
+        let (pushed, size) = self.write(batch, "batch")?;
+        if pushed == Pushed::Spooled {
+            self.queued.push_back((batch.seq, size));
+        }
+        Ok(pushed)
+    }
+
+    /// Durably keep `batch` (whose `seq` must be [`Spool::next_seq`]), to
+    /// be handed out from the next [`Spool::commit`] on.
+    pub fn stage(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
+        let (pushed, size) = self.write(batch, "staged")?;
+        if pushed == Pushed::Spooled {
+            self.staged.push((batch.seq, size));
+        }
+        Ok(pushed)
+    }
+
+    /// Makes the staged batches deliverable, remembering `carry` with the
+    /// step committed (returned): the next start finds both, and never
+    /// the batches of a step that did not commit.
+    pub fn commit(&mut self, carry: Vec<u8>) -> Result<u64, SpoolError> {
+        let commit = Commit {
+            step: self.committed.step + 1,
+            seqs: self.staged.iter().map(|&(seq, _)| seq).collect(),
+            carry,
+        };
+        let path = self.dir.join(COMMITTED);
+        let bytes = postcard::to_stdvec(&commit).map_err(|e| SpoolError::Corrupt {
+            path: path.clone(),
+            detail: format!("cannot encode: {e}"),
+        })?;
+        write_durably(&self.dir, &path, &bytes)?;
+        for &(seq, size) in &self.staged {
+            let batch = self.batch_path(seq);
+            fs::rename(batch.with_extension("staged"), &batch).map_err(|source| {
+                SpoolError::Io {
+                    path: batch.clone(),
+                    action: "committing a staged batch",
+                    source,
+                }
+            })?;
+            self.queued.push_back((seq, size));
+        }
+        if !self.staged.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        self.staged.clear();
+        self.committed = commit;
+        Ok(self.committed.step)
+    }
+
+    /// Writes `batch` as `<seq>.<extension>`, unless the spool is full.
+    fn write(&mut self, batch: &Batch, extension: &str) -> Result<(Pushed, u64), SpoolError> {
         debug_assert_eq!(batch.seq, self.next_seq);
         let header = Header {
             seq: batch.seq,
@@ -256,15 +383,14 @@ impl Spool {
                 "SPOOL FULL: records dropped; the sink has not acknowledged for too long"
             );
             self.write_next_seq()?;
-            return Ok(Pushed::Dropped);
+            return Ok((Pushed::Dropped, size));
         }
-        let path = self.batch_path(batch.seq);
+        let path = self.batch_path(batch.seq).with_extension(extension);
         write_durably(&self.dir, &path, &bytes)?;
         self.used_bytes += size;
-        self.queued.push_back((batch.seq, size));
         self.position = self.position.max(batch.resume_at);
         self.stats.spooled_batches += 1;
-        Ok(Pushed::Spooled)
+        Ok((Pushed::Spooled, size))
     }
 
     /// The oldest batch `sink` has not acknowledged.
@@ -439,6 +565,25 @@ impl Spool {
 
 /// The file an open spool holds locked.
 const LOCK: &str = "lock";
+/// The file holding the last [`Commit`].
+const COMMITTED: &str = "committed";
+
+/// The last commit in `dir`, or none yet.
+fn read_commit(dir: &Path) -> Result<Commit, SpoolError> {
+    let path = dir.join(COMMITTED);
+    match fs::read(&path) {
+        Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| SpoolError::Corrupt {
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Commit::default()),
+        Err(source) => Err(SpoolError::Io {
+            path,
+            action: "reading",
+            source,
+        }),
+    }
+}
 
 /// Whether another process has the spool in `dir` open.
 pub fn held_elsewhere(dir: &Path) -> bool {
@@ -573,6 +718,43 @@ mod tests {
         let spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         assert_eq!(spool.position().offset, 200);
         assert_eq!(spool.next_seq(), 3);
+    }
+
+    #[test]
+    fn staged_batches_are_handed_out_only_once_committed() {
+        let dir = TempDir::new("spool-stage");
+        let tokens = TokenMaker::new("n").unwrap();
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        let first = batch(&spool, &tokens, 3, 0);
+        spool.stage(&first).unwrap();
+        assert!(spool.next_for("sink").unwrap().is_none());
+        assert_eq!(spool.commit(b"held".to_vec()).unwrap(), 1);
+        assert_same(&spool.next_for("sink").unwrap().unwrap(), &first);
+        // A read killed before its commit: its batch is discarded, and the
+        // number is not given again.
+        let second = batch(&spool, &tokens, 2, 0);
+        spool.stage(&second).unwrap();
+        drop(spool);
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        assert_eq!(
+            (spool.len(), spool.committed_step(), spool.carry()),
+            (1, 1, b"held".as_slice())
+        );
+        assert_eq!(spool.stats().discarded_batches, 1);
+        assert_eq!(spool.next_seq(), second.seq + 1);
+        // A commit killed after its `committed` file, before the renames:
+        // opening finishes it.
+        let third = batch(&spool, &tokens, 4, 0);
+        spool.stage(&third).unwrap();
+        spool.commit(Vec::new()).unwrap();
+        let third_path = dir.join(format!("{:020}.batch", third.seq));
+        fs::rename(&third_path, third_path.with_extension("staged")).unwrap();
+        drop(spool);
+        let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
+        assert_eq!((spool.len(), spool.committed_step()), (2, 2));
+        assert_eq!(spool.stats().discarded_batches, 0);
+        spool.ack("sink", first.seq).unwrap();
+        assert_same(&spool.next_for("sink").unwrap().unwrap(), &third);
     }
 
     #[test]

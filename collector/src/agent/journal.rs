@@ -1,0 +1,394 @@
+//! A read's zeroed entries on disk before anything else happens to them, so
+//! an agent killed part-way meters them once after it restarts.
+//!
+//! A zeroing request empties the kernel's counters: from then on the
+//! entry's bytes exist only in the agent. Each read therefore writes the
+//! entries the kernel answered with into a journal in the spool directory
+//! (one write per batch of requests, no fsync: a killed process's writes
+//! are the kernel's page cache, and survive it) before they are enriched.
+//! The read's records become deliverable only when the read commits
+//! ([`crate::sink::spool::Spool::commit`]), which names the read's step;
+//! its journal is then removed. A restarted agent replays the journals of
+//! steps that never committed, and discards their uncommitted batches, so
+//! each entry is metered exactly once.
+//!
+//! A journal is `TGJRNL01`, the read's `observed_at` and interval (u32,
+//! little-endian), then entries in postcard, one after the other. A kill
+//! during a write leaves the last entry cut short: replay stops there (no
+//! strict prefix of an entry's encoding decodes, every field being
+//! required and varints self-delimiting).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::conntrack::Entry;
+
+const MAGIC: &[u8; 8] = b"TGJRNL01";
+const HEADER: usize = MAGIC.len() + 8;
+/// Bytes read at a time when replaying: memory stays flat in the journal's
+/// size.
+const CHUNK: usize = 1 << 20;
+
+/// What went wrong with a journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file operation failed.
+    #[error("journal {path}: {action} failed")]
+    Io {
+        /// The journal or its directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not a journal, or one whose body does not decode.
+    #[error("journal {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The journal.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// A journal file found in the spool directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    /// The step its read commits as.
+    pub step: u64,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// When a journal's entries were read: the read's time and interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTime {
+    /// The read's wall-clock second.
+    pub observed_at: u32,
+    /// Seconds since the read before it.
+    pub interval: u32,
+}
+
+/// What [`replay`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Entries handed on.
+    pub entries: u64,
+    /// The journal ended inside an entry (the kill cut a write short).
+    pub cut: bool,
+}
+
+/// A read whose commit failed leaves its journal; the next read commits
+/// as the same step, so the name also holds the read's time.
+fn name(step: u64, time: ReadTime) -> String {
+    format!("journal-{step:020}-{:010}", time.observed_at)
+}
+
+/// Starts the journal of the read that commits as `step`.
+pub fn create(dir: &Path, step: u64, time: ReadTime) -> Result<File, JournalError> {
+    let path = dir.join(name(step, time));
+    let io = |action, source| JournalError::Io {
+        path: path.clone(),
+        action,
+        source,
+    };
+    let mut file = File::create(&path).map_err(|e| io("creating", e))?;
+    let mut header = [0; HEADER];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&time.observed_at.to_le_bytes());
+    header[12..].copy_from_slice(&time.interval.to_le_bytes());
+    file.write_all(&header).map_err(|e| io("writing", e))?;
+    Ok(file)
+}
+
+/// More than any entry's encoding: IPv6 tuples and every optional field
+/// take about 170 bytes.
+const MAX_ENTRY: usize = 256;
+
+/// Appends `entries` to `encoded`, in a journal's form.
+pub fn encode(entries: &[Entry], encoded: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    for entry in entries {
+        // Into a slice: postcard's writer forms go through a call per byte.
+        let start = encoded.len();
+        encoded.resize(start + MAX_ENTRY, 0);
+        let used = postcard::to_slice(entry, &mut encoded[start..])?.len();
+        encoded.truncate(start + used);
+    }
+    Ok(())
+}
+
+/// The journals in `dir`, by step.
+pub fn list(dir: &Path) -> Result<Vec<Journal>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: dir.to_owned(),
+        action: "listing",
+        source,
+    };
+    let mut journals = Vec::new();
+    for file in fs::read_dir(dir).map_err(io)? {
+        let file = file.map_err(io)?;
+        let step = file
+            .file_name()
+            .to_str()
+            .and_then(|name| name.strip_prefix("journal-"))
+            .and_then(|name| name.split_once('-'))
+            .and_then(|(step, _)| step.parse().ok());
+        if let Some(step) = step {
+            journals.push(Journal {
+                step,
+                path: file.path(),
+            });
+        }
+    }
+    journals.sort_unstable_by(|a, b| (a.step, &a.path).cmp(&(b.step, &b.path)));
+    Ok(journals)
+}
+
+/// Removes the journals of steps up to `step`: their reads committed.
+pub fn remove_through(dir: &Path, step: u64) -> Result<(), JournalError> {
+    for journal in list(dir)? {
+        if journal.step > step {
+            break;
+        }
+        fs::remove_file(&journal.path).map_err(|source| JournalError::Io {
+            path: journal.path.clone(),
+            action: "removing",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Hands each entry of the journal at `path` to `on_entry`, with its
+/// read's time, streaming.
+pub fn replay(
+    path: &Path,
+    mut on_entry: impl FnMut(&Entry, ReadTime),
+) -> Result<Replayed, JournalError> {
+    let io = |action, source| JournalError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    };
+    let corrupt = |detail: String| JournalError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut file = File::open(path).map_err(|e| io("opening", e))?;
+    let mut header = [0; HEADER];
+    match file.read_exact(&mut header) {
+        // Killed between creating the journal and its header's write.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Ok(Replayed {
+                entries: 0,
+                cut: true,
+            })
+        }
+        other => other.map_err(|e| io("reading", e))?,
+    }
+    if &header[..8] != MAGIC {
+        return Err(corrupt("no journal header".to_owned()));
+    }
+    let time = ReadTime {
+        observed_at: u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()),
+        interval: u32::from_le_bytes(header[12..].try_into().unwrap_or_default()),
+    };
+    let mut replayed = Replayed::default();
+    let mut buffer = Vec::with_capacity(CHUNK * 2);
+    let mut start = 0;
+    let mut at_end = false;
+    loop {
+        match postcard::take_from_bytes::<Entry>(&buffer[start..]) {
+            Ok((entry, rest)) => {
+                on_entry(&entry, time);
+                replayed.entries += 1;
+                start = buffer.len() - rest.len();
+            }
+            Err(postcard::Error::DeserializeUnexpectedEnd) if !at_end => {
+                buffer.drain(..start);
+                start = 0;
+                let before = buffer.len();
+                buffer.resize(before + CHUNK, 0);
+                let read =
+                    read_full(&mut file, &mut buffer[before..]).map_err(|e| io("reading", e))?;
+                buffer.truncate(before + read);
+                at_end = read < CHUNK;
+            }
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                replayed.cut = start < buffer.len();
+                return Ok(replayed);
+            }
+            Err(e) => {
+                return Err(corrupt(format!(
+                    "entry {} does not decode: {e}",
+                    replayed.entries + 1
+                )))
+            }
+        }
+    }
+}
+
+/// Reads until `into` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, into: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < into.len() {
+        match file.read(&mut into[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{Counters, Tuple, L4};
+    use crate::test_support::TempDir;
+
+    fn entry(i: u16) -> Entry {
+        let tuple = Tuple {
+            src: if i.is_multiple_of(2) {
+                "10.0.0.1".parse().unwrap()
+            } else {
+                "fd00::1".parse().unwrap()
+            },
+            dst: "52.0.0.9".parse().unwrap(),
+            l4: L4::Ports { src: i, dst: 443 },
+        };
+        let counters = Counters {
+            packets: u64::from(i),
+            bytes: u64::from(i) * 1500,
+        };
+        Entry {
+            start_ns: i.is_multiple_of(3).then_some(1_700_000_000_000_000_000),
+            ..Entry::tcp(tuple, tuple, Some(counters), Some(counters))
+        }
+    }
+
+    fn replayed(path: &Path) -> (Vec<Entry>, Replayed) {
+        let mut entries = Vec::new();
+        let time = ReadTime {
+            observed_at: 1_700_000_010,
+            interval: 10,
+        };
+        let done = replay(path, |entry, at| {
+            assert_eq!(at, time);
+            entries.push(*entry);
+        })
+        .unwrap();
+        (entries, done)
+    }
+
+    #[test]
+    fn a_journal_replays_its_entries_and_stops_at_a_cut_tail() {
+        let dir = TempDir::new("journal-replay");
+        let time = ReadTime {
+            observed_at: 1_700_000_010,
+            interval: 10,
+        };
+        let written: Vec<Entry> = (0..40_000).map(entry).collect();
+        let mut file = create(&dir, 7, time).unwrap();
+        let mut encoded = Vec::new();
+        for batch in written.chunks(256) {
+            encoded.clear();
+            encode(batch, &mut encoded).unwrap();
+            file.write_all(&encoded).unwrap();
+        }
+        drop(file);
+        let path = dir.join(name(7, time));
+        assert!(
+            fs::metadata(&path).unwrap().len() > 2 * CHUNK as u64,
+            "spans chunks"
+        );
+        let (entries, done) = replayed(&path);
+        assert_eq!((entries.len(), done.cut), (written.len(), false));
+        assert_eq!(entries, written);
+
+        // Every cut inside the last entry drops that entry, never more.
+        let bytes = fs::read(&path).unwrap();
+        let mut last = Vec::new();
+        encode(&written[written.len() - 1..], &mut last).unwrap();
+        for cut in 1..last.len() {
+            fs::write(&path, &bytes[..bytes.len() - cut]).unwrap();
+            let (entries, done) = replayed(&path);
+            assert_eq!(entries, written[..written.len() - 1], "cut {cut}");
+            assert!(done.cut);
+        }
+        // Killed before the header was written.
+        fs::write(&path, &bytes[..5]).unwrap();
+        assert_eq!(replayed(&path).0, []);
+        fs::write(&path, b"TGSPOOL3........").unwrap();
+        let err = replay(&path, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("no journal header"), "{err}");
+    }
+
+    #[test]
+    fn the_largest_entry_fits_its_room() {
+        let v6 = Tuple {
+            src: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            dst: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            l4: L4::Ports {
+                src: u16::MAX,
+                dst: u16::MAX,
+            },
+        };
+        let most = Counters {
+            packets: u64::MAX,
+            bytes: u64::MAX,
+        };
+        let largest = Entry {
+            id: u32::MAX,
+            zone: u16::MAX,
+            mark: u32::MAX,
+            status: u32::MAX,
+            tcp_state: Some(crate::conntrack::TcpState(u8::MAX)),
+            start_ns: Some(u64::MAX),
+            stop_ns: Some(u64::MAX),
+            ..Entry::tcp(v6, v6, Some(most), Some(most))
+        };
+        let mut encoded = Vec::new();
+        encode(&[largest, largest], &mut encoded).unwrap();
+        assert!(encoded.len() / 2 < MAX_ENTRY, "{}", encoded.len());
+        let (decoded, rest) = postcard::take_from_bytes::<Entry>(&encoded).unwrap();
+        assert_eq!(
+            (decoded, postcard::from_bytes::<Entry>(rest).unwrap()),
+            (largest, largest)
+        );
+    }
+
+    #[test]
+    fn journals_are_listed_by_step_and_removed_through_a_step() {
+        let dir = TempDir::new("journal-list");
+        let time = ReadTime {
+            observed_at: 1,
+            interval: 1,
+        };
+        for step in [12, 3, 9] {
+            create(&dir, step, time).unwrap();
+        }
+        // A failed commit's journal and the next read's, of one step.
+        let later = ReadTime {
+            observed_at: 2,
+            interval: 1,
+        };
+        create(&dir, 9, later).unwrap();
+        fs::write(dir.join("00000000000000000001.batch"), b"").unwrap();
+        let steps = |dir: &Path| {
+            list(dir)
+                .unwrap()
+                .iter()
+                .map(|j| j.step)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(&dir), [3, 9, 9, 12]);
+        assert!(list(&dir).unwrap()[2].path.ends_with(name(9, later)));
+        remove_through(&dir, 9).unwrap();
+        assert_eq!(steps(&dir), [12]);
+        assert!(dir.join("00000000000000000001.batch").exists());
+    }
+}
