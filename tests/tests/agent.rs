@@ -1135,3 +1135,78 @@ fn per_flow_differences(
     }
     differences
 }
+
+/// 100 connections that open and end within one interval (their bytes come
+/// only with their DESTROY events), the events received, then the agent
+/// SIGKILLed before its next read and started again: the events were
+/// queued on disk as they arrived, and the restarted agent meters them
+/// once. The build before held them in memory until the read, and lost
+/// every byte of them.
+#[test]
+fn connections_that_ended_before_a_kill_are_metered_after_the_restart() {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("ended_kill", Underlay::Routed)
+    else {
+        return;
+    };
+    const LONG_INTERVAL: u32 = 10;
+    let node = &cluster.nodes[0];
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", &database, None, LONG_INTERVAL)
+        .unwrap();
+    let agent = Agent::start(node, &config).unwrap();
+    let last_read = || metric(node, "tollgate_last_read_timestamp_seconds").unwrap_or(0.0);
+    // Start right after a read: the next is an interval away.
+    let before = last_read();
+    wait_until("a read", || last_read() > before);
+    let read = last_read();
+    let flows = [Flow::new(
+        "report-29123-q7z",
+        Target::Pod("frontend-7f9c4-x2k8p"),
+        "tcp",
+        false,
+        31000,
+        100,
+    )];
+    wait(vec![cluster
+        .start(&flows[0], &["short", "--n", "100", "--bytes", "20000"])
+        .unwrap()]);
+    // Their entries sit in TIME_WAIT: deleting them sends the DESTROY
+    // events now, with every byte.
+    let server = cluster.destination(&flows[0]);
+    tollgate_tests::run(
+        node.ns
+            .command("conntrack")
+            .args(["-D", "-p", "tcp", "-d", &server]),
+    )
+    .unwrap();
+    wait_until("the events", || {
+        metric(node, "tollgate_conntrack_ended_connections_total").unwrap_or(0.0) >= 100.0
+    });
+    assert_eq!(last_read(), read, "killed before the next read");
+    agent.kill().unwrap();
+    let agent = Agent::start(node, &config).unwrap();
+    agent.stop().unwrap();
+
+    let expected = cluster.expected(&flows).unwrap();
+    let total: u64 = expected.values().sum();
+    assert!(total > 100 * 20_000, "the traffic ran: {expected:#?}");
+    let report = differences(&expected, &metering(ch, &database).unwrap());
+    assert!(
+        report.is_empty(),
+        "connections that ended before the kill, against nftables:\n{}",
+        report.join("\n")
+    );
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "no {what} in 30 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -195,36 +195,81 @@ pub fn replay(
         observed_at: u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()),
         interval: u32::from_le_bytes(header[12..].try_into().unwrap_or_default()),
     };
-    let mut replayed = Replayed::default();
+    let read = read_entries(&mut file, |entry| on_entry(entry, time)).map_err(|e| match e {
+        EntriesError::Io(e) => io("reading", e),
+        EntriesError::Decode { entry, error } => {
+            corrupt(format!("entry {entry} does not decode: {error}"))
+        }
+    })?;
+    Ok(Replayed {
+        entries: read.entries,
+        cut: read.cut,
+    })
+}
+
+/// What [`read_entries`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntriesRead {
+    /// Entries handed on.
+    pub entries: u64,
+    /// Bytes of the entries handed on.
+    pub bytes: u64,
+    /// The file ends inside an entry: a write cut short, or one still
+    /// under way.
+    pub cut: bool,
+}
+
+/// Why [`read_entries`] stopped early.
+#[derive(Debug)]
+pub enum EntriesError {
+    /// Reading failed.
+    Io(io::Error),
+    /// Entry number `entry` (from 1) does not decode.
+    Decode {
+        /// Its number.
+        entry: u64,
+        /// Why.
+        error: postcard::Error,
+    },
+}
+
+/// Hands each whole entry from `file`'s position to its end to `on_entry`,
+/// streaming: memory stays flat in the file's size.
+pub fn read_entries(
+    file: &mut File,
+    mut on_entry: impl FnMut(&Entry),
+) -> Result<EntriesRead, EntriesError> {
+    let mut read = EntriesRead::default();
     let mut buffer = Vec::with_capacity(CHUNK * 2);
     let mut start = 0;
     let mut at_end = false;
     loop {
         match postcard::take_from_bytes::<Entry>(&buffer[start..]) {
             Ok((entry, rest)) => {
-                on_entry(&entry, time);
-                replayed.entries += 1;
-                start = buffer.len() - rest.len();
+                on_entry(&entry);
+                read.entries += 1;
+                let next = buffer.len() - rest.len();
+                read.bytes += (next - start) as u64;
+                start = next;
             }
             Err(postcard::Error::DeserializeUnexpectedEnd) if !at_end => {
                 buffer.drain(..start);
                 start = 0;
                 let before = buffer.len();
                 buffer.resize(before + CHUNK, 0);
-                let read =
-                    read_full(&mut file, &mut buffer[before..]).map_err(|e| io("reading", e))?;
-                buffer.truncate(before + read);
-                at_end = read < CHUNK;
+                let got = read_full(file, &mut buffer[before..]).map_err(EntriesError::Io)?;
+                buffer.truncate(before + got);
+                at_end = got < CHUNK;
             }
             Err(postcard::Error::DeserializeUnexpectedEnd) => {
-                replayed.cut = start < buffer.len();
-                return Ok(replayed);
+                read.cut = start < buffer.len();
+                return Ok(read);
             }
-            Err(e) => {
-                return Err(corrupt(format!(
-                    "entry {} does not decode: {e}",
-                    replayed.entries + 1
-                )))
+            Err(error) => {
+                return Err(EntriesError::Decode {
+                    entry: read.entries + 1,
+                    error,
+                })
             }
         }
     }

@@ -12,6 +12,7 @@
 
 mod batcher;
 pub mod coverage;
+pub mod ended;
 pub mod http;
 pub mod journal;
 pub mod metrics;

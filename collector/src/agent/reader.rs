@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,7 @@ use tollgate_schema::Category;
 
 use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
+use super::ended;
 use super::http::Health;
 use super::journal::{self, ReadTime};
 use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
@@ -142,35 +143,48 @@ impl Metering {
         }
     }
 
-    /// The entries held for their pods, for the spool to keep with a
-    /// commit: a killed agent holds them again at its next start.
-    fn carry(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.late).unwrap_or_else(|error| {
+    /// What the spool keeps with a commit: the entries held for their pods
+    /// and how far the ended connections were metered, so a killed agent
+    /// takes both up again at its next start.
+    fn carry(&self, ended: ended::Position) -> Vec<u8> {
+        postcard::to_stdvec(&(&self.late, ended)).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot encode the entries held for their pods");
             Vec::new()
         })
     }
 
-    /// Holds again the entries of the last commit's carry.
-    fn restore(&mut self, carry: &[u8]) {
+    /// Holds again the entries of the last commit's carry; returns where
+    /// the ended connections are to be metered from.
+    fn restore(&mut self, carry: &[u8]) -> ended::Position {
         if carry.is_empty() {
-            return;
+            return ended::Position::default();
         }
-        match postcard::from_bytes::<Vec<Late>>(carry) {
-            Ok(late) => self.late = late,
-            Err(error) => tracing::error!(
-                %error,
-                "the spool's commit holds entries this version cannot read; they are not metered"
-            ),
+        match postcard::from_bytes::<(Vec<Late>, ended::Position)>(carry) {
+            Ok((late, position)) => {
+                self.late = late;
+                position
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "the spool's commit holds entries this version cannot read; they are not metered"
+                );
+                ended::Position::default()
+            }
         }
     }
 
     /// Commits what the batcher staged, with the entries held for their
-    /// pods; the reads it covers no longer need their journals.
-    fn commit(&mut self) {
-        if let Some(step) = self.batcher.commit(self.carry()) {
-            if let Err(error) = journal::remove_through(self.batcher.dir(), step) {
-                tracing::error!(%error, "cannot remove a committed read's journal");
+    /// pods and the ended connections' position; the reads and events it
+    /// covers no longer need their files.
+    fn commit(&mut self, ended: &ended::Queue) {
+        let position = ended.position();
+        if let Some(step) = self.batcher.commit(self.carry(position)) {
+            let dir = self.batcher.dir();
+            let removed =
+                journal::remove_through(dir, step).and_then(|()| ended.forget_before(position));
+            if let Err(error) = removed {
+                tracing::error!(%error, "cannot remove a committed read's files");
             }
         }
     }
@@ -208,22 +222,25 @@ impl Metering {
     /// Meter the ended connections received so far; returns how many.
     fn meter_ended(
         &mut self,
-        ended: &Receiver<Entry>,
+        ended: &mut ended::Queue,
         observed_at: u32,
         interval: u32,
         tally: &mut Tally,
     ) -> u64 {
-        let mut count = 0;
-        while let Ok(entry) = ended.try_recv() {
-            if uncounted(&entry) {
-                self.metrics.uncounted_entries.inc();
+        let metrics = self.metrics.clone();
+        let drained = ended.drain(|entry| {
+            if uncounted(entry) {
+                metrics.uncounted_entries.inc();
             } else {
-                self.meter(&entry, observed_at, interval, tally);
+                self.meter(entry, observed_at, interval, tally);
             }
-            count += 1;
-        }
+        });
         self.finish(observed_at, interval, tally);
-        count
+        drained.unwrap_or_else(|error| {
+            metrics.journal_errors.inc();
+            tracing::error!(%error, "cannot read the ended connections' queue; the ones after the error wait");
+            0
+        })
     }
 
     fn publish(&mut self, tally: &Tally, before: EnrichStats, observed_at: u32) {
@@ -268,7 +285,7 @@ pub struct Reader {
     /// The zeroing reader.
     pub table: TableReader,
     /// Ended connections from [`listen_for_ended`].
-    pub ended: Receiver<Entry>,
+    pub ended: ended::Queue,
     /// Tells the listener to finish.
     pub stop_listening: Arc<AtomicBool>,
     /// The listener's thread.
@@ -322,9 +339,9 @@ impl Reader {
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
         self.metering
-            .meter_ended(&self.ended, clamp(now), elapsed, &mut tally);
+            .meter_ended(&mut self.ended, clamp(now), elapsed, &mut tally);
         self.metering.retry_late(clamp(now), true, &mut tally);
-        self.metering.commit();
+        self.metering.commit(&self.ended);
         self.metering.publish(&tally, before, clamp(now));
         tracing::info!("final read spooled");
     }
@@ -334,8 +351,8 @@ impl Reader {
     /// also removes journals a kill left behind their read's commit.
     fn recover(&mut self) {
         let carry = self.metering.batcher.carry();
-        self.metering.restore(&carry);
         let dir = self.metering.batcher.dir().to_owned();
+        self.ended = ended::Queue::new(&dir, self.metering.restore(&carry));
         let committed = self.metering.batcher.next_step() - 1;
         let journals = match journal::list(&dir) {
             Ok(journals) => journals,
@@ -378,8 +395,13 @@ impl Reader {
             }
         }
         self.metering.metrics.replayed_entries.inc_by(replayed);
-        self.metering.commit();
-        self.metering.publish(&tally, before, observed_at);
+        // Connections that ended before the kill and were never committed,
+        // with those that ended since this agent subscribed.
+        let now = clamp(unix_seconds());
+        self.metering
+            .meter_ended(&mut self.ended, now, self.interval, &mut tally);
+        self.metering.commit(&self.ended);
+        self.metering.publish(&tally, before, observed_at.max(now));
     }
 
     /// Starts the journal of the read about to zero entries.
@@ -406,10 +428,10 @@ impl Reader {
         self.metering.retry_late(observed_at, false, &mut tally);
         let ended = self
             .metering
-            .meter_ended(&self.ended, observed_at, interval, &mut tally);
+            .meter_ended(&mut self.ended, observed_at, interval, &mut tally);
         // The ended connections are committed on their own: the dump's
         // journal holds only the dump.
-        self.metering.commit();
+        self.metering.commit(&self.ended);
         let mut journal = self.start_journal(ReadTime {
             observed_at,
             interval,
@@ -451,7 +473,7 @@ impl Reader {
             self.metering.metrics.journal_errors.inc();
             tracing::error!(%error, "cannot write this read's journal: a kill before its commit would lose its bytes");
         }
-        self.metering.commit();
+        self.metering.commit(&self.ended);
         let m = self.metering.metrics.clone();
         m.idle_entries.inc_by(idle);
         m.uncounted_entries.inc_by(without_counters);
@@ -574,19 +596,27 @@ impl Reader {
 }
 
 /// Receive ended connections until `stop` is set and the socket is empty,
-/// passing each to `ended`.
+/// appending each batch to the queue on disk the reader meters from.
 pub fn listen_for_ended(
     mut events: EndedConnections,
-    ended: Sender<Entry>,
+    mut queue: ended::Writer,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
     let mut overruns = 0;
+    let mut received = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        let read = events.read(|entry| {
-            let _ = ended.send(*entry);
-        });
+        received.clear();
+        let read = events.read(|entry| received.push(*entry));
+        if let Err(error) = queue.append(&received) {
+            metrics.journal_errors.inc();
+            tracing::error!(
+                %error,
+                waiting = queue.unwritten(),
+                "cannot queue ended connections on disk; they wait in memory, and a kill would lose them"
+            );
+        }
         match read {
             Ok(count) => {
                 metrics.ended_connections.inc_by(count);
@@ -594,6 +624,12 @@ pub fn listen_for_ended(
                 metrics.event_overruns.inc_by(counts.overruns - overruns);
                 overruns = counts.overruns;
                 if stopping && count == 0 {
+                    if queue.unwritten() > 0 {
+                        tracing::error!(
+                            connections = queue.unwritten(),
+                            "ended connections could not be queued on disk before the agent stopped; their bytes are lost"
+                        );
+                    }
                     return;
                 }
             }

@@ -13,7 +13,7 @@ use tollgate::agent::http::{self, Health};
 use tollgate::agent::metrics::Metrics;
 use tollgate::agent::talkers::TopTalkers;
 use tollgate::agent::workloads::{WorkloadCollector, WorkloadSeries};
-use tollgate::agent::{listen_for_ended, Batcher, Metering, PerWorkload, Reader};
+use tollgate::agent::{ended, listen_for_ended, Batcher, Metering, PerWorkload, Reader};
 use tollgate::config::{self, Config};
 use tollgate::conntrack::sysctl::{self, Outcome};
 use tollgate::conntrack::{EndedConnections, TableReader};
@@ -118,7 +118,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     // Subscribed before ClickHouse is checked and the inventory listed
     // (up to a minute): connections that end meanwhile wait in the socket
-    // (8 MiB, and the kernel keeps what does not fit and sends it again).
+    // (8 MiB, and the kernel keeps what does not fit and sends it again)
+    // until the listener queues them on disk.
     let events = EndedConnections::subscribe()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -212,6 +213,23 @@ async fn serve(
     let health = Arc::new(Health::new(agent.interval_seconds));
     tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
 
+    // Ended connections are queued on disk from now on, while the
+    // inventory is listed (up to a minute).
+    let spool_dir = spool
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .dir()
+        .to_owned();
+    let queue = ended::Writer::create(&spool_dir)?;
+    let stop_listening = Arc::new(AtomicBool::new(false));
+    let event_listener = {
+        let (stop, metrics) = (stop_listening.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("conntrack-events".into())
+            .spawn(move || listen_for_ended(events, queue, stop, metrics))
+            .context("cannot start the event listener")?
+    };
+
     let world = config::load_world(&config, prepared)
         .await
         .map_err(|e| BadInput(e.to_string()))?;
@@ -237,19 +255,11 @@ async fn serve(
         .collect();
 
     let table = TableReader::open()?;
-    let (ended_tx, ended_rx) = mpsc::channel();
-    let stop_listening = Arc::new(AtomicBool::new(false));
-    let event_listener = {
-        let (stop, metrics) = (stop_listening.clone(), metrics.clone());
-        std::thread::Builder::new()
-            .name("conntrack-events".into())
-            .spawn(move || listen_for_ended(events, ended_tx, stop, metrics))
-            .context("cannot start the event listener")?
-    };
     let tokens = TokenMaker::new(&node).context("cannot make batch tokens")?;
     let reader = Reader {
         table,
-        ended: ended_rx,
+        // Where the last commit left off: set by the reader's recovery.
+        ended: ended::Queue::new(&spool_dir, ended::Position::default()),
         stop_listening,
         listener: event_listener,
         metering: Metering::new(

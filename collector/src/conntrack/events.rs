@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::decode::{messages, Message};
 use super::error::ConntrackError;
-use super::socket::{NetfilterSocket, Received};
+use super::socket::{Datagrams, NetfilterSocket, ReceivedMany};
 use super::{Entry, Origin};
 
 /// `NFNLGRP_CONNTRACK_DESTROY`.
@@ -37,6 +37,8 @@ pub struct EventCounts {
 /// without losing the ended connection's bytes.
 pub struct EndedConnections {
     socket: NetfilterSocket,
+    /// Events queued together are received by one system call.
+    datagrams: Datagrams,
     counts: EventCounts,
 }
 
@@ -56,20 +58,22 @@ impl EndedConnections {
             .map_err(ConntrackError::Subscribe)?;
         Ok(Self {
             socket,
+            datagrams: Datagrams::new(),
             counts: EventCounts::default(),
         })
     }
 
     /// Wait up to 100 ms for events and hand each ended connection to
-    /// `on_ended`. Returns how many were handed on (0 when none arrived).
+    /// `on_ended`, with every other event already queued. Returns how many
+    /// were handed on (0 when none arrived).
     pub fn read<F>(&mut self, mut on_ended: F) -> Result<u64, ConntrackError>
     where
         F: FnMut(&Entry),
     {
-        let datagram = match self.socket.recv()? {
-            Received::Datagram(datagram) => datagram,
-            Received::TimedOut => return Ok(0),
-            Received::Overrun => {
+        match self.socket.recv_many(&mut self.datagrams)? {
+            ReceivedMany::Datagrams => {}
+            ReceivedMany::TimedOut => return Ok(0),
+            ReceivedMany::Overrun => {
                 self.counts.overruns += 1;
                 tracing::warn!(
                     overruns = self.counts.overruns,
@@ -77,9 +81,9 @@ impl EndedConnections {
                 );
                 return Ok(0);
             }
-        };
+        }
         let mut handed_on = 0;
-        for message in messages(datagram) {
+        for message in self.datagrams.iter().flat_map(messages) {
             let message = message.map_err(|error| ConntrackError::Decode {
                 error,
                 entries_before: self.counts.ended,

@@ -1,0 +1,344 @@
+//! Ended connections between the event listener and the reader, on disk.
+//!
+//! The kernel sends a connection's DESTROY event once, with the bytes it
+//! moved since the last zeroing read: from then on the agent holds their
+//! only copy until a read commits them. The listener therefore appends
+//! each batch of events it receives to a file in the spool directory
+//! before anything else (no fsync: a killed process's writes are the page
+//! cache's), and the reader meters them from there at its next read. The
+//! commit names how far the reader got ([`Position`]), so a restarted agent
+//! meters the rest once; and however many connections end between two
+//! reads, memory holds none of them.
+//!
+//! Files are `ended-<generation>`, entries in postcard one after the other
+//! (the journal's form, [`super::journal`]), appended by one [`Writer`],
+//! which starts the next generation once a file passes [`ROTATE_BYTES`]
+//! and leaves the earlier ones to the reader, which removes them once a
+//! commit is past them. Every write to a file precedes its successor's
+//! creation: a reader that saw the successor reads the file to its end once
+//! more and goes on with the successor.
+
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::journal::{self, EntriesError, JournalError};
+use crate::conntrack::Entry;
+
+/// A file's size from which the writer starts the next one.
+pub const ROTATE_BYTES: u64 = 16 << 20;
+
+/// How far the reader has handed entries on: a generation and an offset
+/// in its file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// The file's generation.
+    pub generation: u64,
+    /// Bytes of it handed on.
+    pub offset: u64,
+}
+
+fn path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("ended-{generation:020}"))
+}
+
+/// The generations of the files in `dir`, oldest first.
+fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: dir.to_owned(),
+        action: "listing",
+        source,
+    };
+    let mut found = Vec::new();
+    for file in fs::read_dir(dir).map_err(io)? {
+        let name = file.map_err(io)?.file_name();
+        if let Some(generation) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("ended-"))
+            .and_then(|generation| generation.parse().ok())
+        {
+            found.push(generation);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// The listener's side: appends batches of ended connections.
+pub struct Writer {
+    dir: PathBuf,
+    generation: u64,
+    file: File,
+    written: u64,
+    encoded: Vec<u8>,
+    /// Where each entry of `encoded` ends.
+    ends: Vec<usize>,
+    /// Entries a failed write left, written first next time.
+    unwritten: Vec<Entry>,
+}
+
+impl Writer {
+    /// A writer of a generation after every file in `dir`: the files of a
+    /// killed agent stay as they are, for its successor's reader.
+    pub fn create(dir: &Path) -> Result<Self, JournalError> {
+        let generation = generations(dir)?.last().map_or(1, |last| last + 1);
+        Ok(Self {
+            dir: dir.to_owned(),
+            generation,
+            file: create(dir, generation)?,
+            written: 0,
+            encoded: Vec::new(),
+            ends: Vec::new(),
+            unwritten: Vec::new(),
+        })
+    }
+
+    /// Appends `entries` in one write. On failure (a full disk) the
+    /// entries not written whole are kept, the file is cut back to the
+    /// last whole entry (a reader never takes a part of one), and they are
+    /// written before the next ones: a kill meanwhile loses them.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), JournalError> {
+        self.unwritten.extend_from_slice(entries);
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let path = path(&self.dir, self.generation);
+        self.encoded.clear();
+        self.ends.clear();
+        for entry in &self.unwritten {
+            journal::encode(std::slice::from_ref(entry), &mut self.encoded).map_err(|e| {
+                JournalError::Corrupt {
+                    path: path.clone(),
+                    detail: format!("cannot encode: {e}"),
+                }
+            })?;
+            self.ends.push(self.encoded.len());
+        }
+        let mut sent = 0;
+        let failed = loop {
+            match self.file.write(&self.encoded[sent..]) {
+                Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    sent += n;
+                    if sent == self.encoded.len() {
+                        break None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        let whole = self.ends.iter().take_while(|&&end| end <= sent).count();
+        let kept = whole.checked_sub(1).map_or(0, |last| self.ends[last]);
+        self.written += kept as u64;
+        self.unwritten.drain(..whole);
+        if let Some(source) = failed {
+            let cut = self
+                .file
+                .set_len(self.written)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.written)));
+            return Err(JournalError::Io {
+                path,
+                action: if cut.is_ok() {
+                    "writing"
+                } else {
+                    "writing, then cutting back a part of an entry"
+                },
+                source,
+            });
+        }
+        if self.written >= ROTATE_BYTES {
+            self.file = create(&self.dir, self.generation + 1)?;
+            self.generation += 1;
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Entries waiting for a write that failed.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+}
+
+fn create(dir: &Path, generation: u64) -> Result<File, JournalError> {
+    let path = path(dir, generation);
+    File::create(&path).map_err(|source| JournalError::Io {
+        path,
+        action: "creating",
+        source,
+    })
+}
+
+/// The reader's side: hands on what the writers appended, from a position.
+pub struct Queue {
+    dir: PathBuf,
+    at: Position,
+}
+
+impl Queue {
+    /// The queue in `dir`, read from `at` (the last commit's position).
+    pub fn new(dir: &Path, at: Position) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            at,
+        }
+    }
+
+    /// How far entries were handed on.
+    pub fn position(&self) -> Position {
+        self.at
+    }
+
+    /// Hands on every entry appended since the last call, oldest first;
+    /// returns how many.
+    pub fn drain(&mut self, mut on_entry: impl FnMut(&Entry)) -> Result<u64, JournalError> {
+        let mut handed_on = 0;
+        loop {
+            let later = generations(&self.dir)?
+                .into_iter()
+                .find(|&generation| generation > self.at.generation);
+            let path = path(&self.dir, self.at.generation);
+            let io = |action, source| JournalError::Io {
+                path: path.clone(),
+                action,
+                source,
+            };
+            match File::open(&path) {
+                Ok(mut file) => {
+                    file.seek(SeekFrom::Start(self.at.offset))
+                        .map_err(|e| io("seeking", e))?;
+                    let read =
+                        journal::read_entries(&mut file, |entry| on_entry(entry)).map_err(|e| {
+                            match e {
+                                EntriesError::Io(e) => io("reading", e),
+                                EntriesError::Decode { entry, error } => JournalError::Corrupt {
+                                    path: path.clone(),
+                                    detail: format!(
+                                        "entry {entry} after offset {} does not decode: {error}",
+                                        self.at.offset
+                                    ),
+                                },
+                            }
+                        })?;
+                    handed_on += read.entries;
+                    self.at.offset += read.bytes;
+                    if read.cut && later.is_some() {
+                        tracing::warn!(
+                            file = %path.display(),
+                            "an ended connection's event was cut short by a kill; its bytes are lost"
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("opening", e)),
+            }
+            // Its successor exists: nothing more will be written to it.
+            match later {
+                Some(generation) => {
+                    self.at = Position {
+                        generation,
+                        offset: 0,
+                    }
+                }
+                None => return Ok(handed_on),
+            }
+        }
+    }
+
+    /// Removes the files before the position `committed`: a commit holds
+    /// every entry they had.
+    pub fn forget_before(&self, committed: Position) -> Result<(), JournalError> {
+        for generation in generations(&self.dir)? {
+            if generation >= committed.generation {
+                break;
+            }
+            let path = path(&self.dir, generation);
+            fs::remove_file(&path).map_err(|source| JournalError::Io {
+                path,
+                action: "removing",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{Counters, Origin, Tuple, L4};
+    use crate::test_support::TempDir;
+
+    fn ended(port: u16) -> Entry {
+        let tuple = Tuple {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            l4: L4::Ports { src: port, dst: 80 },
+        };
+        let counters = Counters {
+            packets: 3,
+            bytes: u64::from(port),
+        };
+        Entry {
+            origin: Origin::Ended,
+            ..Entry::tcp(tuple, tuple, Some(counters), Some(counters))
+        }
+    }
+
+    fn ports(queue: &mut Queue) -> Vec<u16> {
+        let mut ports = Vec::new();
+        queue
+            .drain(|entry| ports.push(entry.orig.l4.ports().unwrap().0))
+            .unwrap();
+        ports
+    }
+
+    #[test]
+    fn entries_are_handed_on_once_across_files_writers_and_restarts() {
+        let dir = TempDir::new("ended-queue");
+        let mut writer = Writer::create(&dir).unwrap();
+        let mut queue = Queue::new(&dir, Position::default());
+        assert!(ports(&mut queue).is_empty());
+        writer.append(&[ended(1), ended(2)]).unwrap();
+        assert_eq!(ports(&mut queue), [1, 2]);
+        assert!(ports(&mut queue).is_empty());
+        writer.append(&[ended(3)]).unwrap();
+        // A commit here, then a kill: the successor's reader starts from
+        // the commit, its writer in a generation of its own.
+        let committed = queue.position();
+        writer.append(&[ended(4)]).unwrap();
+        drop(writer);
+        let mut writer = Writer::create(&dir).unwrap();
+        writer.append(&[ended(5)]).unwrap();
+        let mut queue = Queue::new(&dir, committed);
+        assert_eq!(ports(&mut queue), [3, 4, 5]);
+        queue.forget_before(queue.position()).unwrap();
+        assert_eq!(generations(&dir).unwrap(), [2]);
+
+        // A file past the rotation size gives way to the next; a write cut
+        // short in the dead file is skipped.
+        let big: Vec<Entry> = (0..400_000u32)
+            .map(|i| ended(u16::try_from(i % 60_000).unwrap() + 10))
+            .collect();
+        for chunk in big.chunks(10_000) {
+            writer.append(chunk).unwrap();
+        }
+        assert!(generations(&dir).unwrap().len() >= 2, "rotated");
+        writer.append(&[ended(7)]).unwrap();
+        assert_eq!(ports(&mut queue).len(), 400_001);
+        let mut cut = fs::OpenOptions::new()
+            .append(true)
+            .open(path(&dir, writer.generation))
+            .unwrap();
+        let mut half = Vec::new();
+        journal::encode(&[ended(8)], &mut half).unwrap();
+        cut.write_all(&half[..half.len() / 2]).unwrap();
+        // Not yet: the rest of the entry may still be on its way.
+        assert!(ports(&mut queue).is_empty());
+        drop(writer);
+        let mut writer = Writer::create(&dir).unwrap();
+        writer.append(&[ended(9)]).unwrap();
+        assert_eq!(ports(&mut queue), [9]);
+    }
+}
