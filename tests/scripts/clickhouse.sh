@@ -85,18 +85,15 @@ stop() {
   rm -f "$dir/pid"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 cluster() {
   local dir="$1" count="$2" i shards=""
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  local http=() tcp=()
+  local http=() tcp=() ports
+  mapfile -t ports < <(python3 "$here/free_ports.py" $((2 * count)))
   for i in $(seq "$count"); do
-    http+=("$(free_port)")
-    tcp+=("$(free_port)")
+    http+=("${ports[$((2 * i - 2))]}")
+    tcp+=("${ports[$((2 * i - 1))]}")
     shards+="<shard><replica><host>127.0.0.1</host><port>${tcp[$((i - 1))]}</port></replica></shard>"
   done
   for i in $(seq "$count"); do

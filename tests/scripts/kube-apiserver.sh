@@ -14,7 +14,8 @@
 # "agent" and "nobody" (no roles: tests bind the roles they want).
 # Only the API server runs: no scheduler, no controllers.
 set -euo pipefail
-source "$(dirname "$0")/kubernetes-build.sh"
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/kubernetes-build.sh"
 version="$kubernetes_version"
 cache="${TOLLGATE_CACHE:-/var/cache/tollgate}/kube-apiserver-$version"
 binary="$cache/kube-apiserver"
@@ -51,9 +52,6 @@ install() {
   install_kubectl
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 certificates() { # dir
   local d="$1"
@@ -113,7 +111,7 @@ start() {
   agent="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   nobody="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   printf '%s,admin,admin,system:masters\n%s,agent,agent\n%s,nobody,nobody\n' "$admin" "$agent" "$nobody" > "$dir/tokens.csv"
-  etcd_port="$(free_port)"; peer_port="$(free_port)"; port="$(free_port)"
+  { read -r etcd_port; read -r peer_port; read -r port; } < <(python3 "$here/free_ports.py" 3)
   nohup etcd --data-dir "$dir/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
