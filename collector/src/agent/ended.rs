@@ -18,7 +18,7 @@
 //! creation: a reader that saw the successor reads the file to its end once
 //! more and goes on with the successor.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -38,30 +38,18 @@ pub struct Position {
     pub offset: u64,
 }
 
+const PREFIX: &str = "ended-";
+
 fn path(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("ended-{generation:020}"))
+    dir.join(format!("{PREFIX}{generation:020}"))
 }
 
 /// The generations of the files in `dir`, oldest first.
 fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
-    let io = |source| JournalError::Io {
-        path: dir.to_owned(),
-        action: "listing",
-        source,
-    };
-    let mut found = Vec::new();
-    for file in fs::read_dir(dir).map_err(io)? {
-        let name = file.map_err(io)?.file_name();
-        if let Some(generation) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix("ended-"))
-            .and_then(|generation| generation.parse().ok())
-        {
-            found.push(generation);
-        }
-    }
-    found.sort_unstable();
-    Ok(found)
+    Ok(journal::numbered(dir, PREFIX)?
+        .into_iter()
+        .map(|(generation, _)| generation)
+        .collect())
 }
 
 /// The listener's side: appends batches of ended connections.
@@ -249,18 +237,10 @@ impl Queue {
     /// Removes the files before the position `committed`: a commit holds
     /// every entry they had.
     pub fn forget_before(&self, committed: Position) -> Result<(), JournalError> {
-        for generation in generations(&self.dir)? {
-            if generation >= committed.generation {
-                break;
-            }
-            let path = path(&self.dir, generation);
-            fs::remove_file(&path).map_err(|source| JournalError::Io {
-                path,
-                action: "removing",
-                source,
-            })?;
+        match committed.generation.checked_sub(1) {
+            Some(last) => journal::remove_numbered_through(&self.dir, PREFIX, last),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -327,7 +307,7 @@ mod tests {
         assert!(generations(&dir).unwrap().len() >= 2, "rotated");
         writer.append(&[ended(7)]).unwrap();
         assert_eq!(ports(&mut queue).len(), 400_001);
-        let mut cut = fs::OpenOptions::new()
+        let mut cut = std::fs::OpenOptions::new()
             .append(true)
             .open(path(&dir, writer.generation))
             .unwrap();

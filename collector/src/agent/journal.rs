@@ -71,15 +71,6 @@ pub struct ReadTime {
     pub interval: u32,
 }
 
-/// What [`replay`] found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Replayed {
-    /// Entries handed on.
-    pub entries: u64,
-    /// The journal ended inside an entry (the kill cut a write short).
-    pub cut: bool,
-}
-
 /// A read whose commit failed leaves its journal; the next read commits
 /// as the same step, so the name also holds the read's time.
 fn name(step: u64, time: ReadTime) -> String {
@@ -121,39 +112,54 @@ pub fn encode(entries: &[Entry], encoded: &mut Vec<u8>) -> Result<(), postcard::
 
 /// The journals in `dir`, by step.
 pub fn list(dir: &Path) -> Result<Vec<Journal>, JournalError> {
+    Ok(numbered(dir, "journal-")?
+        .into_iter()
+        .map(|(step, path)| Journal { step, path })
+        .collect())
+}
+
+/// Removes the journals of steps up to `step`: their reads committed.
+pub fn remove_through(dir: &Path, step: u64) -> Result<(), JournalError> {
+    remove_numbered_through(dir, "journal-", step)
+}
+
+/// The files in `dir` named `<prefix><number>`, maybe followed by
+/// `-<more>`, with their numbers, by number and then name.
+pub(super) fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let io = |source| JournalError::Io {
         path: dir.to_owned(),
         action: "listing",
         source,
     };
-    let mut journals = Vec::new();
+    let mut found = Vec::new();
     for file in fs::read_dir(dir).map_err(io)? {
         let file = file.map_err(io)?;
-        let step = file
+        let number = file
             .file_name()
             .to_str()
-            .and_then(|name| name.strip_prefix("journal-"))
-            .and_then(|name| name.split_once('-'))
-            .and_then(|(step, _)| step.parse().ok());
-        if let Some(step) = step {
-            journals.push(Journal {
-                step,
-                path: file.path(),
-            });
+            .and_then(|name| name.strip_prefix(prefix))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|number| number.parse().ok());
+        if let Some(number) = number {
+            found.push((number, file.path()));
         }
     }
-    journals.sort_unstable_by(|a, b| (a.step, &a.path).cmp(&(b.step, &b.path)));
-    Ok(journals)
+    found.sort_unstable();
+    Ok(found)
 }
 
-/// Removes the journals of steps up to `step`: their reads committed.
-pub fn remove_through(dir: &Path, step: u64) -> Result<(), JournalError> {
-    for journal in list(dir)? {
-        if journal.step > step {
+/// Removes the files [`numbered`] finds whose number is at most `last`.
+pub(super) fn remove_numbered_through(
+    dir: &Path,
+    prefix: &str,
+    last: u64,
+) -> Result<(), JournalError> {
+    for (number, path) in numbered(dir, prefix)? {
+        if number > last {
             break;
         }
-        fs::remove_file(&journal.path).map_err(|source| JournalError::Io {
-            path: journal.path.clone(),
+        fs::remove_file(&path).map_err(|source| JournalError::Io {
+            path,
             action: "removing",
             source,
         })?;
@@ -166,7 +172,7 @@ pub fn remove_through(dir: &Path, step: u64) -> Result<(), JournalError> {
 pub fn replay(
     path: &Path,
     mut on_entry: impl FnMut(&Entry, ReadTime),
-) -> Result<Replayed, JournalError> {
+) -> Result<EntriesRead, JournalError> {
     let io = |action, source| JournalError::Io {
         path: path.to_owned(),
         action,
@@ -181,9 +187,9 @@ pub fn replay(
     match file.read_exact(&mut header) {
         // Killed between creating the journal and its header's write.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Ok(Replayed {
-                entries: 0,
+            return Ok(EntriesRead {
                 cut: true,
+                ..EntriesRead::default()
             })
         }
         other => other.map_err(|e| io("reading", e))?,
@@ -195,15 +201,11 @@ pub fn replay(
         observed_at: u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()),
         interval: u32::from_le_bytes(header[12..].try_into().unwrap_or_default()),
     };
-    let read = read_entries(&mut file, |entry| on_entry(entry, time)).map_err(|e| match e {
+    read_entries(&mut file, |entry| on_entry(entry, time)).map_err(|e| match e {
         EntriesError::Io(e) => io("reading", e),
         EntriesError::Decode { entry, error } => {
             corrupt(format!("entry {entry} does not decode: {error}"))
         }
-    })?;
-    Ok(Replayed {
-        entries: read.entries,
-        cut: read.cut,
     })
 }
 
@@ -315,7 +317,7 @@ mod tests {
         }
     }
 
-    fn replayed(path: &Path) -> (Vec<Entry>, Replayed) {
+    fn replayed(path: &Path) -> (Vec<Entry>, EntriesRead) {
         let mut entries = Vec::new();
         let time = ReadTime {
             observed_at: 1_700_000_010,
