@@ -212,8 +212,8 @@ pub struct SpoolConfig {
     /// Where batches wait for the sinks (keep it on a persistent volume:
     /// it is what makes a restart lose nothing).
     pub dir: PathBuf,
-    /// Most MiB the spool may hold; beyond it records are dropped and
-    /// counted (`tollgate_records_dropped_total`).
+    /// MiB of batches from which the agent postpones its reads until the
+    /// sinks catch up (`tollgate_reads_postponed_total`): nothing is dropped.
     pub cap_mib: u64,
 }
 

@@ -853,6 +853,39 @@ pub fn metering_of(
         .collect()
 }
 
+/// How many of `workload`'s UDP flows (by client port) on node `node`
+/// tollgate metered N packets more than nftables counted, for each N: a
+/// kill that doubled a read shows as hundreds of flows off by a read's
+/// packets, an oracle that missed packets as scattered small differences.
+pub fn per_flow_differences(
+    cluster: &Cluster,
+    node: usize,
+    ch: &ClickHouse,
+    database: &str,
+    workload: &str,
+) -> anyhow::Result<BTreeMap<i64, u64>> {
+    let oracle = oracle::read(&cluster.nodes[node].ns)?;
+    let metered = ch.query(&format!(
+        "SELECT local_port, sum(packets_sent) FROM {database}.flows \
+         WHERE local_workload = '{workload}' GROUP BY local_port FORMAT TSV"
+    ))?;
+    let mut differences = BTreeMap::new();
+    for line in metered.lines() {
+        let (port, packets) = line.split_once('\t').context("a TSV row")?;
+        let port: u16 = port.parse()?;
+        let packets: i64 = packets.parse()?;
+        let counted: u64 = oracle
+            .iter()
+            .filter(|(key, _)| key.sport == port && key.proto.starts_with("udp"))
+            .map(|(_, count)| count.packets)
+            .sum();
+        *differences
+            .entry(packets - i64::try_from(counted)?)
+            .or_insert(0) += 1;
+    }
+    Ok(differences)
+}
+
 /// One line per key where tollgate's metering and nftables' differ.
 pub fn differences(expected: &BTreeMap<Key, u64>, metered: &BTreeMap<Key, u64>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&Key> = expected.keys().chain(metered.keys()).collect();

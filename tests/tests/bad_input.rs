@@ -352,9 +352,6 @@ fn numbers_and_names_on_the_command_line_are_range_checked() {
         args
     };
     for (args, needle) in [
-        (with("--spool-cap-mib", "17592186044416"), "--spool-cap-mib"),
-        (with("--spool-cap-mib", "-1"), "--spool-cap-mib"),
-        (with("--spool-cap-mib", "0"), "--spool-cap-mib"),
         (with("--batch-rows", "-5"), "--batch-rows"),
         (with("--batch-mib", "17592186044416"), "--batch-mib"),
         (with("--batch-age", "1e300"), "--batch-age"),

@@ -8,21 +8,22 @@ use tollgate_schema::FlowView;
 
 use super::metrics::Metrics;
 use crate::sink::batch::{Batch, Resume, TokenMaker};
-use crate::sink::spool::{Pushed, Spool};
-
-/// A spool write that failed keeps its records for the next attempt, up
-/// to this many batches' worth; beyond it they are dropped and counted.
-const HELD_BATCHES: usize = 8;
+use crate::sink::spool::Spool;
 
 /// Collects records (each in compact form as it arrives) and stages them
 /// in the spool `rows` at a time; a commit makes the staged batches
-/// deliverable and wakes the delivery tasks.
+/// deliverable and wakes the delivery tasks. A spool that cannot be
+/// written leaves the records pending, in memory, never dropped: the
+/// reader stops zeroing at once ([`Batcher::unwritable`]), so they are at
+/// most a batch and a zeroing request's answers.
 pub struct Batcher {
     spool: Arc<Mutex<Spool>>,
     dir: PathBuf,
     tokens: TokenMaker,
     rows: usize,
     pending: Rows,
+    /// The last stage failed: `pending` waits for the spool.
+    unwritable: bool,
     wakes: Vec<Arc<tokio::sync::Notify>>,
     metrics: Arc<Metrics>,
 }
@@ -48,6 +49,7 @@ impl Batcher {
             tokens,
             rows,
             pending: Rows::default(),
+            unwritable: false,
             wakes,
             metrics,
         }
@@ -72,11 +74,27 @@ impl Batcher {
         self.spool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the spool holds as much as it may: the sinks are behind.
+    pub fn full(&self) -> bool {
+        self.spool().full()
+    }
+
+    /// Whether the last attempt to stage failed: records wait in memory.
+    pub fn unwritable(&self) -> bool {
+        self.unwritable
+    }
+
     /// Stages what is pending and commits everything staged with `carry`;
     /// returns the step committed, or `None` when the spool failed (said
-    /// loudly; the batches stay staged for the next commit).
+    /// loudly; the batches stay staged, the records pending, for the next
+    /// commit). Records still pending are not committed: the journals
+    /// hold them until they are staged.
     pub fn commit(&mut self, carry: Vec<u8>) -> Option<u64> {
         self.flush();
+        if self.unwritable {
+            self.metrics.spool_errors.inc();
+            return None;
+        }
         let committed = self.spool().commit(carry);
         match committed {
             Ok(step) => {
@@ -115,19 +133,13 @@ impl Batcher {
             rows: std::mem::take(&mut self.pending),
         };
         match spool.stage(&batch) {
-            Ok(Pushed::Spooled) => {}
-            Ok(Pushed::Dropped) => {
-                self.metrics.records_dropped.inc_by(batch.rows.len() as u64);
-            }
+            Ok(()) => self.unwritable = false,
             Err(error) => {
-                let held = batch.rows.len();
-                if held >= self.rows * HELD_BATCHES {
-                    tracing::error!(%error, records = held, "cannot write to the spool; records dropped");
-                    self.metrics.records_dropped.inc_by(held as u64);
-                } else {
-                    tracing::error!(%error, records = held, "cannot write to the spool; holding the records to try again");
-                    self.pending = batch.rows;
+                if !self.unwritable {
+                    tracing::error!(%error, records = batch.rows.len(), "cannot write to the spool; the records wait in memory and reads stop until it can be written");
                 }
+                self.unwritable = true;
+                self.pending = batch.rows;
             }
         }
     }

@@ -84,8 +84,8 @@ pub struct Metrics {
     pub tunnel_entries: Counter,
     /// Their bytes: what the encapsulation adds to the pods' bytes.
     pub tunnel_bytes: Counter,
-    /// Records lost because the spool was full or unwritable.
-    pub records_dropped: Counter,
+    /// Reads not done because the spool was full or unwritable.
+    pub reads_postponed: Counter,
     /// Reads committed to the spool late because a commit failed.
     pub spool_errors: Counter,
     /// Reads whose journal could not be written: a kill during them would
@@ -133,7 +133,7 @@ impl Metrics {
             coverage_low: Gauge::default(),
             tunnel_entries: Counter::default(),
             tunnel_bytes: Counter::default(),
-            records_dropped: Counter::default(),
+            reads_postponed: Counter::default(),
             spool_errors: Counter::default(),
             journal_errors: Counter::default(),
             replayed_entries: Counter::default(),
@@ -265,9 +265,9 @@ impl Metrics {
             m.tunnel_bytes.clone(),
         );
         r.register(
-            "records_dropped",
-            "Records lost because the spool was full or could not be written",
-            m.records_dropped.clone(),
+            "reads_postponed",
+            "Reads not done because the spool was full or could not be written; the kernel kept counting",
+            m.reads_postponed.clone(),
         );
         r.register(
             "spool_commit_errors",
@@ -346,7 +346,7 @@ impl Collector for SinkCollector {
             ),
             (
                 "spool_max",
-                "The spool's cap (sinks.spool.cap_mib); beyond it records are dropped and counted",
+                "The spool's cap (sinks.spool.cap_mib); from it, reads are postponed until the sinks catch up",
                 bytes_unit,
                 i64::try_from(cap).unwrap_or(i64::MAX),
             ),

@@ -8,6 +8,7 @@
 //! turned on: the kernel adds counters only to new entries) can never meter
 //! a byte: they are counted too, never recorded.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
@@ -176,17 +177,19 @@ impl Metering {
 
     /// Commits what the batcher staged, with the entries held for their
     /// pods and the ended connections' position; the reads and events it
-    /// covers no longer need their files.
-    fn commit(&mut self, ended: &ended::Queue) {
+    /// covers no longer need their files. Returns whether it committed.
+    fn commit(&mut self, ended: &ended::Queue) -> bool {
         let position = ended.position();
-        if let Some(step) = self.batcher.commit(self.carry(position)) {
-            let dir = self.batcher.dir();
-            let removed =
-                journal::remove_through(dir, step).and_then(|()| ended.forget_before(position));
-            if let Err(error) = removed {
-                tracing::error!(%error, "cannot remove a committed read's files");
-            }
+        let Some(step) = self.batcher.commit(self.carry(position)) else {
+            return false;
+        };
+        let dir = self.batcher.dir();
+        let removed =
+            journal::remove_through(dir, step).and_then(|()| ended.forget_before(position));
+        if let Err(error) = removed {
+            tracing::error!(%error, "cannot remove a committed read's files");
         }
+        true
     }
 
     /// Records of `entries`, into the batcher and the counts.
@@ -302,6 +305,8 @@ pub struct Reader {
     pub settings_on: [bool; sysctl::ALL.len()],
     /// A journal write's buffer, reused.
     pub encoded: Vec<u8>,
+    /// Why the last read was postponed, if it was.
+    pub postponed: Option<&'static str>,
 }
 
 impl Reader {
@@ -311,7 +316,8 @@ impl Reader {
     pub fn run(mut self, stop: Receiver<()>) {
         self.recover();
         let interval = u64::from(self.interval);
-        let mut last = unix_seconds();
+        let started = unix_seconds();
+        let mut last_read = None;
         self.coverage.start(&routes::Table::read().uplinks());
         loop {
             let now = SystemTime::now();
@@ -322,14 +328,17 @@ impl Reader {
                 .unwrap_or_default();
             match stop.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {
-                    self.read(clamp(boundary), self.interval);
-                    last = boundary;
+                    // After postponed reads, the counters span them all.
+                    let since = last_read.map_or(self.interval, |last| clamp(boundary - last));
+                    if self.read(clamp(boundary), since) {
+                        last_read = Some(boundary);
+                    }
                 }
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         let now = unix_seconds();
-        let elapsed = clamp(now.saturating_sub(last).max(1));
+        let elapsed = clamp(now.saturating_sub(last_read.unwrap_or(started)).max(1));
         self.read(clamp(now), elapsed);
         // Connections that ended during that last dump.
         self.stop_listening.store(true, Ordering::Relaxed);
@@ -341,9 +350,13 @@ impl Reader {
         self.metering
             .meter_ended(&mut self.ended, clamp(now), elapsed, &mut tally);
         self.metering.retry_late(clamp(now), true, &mut tally);
-        self.metering.commit(&self.ended);
+        let committed = self.metering.commit(&self.ended);
         self.metering.publish(&tally, before, clamp(now));
-        tracing::info!("final read spooled");
+        if committed {
+            tracing::info!("final read spooled");
+        } else {
+            tracing::error!("the final read could not be spooled: the next start meters it again from its journals and the ended connections' queue");
+        }
     }
 
     /// Meters the reads a kill cut short, from their journals, once: their
@@ -411,16 +424,51 @@ impl Reader {
             Ok(file) => Some(file),
             Err(error) => {
                 self.metering.metrics.journal_errors.inc();
-                tracing::error!(%error, "cannot start this read's journal: a kill during the read would lose its bytes");
+                tracing::error!(%error, "cannot start this read's journal");
                 None
             }
         }
     }
 
+    /// Why no read can be written now, if so: the spool is full, or the
+    /// records of an earlier read still cannot be written (tried again).
+    fn blocked(&mut self) -> Option<&'static str> {
+        if self.metering.batcher.unwritable() && !self.metering.commit(&self.ended) {
+            return Some("the spool cannot be written (full disk?)");
+        }
+        if self.metering.batcher.full() {
+            return Some(
+                "the spool is full: the sinks have not taken its batches (sinks.spool.cap_mib)",
+            );
+        }
+        None
+    }
+
+    /// A read not done: what it would have zeroed keeps counting in the
+    /// kernel, and the ended connections wait in their queue on disk.
+    fn postpone(&mut self, why: &'static str) {
+        self.metering.metrics.reads_postponed.inc();
+        if self.postponed.is_none() {
+            tracing::error!(why, "READS POSTPONED: nothing is lost, the kernel keeps counting until the spool can take a read");
+        }
+        self.postponed = Some(why);
+        // Alive and doing what it must: a restart would not help.
+        self.health.read_done();
+    }
+
     /// One interval: what ended since the last read, then the table.
-    fn read(&mut self, observed_at: u32, interval: u32) {
+    /// Returns whether the table was read: a read that cannot be spooled
+    /// is postponed rather than zeroing what it could not keep.
+    fn read(&mut self, observed_at: u32, interval: u32) -> bool {
         let started = Instant::now();
         self.check_settings();
+        if let Some(why) = self.blocked() {
+            self.postpone(why);
+            return false;
+        }
+        if let Some(why) = self.postponed.take() {
+            tracing::warn!(why, "reads resume");
+        }
         let routes = routes::Table::read();
         self.metering.enricher.set_routed_here(routes.routed_here());
         let mut tally = Tally::default();
@@ -431,29 +479,41 @@ impl Reader {
             .meter_ended(&mut self.ended, observed_at, interval, &mut tally);
         // The ended connections are committed on their own: the dump's
         // journal holds only the dump.
-        self.metering.commit(&self.ended);
-        let mut journal = self.start_journal(ReadTime {
-            observed_at,
-            interval,
-        });
+        let committed = self.metering.commit(&self.ended);
+        let journal = committed
+            .then(|| {
+                self.start_journal(ReadTime {
+                    observed_at,
+                    interval,
+                })
+            })
+            .flatten();
+        let Some(mut journal) = journal else {
+            self.metering.publish(&tally, before, observed_at);
+            self.postpone("this read's records or journal cannot be written to the spool");
+            return false;
+        };
         let mut encoded = std::mem::take(&mut self.encoded);
         let mut journal_error = None;
+        let journal_failed = Cell::new(false);
         let metering = &mut self.metering;
         let mut idle = 0;
         let mut without_counters = 0;
+        // A journal or spool that fails ends the dump: what was zeroed is
+        // kept, the rest waits in the kernel for a read that can keep it.
         let result = self.table.dump_keeping(
             ReadMode::Zero,
             |zeroed| {
-                let Some(file) = journal.as_mut() else {
+                if journal_failed.get() {
                     return;
-                };
+                }
                 encoded.clear();
                 let written = journal::encode(zeroed, &mut encoded)
                     .map_err(io::Error::other)
-                    .and_then(|()| file.write_all(&encoded));
+                    .and_then(|()| journal.write_all(&encoded));
                 if let Err(error) = written {
                     journal_error = Some(error);
-                    journal = None;
+                    journal_failed.set(true);
                 }
             },
             |entry| {
@@ -464,14 +524,18 @@ impl Reader {
                 } else {
                     metering.meter(entry, observed_at, interval, &mut tally);
                 }
-                ControlFlow::Continue(())
+                if journal_failed.get() || metering.batcher.unwritable() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             },
         );
         self.encoded = encoded;
         self.metering.finish(observed_at, interval, &mut tally);
         if let Some(error) = journal_error {
             self.metering.metrics.journal_errors.inc();
-            tracing::error!(%error, "cannot write this read's journal: a kill before its commit would lose its bytes");
+            tracing::error!(%error, "cannot write this read's journal: the read stopped, and a kill before its commit would lose the last entries it zeroed");
         }
         self.metering.commit(&self.ended);
         let m = self.metering.metrics.clone();
@@ -522,6 +586,7 @@ impl Reader {
         m.last_read
             .set(i64::try_from(unix_seconds()).unwrap_or(i64::MAX));
         self.health.read_done();
+        true
     }
 }
 

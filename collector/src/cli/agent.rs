@@ -285,6 +285,7 @@ async fn serve(
         // The agent turned them on (or found them on) before starting.
         settings_on: [true; sysctl::ALL.len()],
         encoded: Vec::new(),
+        postponed: None,
     };
     let (stop_reading, stop) = mpsc::channel();
     let reading = std::thread::Builder::new()

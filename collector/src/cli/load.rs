@@ -22,6 +22,10 @@ use tollgate_schema::FlowRecord;
 use super::clickhouse_args::ClickHouseArgs;
 use super::BadInput;
 
+/// `load` delivers each batch before it reads on, so its spool holds one
+/// batch (or the batches of a run stopped by an outage) and is never full.
+const LOAD_SPOOL_CAP: u64 = u64::MAX;
+
 /// Loads flow records (one JSON object per line, the `flows` columns as
 /// keys) into ClickHouse, Parquet files, or both. Each batch is written to the spool before it is
 /// sent and removed once ClickHouse has it; a file input resumes where the
@@ -42,11 +46,6 @@ pub struct LoadArgs {
     /// Spool directory (one per input).
     #[arg(long, value_name = "DIR")]
     spool: PathBuf,
-    /// Most bytes the spool may hold; beyond it records are dropped and
-    /// counted.
-    #[arg(long, value_name = "MIB", default_value_t = 512,
-        value_parser = clap::value_parser!(u64).range(1..=input::SPOOL_CAP_MAX_MIB))]
-    spool_cap_mib: u64,
     /// Records per batch.
     #[arg(long, default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(1..=input::BATCH_ROWS_MAX))]
@@ -102,14 +101,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     if from_file {
         let resume_at = if args.spool.is_dir() {
-            Spool::open(&args.spool, args.spool_cap_mib << 20, &sink_names)?.position()
+            Spool::open(&args.spool, LOAD_SPOOL_CAP, &sink_names)?.position()
         } else {
             Resume::default()
         };
         runtime.block_on(check_lines(&args.input, resume_at))?;
     }
     let parquet = args.parquet.as_deref().map(ParquetSink::open).transpose()?;
-    let spool = Spool::open(&args.spool, args.spool_cap_mib << 20, &sink_names)?;
+    let spool = Spool::open(&args.spool, LOAD_SPOOL_CAP, &sink_names)?;
     // A wrong URL or password fails at once. But batches in the spool mean
     // an earlier run reached this ClickHouse: failing now is an outage, to be
     // waited out while the spool keeps them.
@@ -263,13 +262,6 @@ async fn load(
         if at_end {
             break;
         }
-    }
-    let stats = lock().stats();
-    if stats.dropped_records > 0 {
-        anyhow::bail!(
-            "{} records were dropped because the spool was full",
-            stats.dropped_records
-        );
     }
     println!("loaded {loaded} records from {name} into {destination}");
     Ok(())

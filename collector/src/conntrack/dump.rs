@@ -60,11 +60,10 @@ impl TableReader {
     /// owns those bytes; if this returns an error part-way, the entries
     /// already handed on are still valid and must be kept. An entry that
     /// ends between the walk and its zeroing is not handed on: its bytes
-    /// come with its DESTROY event. `on_entry` may abandon the dump with
-    /// `ControlFlow::Break`: entries not yet zeroed keep their counters, but
-    /// answers already queued for the zeroing socket (up to one batch) were
-    /// zeroed and are discarded, so only break when giving up (e.g. the
-    /// output pipe closed).
+    /// come with its DESTROY event. `on_entry` may end the dump with
+    /// `ControlFlow::Break`: the rest of the zeroing batch in flight (up to
+    /// a few hundred entries, already zeroed) is still handed on, its
+    /// answers ignored, and entries not yet zeroed keep their counters.
     pub fn dump<F>(&mut self, mode: ReadMode, on_entry: F) -> Result<DumpSummary, ConntrackError>
     where
         F: FnMut(&Entry) -> ControlFlow<()>,

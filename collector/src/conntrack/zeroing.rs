@@ -95,9 +95,8 @@ impl Zeroer {
     }
 
     /// Send what is queued, give the answers to `keep` and hand each to
-    /// `on_entry`. After a `Break`, the answers not yet handed on are
-    /// discarded with the socket (their counters were zeroed: only break
-    /// when giving up).
+    /// `on_entry`; a `Break` from it is returned once every answer was
+    /// handed on.
     pub(crate) fn flush<K, F>(
         &mut self,
         keep: &mut K,
@@ -114,6 +113,9 @@ impl Zeroer {
         let mut waiting = self.queued;
         self.requests.clear();
         self.queued = 0;
+        // Every answer is handed on, even after a `Break`: its counters
+        // were zeroed, and the caller owns the only copy of its bytes.
+        let mut flow = ControlFlow::Continue(());
         while waiting > 0 {
             // The kernel answers a datagram of requests before `send`
             // returns: the answers are all queued, and one system call
@@ -152,13 +154,11 @@ impl Zeroer {
             keep(&self.answered);
             for entry in &self.answered {
                 if on_entry(entry).is_break() {
-                    self.socket = NetfilterSocket::open()?;
-                    self.socket.set_receive_buffer(REPLY_BUFFER)?;
-                    return Ok(ControlFlow::Break(()));
+                    flow = ControlFlow::Break(());
                 }
             }
         }
-        Ok(ControlFlow::Continue(()))
+        Ok(flow)
     }
 }
 

@@ -33,9 +33,9 @@
 //! `lock` file (released when the process ends, however it ends), so two
 //! processes never hand out the same sequence number.
 //!
-//! Above `cap_bytes` a new batch is not spooled: its records are counted as
-//! dropped ([`SpoolStats::dropped_records`]) and the loss is logged as an
-//! error, never silently.
+//! The spool never drops a batch. `cap_bytes` is where the agent stops
+//! reading ([`Spool::full`]): beyond it, counters wait in the kernel until
+//! the sinks have taken enough.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -97,10 +97,6 @@ pub enum SpoolError {
 pub struct SpoolStats {
     /// Batches spooled.
     pub spooled_batches: u64,
-    /// Records dropped because the spool was full.
-    pub dropped_records: u64,
-    /// Batches dropped because the spool was full.
-    pub dropped_batches: u64,
     /// Staged batches of a read that never committed, discarded on open
     /// (the read's journal meters it again).
     pub discarded_batches: u64,
@@ -114,15 +110,6 @@ struct Commit {
     step: u64,
     seqs: Vec<u64>,
     carry: Vec<u8>,
-}
-
-/// Whether [`Spool::push`] kept the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// Durably on disk.
-    Spooled,
-    /// The spool was full: the batch was dropped and counted.
-    Dropped,
 }
 
 /// The spool directory and what is in it.
@@ -147,8 +134,8 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Open (creating it if needed) the spool in `dir`, holding at most
-    /// `cap_bytes` of batches for `sinks` (their names).
+    /// Open (creating it if needed) the spool in `dir`, [`Spool::full`]
+    /// from `cap_bytes` of batches, for `sinks` (their names).
     pub fn open(dir: &Path, cap_bytes: u64, sinks: &[&'static str]) -> Result<Self, SpoolError> {
         let io = |action, source| SpoolError::Io {
             path: dir.to_owned(),
@@ -273,9 +260,16 @@ impl Spool {
         self.used_bytes
     }
 
-    /// The most bytes of batches it holds.
+    /// The bytes of batches from which it is [`Spool::full`].
     pub fn cap_bytes(&self) -> u64 {
         self.cap_bytes
+    }
+
+    /// Whether its batches reached the cap: the agent reads no more until
+    /// the sinks have taken some (what it reads is spooled whole, so the
+    /// cap can be passed by one read's batches).
+    pub fn full(&self) -> bool {
+        self.used_bytes >= self.cap_bytes
     }
 
     /// What the spool did so far.
@@ -303,22 +297,18 @@ impl Spool {
     }
 
     /// Durably add `batch` (whose `seq` must be [`Spool::next_seq`]).
-    pub fn push(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
-        let (pushed, size) = self.write(batch, "batch")?;
-        if pushed == Pushed::Spooled {
-            self.queued.push_back((batch.seq, size));
-        }
-        Ok(pushed)
+    pub fn push(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+        let size = self.write(batch, "batch")?;
+        self.queued.push_back((batch.seq, size));
+        Ok(())
     }
 
     /// Durably keep `batch` (whose `seq` must be [`Spool::next_seq`]), to
     /// be handed out from the next [`Spool::commit`] on.
-    pub fn stage(&mut self, batch: &Batch) -> Result<Pushed, SpoolError> {
-        let (pushed, size) = self.write(batch, "staged")?;
-        if pushed == Pushed::Spooled {
-            self.staged.push((batch.seq, size));
-        }
-        Ok(pushed)
+    pub fn stage(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+        let size = self.write(batch, "staged")?;
+        self.staged.push((batch.seq, size));
+        Ok(())
     }
 
     /// Makes the staged batches deliverable, remembering `carry` with the
@@ -355,8 +345,8 @@ impl Spool {
         Ok(self.committed.step)
     }
 
-    /// Writes `batch` as `<seq>.<extension>`, unless the spool is full.
-    fn write(&mut self, batch: &Batch, extension: &str) -> Result<(Pushed, u64), SpoolError> {
+    /// Writes `batch` as `<seq>.<extension>`; returns its size.
+    fn write(&mut self, batch: &Batch, extension: &str) -> Result<u64, SpoolError> {
         debug_assert_eq!(batch.seq, self.next_seq);
         let header = Header {
             seq: batch.seq,
@@ -370,27 +360,13 @@ impl Spool {
             })?;
         batch.rows.write_to(&mut bytes);
         let size = bytes.len() as u64;
-        self.next_seq = batch.seq + 1;
-        if self.used_bytes + size > self.cap_bytes {
-            self.stats.dropped_batches += 1;
-            self.stats.dropped_records += batch.rows.len() as u64;
-            tracing::error!(
-                records = batch.rows.len(),
-                dropped_records_total = self.stats.dropped_records,
-                used_bytes = self.used_bytes,
-                cap_bytes = self.cap_bytes,
-                spool = %self.dir.display(),
-                "SPOOL FULL: records dropped; the sink has not acknowledged for too long"
-            );
-            self.write_next_seq()?;
-            return Ok((Pushed::Dropped, size));
-        }
         let path = self.batch_path(batch.seq).with_extension(extension);
         write_durably(&self.dir, &path, &bytes)?;
+        self.next_seq = batch.seq + 1;
         self.used_bytes += size;
         self.position = self.position.max(batch.resume_at);
         self.stats.spooled_batches += 1;
-        Ok((Pushed::Spooled, size))
+        Ok(size)
     }
 
     /// The oldest batch `sink` has not acknowledged.
@@ -694,7 +670,7 @@ mod tests {
         let tokens = TokenMaker::new("n").unwrap();
         let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
         let first = batch(&spool, &tokens, 3, 100);
-        assert_eq!(spool.push(&first).unwrap(), Pushed::Spooled);
+        spool.push(&first).unwrap();
         let second = batch(&spool, &tokens, 2, 200);
         spool.push(&second).unwrap();
         // A crash mid-write leaves a temp file; reopening discards it.
@@ -807,21 +783,21 @@ mod tests {
     }
 
     #[test]
-    fn a_full_spool_drops_and_counts_instead_of_growing() {
+    fn a_spool_past_its_cap_is_full_and_keeps_every_batch() {
         let dir = TempDir::new("spool-full");
         let tokens = TokenMaker::new("n").unwrap();
         let mut spool = Spool::open(&dir, 4096, &["sink"]).unwrap();
-        let mut dropped = 0;
-        for i in 0..50 {
-            let b = batch(&spool, &tokens, 10, i);
-            if spool.push(&b).unwrap() == Pushed::Dropped {
-                dropped += 1;
-            }
+        let mut pushed = 0;
+        while !spool.full() {
+            spool.push(&batch(&spool, &tokens, 10, pushed)).unwrap();
+            pushed += 1;
         }
-        assert!(dropped > 0);
-        assert!(spool.used_bytes() <= 4096);
-        assert_eq!(spool.stats().dropped_batches, dropped);
-        assert_eq!(spool.stats().dropped_records, dropped * 10);
+        spool.push(&batch(&spool, &tokens, 10, pushed)).unwrap();
+        assert!(spool.used_bytes() > 4096);
+        assert_eq!(spool.len() as u64, pushed + 1, "no batch is dropped");
+        let first = spool.next_for("sink").unwrap().unwrap();
+        spool.ack("sink", first.seq + pushed).unwrap();
+        assert!(!spool.full(), "acknowledged batches make room");
     }
 
     /// Batches the previous release spooled (`testdata/spool-v2`: records
