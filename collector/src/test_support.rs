@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::conntrack::{Counters, Entry, Origin, Tuple, L4};
+
 /// One flow record as `tollgate load` reads it.
 pub(crate) const SAMPLE_RECORD: &str = r#"{"observed_at":1790000000,"interval_seconds":10,"cluster":"c","node":"n","family":"ipv4",
         "protocol":"tcp","local_ip":"::ffff:10.0.0.1","local_port":1,"local_pod":"p","local_namespace":"ns",
@@ -46,5 +48,22 @@ impl std::ops::Deref for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An ended TCP connection from `port`, moving `port` bytes each way.
+pub(crate) fn ended(port: u16) -> Entry {
+    let tuple = Tuple {
+        src: "10.0.0.1".parse().expect("an address"),
+        dst: "10.0.0.2".parse().expect("an address"),
+        l4: L4::Ports { src: port, dst: 80 },
+    };
+    let counters = Counters {
+        packets: 3,
+        bytes: u64::from(port),
+    };
+    Entry {
+        origin: Origin::Ended,
+        ..Entry::tcp(tuple, tuple, Some(counters), Some(counters))
     }
 }

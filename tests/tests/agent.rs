@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -885,7 +886,10 @@ fn check_top_talkers(ch: &clickhouse::ClickHouse, database: &str, log: &std::pat
 /// An overlapping restart: a second agent started on a node whose agent
 /// still runs (same port, same spool) waits for it instead of failing,
 /// then takes over; a connection running across the handover is metered
-/// exactly once, as nftables counted it.
+/// exactly once, as nftables counted it. Short connections end all along,
+/// their entries deleted at once (each DESTROY event carries every byte):
+/// those that end while both agents run are metered once, and none is
+/// lost between the first agent's last event and the second's first.
 #[test]
 fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
     let Some(Setup {
@@ -918,39 +922,79 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
     let second_config = config.with_file_name("node-a-second.yaml");
     std::fs::copy(&config, &second_config).unwrap();
     let second_log = second_config.with_extension("log");
-    let mut second = node
-        .ns
-        .command(tollgate::binary().to_str().unwrap())
-        .args(["agent", "--config"])
-        .arg(&second_config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&second_log).unwrap())
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_secs(3));
-    let log = std::fs::read_to_string(&second_log).unwrap();
-    assert!(
-        second.try_wait().unwrap().is_none(),
-        "the second agent waits: {log}"
-    );
-    assert!(log.contains("waiting for it to stop"), "{log}");
-    first.stop().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !node
-        .ns
-        .command("curl")
-        .args(["-sf", "-o", "/dev/null", "http://127.0.0.1:9102/readyz"])
-        .status()
-        .unwrap()
-        .success()
-    {
+    let churning = AtomicBool::new(true);
+    let db = cluster.pod("db-0").ip4.clone();
+    let (mut second, short_batches) = thread::scope(|scope| {
+        let connections = scope.spawn(|| {
+            let mut batches = 0u16;
+            while churning.load(Ordering::Relaxed) {
+                let short = Flow::new(
+                    "report-29123-q7z",
+                    Target::Pod("db-0"),
+                    "tcp",
+                    false,
+                    SHORT.start + 100 * batches,
+                    100,
+                );
+                assert!(
+                    SHORT.contains(&short.ports.end),
+                    "more batches than SHORT holds"
+                );
+                let mut client = cluster
+                    .start(&short, &["short", "--n", "100", "--bytes", "3000"])
+                    .unwrap();
+                assert!(client.wait().unwrap().success());
+                batches += 1;
+            }
+            batches
+        });
+        scope.spawn(|| {
+            while churning.load(Ordering::Relaxed) {
+                node.ns
+                    .command("conntrack")
+                    .args(["-D", "-p", "tcp", "--state", "TIME_WAIT", "-d", &db])
+                    .output()
+                    .unwrap();
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let mut second = node
+            .ns
+            .command(tollgate::binary().to_str().unwrap())
+            .args(["agent", "--config"])
+            .arg(&second_config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&second_log).unwrap())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_secs(3));
+        let log = std::fs::read_to_string(&second_log).unwrap();
         assert!(
-            std::time::Instant::now() < deadline,
-            "the second agent never got ready: {}",
-            std::fs::read_to_string(&second_log).unwrap_or_default()
+            second.try_wait().unwrap().is_none(),
+            "the second agent waits: {log}"
         );
-        thread::sleep(Duration::from_millis(100));
-    }
+        assert!(log.contains("waiting for it to stop"), "{log}");
+        first.stop().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !node
+            .ns
+            .command("curl")
+            .args(["-sf", "-o", "/dev/null", "http://127.0.0.1:9102/readyz"])
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second agent never got ready: {}",
+                std::fs::read_to_string(&second_log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_secs(1));
+        churning.store(false, Ordering::Relaxed);
+        (second, connections.join().unwrap())
+    });
     wait(vec![traffic]);
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
     Command::new("kill")
@@ -968,22 +1012,22 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
     let at = |log: &str, what: &str| {
         log.lines()
             .rfind(|l| l.contains(what))
-            .and_then(|l| l.split_whitespace().next())
             .map(str::to_owned)
             .unwrap_or_default()
     };
+    let took_over = at(&log, "took over from the previous agent");
     eprintln!(
-        "handover: first agent's last read spooled at {}, second agent metering from {}",
+        "handover: {}; {}; {took_over}; {} short connections",
         at(&first_log, "final read spooled"),
-        at(&log, "metering")
+        at(&log, "metering"),
+        u32::from(short_batches) * 100
     );
-
     let report = cluster.pod("report-29123-q7z");
     let (mut sent, mut received) = (0, 0);
     for (key, count) in tollgate_tests::oracle::read(&node.ns).unwrap() {
-        if key.sport == 27000 {
+        if key.sport == 27000 || SHORT.contains(&key.sport) {
             sent += count.bytes;
-        } else if key.dport == 27000 {
+        } else if key.dport == 27000 || SHORT.contains(&key.dport) {
             received += count.bytes;
         }
     }
@@ -998,9 +1042,21 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
     assert_eq!(
         metered.trim(),
         format!("{sent}\t{received}"),
-        "report's side across the handover, against nftables"
+        "report's side across the handover, against nftables\n{log}"
+    );
+    let skipped: u64 = took_over
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("metered_by_the_previous_agent="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        skipped > 0,
+        "connections ended while both agents ran, and the first metered them: {took_over}\n{log}"
     );
 }
+
+/// The client ports of the handover test's short connections.
+const SHORT: std::ops::Range<u16> = 28000..34000;
 
 /// An agent SIGKILLed in the middle of its reads, as the OOM killer would,
 /// and started again at once, six times: the entries it had zeroed before

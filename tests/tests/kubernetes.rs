@@ -469,24 +469,56 @@ fn rolling_update(
                     problems.push(format!("{key:?}: tollgate {got}, nftables {want}"));
                 }
             }
-            let done = problems.is_empty();
+            // Settled once exact; short connections still short after the
+            // wait were lost in a gap between two agents.
+            let done = problems.is_empty() && lost == 0;
             last = (problems, lost);
             Ok(done)
         },
     );
     ensure!(
-        settled.is_ok(),
+        last.0.is_empty(),
         "after a rolling update of the DaemonSet:\n{}",
         last.0.join("\n")
     );
     let short_bytes: u64 = short.values().sum();
+    let logs = k8s.kubectl(
+        &[
+            "-n",
+            "tollgate",
+            "logs",
+            "-l",
+            "app.kubernetes.io/component=agent",
+            "-c",
+            "agent",
+            "--tail=-1",
+        ],
+        None,
+    )?;
+    let gaps: Vec<&str> = logs
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find(|f| f.starts_with("unwatched_seconds="))
+        })
+        .collect();
     eprintln!(
         "rolling update of 3 nodes in {:.0} s with {} short connections and a long one running: \
-         {} of the short connections' {short_bytes} bytes not metered (connections that ended \
-         while their node had no agent); nothing counted twice; everything else exact",
+         {} of the short connections' {short_bytes} bytes not metered ({}); nothing counted \
+         twice; everything else exact; time without an agent subscribed, per node: {}",
         rollout.as_secs_f64(),
         batches * 5,
-        last.1
+        last.1,
+        if settled.is_ok() {
+            "settled exact"
+        } else {
+            "still short after 60 s"
+        },
+        gaps.join(", ")
+    );
+    ensure!(
+        gaps.len() == 3,
+        "each new agent says how long its node was unwatched:\n{logs}"
     );
     Ok(())
 }

@@ -81,6 +81,18 @@ impl Writer {
         })
     }
 
+    /// Goes on in `dir`, in a generation after every file there (an agent
+    /// taking over moves its listener from `handover/` into the spool);
+    /// returns that generation. What was written stays where it is.
+    pub fn move_to(&mut self, dir: &Path) -> Result<u64, JournalError> {
+        let generation = generations(dir)?.last().map_or(1, |last| last + 1);
+        self.file = create(dir, generation)?;
+        dir.clone_into(&mut self.dir);
+        self.generation = generation;
+        self.written = 0;
+        Ok(generation)
+    }
+
     /// Appends `entries` in one write. On failure (a full disk) the
     /// entries not written whole are kept, the file is cut back to the
     /// last whole entry (a reader never takes a part of one), and they are
@@ -143,6 +155,15 @@ impl Writer {
         Ok(())
     }
 
+    /// Marks its file as written now: the listener stops listening, and
+    /// the next agent measures from here how long the node went unwatched
+    /// ([`last_written_at`]).
+    pub fn mark_stopped(&self) {
+        if let Err(error) = self.file.set_modified(std::time::SystemTime::now()) {
+            tracing::warn!(%error, "cannot mark when this agent stopped listening");
+        }
+    }
+
     /// Entries waiting for a write that failed.
     pub fn unwritten(&self) -> usize {
         self.unwritten.len()
@@ -156,6 +177,52 @@ fn create(dir: &Path, generation: u64) -> Result<File, JournalError> {
         action: "creating",
         source,
     })
+}
+
+/// When a writer last appended to a file in `dir`, or stopped
+/// ([`Writer::mark_stopped`]), if one did.
+pub fn last_written_at(dir: &Path) -> Option<std::time::SystemTime> {
+    generations(dir)
+        .ok()?
+        .into_iter()
+        .filter_map(|generation| {
+            std::fs::metadata(path(dir, generation))
+                .ok()?
+                .modified()
+                .ok()
+        })
+        .max()
+}
+
+/// Hands on every whole entry of the files in `dir` of generations below
+/// `below`, oldest first.
+pub fn read_all(
+    dir: &Path,
+    below: u64,
+    mut on_entry: impl FnMut(&Entry),
+) -> Result<u64, JournalError> {
+    let mut handed_on = 0;
+    for generation in generations(dir)?.into_iter().filter(|&g| g < below) {
+        let path = path(dir, generation);
+        let mut file = File::open(&path).map_err(|source| JournalError::Io {
+            path: path.clone(),
+            action: "opening",
+            source,
+        })?;
+        let read = journal::read_entries(&mut file, &mut on_entry).map_err(|e| match e {
+            EntriesError::Io(source) => JournalError::Io {
+                path: path.clone(),
+                action: "reading",
+                source,
+            },
+            EntriesError::Decode { entry, error } => JournalError::Corrupt {
+                path: path.clone(),
+                detail: format!("entry {entry} does not decode: {error}"),
+            },
+        })?;
+        handed_on += read.entries;
+    }
+    Ok(handed_on)
 }
 
 /// The reader's side: hands on what the writers appended, from a position.
@@ -247,24 +314,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::{Counters, Origin, Tuple, L4};
-    use crate::test_support::TempDir;
-
-    fn ended(port: u16) -> Entry {
-        let tuple = Tuple {
-            src: "10.0.0.1".parse().unwrap(),
-            dst: "10.0.0.2".parse().unwrap(),
-            l4: L4::Ports { src: port, dst: 80 },
-        };
-        let counters = Counters {
-            packets: 3,
-            bytes: u64::from(port),
-        };
-        Entry {
-            origin: Origin::Ended,
-            ..Entry::tcp(tuple, tuple, Some(counters), Some(counters))
-        }
-    }
+    use crate::test_support::{ended, TempDir};
 
     fn ports(queue: &mut Queue) -> Vec<u16> {
         let mut ports = Vec::new();

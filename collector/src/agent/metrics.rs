@@ -101,17 +101,15 @@ pub struct Metrics {
     pub last_read: Gauge,
     /// Seconds between two reads (`agent.interval_seconds`).
     pub read_interval: Gauge,
+    /// Seconds no agent listened for ended connections before this one.
+    pub unwatched: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
-    /// The metrics, registered in `registry` under `tollgate_`, with each
-    /// sink's delivery counts (by name) and the spool read at each scrape.
-    pub fn register(
-        registry: &mut Registry,
-        spool: Arc<Mutex<Spool>>,
-        delivery: Vec<(&'static str, Arc<DeliveryCounts>)>,
-    ) -> Arc<Self> {
-        let metrics = Arc::new(Self {
+    /// The metrics, all at zero: counted from the agent's start, and
+    /// exposed once [`Metrics::register`]ed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
             entries_read: Counter::default(),
             idle_entries: Counter::default(),
             uncounted_entries: Counter::default(),
@@ -141,8 +139,19 @@ impl Metrics {
             table_max: Gauge::default(),
             last_read: Gauge::default(),
             read_interval: Gauge::default(),
-        });
-        let m = &metrics;
+            unwatched: Gauge::default(),
+        })
+    }
+
+    /// Registers the metrics in `registry` under `tollgate_`, with each
+    /// sink's delivery counts (by name) and the spool read at each scrape.
+    pub fn register(
+        self: &Arc<Self>,
+        registry: &mut Registry,
+        spool: Arc<Mutex<Spool>>,
+        delivery: Vec<(&'static str, Arc<DeliveryCounts>)>,
+    ) {
+        let m = self;
         let r = registry.sub_registry_with_prefix("tollgate");
         r.register(
             "conntrack_entries_read",
@@ -295,8 +304,13 @@ impl Metrics {
             Unit::Seconds,
             m.read_interval.clone(),
         );
+        r.register_with_unit(
+            "unwatched",
+            "Seconds between the previous agent's last sign of life (its listener's stop; if it was killed, its last commit or queued ended connection) and this agent's subscription to ended connections; 0 when it subscribed while the previous one still ran",
+            Unit::Seconds,
+            m.unwatched.clone(),
+        );
         r.register_collector(Box::new(SinkCollector { spool, delivery }));
-        metrics
     }
 }
 

@@ -13,6 +13,7 @@
 mod batcher;
 pub mod coverage;
 pub mod ended;
+pub mod handover;
 pub mod http;
 pub mod journal;
 pub mod metrics;
@@ -22,5 +23,5 @@ pub mod talkers;
 pub mod workloads;
 
 pub use batcher::Batcher;
-pub use reader::{listen_for_ended, unix_seconds, Metering, Reader, PENDING};
+pub use reader::{unix_seconds, EventListener, Metering, Reader, PENDING};
 pub use workloads::PerWorkload;

@@ -12,9 +12,9 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_schema::Category;
@@ -22,6 +22,7 @@ use tollgate_schema::Category;
 use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::ended;
+use super::handover;
 use super::http::Health;
 use super::journal::{self, ReadTime};
 use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
@@ -184,8 +185,16 @@ impl Metering {
             return false;
         };
         let dir = self.batcher.dir();
-        let removed =
-            journal::remove_through(dir, step).and_then(|()| ended.forget_before(position));
+        // A successor reads the files of what this agent metered, to skip
+        // the connections both received.
+        let keep_ended = handover::successor_waiting(dir);
+        let removed = journal::remove_through(dir, step).and_then(|()| {
+            if keep_ended {
+                Ok(())
+            } else {
+                ended.forget_before(position)
+            }
+        });
         if let Err(error) = removed {
             tracing::error!(%error, "cannot remove a committed read's files");
         }
@@ -287,12 +296,13 @@ impl Metering {
 pub struct Reader {
     /// The zeroing reader.
     pub table: TableReader,
-    /// Ended connections from [`listen_for_ended`].
+    /// Ended connections from the [`EventListener`].
     pub ended: ended::Queue,
-    /// Tells the listener to finish.
-    pub stop_listening: Arc<AtomicBool>,
-    /// The listener's thread.
-    pub listener: std::thread::JoinHandle<()>,
+    /// The listener.
+    pub listener: EventListener,
+    /// Set if this agent waited for the one it replaces: its listener
+    /// queued in `handover/` meanwhile.
+    pub waiting: Option<handover::Waiting>,
     /// Entries to records.
     pub metering: Metering,
     /// Seconds between reads.
@@ -311,9 +321,11 @@ pub struct Reader {
 
 impl Reader {
     /// Read on every interval boundary until `stop` receives (or its sender
-    /// is dropped); then read once more, collect the last ended
-    /// connections and spool everything.
-    pub fn run(mut self, stop: Receiver<()>) {
+    /// is dropped); then read once more, collect the ended connections
+    /// queued so far and spool everything. Returns the listener, still
+    /// running: what it queues until the agent exits is metered by the
+    /// next one, so the node goes unwatched only between two processes.
+    pub fn run(mut self, stop: Receiver<()>) -> EventListener {
         self.recover();
         let interval = u64::from(self.interval);
         let started = unix_seconds();
@@ -340,11 +352,8 @@ impl Reader {
         let now = unix_seconds();
         let elapsed = clamp(now.saturating_sub(last_read.unwrap_or(started)).max(1));
         self.read(clamp(now), elapsed);
-        // Connections that ended during that last dump.
-        self.stop_listening.store(true, Ordering::Relaxed);
-        if self.listener.join().is_err() {
-            tracing::error!("the conntrack event listener panicked");
-        }
+        // Connections that ended up to that last dump.
+        self.listener.wait_emptied(Duration::from_secs(1));
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
         self.metering
@@ -357,6 +366,7 @@ impl Reader {
         } else {
             tracing::error!("the final read could not be spooled: the next start meters it again from its journals and the ended connections' queue");
         }
+        self.listener
     }
 
     /// Meters the reads a kill cut short, from their journals, once: their
@@ -365,7 +375,11 @@ impl Reader {
     fn recover(&mut self) {
         let carry = self.metering.batcher.carry();
         let dir = self.metering.batcher.dir().to_owned();
-        self.ended = ended::Queue::new(&dir, self.metering.restore(&carry));
+        let position = self.metering.restore(&carry);
+        self.ended = ended::Queue::new(&dir, position);
+        let mut tally = Tally::default();
+        let before = self.metering.enricher.stats;
+        let taken = self.take_over(position, &mut tally);
         let committed = self.metering.batcher.next_step() - 1;
         let journals = match journal::list(&dir) {
             Ok(journals) => journals,
@@ -374,8 +388,6 @@ impl Reader {
                 return;
             }
         };
-        let mut tally = Tally::default();
-        let before = self.metering.enricher.stats;
         let mut replayed = 0;
         let mut observed_at = 0;
         for journal in journals.iter().filter(|journal| journal.step > committed) {
@@ -413,8 +425,63 @@ impl Reader {
         let now = clamp(unix_seconds());
         self.metering
             .meter_ended(&mut self.ended, now, self.interval, &mut tally);
-        self.metering.commit(&self.ended);
+        if self.metering.commit(&self.ended) {
+            if let Some(taken) = taken {
+                taken.finish();
+            }
+        }
         self.metering.publish(&tally, before, observed_at.max(now));
+    }
+
+    /// Meters the connections this agent's listener received before the
+    /// agent it replaces stopped, except those that agent received too
+    /// ([`handover`]); returns what to remove once committed.
+    fn take_over(
+        &mut self,
+        committed: ended::Position,
+        tally: &mut Tally,
+    ) -> Option<handover::TakenOver> {
+        let dir = self.metering.batcher.dir().to_owned();
+        let now = clamp(unix_seconds());
+        let interval = self.interval;
+        let writer = &self.listener.writer;
+        let metering = &mut self.metering;
+        let metrics = metering.metrics.clone();
+        let result = handover::take_over(
+            &dir,
+            committed,
+            self.waiting.take(),
+            || {
+                writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .move_to(&dir)
+            },
+            |entry| {
+                if uncounted(entry) {
+                    metrics.uncounted_entries.inc();
+                } else {
+                    metering.meter(entry, now, interval, tally);
+                }
+            },
+        );
+        metering.finish(now, interval, tally);
+        match result {
+            Ok(Some(taken)) => {
+                tracing::info!(
+                    ended_connections = taken.entries,
+                    metered_by_the_previous_agent = taken.skipped,
+                    "took over from the previous agent: the connections that ended meanwhile are metered once"
+                );
+                Some(taken)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                metrics.journal_errors.inc();
+                tracing::error!(%error, "cannot take over the connections that ended while the previous agent stopped; they are not metered");
+                None
+            }
+        }
     }
 
     /// Starts the journal of the read about to zero entries.
@@ -660,13 +727,68 @@ impl Reader {
     }
 }
 
-/// Receive ended connections until `stop` is set and the socket is empty,
-/// appending each batch to the queue on disk the reader meters from.
-pub fn listen_for_ended(
-    mut events: EndedConnections,
-    mut queue: ended::Writer,
+/// The thread receiving ended connections: it appends each batch the
+/// socket holds to the queue on disk the reader meters from.
+pub struct EventListener {
+    /// Where it appends: moved by an agent taking over ([`handover`]).
+    writer: Arc<Mutex<ended::Writer>>,
     stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    /// Times it found the socket empty, everything before written.
+    emptied: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EventListener {
+    /// Receives `events` into `writer` from now on.
+    pub fn start(
+        events: EndedConnections,
+        writer: ended::Writer,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Self> {
+        let writer = Arc::new(Mutex::new(writer));
+        let stop = Arc::new(AtomicBool::new(false));
+        let emptied = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name("conntrack-events".into())
+            .spawn({
+                let (writer, stop, emptied) = (writer.clone(), stop.clone(), emptied.clone());
+                move || listen(events, &writer, &stop, &emptied, &metrics)
+            })?;
+        Ok(Self {
+            writer,
+            stop,
+            emptied,
+            thread,
+        })
+    }
+
+    /// Waits, at most `limit`, until what the socket held is on disk: two
+    /// receive timeouts with nothing to read. On a node where connections
+    /// never stop ending, the rest waits for the next read (or agent).
+    fn wait_emptied(&self, limit: Duration) {
+        let (from, deadline) = (self.emptied.load(Ordering::Relaxed), Instant::now() + limit);
+        while self.emptied.load(Ordering::Relaxed) < from + 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Receives what the socket still holds, then ends.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.thread.join().is_err() {
+            tracing::error!("the conntrack event listener panicked");
+        }
+    }
+}
+
+/// Receive ended connections until `stop` is set and the socket is empty,
+/// appending each batch to `writer`.
+fn listen(
+    mut events: EndedConnections,
+    writer: &Mutex<ended::Writer>,
+    stop: &AtomicBool,
+    emptied: &AtomicU64,
+    metrics: &Metrics,
 ) {
     let mut overruns = 0;
     let mut received = Vec::new();
@@ -674,6 +796,7 @@ pub fn listen_for_ended(
         let stopping = stop.load(Ordering::Relaxed);
         received.clear();
         let read = events.read(|entry| received.push(*entry));
+        let mut queue = writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(error) = queue.append(&received) {
             metrics.journal_errors.inc();
             tracing::error!(
@@ -684,6 +807,9 @@ pub fn listen_for_ended(
         }
         match read {
             Ok(count) => {
+                if count == 0 {
+                    emptied.fetch_add(1, Ordering::Relaxed);
+                }
                 metrics.ended_connections.inc_by(count);
                 let counts = events.counts();
                 metrics.event_overruns.inc_by(counts.overruns - overruns);
@@ -695,6 +821,7 @@ pub fn listen_for_ended(
                             "ended connections could not be queued on disk before the agent stopped; their bytes are lost"
                         );
                     }
+                    queue.mark_stopped();
                     return;
                 }
             }

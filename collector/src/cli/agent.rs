@@ -2,7 +2,6 @@
 //! until SIGTERM.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tollgate::agent::http::{self, Health};
 use tollgate::agent::metrics::Metrics;
 use tollgate::agent::talkers::TopTalkers;
 use tollgate::agent::workloads::{WorkloadCollector, WorkloadSeries};
-use tollgate::agent::{ended, listen_for_ended, Batcher, Metering, PerWorkload, Reader};
+use tollgate::agent::{ended, handover, Batcher, EventListener, Metering, PerWorkload, Reader};
 use tollgate::config::{self, Config};
 use tollgate::conntrack::sysctl::{self, Outcome};
 use tollgate::conntrack::{EndedConnections, TableReader};
@@ -75,10 +74,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let listen = match std::net::TcpListener::bind(config.agent.listen) {
+    let metrics = Metrics::new();
+    let (listen, early) = match std::net::TcpListener::bind(config.agent.listen) {
         // The port and the spool both taken: the agent this one replaces
-        // (an overlapping restart) is finishing its last read. Wait for it
-        // to let go; then this one meters from where it stopped.
+        // (an overlapping restart, a DaemonSet update with surge) is
+        // running or finishing its last read. Subscribe now, so that no
+        // connection ends unseen between its last event and this agent's
+        // first, and wait for it to let go; then meter from where it
+        // stopped.
         Err(e)
             if e.kind() == std::io::ErrorKind::AddrInUse && spool::held_elsewhere(&spool_dir) =>
         {
@@ -87,13 +90,24 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 listen = %config.agent.listen,
                 "another agent holds this node's spool and port: waiting for it to stop"
             );
+            let waiting = handover::announce(&spool_dir)?;
+            let events = EndedConnections::subscribe()?;
+            let listener = EventListener::start(
+                events,
+                ended::Writer::create(waiting.dir())?,
+                metrics.clone(),
+            )
+            .context("cannot start the event listener")?;
             spool::wait_until_released(&spool_dir)?;
             tracing::info!("the previous agent stopped; taking over");
-            bind_once_released(config.agent.listen)
+            (
+                bind_once_released(config.agent.listen),
+                Some((waiting, listener)),
+            )
         }
-        bound => bound,
-    }
-    .map_err(|e| {
+        bound => (bound, None),
+    };
+    let listen = listen.map_err(|e| {
         let problem = format!(
             "agent.listen: cannot listen on {}: {e}",
             config.agent.listen
@@ -117,10 +131,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     // Subscribed before ClickHouse is checked and the inventory listed
-    // (up to a minute): connections that end meanwhile wait in the socket
-    // (8 MiB, and the kernel keeps what does not fit and sends it again)
-    // until the listener queues them on disk.
-    let events = EndedConnections::subscribe()?;
+    // (up to a minute): the listener queues connections that end
+    // meanwhile on disk.
+    let (waiting, listener) = match early {
+        Some((waiting, listener)) => {
+            tracing::info!(
+                unwatched_seconds = 0.0,
+                "subscribed to ended connections while the previous agent still ran: none ended unwatched"
+            );
+            (Some(waiting), listener)
+        }
+        None => {
+            let events = EndedConnections::subscribe()?;
+            report_unwatched(&spool, &metrics);
+            let writer = ended::Writer::create(spool.dir())?;
+            let listener = EventListener::start(events, writer, metrics.clone())
+                .context("cannot start the event listener")?;
+            (None, listener)
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -143,8 +172,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             clickhouse: connection.as_ref().map(ClickHouseSink::new).transpose()?,
             parquet,
         };
-        let sockets = Sockets { listen, events };
-        serve(config, prepared, sockets, base, node, spool, sink).await
+        let started = Started {
+            listen,
+            listener,
+            waiting,
+            metrics,
+        };
+        serve(config, prepared, started, base, node, spool, sink).await
     })
 }
 
@@ -166,28 +200,59 @@ fn bind_once_released(listen: std::net::SocketAddr) -> std::io::Result<std::net:
     }
 }
 
-/// What the agent opened before anything asynchronous: its HTTP address
-/// and its subscription to ended connections.
-struct Sockets {
+/// Says how long no agent listened for ended connections on this node
+/// before this one subscribed: from the previous agent's last sign of life
+/// in the spool (its listener's stop, or, if it was killed, its last
+/// commit or queued connection). Connections whose entries ended in
+/// between lost their bytes since its last read.
+fn report_unwatched(spool: &Spool, metrics: &Metrics) {
+    let last_seen = spool
+        .last_commit_at()
+        .max(ended::last_written_at(spool.dir()));
+    let Some(last_seen) = last_seen else {
+        return;
+    };
+    let seconds = std::time::SystemTime::now()
+        .duration_since(last_seen)
+        .unwrap_or_default()
+        .as_secs_f64();
+    metrics.unwatched.set(seconds);
+    tracing::info!(
+        unwatched_seconds = %format_args!("{seconds:.3}"),
+        "subscribed to ended connections: no agent listened on this node since the previous one stopped; connections whose entries ended meanwhile lost their bytes since its last read"
+    );
+}
+
+/// What the agent started before anything asynchronous: its HTTP
+/// address, the listener of ended connections and its counters.
+struct Started {
     listen: std::net::TcpListener,
-    events: EndedConnections,
+    listener: EventListener,
+    /// Set if it waited for the agent it replaces.
+    waiting: Option<handover::Waiting>,
+    metrics: Arc<Metrics>,
 }
 
 async fn serve(
     config: Config,
     prepared: config::Prepared,
-    sockets: Sockets,
+    started: Started,
     base: PathBuf,
     node: String,
     spool: Spool,
     sink: Configured,
 ) -> anyhow::Result<()> {
     let agent = config.agent.clone();
-    let Sockets { listen, events } = sockets;
+    let Started {
+        listen,
+        listener,
+        waiting,
+        metrics,
+    } = started;
     listen
         .set_nonblocking(true)
         .context("cannot set the HTTP socket non-blocking")?;
-    let listener = tokio::net::TcpListener::from_std(listen)
+    let http_listener = tokio::net::TcpListener::from_std(listen)
         .with_context(|| format!("cannot listen on {} (agent.listen)", agent.listen))?;
     let spool = Arc::new(Mutex::new(spool));
     let delivery: Vec<(&'static str, Arc<DeliveryCounts>)> = sink
@@ -196,7 +261,7 @@ async fn serve(
         .map(|name| (name, Arc::default()))
         .collect();
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry, spool.clone(), delivery.clone());
+    metrics.register(&mut registry, spool.clone(), delivery.clone());
     metrics.read_interval.set(i64::from(agent.interval_seconds));
     let workload_series = agent.workload_metrics.enabled.then(|| {
         let wanted = &agent.workload_metrics;
@@ -211,24 +276,17 @@ async fn serve(
         series
     });
     let health = Arc::new(Health::new(agent.interval_seconds));
-    tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
+    tokio::spawn(http::serve(
+        http_listener,
+        Arc::new(registry),
+        health.clone(),
+    ));
 
-    // Ended connections are queued on disk from now on, while the
-    // inventory is listed (up to a minute).
     let spool_dir = spool
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .dir()
         .to_owned();
-    let queue = ended::Writer::create(&spool_dir)?;
-    let stop_listening = Arc::new(AtomicBool::new(false));
-    let event_listener = {
-        let (stop, metrics) = (stop_listening.clone(), metrics.clone());
-        std::thread::Builder::new()
-            .name("conntrack-events".into())
-            .spawn(move || listen_for_ended(events, queue, stop, metrics))
-            .context("cannot start the event listener")?
-    };
 
     let world = config::load_world(&config, prepared)
         .await
@@ -260,8 +318,8 @@ async fn serve(
         table,
         // Where the last commit left off: set by the reader's recovery.
         ended: ended::Queue::new(&spool_dir, ended::Position::default()),
-        stop_listening,
-        listener: event_listener,
+        listener,
+        waiting,
         metering: Metering::new(
             Enricher::new(&config.cluster, &node, &config.node_team),
             world.classifier,
@@ -304,7 +362,7 @@ async fn serve(
     shutdown_signal().await?;
     tracing::info!("stopping: one last read, then delivery");
     let _ = stop_reading.send(());
-    tokio::task::spawn_blocking(move || reading.join())
+    let listener = tokio::task::spawn_blocking(move || reading.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
     for task in &delivering {
@@ -348,6 +406,9 @@ async fn serve(
             "no scrape of /metrics came after the last read; Prometheus misses that read's bytes"
         );
     }
+    // Connections that ended since the last read wait on disk for the
+    // next agent, with those that end until this one exits.
+    tokio::task::spawn_blocking(move || listener.finish()).await?;
     match delivered {
         Ok(result) => {
             result?;

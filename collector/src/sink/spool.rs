@@ -286,6 +286,13 @@ impl Spool {
         &self.dir
     }
 
+    /// When the last commit was written, if one was.
+    pub fn last_commit_at(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.dir.join(COMMITTED))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// The step of the last commit (0 before the first).
     pub fn committed_step(&self) -> u64 {
         self.committed.step
