@@ -14,8 +14,10 @@ use crate::sink::spool::Spool;
 /// in the spool `rows` at a time; a commit makes the staged batches
 /// deliverable and wakes the delivery tasks. A spool that cannot be
 /// written leaves the records pending, in memory, never dropped: the
-/// reader stops zeroing at once ([`Batcher::unwritable`]), so they are at
-/// most a batch and a zeroing request's answers.
+/// reader stops zeroing at once ([`Batcher::unwritable`]), so a dump adds
+/// at most a batch and a zeroing request's answers to them, and reads
+/// are postponed until they are staged. The ended connections metered
+/// before the dump (or a restart's journals) are kept whole.
 pub struct Batcher {
     spool: Arc<Mutex<Spool>>,
     dir: PathBuf,

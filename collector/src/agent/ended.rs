@@ -281,7 +281,7 @@ impl Queue {
                     if read.cut && later.is_some() {
                         tracing::warn!(
                             file = %path.display(),
-                            "an ended connection's event was cut short by a kill; its bytes are lost"
+                            "an ended connection's event was cut short by a kill; its bytes are lost, unless an agent taking over queued it too"
                         );
                     }
                 }

@@ -81,10 +81,18 @@ impl Waiting {
 
 /// Says that a successor waits for the spool in `spool`: `handover/`,
 /// built under another name with its lock held and then renamed, so the
-/// running agent never sees it unlocked while the successor lives. One
-/// left by a successor that died is replaced: the agent running received
-/// every connection it did.
+/// running agent never sees it unlocked while the successor lives. A
+/// `handover/` nobody holds is waited out: the agent holding the spool
+/// takes it over at its start, or removes it at its next commit (a
+/// successor that died while it ran).
 pub fn announce(spool: &Path) -> Result<Waiting, HandoverError> {
+    let dir = spool.join(DIR);
+    while dir.exists() {
+        if spool::held_elsewhere(&dir) {
+            return Err(HandoverError::AnotherWaiting { path: dir });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let building = spool.join(format!("{DIR}.{}", std::process::id()));
     if building.exists() {
         fs::remove_dir_all(&building).map_err(io(&building, "removing"))?;
@@ -94,15 +102,19 @@ pub fn announce(spool: &Path) -> Result<Waiting, HandoverError> {
     let lock = File::create(&lock_path).map_err(io(&lock_path, "creating"))?;
     lock.try_lock()
         .map_err(|e| io(&lock_path, "locking")(e.into()))?;
-    let dir = spool.join(DIR);
-    if dir.exists() {
-        if spool::held_elsewhere(&dir) {
-            return Err(HandoverError::AnotherWaiting { path: dir });
-        }
-        fs::remove_dir_all(&dir).map_err(io(&dir, "removing a dead successor's"))?;
-    }
     fs::rename(&building, &dir).map_err(io(&dir, "creating"))?;
     Ok(Waiting { dir, _lock: lock })
+}
+
+/// Removes `dir` as one step: renamed away first, so a kill part-way
+/// never leaves a `handover/` with some of its files.
+fn remove(dir: &Path) -> io::Result<()> {
+    let gone = dir.with_file_name(format!("{DIR}.removed"));
+    if gone.exists() {
+        fs::remove_dir_all(&gone)?;
+    }
+    fs::rename(dir, &gone)?;
+    fs::remove_dir_all(&gone)
 }
 
 /// Whether a successor waits for the spool in `spool`: the running agent
@@ -117,10 +129,14 @@ pub fn successor_waiting(spool: &Path) -> bool {
         return true;
     }
     tracing::warn!(dir = %dir.display(), "an agent that waited to take over is gone; removing its queue");
-    if let Err(error) = fs::remove_dir_all(&dir) {
-        tracing::error!(%error, dir = %dir.display(), "cannot remove a dead successor's queue");
+    match remove(&dir) {
+        Ok(()) => false,
+        Err(error) => {
+            // Kept, and so are this agent's files, for whoever takes it over.
+            tracing::error!(%error, dir = %dir.display(), "cannot remove a dead successor's queue");
+            true
+        }
     }
-    false
 }
 
 /// A `handover/` being taken over, locked until a commit covers it and it
@@ -138,7 +154,7 @@ pub struct TakenOver {
 impl TakenOver {
     /// Removes `handover/`: the commit covering it is made.
     pub fn finish(self) {
-        if let Err(error) = fs::remove_dir_all(&self.dir) {
+        if let Err(error) = remove(&self.dir) {
             tracing::error!(%error, dir = %self.dir.display(), "cannot remove the handover queue; the next start removes it");
         }
     }

@@ -280,7 +280,7 @@ impl Metrics {
         );
         r.register(
             "spool_commit_errors",
-            "Reads whose commit to the spool failed; their records wait for the next commit",
+            "Commits to the spool that failed (each attempt); their records wait for the next",
             m.spool_errors.clone(),
         );
         r.register(

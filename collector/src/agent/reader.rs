@@ -326,7 +326,6 @@ impl Reader {
     /// running: what it queues until the agent exits is metered by the
     /// next one, so the node goes unwatched only between two processes.
     pub fn run(mut self, stop: Receiver<()>) -> EventListener {
-        self.recover();
         let interval = u64::from(self.interval);
         let started = unix_seconds();
         let mut last_read = None;
@@ -364,28 +363,30 @@ impl Reader {
         if committed {
             tracing::info!("final read spooled");
         } else {
-            tracing::error!("the final read could not be spooled: the next start meters it again from its journals and the ended connections' queue");
+            tracing::error!("the final read could not be spooled: the next start meters what its journal and the ended connections' queue hold");
         }
         self.listener
     }
 
     /// Meters the reads a kill cut short, from their journals, once: their
     /// staged batches were discarded when the spool opened. The commit
-    /// also removes journals a kill left behind their read's commit.
-    fn recover(&mut self) {
+    /// also removes journals a kill left behind their read's commit. Run
+    /// before [`Reader::run`]. A take-over from the previous agent that
+    /// fails is an error: its queue stays for the next start to take over.
+    pub fn recover(&mut self) -> Result<(), handover::HandoverError> {
         let carry = self.metering.batcher.carry();
         let dir = self.metering.batcher.dir().to_owned();
         let position = self.metering.restore(&carry);
         self.ended = ended::Queue::new(&dir, position);
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
-        let taken = self.take_over(position, &mut tally);
+        let taken = self.take_over(position, &mut tally)?;
         let committed = self.metering.batcher.next_step() - 1;
         let journals = match journal::list(&dir) {
             Ok(journals) => journals,
             Err(error) => {
                 tracing::error!(%error, "cannot list the journals of reads cut short; their bytes are not metered");
-                return;
+                return Ok(());
             }
         };
         let mut replayed = 0;
@@ -431,6 +432,7 @@ impl Reader {
             }
         }
         self.metering.publish(&tally, before, observed_at.max(now));
+        Ok(())
     }
 
     /// Meters the connections this agent's listener received before the
@@ -440,7 +442,7 @@ impl Reader {
         &mut self,
         committed: ended::Position,
         tally: &mut Tally,
-    ) -> Option<handover::TakenOver> {
+    ) -> Result<Option<handover::TakenOver>, handover::HandoverError> {
         let dir = self.metering.batcher.dir().to_owned();
         let now = clamp(unix_seconds());
         let interval = self.interval;
@@ -466,22 +468,14 @@ impl Reader {
             },
         );
         metering.finish(now, interval, tally);
-        match result {
-            Ok(Some(taken)) => {
-                tracing::info!(
-                    ended_connections = taken.entries,
-                    metered_by_the_previous_agent = taken.skipped,
-                    "took over from the previous agent: the connections that ended meanwhile are metered once"
-                );
-                Some(taken)
-            }
-            Ok(None) => None,
-            Err(error) => {
-                metrics.journal_errors.inc();
-                tracing::error!(%error, "cannot take over the connections that ended while the previous agent stopped; they are not metered");
-                None
-            }
+        if let Ok(Some(taken)) = &result {
+            tracing::info!(
+                ended_connections = taken.entries,
+                metered_by_the_previous_agent = taken.skipped,
+                "took over from the previous agent: the connections that ended meanwhile are metered once"
+            );
         }
+        result
     }
 
     /// Starts the journal of the read about to zero entries.

@@ -314,7 +314,7 @@ async fn serve(
 
     let table = TableReader::open()?;
     let tokens = TokenMaker::new(&node).context("cannot make batch tokens")?;
-    let reader = Reader {
+    let mut reader = Reader {
         table,
         // Where the last commit left off: set by the reader's recovery.
         ended: ended::Queue::new(&spool_dir, ended::Position::default()),
@@ -345,6 +345,11 @@ async fn serve(
         encoded: Vec::new(),
         postponed: None,
     };
+    // Exits on a failed take-over: the queue it left is taken over by the
+    // next start, and none of it is metered twice.
+    reader
+        .recover()
+        .context("cannot take over from the previous agent")?;
     let (stop_reading, stop) = mpsc::channel();
     let reading = std::thread::Builder::new()
         .name("conntrack-reader".into())
