@@ -867,7 +867,7 @@ pub fn per_flow_differences(
     let oracle = oracle::read(&cluster.nodes[node].ns)?;
     let metered = ch.query(&format!(
         "SELECT local_port, sum(packets_sent) FROM {database}.flows \
-         WHERE local_workload = '{workload}' GROUP BY local_port FORMAT TSV"
+         WHERE local_workload = '{workload}' AND protocol = 'udp' GROUP BY local_port FORMAT TSV"
     ))?;
     let mut differences = BTreeMap::new();
     for line in metered.lines() {

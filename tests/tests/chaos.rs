@@ -436,11 +436,80 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
         "the traffic ran: {expected:#?}"
     );
     let report = differences(&expected, &actual);
+    // Rows stored more than once, with the batches holding them: one batch
+    // twice is a delivery's fault, two batches a metering's.
+    let repeated = ch
+        .query(&format!(
+            "SELECT local_port, observed_at, ended, bytes_sent, count(), uniqExact(batch) \
+             FROM {database}.flows WHERE local_workload = 'report' \
+             GROUP BY local_port, observed_at, ended, bytes_sent, conntrack_id \
+             HAVING count() > 1 ORDER BY observed_at LIMIT 40 FORMAT TSV"
+        ))
+        .unwrap_or_default();
+    // The raw table against the view: a difference is the rollups'.
+    let raw = ch
+        .query(&format!(
+            "SELECT sum(bytes_sent), sum(bytes_received) FROM {database}.flows \
+             WHERE local_workload = 'report' FORMAT TSV"
+        ))
+        .unwrap_or_default();
+    let per_flow = per_flow_differences(&cluster, 0, ch, &database, "report").unwrap();
+    let explain = format!(
+        "{}\nUDP flows by packets sent, tollgate minus nftables: {per_flow:?}\n\
+         rows stored twice (port, observed_at, ended, bytes, copies, batches):\n{repeated}\n\
+         report's bytes sent and received in flows itself: {raw}\n{context}",
+        report.join("\n")
+    );
+    // What a SIGKILL may cost, and nothing else (docs/architecture.md,
+    // limits): the kernel zeroes a batch of up to 256 entries inside the
+    // request's `send`, so a kill there, before the journal has the
+    // answers, loses those entries' packets since the last read.
+    let key = |direction: &str| {
+        (
+            "data".to_owned(),
+            "analytics".to_owned(),
+            "report".to_owned(),
+            "same_zone".to_owned(),
+            direction.to_owned(),
+        )
+    };
+    let (want, got) = (
+        expected[&key("out")],
+        actual.get(&key("out")).copied().unwrap_or(0),
+    );
+    let lost_flows: u64 = per_flow
+        .iter()
+        .filter(|(d, _)| **d < 0)
+        .map(|(_, n)| n)
+        .sum();
+    let lost_packets: u64 = per_flow
+        .iter()
+        .filter(|(d, _)| **d < 0)
+        .map(|(d, n)| d.unsigned_abs() * n)
+        .sum();
     assert!(
-        report.is_empty(),
-        "metering after the chaos differs from nftables' counters:\n{}\n\
-         flows by packets sent, tollgate minus nftables: {:?}\n{context}",
-        report.join("\n"),
-        per_flow_differences(&cluster, 0, ch, &database, "report").unwrap(),
+        expected
+            .iter()
+            .all(|(k, v)| actual.get(k).copied().unwrap_or(0) <= *v)
+            && per_flow.keys().all(|d| *d <= 0),
+        "metering after the chaos exceeds nftables' counters:\n{explain}"
+    );
+    assert_eq!(
+        raw.trim(),
+        format!("{got}\t{}", actual.get(&key("in")).copied().unwrap_or(0)),
+        "the view differs from the raw rows: a rollup counted a batch twice or lost one\n{explain}"
+    );
+    let kills_in_reads = timeline
+        .iter()
+        .filter(|t| t.starts_with("killed in a read"))
+        .count();
+    assert!(
+        lost_flows <= 256 * kills_in_reads as u64
+            && (128 * lost_packets..=148 * lost_packets).contains(&(want - got)),
+        "metering after the chaos lost more than a kill's zeroing batch:\n{explain}"
+    );
+    eprintln!(
+        "chaos: {lost_flows} UDP flows lost {lost_packets} packets to kills inside the kernel's zeroing ({} bytes)",
+        want - got
     );
 }

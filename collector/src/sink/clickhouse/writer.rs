@@ -101,11 +101,18 @@ impl ClickHouseSink {
             .len()
             .max(DEFAULT_MAX_INSERT_BLOCK_SIZE)
             .to_string();
+        let completing = !deduplicate;
         let deduplicate = if deduplicate { "1" } else { "0" };
         let mut insert = client
             .insert::<FlowView<'_>>(table)
             .await
             .map_err(fail)?
+            // Every attempt of a batch runs under one id, and a completion
+            // replaces an attempt still running inside the server (its
+            // client killed or cut off): the markers it reads then show all
+            // the earlier attempt stored, and nothing more can follow.
+            .with_setting("query_id", format!("tollgate-{}", batch.token))
+            .with_setting("replace_running_query", if completing { "1" } else { "0" })
             .with_setting("insert_deduplication_token", token)
             .with_setting("insert_deduplicate", deduplicate)
             // A retried batch must reach every rollup once, whatever the
