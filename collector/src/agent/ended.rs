@@ -52,6 +52,26 @@ fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
         .collect())
 }
 
+/// What reading the entries of the file at `path` from `offset` met.
+fn reading_failed(path: &Path, offset: u64, error: EntriesError) -> JournalError {
+    match error {
+        EntriesError::Io(source) => JournalError::Io {
+            path: path.to_owned(),
+            action: "reading",
+            source,
+        },
+        EntriesError::Decode { entry, error } => JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("entry {entry} after offset {offset} does not decode: {error}"),
+        },
+    }
+}
+
+/// A generation after every file in `dir`.
+fn next_generation(dir: &Path) -> Result<u64, JournalError> {
+    Ok(generations(dir)?.last().map_or(1, |last| last + 1))
+}
+
 /// The listener's side: appends batches of ended connections.
 pub struct Writer {
     dir: PathBuf,
@@ -69,7 +89,7 @@ impl Writer {
     /// A writer of a generation after every file in `dir`: the files of a
     /// killed agent stay as they are, for its successor's reader.
     pub fn create(dir: &Path) -> Result<Self, JournalError> {
-        let generation = generations(dir)?.last().map_or(1, |last| last + 1);
+        let generation = next_generation(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             generation,
@@ -85,7 +105,7 @@ impl Writer {
     /// taking over moves its listener from `handover/` into the spool);
     /// returns that generation. What was written stays where it is.
     pub fn move_to(&mut self, dir: &Path) -> Result<u64, JournalError> {
-        let generation = generations(dir)?.last().map_or(1, |last| last + 1);
+        let generation = next_generation(dir)?;
         self.file = create(dir, generation)?;
         dir.clone_into(&mut self.dir);
         self.generation = generation;
@@ -209,17 +229,8 @@ pub fn read_all(
             action: "opening",
             source,
         })?;
-        let read = journal::read_entries(&mut file, &mut on_entry).map_err(|e| match e {
-            EntriesError::Io(source) => JournalError::Io {
-                path: path.clone(),
-                action: "reading",
-                source,
-            },
-            EntriesError::Decode { entry, error } => JournalError::Corrupt {
-                path: path.clone(),
-                detail: format!("entry {entry} does not decode: {error}"),
-            },
-        })?;
+        let read = journal::read_entries(&mut file, &mut on_entry)
+            .map_err(|e| reading_failed(&path, 0, e))?;
         handed_on += read.entries;
     }
     Ok(handed_on)
@@ -263,19 +274,8 @@ impl Queue {
                 Ok(mut file) => {
                     file.seek(SeekFrom::Start(self.at.offset))
                         .map_err(|e| io("seeking", e))?;
-                    let read =
-                        journal::read_entries(&mut file, |entry| on_entry(entry)).map_err(|e| {
-                            match e {
-                                EntriesError::Io(e) => io("reading", e),
-                                EntriesError::Decode { entry, error } => JournalError::Corrupt {
-                                    path: path.clone(),
-                                    detail: format!(
-                                        "entry {entry} after offset {} does not decode: {error}",
-                                        self.at.offset
-                                    ),
-                                },
-                            }
-                        })?;
+                    let read = journal::read_entries(&mut file, |entry| on_entry(entry))
+                        .map_err(|e| reading_failed(&path, self.at.offset, e))?;
                     handed_on += read.entries;
                     self.at.offset += read.bytes;
                     if read.cut && later.is_some() {
