@@ -756,3 +756,65 @@ fn a_batch_whose_parts_vanished_after_their_ids_were_logged_is_completed_once() 
     finish_after_lost_answer(&relay, loader, "completed where it was missing");
     assert_exactly_once(ch, &database, N);
 }
+
+/// A loader killed while ClickHouse still runs its INSERT (the records
+/// are in `flows`, the hourly rollup's write has not happened yet): the
+/// next loader completes the batch while that INSERT goes on inside the
+/// server. The completion must stop it, or both add the batch to the
+/// hourly and daily rollups.
+#[test]
+fn a_batch_completed_while_its_killed_loaders_insert_still_runs_counts_once() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("still_running");
+    tollgate::migrate(ch.url(), &database);
+    // Every write into the hourly rollup waits 3 s (ClickHouse's most
+    // for `sleep` in a block) before it is stored.
+    ch.query(&format!(
+        "ALTER TABLE {database}.flows_1h ADD CONSTRAINT slow CHECK sleep(3) = 0"
+    ))
+    .unwrap();
+    const N: u64 = 400;
+    let input = records_file("still-running", N);
+    let spool = std::env::temp_dir().join(format!(
+        "tollgate-spool-{}-still-running",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&spool);
+    let running_insert = |table: &str| {
+        ch.query(&format!(
+            "SELECT count() FROM system.processes WHERE current_database = '{database}' \
+             AND startsWith(query, 'INSERT INTO `{table}`(')"
+        ))
+        .unwrap()
+        .trim()
+            != "0"
+    };
+    // A run's first batch is completed (its fate is unknown at start); the
+    // second is a plain INSERT into `flows`, killed while it runs.
+    let mut loader = load_command(ch.url(), &database, &input, &spool, &(N / 2).to_string())
+        .spawn()
+        .unwrap();
+    wait_for("the second batch's INSERT", Duration::from_secs(60), || {
+        running_insert("flows")
+    });
+    loader.kill().unwrap();
+    loader.wait().unwrap();
+    assert!(running_insert("flows"), "the INSERT ended with its loader");
+    let resumed = load_command(ch.url(), &database, &input, &spool, &(N / 2).to_string())
+        .arg("-v")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("completed where it was missing"), "{log}");
+    wait_for("every INSERT to end", Duration::from_secs(30), || {
+        !running_insert("flows")
+    });
+    assert_exactly_once(ch, &database, N);
+    let _ = std::fs::remove_dir_all(&spool);
+}
