@@ -268,6 +268,62 @@ fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> an
     Ok(())
 }
 
+/// Two listeners at once (an agent and its successor in a handover, or an
+/// agent and any other reliable subscriber): when one's socket overflows,
+/// the kernel sends each event it could not deliver again, to every
+/// subscriber, and the other receives events it already had. Each listener
+/// must still hand on every ended connection exactly once.
+#[test]
+fn two_listeners_overflowing_each_hand_on_every_ended_connection_once() -> anyhow::Result<()> {
+    if !require_root("kernel", "network namespaces and conntrack") {
+        return Ok(());
+    }
+    const FLOWS: u32 = 50_000;
+    let bench = Bench::new(
+        "net.netfilter.nf_conntrack_udp_timeout=600 \
+         net.netfilter.nf_conntrack_udp_timeout_stream=600",
+    )?;
+    bench
+        .net
+        .server
+        .sh("nft add table inet sink; nft add chain inet sink in '{ type filter hook input priority 0; }'; nft add rule inet sink in udp dport 9 drop")?;
+    ensure!(
+        bench
+            .udp_one_way(addr::SERVER4, 9, 10000, FLOWS, 64)?
+            .wait()?
+            .success(),
+        "traffic failed"
+    );
+    let table = tollgate::dump(&bench.net.router, false)?;
+    ensure!(
+        table.len() >= FLOWS as usize,
+        "only {} entries",
+        table.len()
+    );
+    let watches = [
+        Watch::start(&bench.net.router)?,
+        Watch::start(&bench.net.router)?,
+    ];
+    bench.flush_router()?;
+    let mut overruns = 0;
+    for watch in watches {
+        watch.wait_for(table.len(), Duration::from_secs(120))?;
+        // Redeliveries come in rounds: give the last ones time to arrive.
+        thread::sleep(Duration::from_secs(2));
+        let (ended, log) = watch.stop()?;
+        overruns += log
+            .iter()
+            .filter(|l| l.contains("event socket overflowed"))
+            .count();
+        let summary = log.iter().find(|l| l.contains("watch complete"));
+        eprintln!("{} DESTROY events; {summary:?}", ended.len());
+        assert_unique(&ended);
+        assert_eq!(ended.len(), table.len(), "every ended connection once");
+    }
+    assert!(overruns > 0, "the flush overflowed no event socket");
+    Ok(())
+}
+
 /// Run the binary in `ns` as an unprivileged user (uid 65534, no
 /// capabilities) and return (exit code, stderr).
 fn run_unprivileged(ns: &tollgate_tests::netns::Netns, args: &[&str]) -> (Option<i32>, String) {

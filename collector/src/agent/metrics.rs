@@ -51,6 +51,9 @@ pub struct Metrics {
     pub ended_connections: Counter,
     /// Event socket overflows (the kernel resends those events).
     pub event_overruns: Counter,
+    /// Events the kernel sent again to every subscriber after one socket
+    /// overflowed, which this agent had received already (dropped).
+    pub events_repeated: Counter,
     /// Dumps that failed part-way (entries before the failure are kept).
     pub read_errors: Counter,
     /// Dumps the kernel flagged as interrupted by table changes.
@@ -115,6 +118,7 @@ impl Metrics {
             uncounted_entries: Counter::default(),
             ended_connections: Counter::default(),
             event_overruns: Counter::default(),
+            events_repeated: Counter::default(),
             read_errors: Counter::default(),
             dumps_interrupted: Counter::default(),
             read_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -177,6 +181,11 @@ impl Metrics {
             "conntrack_event_overruns",
             "Times the event socket overflowed; the kernel resends those events",
             m.event_overruns.clone(),
+        );
+        r.register(
+            "conntrack_events_repeated",
+            "DESTROY events received again after a subscriber's socket overflowed; dropped, not metered twice",
+            m.events_repeated.clone(),
         );
         r.register(
             "conntrack_read_errors",

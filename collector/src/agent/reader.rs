@@ -30,7 +30,9 @@ use super::routes;
 use super::workloads::PerWorkload;
 use crate::classify::Classifier;
 use crate::conntrack::sysctl::{self, Outcome};
-use crate::conntrack::{ConntrackError, EndedConnections, Entry, ReadMode, TableReader};
+use crate::conntrack::{
+    ConntrackError, EndedConnections, Entry, EventCounts, ReadMode, TableReader,
+};
 use crate::enrich::{EnrichStats, Enricher};
 use crate::inventory::Inventory;
 
@@ -784,7 +786,7 @@ fn listen(
     emptied: &AtomicU64,
     metrics: &Metrics,
 ) {
-    let mut overruns = 0;
+    let mut seen = EventCounts::default();
     let mut received = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -804,10 +806,15 @@ fn listen(
                 if count == 0 {
                     emptied.fetch_add(1, Ordering::Relaxed);
                 }
-                metrics.ended_connections.inc_by(count);
                 let counts = events.counts();
-                metrics.event_overruns.inc_by(counts.overruns - overruns);
-                overruns = counts.overruns;
+                metrics.ended_connections.inc_by(counts.ended - seen.ended);
+                metrics
+                    .event_overruns
+                    .inc_by(counts.overruns - seen.overruns);
+                metrics
+                    .events_repeated
+                    .inc_by(counts.repeated - seen.repeated);
+                seen = counts;
                 if stopping && count == 0 {
                     if queue.unwritten() > 0 {
                         tracing::error!(

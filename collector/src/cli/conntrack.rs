@@ -183,6 +183,7 @@ fn watch(duration: Option<Duration>) -> anyhow::Result<()> {
     tracing::info!(
         ended = counts.ended,
         overruns = counts.overruns,
+        repeated = counts.repeated,
         "watch complete"
     );
     Ok(())

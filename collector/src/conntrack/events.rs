@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::decode::{messages, Message};
 use super::error::ConntrackError;
+use super::repeats::Repeats;
 use super::socket::{Datagrams, NetfilterSocket, ReceivedMany};
 use super::{Entry, Origin};
 
@@ -26,6 +27,9 @@ pub struct EventCounts {
     pub ended: u64,
     /// Times the socket overflowed (`ENOBUFS`).
     pub overruns: u64,
+    /// Events the kernel sent again after another subscriber's socket
+    /// refused them, dropped as repeats.
+    pub repeated: u64,
 }
 
 /// A subscription to the DESTROY events of the current network namespace.
@@ -34,12 +38,15 @@ pub struct EventCounts {
 /// an event that did not fit as undelivered: it keeps the ended connection
 /// on its dying list and sends the event again later, instead of dropping
 /// it. An overflow is therefore counted and logged, and reading carries on
-/// without losing the ended connection's bytes.
+/// without losing the ended connection's bytes. The event sent again goes
+/// to every subscriber, so one this socket had already received is
+/// recognised and dropped (see `repeats`).
 pub struct EndedConnections {
     socket: NetfilterSocket,
     /// Events queued together are received by one system call.
     datagrams: Datagrams,
     counts: EventCounts,
+    repeats: Repeats,
 }
 
 impl EndedConnections {
@@ -60,12 +67,14 @@ impl EndedConnections {
             socket,
             datagrams: Datagrams::new(),
             counts: EventCounts::default(),
+            repeats: Repeats::default(),
         })
     }
 
     /// Wait up to 100 ms for events and hand each ended connection to
-    /// `on_ended`, with every other event already queued. Returns how many
-    /// were handed on (0 when none arrived).
+    /// `on_ended`, with every other event already queued, but for repeats.
+    /// Returns how many events arrived, repeats included (0 when none did);
+    /// [`EndedConnections::counts`] says how many were handed on.
     pub fn read<F>(&mut self, mut on_ended: F) -> Result<u64, ConntrackError>
     where
         F: FnMut(&Entry),
@@ -82,21 +91,33 @@ impl EndedConnections {
                 return Ok(0);
             }
         }
-        let mut handed_on = 0;
+        let (mut handed_on, mut repeated) = (0, 0);
         for message in self.datagrams.iter().flat_map(messages) {
             let message = message.map_err(|error| ConntrackError::Decode {
                 error,
                 entries_before: self.counts.ended,
             })?;
             if let Message::Entry { entry, .. } = message {
-                if entry.origin == Origin::Ended {
+                if entry.origin != Origin::Ended {
+                    continue;
+                }
+                if self.repeats.seen(&entry) {
+                    repeated += 1;
+                } else {
                     on_ended(&entry);
                     handed_on += 1;
                 }
             }
         }
         self.counts.ended += handed_on;
-        Ok(handed_on)
+        if repeated > 0 {
+            self.counts.repeated += repeated;
+            tracing::info!(
+                repeated,
+                "dropped DESTROY events the kernel sent again after another subscriber's socket overflowed"
+            );
+        }
+        Ok(handed_on + repeated)
     }
 
     /// Events and overruns so far.

@@ -24,6 +24,7 @@ mod entry;
 mod error;
 mod events;
 pub mod jsonl;
+mod repeats;
 mod socket;
 pub mod sysctl;
 mod zeroing;
