@@ -188,22 +188,28 @@ fn short_connections_between_reads_are_metered_by_end_events() -> anyhow::Result
     Ok(())
 }
 
+/// Namespaces whose UDP entries live 600 s, the server dropping datagrams
+/// to port 9 silently (no ICMP errors), so every entry stays a one-way UDP
+/// flow with known packets.
+fn one_way_udp_bench() -> anyhow::Result<Bench> {
+    let bench = Bench::new(
+        "net.netfilter.nf_conntrack_udp_timeout=600 \
+         net.netfilter.nf_conntrack_udp_timeout_stream=600",
+    )?;
+    bench
+        .net
+        .server
+        .sh("nft add table inet sink; nft add chain inet sink in '{ type filter hook input priority 0; }'; nft add rule inet sink in udp dport 9 drop")?;
+    Ok(bench)
+}
+
 #[test]
 fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> anyhow::Result<()> {
     if !require_root("kernel", "network namespaces and conntrack") {
         return Ok(());
     }
     const FLOWS: usize = 50_000;
-    let bench = Bench::new(
-        "net.netfilter.nf_conntrack_udp_timeout=600 \
-         net.netfilter.nf_conntrack_udp_timeout_stream=600",
-    )?;
-    // The server drops the datagrams silently (no ICMP errors), so every
-    // entry stays a one-way UDP flow with known packets.
-    bench
-        .net
-        .server
-        .sh("nft add table inet sink; nft add chain inet sink in '{ type filter hook input priority 0; }'; nft add rule inet sink in udp dport 9 drop")?;
+    let bench = one_way_udp_bench()?;
     let round = |size| bench.udp_one_way(addr::SERVER4, 9, 10000, FLOWS as u32, size);
 
     ensure!(round(64)?.wait()?.success(), "first round failed");
@@ -279,14 +285,7 @@ fn two_listeners_overflowing_each_hand_on_every_ended_connection_once() -> anyho
         return Ok(());
     }
     const FLOWS: u32 = 50_000;
-    let bench = Bench::new(
-        "net.netfilter.nf_conntrack_udp_timeout=600 \
-         net.netfilter.nf_conntrack_udp_timeout_stream=600",
-    )?;
-    bench
-        .net
-        .server
-        .sh("nft add table inet sink; nft add chain inet sink in '{ type filter hook input priority 0; }'; nft add rule inet sink in udp dport 9 drop")?;
+    let bench = one_way_udp_bench()?;
     ensure!(
         bench
             .udp_one_way(addr::SERVER4, 9, 10000, FLOWS, 64)?
