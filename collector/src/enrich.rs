@@ -496,8 +496,10 @@ impl Fixed {
         this_node: Option<&'r NodeInfo>,
     ) -> FlowView<'r> {
         let empty = &self.empty;
-        let (zone, region, provider) =
-            this_node.map_or((empty, empty, empty), |n| (&n.zone, &n.region, &n.provider));
+        let (zone, region, provider, provider_id) = this_node
+            .map_or((empty, empty, empty, empty), |n| {
+                (&n.zone, &n.region, &n.provider, &n.provider_id)
+            });
         let (pod, namespace, workload_kind, workload, team) = match local {
             Party::Pod(p, _) => (
                 &p.name,
@@ -598,6 +600,7 @@ impl Fixed {
             local_zone: zone,
             local_region: region,
             local_provider: provider,
+            local_provider_id: provider_id,
             remote_ip: v6(remote_ip),
             remote_port,
             remote_kind: kind,

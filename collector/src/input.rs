@@ -359,6 +359,7 @@ pub fn check_record(record: &FlowRecord, now: u64) -> Result<(), String> {
         ("local_zone", &record.local_zone, false),
         ("local_region", &record.local_region, false),
         ("local_provider", &record.local_provider, false),
+        ("local_provider_id", &record.local_provider_id, false),
         ("remote_pod", &record.remote_pod, false),
         ("remote_namespace", &record.remote_namespace, false),
         ("remote_workload_kind", &record.remote_workload_kind, false),

@@ -27,6 +27,7 @@ pub mod export;
 pub mod input;
 pub mod inventory;
 mod prefetch;
+pub mod reconcile;
 pub mod sink;
 #[cfg(test)]
 mod test_support;

@@ -28,12 +28,12 @@ use std::sync::Arc;
 use crate::flow::{get_compact, get_compact_at, put_compact, ViewField};
 use crate::{Category, Family, FlowRecord, FlowView, Initiator, Name, Protocol, RemoteKind};
 
-/// The form's version: the spool's files name it (`TGSPOOL3`). Adding,
+/// The form's version: the spool's files name it (`TGSPOOL4`). Adding,
 /// removing or reordering a field changes the bytes and needs a new
 /// version, and a way to read the files already spooled in the old one.
 ///
-/// Version 3 added `local_provider`.
-pub const VERSION: u8 = 3;
+/// Version 3 added `local_provider`, version 4 `local_provider_id`.
+pub const VERSION: u8 = 4;
 
 /// The oldest version [`Rows::read_version`] reads, so that batches an
 /// agent spooled before an upgrade are still delivered after it.
@@ -599,19 +599,31 @@ mod tests {
         other.ended = true;
         other.local_pod = Name::from("another pod, not interned");
         other.local_provider = Name::from("aws");
+        other.local_provider_id = Name::from("aws:///eu-west-1a/i-0abc");
         vec![record, other.clone(), other]
     }
 
     /// [`sample`] as version 2 held it: without a provider.
-    fn sample_v2() -> Vec<FlowRecord> {
+    /// The sample as version `version` wrote it: the fields added since
+    /// empty.
+    fn sample_of(version: u8) -> Vec<FlowRecord> {
         let mut records = sample();
         for record in &mut records {
-            record.local_provider = Name::from("");
+            if version < 4 {
+                record.local_provider_id = Name::from("");
+            }
+            if version < 3 {
+                record.local_provider = Name::from("");
+            }
         }
         records
     }
 
-    const GOLDEN_V2: &[u8] = include_bytes!("../testdata/compact-v2.bin");
+    /// Golden files of the earlier versions this one reads.
+    const GOLDEN_EARLIER: [(u8, &[u8]); 2] = [
+        (2, include_bytes!("../testdata/compact-v2.bin")),
+        (3, include_bytes!("../testdata/compact-v3.bin")),
+    ];
 
     fn written(records: &[FlowRecord]) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -653,8 +665,8 @@ mod tests {
     /// reader of the files spooled before it.
     #[test]
     fn the_current_form_is_pinned() {
-        let golden = include_bytes!("../testdata/compact-v3.bin");
-        assert_eq!(VERSION, 3, "a new version needs its own golden file");
+        let golden = include_bytes!("../testdata/compact-v4.bin");
+        assert_eq!(VERSION, 4, "a new version needs its own golden file");
         assert!(
             written(&sample()) == golden,
             "the compact form changed: bump VERSION and keep reading version {VERSION}'s spool files"
@@ -662,33 +674,35 @@ mod tests {
         assert_eq!(read_all(golden).unwrap(), sample());
     }
 
-    /// A batch spooled by the previous version reads with the fields it
+    /// A batch spooled by an earlier version reads with the fields it
     /// lacks absent, every other value as written, in this version's form.
     #[test]
-    fn the_previous_form_is_read_and_converted() {
-        let rows = Rows::read_version(GOLDEN_V2, 2).unwrap();
-        let records: Vec<FlowRecord> = rows.iter().map(|v| v.unwrap().to_record()).collect();
-        assert_eq!(records, sample_v2());
-        let mut current = Vec::new();
-        rows.write_to(&mut current);
-        assert_eq!(current, written(&sample_v2()));
-        for len in 0..GOLDEN_V2.len() {
-            assert!(
-                Rows::read_version(&GOLDEN_V2[..len], 2).is_err(),
-                "truncated to {len}"
+    fn earlier_forms_are_read_and_converted() {
+        for (version, golden) in GOLDEN_EARLIER {
+            let rows = Rows::read_version(golden, version).unwrap();
+            let records: Vec<FlowRecord> = rows.iter().map(|v| v.unwrap().to_record()).collect();
+            assert_eq!(records, sample_of(version), "{version}");
+            let mut current = Vec::new();
+            rows.write_to(&mut current);
+            assert_eq!(current, written(&sample_of(version)));
+            for len in 0..golden.len() {
+                assert!(
+                    Rows::read_version(&golden[..len], version).is_err(),
+                    "version {version} truncated to {len}"
+                );
+            }
+            let mut trailing = golden.to_vec();
+            trailing.push(0);
+            assert_eq!(
+                Rows::read_version(&trailing, version).unwrap_err().expected,
+                "the end of the records"
             );
+            for wrong in [0, 1, VERSION + 1] {
+                assert!(Rows::read_version(golden, wrong).is_err(), "{wrong}");
+            }
+            // Read as if it were the current form, it does not parse.
+            assert!(read_all(golden).is_err(), "{version}");
         }
-        let mut trailing = GOLDEN_V2.to_vec();
-        trailing.push(0);
-        assert_eq!(
-            Rows::read_version(&trailing, 2).unwrap_err().expected,
-            "the end of the records"
-        );
-        for version in [0, 1, VERSION + 1] {
-            assert!(Rows::read_version(GOLDEN_V2, version).is_err(), "{version}");
-        }
-        // Read as if it were the current form, it does not parse.
-        assert!(read_all(GOLDEN_V2).is_err());
     }
 
     #[test]

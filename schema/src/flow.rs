@@ -264,6 +264,12 @@ flow_record! {
     /// unknown, and prices then follow the cluster's provider.
     #[since = 3]
     local_provider: Name = "LowCardinality(String)",
+    /// The observing node's `spec.providerID` as the node declares it
+    /// (`aws:///eu-west-1a/i-0abc...`, `gce://project/zone/name`,
+    /// `azure:///subscriptions/...`), or the static inventory's
+    /// `provider_id`: the instance a cloud bill names. Empty when unknown.
+    #[since = 4]
+    local_provider_id: Name = "LowCardinality(String)",
     /// Remote endpoint's address (IPv4 stored IPv4-mapped).
     remote_ip: Ipv6Addr = "IPv6",
     /// Remote endpoint's port (0 for protocols without ports).

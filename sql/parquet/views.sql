@@ -16,16 +16,16 @@
 -- per query, always sees them all).
 --
 -- The columns are given, as the Parquet sink writes them, rather than inferred: a file of an
--- earlier version lacks the columns added since (local_provider) and reads them as empty, and
--- inference would take the columns of whichever file it reads first. A test holds this list
--- equal to the schema crate's.
+-- earlier version lacks the columns added since (local_provider, local_provider_id) and reads
+-- them as empty, and inference would take the columns of whichever file it reads first. A test
+-- holds this list equal to the schema crate's.
 CREATE TABLE flows_files AS file({dir:String} || '/**/*.parquet', Parquet, '
     observed_at DateTime64(3, \'UTC\'), interval_seconds UInt32, cluster String,
     node String, family String, protocol String, local_ip String, local_port UInt16,
     local_pod String, local_namespace String, local_workload_kind String,
     local_workload String, local_team String, local_zone String, local_region String,
-    local_provider String, remote_ip String, remote_port UInt16, remote_kind String,
-    remote_pod String, remote_namespace String, remote_workload_kind String,
+    local_provider String, local_provider_id String, remote_ip String, remote_port UInt16,
+    remote_kind String, remote_pod String, remote_namespace String, remote_workload_kind String,
     remote_workload String, remote_team String, remote_node String, remote_zone String,
     remote_region String, remote_cloud_provider String, remote_cloud_service String,
     remote_service String, initiator String, bytes_sent UInt64, bytes_received UInt64,

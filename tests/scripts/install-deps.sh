@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-packages=(conntrack nftables iproute2 iputils-ping python3 python3-venv util-linux procps curl openssl stunnel4 socat prometheus)
+packages=(conntrack nftables iproute2 iputils-ping python3 python3-venv util-linux procps curl openssl stunnel4 socat prometheus time)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

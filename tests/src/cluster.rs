@@ -567,8 +567,8 @@ table {family} ip-masq {{
             let k = k + 1;
             let _ = writeln!(
                 text,
-                "  - {{name: {}, zone: {}, region: {}, addresses: [{}, '{}'], pod_cidrs: [10.91.{k}.0/24, 'fd91:{k}::/64']}}",
-                node.name, node.zone, node.region, node.ip4, node.ip6
+                "  - {{name: {}, zone: {}, region: {}, provider_id: 'aws:///{}/{}', addresses: [{}, '{}'], pod_cidrs: [10.91.{k}.0/24, 'fd91:{k}::/64']}}",
+                node.name, node.zone, node.region, node.zone, instance_id(k - 1), node.ip4, node.ip6
             );
         }
         text.push_str("pods:\n");
@@ -729,14 +729,27 @@ sinks:
     /// counters (its node is the one that meters it).
     pub fn expected(&self, flows: &[Flow]) -> anyhow::Result<BTreeMap<Key, u64>> {
         let mut expected = BTreeMap::new();
+        for ((_, key), bytes) in self.expected_per_node(flows)? {
+            *expected.entry(key).or_insert(0) += bytes;
+        }
+        Ok(expected)
+    }
+
+    /// [`Cluster::expected`], per node (its index): what each node's
+    /// agent meters, and what a cloud bills each node's instance for.
+    pub fn expected_per_node(&self, flows: &[Flow]) -> anyhow::Result<BTreeMap<(usize, Key), u64>> {
+        let mut expected = BTreeMap::new();
         let mut add = |pod: &Pod, category: &str, direction: &str, bytes: u64| {
             *expected
                 .entry((
-                    pod.team.to_owned(),
-                    pod.namespace.to_owned(),
-                    pod.workload.to_owned(),
-                    category.to_owned(),
-                    direction.to_owned(),
+                    pod.node,
+                    (
+                        pod.team.to_owned(),
+                        pod.namespace.to_owned(),
+                        pod.workload.to_owned(),
+                        category.to_owned(),
+                        direction.to_owned(),
+                    ),
                 ))
                 .or_insert(0) += bytes;
         };
@@ -782,6 +795,12 @@ sinks:
         }
         Ok(expected)
     }
+}
+
+/// The EC2 instance id the node of this index runs on (its
+/// `spec.providerID` is `aws:///<zone>/<id>`).
+pub fn instance_id(node: usize) -> String {
+    format!("i-{:017x}", node + 1)
 }
 
 /// flannel's VXLAN backend: a device per node with a fixed address, the

@@ -53,6 +53,7 @@ pub fn record(
         local_zone: zone(node).into(),
         local_region: "r1".into(),
         local_provider: "".into(),
+        local_provider_id: "".into(),
         remote_ip: ip("10.0.1.1"),
         remote_port: 5432,
         remote_kind: if remote.0.is_empty() {

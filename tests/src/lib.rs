@@ -7,6 +7,7 @@
 //! counts, twice, by two independent mechanisms, and the suites compare.
 
 pub mod bench;
+pub mod bills;
 pub mod clickhouse;
 pub mod cluster;
 pub mod dashboards;

@@ -107,6 +107,11 @@ pub fn cluster_records(start: u32) -> Vec<FlowRecord> {
                     local_zone: names.name(&format!("eu-west-1{}", ["a", "b", "c"][p % 3])),
                     local_region: names.name("eu-west-1"),
                     local_provider: names.name("aws"),
+                    local_provider_id: names.name(&format!(
+                        "aws:///eu-west-1{}/i-{:017x}",
+                        ["a", "b", "c"][p % 3],
+                        p % 12
+                    )),
                     remote_ip: if internet {
                         Ipv6Addr::from(
                             0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(conn.remote),

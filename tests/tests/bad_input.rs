@@ -715,3 +715,83 @@ fn the_agent_checks_its_directories_before_touching_the_kernel() {
         );
     }
 }
+
+/// Bills `tollgate reconcile` cannot use: each names the file, the line and
+/// the column, exit 2, before any metering is read (no ClickHouse runs
+/// here; an empty Parquet directory stands for the metering).
+#[test]
+fn bills_are_refused_naming_file_line_and_column() {
+    let scratch = Scratch::new("bills");
+    let dir = &scratch.0;
+    std::fs::create_dir_all(dir.join("metering")).unwrap();
+    let header = "identity/LineItemId,lineItem/LineItemType,lineItem/UsageAccountId,\
+                  lineItem/UsageStartDate,lineItem/UsageType,lineItem/Operation,\
+                  lineItem/ResourceId,lineItem/UsageAmount,lineItem/CurrencyCode,\
+                  lineItem/UnblendedCost,pricing/unit";
+    let line = |start: &str, amount: &str, currency: &str, unit: &str| {
+        format!(
+            "x,Usage,111122223333,{start},EUW1-DataTransfer-Regional-Bytes,InterZone-Out,\
+             i-0abc,{amount},{currency},0.01,{unit}"
+        )
+    };
+    let good = line("2026-10-03T00:00:00Z", "1.0", "USD", "GB");
+    let cases = [
+        (
+            format!(
+                "{header}\n{good}\n{}\n",
+                line("2026-09-30T23:00:00Z", "1.0", "USD", "GB")
+            ),
+            vec![":2: column lineItem/UsageStartDate", "another month"],
+        ),
+        (
+            format!(
+                "{header}\n{good}\n{}\n",
+                line("2026-10-04T00:00:00Z", "1.0", "EUR", "GB")
+            ),
+            vec![":2: column lineItem/CurrencyCode", "EUR"],
+        ),
+        (
+            format!(
+                "{header}\n{}\n",
+                line("2026-10-04T00:00:00Z", "1.0", "USD", "Hrs")
+            ),
+            vec![":1: column pricing/unit", "Hrs"],
+        ),
+        (
+            format!(
+                "{header}\n{}\n",
+                line("2026-10-04T00:00:00Z", "lots", "USD", "GB")
+            ),
+            vec![":1: column lineItem/UsageAmount", "lots"],
+        ),
+        (
+            format!("{}\n{good}\n", header.replace(",pricing/unit", "")),
+            vec!["column pricing/unit"],
+        ),
+        (
+            "date,amount\n2026-10-01,3\n".to_owned(),
+            vec![":1:", "not a bill tollgate reads"],
+        ),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let bill = scratch.write(&format!("cur-{i}.csv"), text);
+        let mut needles = needles.clone();
+        let named = bill.display().to_string();
+        needles.push(&named);
+        refused(
+            dir,
+            &[
+                "reconcile",
+                "--month",
+                "2026-10",
+                "--bill",
+                bill.to_str().unwrap(),
+                "--parquet",
+                "metering",
+            ],
+            &[],
+            b"",
+            &needles,
+        );
+    }
+}

@@ -66,20 +66,20 @@ fn migrations_apply_once_and_reapply_nothing() {
              0005_delivered_batches, 0006_distributed_keys, 0007_dated_prices, \
              0008_public_in_region, 0009_region_pairs, 0010_batch_markers, \
              0011_tiers_and_accounts, 0012_internet_tiers_2026, \
-             0013_nat_gateways, 0014_local_provider"
+             0013_nat_gateways, 0014_local_provider, 0015_local_provider_id"
         ),
         "{first}"
     );
     let (code, second) = migrate(ch, &database, &[]);
     assert_eq!(code, Some(0), "{second}");
     assert!(
-        second.contains("up to date (14 migrations already applied)"),
+        second.contains("up to date (15 migrations already applied)"),
         "{second}"
     );
     let recorded = ch
         .query(&format!("SELECT count() FROM {database}.schema_migrations"))
         .unwrap();
-    assert_eq!(recorded.trim(), "14");
+    assert_eq!(recorded.trim(), "15");
     // Shipped prices are inserted once, not once per run.
     let prices = ch
         .query(&format!(

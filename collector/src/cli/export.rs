@@ -237,7 +237,7 @@ fn read_parquet(args: &ExportArgs, dir: &std::path::Path) -> anyhow::Result<Sour
                 "tollgate: read {} of {} files ({} records, {} s)",
                 done + 1,
                 files.len(),
-                sums.records,
+                sums.records(),
                 started.elapsed().as_secs()
             );
         }

@@ -7,6 +7,7 @@ mod conntrack;
 mod export;
 mod load;
 mod migrate;
+mod reconcile;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,9 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Write a month's metering, priced per team, namespace or workload.
     Export(export::ExportArgs),
+    /// Reconcile a month's cloud bill with the metering: coverage per
+    /// billed resource, and its network cost allocated to teams.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Input that cannot be used as given: reported with the file, line or
@@ -88,5 +92,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Export(args) => export::run(args),
+        Command::Reconcile(args) => reconcile::run(args),
     }
 }

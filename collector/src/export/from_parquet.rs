@@ -22,7 +22,7 @@ use super::{Month, Usage};
 /// The text columns a usage row is keyed by, in [`Usage`]'s order (the
 /// day comes from `observed_at`, the direction from which byte column is
 /// read).
-const LABELS: [&str; 9] = [
+const USAGE_LABELS: [&str; 9] = [
     "cluster",
     "local_team",
     "local_namespace",
@@ -31,11 +31,11 @@ const LABELS: [&str; 9] = [
     "local_region",
     "remote_region",
     "category",
-    OPTIONAL_LABEL,
+    "local_provider",
 ];
 
-/// The one label files of earlier versions may lack (empty there).
-const OPTIONAL_LABEL: &str = "local_provider";
+/// Columns files of earlier versions may lack (empty there).
+const OPTIONAL_LABELS: [&str; 2] = ["local_provider", "local_provider_id"];
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
 
@@ -82,27 +82,44 @@ fn collect_parquet(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReadErro
     Ok(())
 }
 
-/// Sums of one file set, keyed like [`Usage`] without its bytes: the
-/// labels, the direction, and the day (days since 1970-01-01).
-#[derive(Debug, Default)]
-pub struct UsageSums {
-    /// Bytes, and those of connections the local endpoint opened.
-    sums: HashMap<([String; 10], i64), (u64, u64)>,
+/// Bytes of one file set summed per day, direction and `N` text columns
+/// (the labels): what metering sums, for any choice of labels.
+#[derive(Debug)]
+pub struct LabelSums<const N: usize> {
+    labels: [&'static str; N],
+    /// Bytes, and those of connections the local endpoint opened, per
+    /// label values, direction (`out`, `in`) and day (days since
+    /// 1970-01-01).
+    sums: HashMap<([String; N], &'static str, i64), (u64, u64)>,
     /// Records read (all of them, also those outside the month).
     pub records: u64,
 }
 
-impl UsageSums {
+/// One sum of a [`LabelSums`]: the label values, the direction, the day,
+/// the bytes and those of connections the local endpoint opened.
+pub type LabelSum<const N: usize> = ([String; N], &'static str, chrono::NaiveDate, u64, u64);
+
+impl<const N: usize> LabelSums<N> {
+    /// Sums keyed by the columns `labels`.
+    pub fn new(labels: [&'static str; N]) -> Self {
+        LabelSums {
+            labels,
+            sums: HashMap::new(),
+            records: 0,
+        }
+    }
+
     /// Adds one file's records observed in `month`.
     pub fn add_file(&mut self, path: &Path, month: Month) -> Result<(), ReadError> {
         let file = File::open(path).map_err(|e| error(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| error(path, e))?;
-        let wanted = LABELS
+        let wanted = self
+            .labels
             .iter()
             .chain(&["observed_at", "bytes_sent", "bytes_received", "initiator"])
             .filter_map(|name| match builder.schema().index_of(name) {
                 Ok(index) => Some(Ok(index)),
-                Err(_) if *name == OPTIONAL_LABEL => None,
+                Err(_) if OPTIONAL_LABELS.contains(name) => None,
                 Err(_) => Some(Err(error(
                     path,
                     format!("no column {name}: not a tollgate flows file"),
@@ -136,10 +153,11 @@ impl UsageSums {
                 .column_by_name(name)
                 .ok_or_else(|| format!("no column {name}"))
         };
-        let labels = LABELS
+        let labels = self
+            .labels
             .iter()
             .map(|name| match batch.column_by_name(name) {
-                None if *name == OPTIONAL_LABEL => Ok(Labels::Absent),
+                None if OPTIONAL_LABELS.contains(name) => Ok(Labels::Absent),
                 _ => Labels::new(name, column(name)?.as_ref()),
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -160,7 +178,7 @@ impl UsageSums {
         let (sent, received) = (bytes("bytes_sent")?, bytes("bytes_received")?);
         let initiator = Labels::new("initiator", column("initiator")?.as_ref())?;
         // Sent and received, then the same of connections opened locally.
-        let mut by_keys: HashMap<([u32; 9], i64), [u64; 4]> = HashMap::new();
+        let mut by_keys: HashMap<([u32; N], i64), [u64; 4]> = HashMap::new();
         for row in 0..batch.num_rows() {
             let at = observed.value(row);
             if !range.contains(&at) {
@@ -185,20 +203,8 @@ impl UsageSums {
                 ("out", sent, sent_opened),
                 ("in", received, received_opened),
             ] {
-                let name = |i: usize| labels[i].text(key[i]).to_owned();
-                let full = [
-                    name(0),
-                    name(1),
-                    name(2),
-                    name(3),
-                    name(4),
-                    name(5),
-                    name(6),
-                    name(7),
-                    name(8),
-                    direction.to_owned(),
-                ];
-                let sum = self.sums.entry((full, day)).or_default();
+                let names = std::array::from_fn(|i| labels[i].text(key[i]).to_owned());
+                let sum = self.sums.entry((names, direction, day)).or_default();
                 sum.0 += bytes;
                 sum.1 += initiated;
             }
@@ -206,16 +212,52 @@ impl UsageSums {
         Ok(())
     }
 
-    /// The usage rows with bytes.
-    pub fn into_usage(self) -> impl Iterator<Item = Usage> {
+    /// The sums with bytes.
+    pub fn into_sums(self) -> impl Iterator<Item = LabelSum<N>> {
         self.sums
             .into_iter()
             .filter(|(_, (bytes, _))| *bytes > 0)
-            .map(|((key, day), (bytes, initiated_bytes))| {
-                let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, provider, direction] =
-                    key;
+            .map(|((names, direction, day), (bytes, initiated))| {
+                (
+                    names,
+                    direction,
+                    super::month::unix_day(day),
+                    bytes,
+                    initiated,
+                )
+            })
+    }
+}
+
+/// Sums of one file set, keyed like [`Usage`] without its bytes.
+#[derive(Debug)]
+pub struct UsageSums(LabelSums<9>);
+
+impl Default for UsageSums {
+    fn default() -> Self {
+        UsageSums(LabelSums::new(USAGE_LABELS))
+    }
+}
+
+impl UsageSums {
+    /// Adds one file's records observed in `month`.
+    pub fn add_file(&mut self, path: &Path, month: Month) -> Result<(), ReadError> {
+        self.0.add_file(path, month)
+    }
+
+    /// Records read (all of them, also those outside the month).
+    pub fn records(&self) -> u64 {
+        self.0.records
+    }
+
+    /// The usage rows with bytes.
+    pub fn into_usage(self) -> impl Iterator<Item = Usage> {
+        self.0.into_sums().map(
+            |(labels, direction, day, bytes, initiated_bytes)| {
+                let [cluster, team, namespace, workload_kind, workload, region, remote_region, category, provider] =
+                    labels;
                 Usage {
-                    day: super::month::unix_day(day),
+                    day,
                     remote_region,
                     cluster,
                     team,
@@ -224,12 +266,13 @@ impl UsageSums {
                     workload,
                     region,
                     category,
-                    direction,
+                    direction: direction.to_owned(),
                     bytes,
                     initiated_bytes,
                     provider,
                 }
-            })
+            },
+        )
     }
 }
 

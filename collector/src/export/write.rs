@@ -71,17 +71,26 @@ pub fn write(report: &Report<'_>, format: Format, out: &Path) -> std::io::Result
             )),
         };
     }
+    write_atomically(out, |file| match format {
+        Format::Csv => write_csv(report, file),
+        Format::Json => write_json(report, file),
+        Format::Parquet => write_parquet(report, file),
+    })
+}
+
+/// Writes `out` through `body` under a temporary name, synced, then
+/// renamed into place: a failure leaves the previous file, never a part.
+pub fn write_atomically(
+    out: &Path,
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let name = out.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "--out names no file")
     })?;
     let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        match format {
-            Format::Csv => write_csv(report, &mut file)?,
-            Format::Json => write_json(report, &mut file)?,
-            Format::Parquet => write_parquet(report, &mut file)?,
-        }
+        body(&mut file)?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, out)
     })();

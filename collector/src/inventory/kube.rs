@@ -570,9 +570,10 @@ impl Tracker {
             "failure-domain.beta.kubernetes.io/region",
         ]);
         let spec = node.spec.as_ref();
-        let provider = spec
+        let provider_id = spec
             .and_then(|s| s.provider_id.as_deref())
-            .map_or("", provider_of);
+            .unwrap_or_default();
+        let provider = provider_of(provider_id);
         let mut pod_cidrs: Vec<ipnet::IpNet> = spec
             .and_then(|s| s.pod_cidrs.as_ref())
             .into_iter()
@@ -600,6 +601,7 @@ impl Tracker {
             zone: names.name(&zone),
             region: names.name(&region),
             provider: names.name(provider),
+            provider_id: names.name(provider_id),
             pod_cidrs,
         };
         inventory.upsert_node(info, &ips, now);

@@ -85,6 +85,8 @@ pub struct NodeInfo {
     pub region: Name,
     /// Cloud provider (aws, gcp, azure), or empty.
     pub provider: Name,
+    /// Its `spec.providerID` (the instance a bill names), or empty.
+    pub provider_id: Name,
     /// Pod address ranges assigned to the node: an address in them that no
     /// pod is known to hold is still a pod of this node.
     pub pod_cidrs: Vec<IpNet>,
@@ -700,6 +702,7 @@ mod tests {
             zone: inv.names.name("z"),
             region: inv.names.name("r"),
             provider: inv.names.name(""),
+            provider_id: inv.names.name(""),
             pod_cidrs: Vec::new(),
         };
         inv.upsert_node(node.clone(), &["10.9.9.9".parse().unwrap()], 500);
@@ -741,6 +744,7 @@ mod tests {
             zone: Arc::from(zone),
             region: Arc::from("r1"),
             provider: Arc::from(""),
+            provider_id: Arc::from(""),
             pod_cidrs: Vec::new(),
         };
         inv.upsert_node(node("node-a", "r1-a"), &["192.168.0.1".parse().unwrap()], 0);

@@ -70,6 +70,8 @@ struct NodeEntry {
     #[serde(default)]
     provider: String,
     #[serde(default)]
+    provider_id: String,
+    #[serde(default)]
     addresses: Vec<IpAddr>,
     #[serde(default)]
     pod_cidrs: Vec<IpNet>,
@@ -216,6 +218,7 @@ fn build(
             ("zone", &node.zone),
             ("region", &node.region),
             ("provider", &node.provider),
+            ("provider_id", &node.provider_id),
         ] {
             name(format!("nodes[{i}].{field}"), value, false)?;
         }
@@ -254,6 +257,7 @@ fn build(
             zone: names.name(&node.zone),
             region: names.name(&node.region),
             provider: names.name(&node.provider),
+            provider_id: names.name(&node.provider_id),
             pod_cidrs: node.pod_cidrs.clone(),
         };
         inventory.upsert_node(info, &node.addresses, 0);

@@ -845,7 +845,7 @@ mod tests {
         spool.push(&new).unwrap();
         assert!(fs::read(dir.join(format!("{:020}.batch", new.seq)))
             .unwrap()
-            .starts_with(b"TGSPOOL3"));
+            .starts_with(b"TGSPOOL4"));
         drop(spool);
 
         let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();

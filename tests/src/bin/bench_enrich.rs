@@ -37,6 +37,7 @@ fn watched_inventory(world: &World) -> Inventory {
                 .name(["r1-a", "r1-b", "r1-c"][(n % 3) as usize]),
             region: inventory.names.name("r1"),
             provider: inventory.names.name(""),
+            provider_id: inventory.names.name(""),
             pod_cidrs: Vec::new(),
         };
         let ip = IpAddr::V4(std::net::Ipv4Addr::new(

@@ -67,6 +67,7 @@ migrations! {
     12 => "0012_internet_tiers_2026",
     13 => "0013_nat_gateways",
     14 => "0014_local_provider",
+    15 => "0015_local_provider_id",
 }
 
 /// Checksums of earlier texts of migrations whose single-node SQL is what

@@ -326,6 +326,7 @@ mod tests {
                     local_zone: name("z1"),
                     local_region: name("r1"),
                     local_provider: name("aws"),
+                    local_provider_id: name("aws:///r1-a/i-0abc"),
                     remote_ip: remote,
                     remote_port: 443,
                     remote_kind: RemoteKind::ALL[(i % 6) as usize],

@@ -1,0 +1,497 @@
+//! Coverage and allocation from the two sides of a month: per billed unit,
+//! the billed bytes against the metered ones, and the billed cost split
+//! over the groups whose metered bytes make it up, the unexplained rest a
+//! line of its own.
+//!
+//! Money stays in billionths of the currency until the last step. Each
+//! day's cost of a unit is split over that day's groups by the largest-
+//! remainder method (the parts sum to it exactly); the month's parts of a
+//! unit are then rounded to cents the same way, so a unit's lines sum to
+//! its billed cost rounded once, half away from zero, to the cent.
+
+use std::collections::BTreeMap;
+
+use super::bill::{Billed, Direction};
+use super::ledger::{Bills, Metering, Provider, Unit};
+use super::split;
+
+/// Metered bytes within this share of the billed bytes are `ok` coverage.
+pub const TOLERANCE_PERCENT: u128 = 10;
+
+/// How a unit's metered bytes compare with its billed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Within [`TOLERANCE_PERCENT`].
+    Ok,
+    /// tollgate sees far less: a datapath that bypasses conntrack, or
+    /// traffic of the node that is not a pod's or the node's own.
+    Low,
+    /// tollgate sees far more than is billed.
+    High,
+    /// Billed, but no node running tollgate is this resource.
+    NotMetered,
+    /// Metered, but the bill has no line for it.
+    NotBilled,
+}
+
+impl Status {
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Low => "low",
+            Status::High => "high",
+            Status::NotMetered => "not_metered",
+            Status::NotBilled => "not_billed",
+        }
+    }
+}
+
+/// One coverage line: a billed unit, or a metered one the bill lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoverageRow {
+    /// The cloud.
+    pub provider: Provider,
+    /// The billed resource (as the bill writes it, or the matched key).
+    pub resource: String,
+    /// Its accounts, space-separated.
+    pub accounts: String,
+    /// The `cluster/node`s behind it, space-separated.
+    pub nodes: String,
+    /// What it bills.
+    pub billed: Billed,
+    /// Which way.
+    pub direction: Direction,
+    /// Billed bytes in the month.
+    pub billed_bytes: u128,
+    /// Metered bytes in the month.
+    pub metered_bytes: u128,
+    /// Billed cost in billionths.
+    pub cost_nanos: i128,
+    /// How they compare.
+    pub status: Status,
+}
+
+/// Why billed cost is not allocated to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// The bill counts more bytes than tollgate metered: the difference's
+    /// share of the cost.
+    UnexplainedBytes,
+    /// The resource is a node running tollgate, but nothing of this
+    /// category and direction was metered that day.
+    NoMeteredBytes,
+    /// No node running tollgate is this resource (another workload's
+    /// instance, or a node without the agent).
+    NodeNotMetered,
+}
+
+impl Reason {
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UnexplainedBytes => "unexplained_bytes",
+            Reason::NoMeteredBytes => "no_metered_bytes",
+            Reason::NodeNotMetered => "node_not_metered",
+        }
+    }
+}
+
+/// Who gets a share of a unit's cost.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Share {
+    /// A group: its labels, as the grouping names them.
+    Group(Vec<String>),
+    /// Nobody, for this reason.
+    Unallocated(Reason),
+}
+
+/// One allocation line: a unit's cost share of one group, or its
+/// unallocated rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRow {
+    /// The cloud.
+    pub provider: Provider,
+    /// The billed resource, as the bill writes it.
+    pub resource: String,
+    /// Its accounts, space-separated.
+    pub accounts: String,
+    /// The provider's names for the usage, `; `-separated.
+    pub usage: String,
+    /// What it bills.
+    pub billed: Billed,
+    /// Which way.
+    pub direction: Direction,
+    /// Who gets it.
+    pub share: Share,
+    /// The group's metered bytes the share follows; for an unallocated
+    /// rest, the billed bytes tollgate did not meter.
+    pub bytes: u128,
+    /// Cost in cents.
+    pub cost_cents: i128,
+}
+
+/// Coverage and allocation of one month.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Coverage lines, billed units first.
+    pub coverage: Vec<CoverageRow>,
+    /// Allocation lines.
+    pub allocation: Vec<AllocationRow>,
+}
+
+impl Report {
+    /// The report of `bills` against `metering`.
+    pub fn new(bills: &Bills, metering: &Metering) -> Self {
+        let mut report = Report::default();
+        for (unit, bill) in &bills.units {
+            let basis = metering.basis(unit);
+            let node_known = match unit.billed {
+                Billed::NatGateway => basis.is_some(),
+                _ => metering
+                    .nodes
+                    .contains_key(&(unit.provider, unit.resource.clone())),
+            };
+            let mut nanos: BTreeMap<Share, (i128, u128)> = BTreeMap::new();
+            let (mut billed_bytes, mut cost) = (0u128, 0i128);
+            for (day, &(bytes, day_cost)) in &bill.days {
+                billed_bytes += bytes;
+                cost += day_cost;
+                let groups = basis.and_then(|b| b.get(day)).filter(|g| !g.is_empty());
+                let Some(groups) = groups else {
+                    let reason = if node_known {
+                        Reason::NoMeteredBytes
+                    } else {
+                        Reason::NodeNotMetered
+                    };
+                    let entry = nanos.entry(Share::Unallocated(reason)).or_default();
+                    entry.0 += day_cost;
+                    entry.1 += bytes;
+                    continue;
+                };
+                let metered: u128 = groups.values().map(|&b| u128::from(b)).sum();
+                let mut shares: Vec<(Share, u128)> = groups
+                    .iter()
+                    .map(|(group, &b)| (Share::Group(group.clone()), u128::from(b)))
+                    .collect();
+                if metered < bytes {
+                    shares.push((
+                        Share::Unallocated(Reason::UnexplainedBytes),
+                        bytes - metered,
+                    ));
+                }
+                let weights: Vec<u128> = shares.iter().map(|(_, w)| *w).collect();
+                for ((share, weight), part) in
+                    shares.into_iter().zip(split::by_weight(day_cost, &weights))
+                {
+                    let entry = nanos.entry(share).or_default();
+                    entry.0 += part;
+                    entry.1 += weight;
+                }
+            }
+            let accounts = join(&bill.accounts, " ");
+            let cents = split::to_cents(&nanos.values().map(|(n, _)| *n).collect::<Vec<_>>());
+            for ((share, (_, bytes)), cost_cents) in nanos.into_iter().zip(cents) {
+                if cost_cents == 0 && bytes == 0 {
+                    continue;
+                }
+                report.allocation.push(AllocationRow {
+                    provider: unit.provider,
+                    resource: bill.resource.clone(),
+                    accounts: accounts.clone(),
+                    usage: join(&bill.usages, "; "),
+                    billed: unit.billed,
+                    direction: unit.direction,
+                    share,
+                    bytes,
+                    cost_cents,
+                });
+            }
+            let metered_month = basis.map_or(0, month_bytes);
+            report.coverage.push(CoverageRow {
+                provider: unit.provider,
+                resource: bill.resource.clone(),
+                accounts,
+                nodes: nodes_of(metering, unit),
+                billed: unit.billed,
+                direction: unit.direction,
+                billed_bytes,
+                metered_bytes: metered_month,
+                cost_nanos: cost,
+                status: if node_known {
+                    status(billed_bytes, metered_month)
+                } else {
+                    Status::NotMetered
+                },
+            });
+        }
+        // A unit the bill lacks under every name its nodes go by, shown
+        // once, under the first.
+        let billed_as_any = |unit: &Unit| {
+            metering
+                .aliases
+                .get(&(unit.provider, unit.resource.clone()))
+                .is_some_and(|names| {
+                    names.iter().any(|name| {
+                        bills.units.contains_key(&Unit {
+                            resource: name.clone(),
+                            ..unit.clone()
+                        })
+                    })
+                })
+        };
+        let mut unbilled: Vec<&Unit> = metering
+            .units
+            .keys()
+            .filter(|unit| {
+                metering
+                    .primary
+                    .contains(&(unit.provider, unit.resource.clone()))
+                    && !bills.units.contains_key(unit)
+                    && !billed_as_any(unit)
+            })
+            .collect();
+        unbilled.sort();
+        for unit in unbilled {
+            report.coverage.push(CoverageRow {
+                provider: unit.provider,
+                resource: unit.resource.clone(),
+                accounts: String::new(),
+                nodes: nodes_of(metering, unit),
+                billed: unit.billed,
+                direction: unit.direction,
+                billed_bytes: 0,
+                metered_bytes: metering.units.get(unit).map_or(0, month_bytes),
+                cost_nanos: 0,
+                status: Status::NotBilled,
+            });
+        }
+        report
+    }
+}
+
+fn month_bytes(days: &super::ledger::DailyBytes) -> u128 {
+    days.values()
+        .flat_map(|groups| groups.values())
+        .map(|&b| u128::from(b))
+        .sum()
+}
+
+fn status(billed: u128, metered: u128) -> Status {
+    if metered * 100 < billed * (100 - TOLERANCE_PERCENT) {
+        Status::Low
+    } else if metered * 100 > billed * (100 + TOLERANCE_PERCENT) {
+        Status::High
+    } else {
+        Status::Ok
+    }
+}
+
+fn nodes_of(metering: &Metering, unit: &Unit) -> String {
+    match unit.billed {
+        Billed::NatGateway => String::new(),
+        _ => metering
+            .nodes
+            .get(&(unit.provider, unit.resource.clone()))
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .map(|(cluster, node)| format!("{cluster}/{node}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn join(texts: &std::collections::BTreeSet<String>, separator: &str) -> String {
+    texts
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    // Test code: an unwrap is an assertion.
+    use std::collections::BTreeSet;
+
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::export::Grouping;
+    use crate::reconcile::ledger::UnitBill;
+    use crate::reconcile::metered::Metered;
+
+    const GIB: u128 = 1 << 30;
+    const CENT: i128 = 10_000_000;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 10, d).unwrap()
+    }
+
+    fn unit(resource: &str, billed: Billed, direction: Direction) -> Unit {
+        Unit {
+            provider: Provider::Aws,
+            resource: resource.into(),
+            billed,
+            direction,
+        }
+    }
+
+    fn billed(days: &[(u32, u128, i128)]) -> UnitBill {
+        UnitBill {
+            resource: String::new(),
+            accounts: BTreeSet::from(["111122223333".to_owned()]),
+            usages: BTreeSet::from(["EUW1-DataTransfer-Regional-Bytes InterZone-Out".to_owned()]),
+            days: days
+                .iter()
+                .map(|&(d, bytes, cost)| (day(d), (bytes, cost)))
+                .collect(),
+        }
+    }
+
+    fn metered(node: &str, d: u32, category: &str, team: &str, gib: u64) -> Metered {
+        Metered {
+            day: day(d),
+            provider_id: format!("aws:///eu-west-1a/{node}"),
+            node: node.into(),
+            region: "eu-west-1".into(),
+            category: category.into(),
+            direction: "out",
+            group: [
+                "prod".into(),
+                team.into(),
+                "ns".into(),
+                "Deployment".into(),
+                "w".into(),
+            ],
+            bytes: gib << 30,
+            initiated_bytes: 0,
+        }
+    }
+
+    fn shares(report: &Report, resource: &str) -> Vec<(Share, i128)> {
+        report
+            .allocation
+            .iter()
+            .filter(|r| r.resource == resource)
+            .map(|r| (r.share.clone(), r.cost_cents))
+            .collect()
+    }
+
+    fn team(name: &str) -> Share {
+        Share::Group(vec!["prod".into(), name.into()])
+    }
+
+    #[test]
+    fn billed_cost_goes_to_metered_groups_and_the_rest_is_unallocated_with_its_reason() {
+        let mut bills = Bills::default();
+        let mut a = billed(&[(1, 10 * GIB, 10 * CENT), (2, GIB, CENT)]);
+        a.resource = "i-a".into();
+        bills
+            .units
+            .insert(unit("i-a", Billed::CrossZone, Direction::Out), a);
+        let mut b = billed(&[(1, 100 * GIB, 100 * CENT)]);
+        b.resource = "i-b".into();
+        bills
+            .units
+            .insert(unit("i-b", Billed::Internet, Direction::Out), b);
+        let mut c = billed(&[(3, 3 * GIB, 10 * CENT)]);
+        c.resource = "i-c".into();
+        bills
+            .units
+            .insert(unit("i-c", Billed::CrossZone, Direction::Out), c);
+        bills.files.push((
+            "cur.csv".into(),
+            crate::reconcile::bill::Format::AwsCsv,
+            Default::default(),
+        ));
+        let rows = [
+            // Day 1 of i-a: 8 of its 10 billed GiB metered, cross-zone
+            // and public addresses in the region alike.
+            metered("i-a", 1, "cross_zone", "x", 5),
+            metered("i-a", 1, "public_in_region", "x", 1),
+            metered("i-a", 1, "cross_zone", "y", 2),
+            // Same-zone bytes are not billed: no share.
+            metered("i-a", 1, "same_zone", "z", 50),
+            // i-c: three equal groups share 10 cents.
+            metered("i-c", 3, "cross_zone", "x", 1),
+            metered("i-c", 3, "cross_zone", "y", 1),
+            metered("i-c", 3, "cross_zone", "z", 1),
+            // Metered, never billed.
+            metered("i-d", 3, "cross_region", "x", 4),
+        ];
+        let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
+        let report = Report::new(&bills, &metering);
+        assert_eq!(
+            shares(&report, "i-a"),
+            [
+                (team("x"), 6),
+                (team("y"), 2),
+                (Share::Unallocated(Reason::UnexplainedBytes), 2),
+                // Day 2: the node runs tollgate, nothing metered.
+                (Share::Unallocated(Reason::NoMeteredBytes), 1),
+            ]
+        );
+        assert_eq!(
+            shares(&report, "i-b"),
+            [(Share::Unallocated(Reason::NodeNotMetered), 100)]
+        );
+        assert_eq!(
+            shares(&report, "i-c"),
+            [(team("x"), 4), (team("y"), 3), (team("z"), 3)]
+        );
+        let total: i128 = report.allocation.iter().map(|r| r.cost_cents).sum();
+        assert_eq!(total, 11 + 100 + 10, "every billed cent, once");
+
+        let coverage: Vec<(&str, u128, u128, Status)> = report
+            .coverage
+            .iter()
+            .map(|r| {
+                (
+                    r.resource.as_str(),
+                    r.billed_bytes,
+                    r.metered_bytes,
+                    r.status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            coverage,
+            [
+                ("i-a", 11 * GIB, 8 * GIB, Status::Low),
+                ("i-b", 100 * GIB, 0, Status::NotMetered),
+                ("i-c", 3 * GIB, 3 * GIB, Status::Ok),
+                ("i-d", 0, 4 * GIB, Status::NotBilled),
+            ]
+        );
+        assert_eq!(report.coverage[0].nodes, "prod/i-a");
+    }
+
+    #[test]
+    fn a_credit_is_split_like_a_charge() {
+        let mut bills = Bills::default();
+        let mut a = billed(&[(1, 4 * GIB, 3 * CENT), (2, 0, -CENT)]);
+        a.resource = "i-a".into();
+        bills
+            .units
+            .insert(unit("i-a", Billed::CrossZone, Direction::Out), a);
+        bills.files.push((
+            "cur.csv".into(),
+            crate::reconcile::bill::Format::AwsCsv,
+            Default::default(),
+        ));
+        let rows = [
+            metered("i-a", 1, "cross_zone", "x", 2),
+            metered("i-a", 1, "cross_zone", "y", 2),
+            metered("i-a", 2, "cross_zone", "x", 1),
+        ];
+        let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
+        let report = Report::new(&bills, &metering);
+        // x: 1.5 - 1 cents, y: 1.5 cents; 2 cents in all.
+        assert_eq!(shares(&report, "i-a"), [(team("x"), 1), (team("y"), 1)]);
+    }
+}

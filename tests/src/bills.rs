@@ -1,0 +1,431 @@
+//! Billing files as the clouds write them, for fixtures: an AWS Cost and
+//! Usage Report in the legacy CSV form (gzip) and in the CUR 2.0 Parquet
+//! form, with the providers' own column names and a realistic share of
+//! columns tollgate does not read.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+/// One line item of a CUR.
+#[derive(Debug, Clone)]
+pub struct CurLine {
+    /// `lineItem/LineItemType`: `Usage`, `Tax`...
+    pub line_item_type: &'static str,
+    /// `lineItem/UsageAccountId`.
+    pub account: &'static str,
+    /// `lineItem/ProductCode`.
+    pub product: &'static str,
+    /// `lineItem/UsageType`.
+    pub usage_type: String,
+    /// `lineItem/Operation`.
+    pub operation: &'static str,
+    /// `lineItem/ResourceId`.
+    pub resource: String,
+    /// Start of the usage, Unix seconds (an hour or a day).
+    pub start: i64,
+    /// `lineItem/UsageAmount`, as AWS writes it (up to 10 decimals).
+    pub amount: String,
+    /// `pricing/unit`.
+    pub unit: &'static str,
+    /// `lineItem/UnblendedCost`, as AWS writes it.
+    pub cost: String,
+    /// `resourceTags/user:team`, a tag column tollgate ignores.
+    pub team_tag: &'static str,
+}
+
+/// The usage type and operation a CUR bills an instance's transfer of a
+/// tollgate category and direction under, and its list price per GB (the
+/// simulated cluster's regions r1 and r2 stand for eu-west-1 and
+/// eu-central-1); `None` for what is not billed (same-zone transfer).
+pub fn aws_usage(
+    category: &str,
+    direction: &str,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match (category, direction) {
+        ("cross_zone", "out") => ("EUW1-DataTransfer-Regional-Bytes", "InterZone-Out", "0.01"),
+        ("cross_zone", "in") => ("EUW1-DataTransfer-Regional-Bytes", "InterZone-In", "0.01"),
+        ("cross_region", "out") => ("EUW1-EUC1-AWS-Out-Bytes", "RunInstances", "0.02"),
+        ("cross_region", "in") => ("EUW1-EUC1-AWS-In-Bytes", "RunInstances", "0.00"),
+        ("internet", "out") => ("EUW1-DataTransfer-Out-Bytes", "RunInstances", "0.09"),
+        ("internet", "in") => ("EUW1-DataTransfer-In-Bytes", "RunInstances", "0.00"),
+        _ => return None,
+    })
+}
+
+/// A network line item of an EC2 instance, its amount and cost to be set.
+pub fn ec2_line(usage_type: &str, operation: &'static str, resource: &str, start: i64) -> CurLine {
+    CurLine {
+        line_item_type: "Usage",
+        account: "111122223333",
+        product: "AmazonEC2",
+        usage_type: usage_type.to_owned(),
+        operation,
+        resource: resource.to_owned(),
+        start,
+        amount: String::new(),
+        unit: "GB",
+        cost: String::new(),
+        team_tag: "",
+    }
+}
+
+/// The CUR line items of instances' transfer: for each (instance,
+/// category, direction) of `bytes`, two line items (two hours from
+/// `hour`) carrying its bytes, priced at `multiplier` times the list
+/// price. Returns them with each unit's cost in billionths, keyed
+/// `"<instance> <category> <direction>"`.
+pub fn instance_transfer(
+    bytes: &BTreeMap<(String, String, String), u64>,
+    hour: i64,
+    multiplier: u32,
+) -> (Vec<CurLine>, BTreeMap<String, i128>) {
+    let mut lines = Vec::new();
+    let mut costs = BTreeMap::new();
+    for ((instance, category, direction), &total) in bytes {
+        let Some((usage_type, operation, price)) = aws_usage(category, direction) else {
+            continue;
+        };
+        let price = times(price, multiplier);
+        for (part, start) in [(total / 3, hour), (total - total / 3, hour + 3600)] {
+            let mut item = ec2_line(usage_type, operation, instance, start);
+            item.amount = gigabytes(part);
+            item.cost = cost(&item.amount, &price);
+            *costs
+                .entry(format!("{instance} {category} {direction}"))
+                .or_default() += nanos(&item.cost);
+            lines.push(item);
+        }
+    }
+    (lines, costs)
+}
+
+/// Line items a bill has besides instances' transfer, which tollgate must
+/// ignore or cannot explain: an instance-hour of `instance`, a volume, a
+/// NAT gateway's hours, tax, and 3 GB to the internet from an instance
+/// that runs no agent (0.27 USD, at 1x list price). Returns them with the
+/// unexplained transfer's cost in billionths.
+pub fn other_lines(instance: &str, hour: i64, multiplier: u32) -> (Vec<CurLine>, i128) {
+    let mut lines = vec![
+        ec2_line("EUW1-BoxUsage:m6i.large", "RunInstances", instance, hour),
+        ec2_line(
+            "EUW1-EBS:VolumeUsage.gp3",
+            "CreateVolume-Gp3",
+            "vol-0abc",
+            hour,
+        ),
+        ec2_line("EUW1-NatGateway-Hours", "NatGateway", "nat-0abc", hour),
+        ec2_line(
+            "EUW1-DataTransfer-Out-Bytes",
+            "RunInstances",
+            UNMETERED,
+            hour,
+        ),
+    ];
+    let unexplained = cost("3.0000000000", &times("0.09", multiplier));
+    for (item, (unit, amount, cost)) in lines.iter_mut().zip([
+        ("Hrs", "1.0000000000", "0.1070000000".to_owned()),
+        ("GB-Mo", "0.0013440860", "0.0001075269".to_owned()),
+        ("Hrs", "1.0000000000", "0.0480000000".to_owned()),
+        ("GB", "3.0000000000", unexplained.clone()),
+    ]) {
+        item.unit = unit;
+        item.amount = amount.into();
+        item.cost = cost;
+    }
+    let mut tax = ec2_line("", "", "", hour);
+    tax.line_item_type = "Tax";
+    tax.unit = "";
+    tax.amount = "0".into();
+    tax.cost = "1.2300000000".into();
+    lines.push(tax);
+    (lines, nanos(&unexplained))
+}
+
+/// The instance of [`other_lines`]' unexplained transfer.
+pub const UNMETERED: &str = "i-0ffffffffffffffff";
+
+/// A price times `multiplier`, as decimal text.
+fn times(price: &str, multiplier: u32) -> String {
+    let (units, decimals) = price.split_once('.').unwrap_or((price, ""));
+    let scaled: u128 = format!("{units}{decimals}").parse().unwrap_or(0) * u128::from(multiplier);
+    let unit = 10u128.pow(decimals.len() as u32);
+    format!(
+        "{}.{:0width$}",
+        scaled / unit,
+        scaled % unit,
+        width = decimals.len()
+    )
+}
+
+/// Billionths of a decimal with at most ten places (rounded half up).
+pub fn nanos(text: &str) -> i128 {
+    let (units, decimals) = text.split_once('.').unwrap_or((text, ""));
+    let decimals = format!("{decimals:0<10}");
+    let tenths: i128 = format!("{units}{}", &decimals[..10]).parse().unwrap_or(0);
+    (tenths + 5) / 10
+}
+
+/// `bytes` as gigabytes (2^30 bytes) with ten decimals, as a CUR writes
+/// usage: converting it back rounds to the same bytes.
+pub fn gigabytes(bytes: u64) -> String {
+    let scaled = (u128::from(bytes) * 10_000_000_000 + (1 << 29)) >> 30;
+    format!(
+        "{}.{:010}",
+        scaled / 10_000_000_000,
+        scaled % 10_000_000_000
+    )
+}
+
+/// `gigabytes` (ten decimals, as [`gigabytes`] writes them) at
+/// `price_per_gb`: the cost with ten decimals, as a CUR writes it.
+pub fn cost(gigabytes: &str, price_per_gb: &str) -> String {
+    let ten = |text: &str| -> u128 {
+        let (units, decimals) = text.split_once('.').unwrap_or((text, ""));
+        let decimals = format!("{decimals:0<10}");
+        format!("{units}{}", &decimals[..10]).parse().unwrap_or(0)
+    };
+    // Both have ten decimals: the product has twenty, rounded to ten.
+    let product = ten(gigabytes) * ten(price_per_gb);
+    let rounded = (product + 5_000_000_000) / 10_000_000_000;
+    format!(
+        "{}.{:010}",
+        rounded / 10_000_000_000,
+        rounded % 10_000_000_000
+    )
+}
+
+/// `2026-10-01T00:00:00Z` for a Unix time, as the legacy CUR writes
+/// times.
+fn iso(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The legacy CUR's columns tollgate does not read, with the values a
+/// line item of `line` would have.
+fn other_columns(line: &CurLine) -> [(&'static str, String); 6] {
+    [
+        (
+            "identity/LineItemId",
+            format!("{:x}", line.start ^ line.resource.len() as i64),
+        ),
+        (
+            "identity/TimeInterval",
+            format!("{}/{}", iso(line.start), iso(line.start + 3600)),
+        ),
+        ("bill/PayerAccountId", "999988887777".into()),
+        ("lineItem/BlendedCost", line.cost.clone()),
+        ("product/ProductName", "Amazon Elastic Compute Cloud".into()),
+        (
+            "lineItem/LineItemDescription",
+            format!("$ per GB - {}, billed", line.usage_type),
+        ),
+    ]
+}
+
+/// Writes `lines` as a legacy CUR CSV, gzip-compressed if `path` ends in
+/// `.gz`, one line at a time (a bill of millions streams through).
+pub fn write_cur_csv<I>(path: &Path, lines: I) -> anyhow::Result<()>
+where
+    I: IntoIterator,
+    I::Item: std::borrow::Borrow<CurLine>,
+{
+    let file = std::fs::File::create(path)?;
+    let out: Box<dyn Write> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::default(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let mut writer = csv::Writer::from_writer(out);
+    let mut header: Vec<&str> = vec![
+        "identity/LineItemId",
+        "identity/TimeInterval",
+        "bill/PayerAccountId",
+        "lineItem/LineItemType",
+        "lineItem/UsageAccountId",
+        "lineItem/UsageStartDate",
+        "lineItem/UsageEndDate",
+        "lineItem/ProductCode",
+        "lineItem/UsageType",
+        "lineItem/Operation",
+        "lineItem/ResourceId",
+        "lineItem/UsageAmount",
+        "lineItem/CurrencyCode",
+        "lineItem/UnblendedCost",
+        "lineItem/BlendedCost",
+        "lineItem/LineItemDescription",
+        "product/ProductName",
+        "pricing/unit",
+        "resourceTags/user:team",
+    ];
+    header.dedup();
+    writer.write_record(&header)?;
+    for line in lines {
+        let line: &CurLine = std::borrow::Borrow::borrow(&line);
+        let others = other_columns(line);
+        let other = |name: &str| {
+            others
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        writer.write_record([
+            other("identity/LineItemId"),
+            other("identity/TimeInterval"),
+            other("bill/PayerAccountId"),
+            line.line_item_type.into(),
+            line.account.into(),
+            iso(line.start),
+            iso(line.start + 3600),
+            line.product.into(),
+            line.usage_type.clone(),
+            line.operation.into(),
+            line.resource.clone(),
+            line.amount.clone(),
+            "USD".into(),
+            line.cost.clone(),
+            other("lineItem/BlendedCost"),
+            other("lineItem/LineItemDescription"),
+            other("product/ProductName"),
+            line.unit.into(),
+            line.team_tag.into(),
+        ])?;
+    }
+    let out = writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(out);
+    Ok(())
+}
+
+/// Writes `lines` as a CUR 2.0 Parquet file (AWS Data Exports): snake_case
+/// columns, timestamps, doubles for amounts (as AWS writes them), Snappy.
+pub fn write_cur2_parquet(path: &Path, lines: &[CurLine]) -> anyhow::Result<()> {
+    let text = |f: &dyn Fn(&CurLine) -> String| -> ArrayRef {
+        Arc::new(lines.iter().map(|l| Some(f(l))).collect::<StringArray>())
+    };
+    let number = |f: &dyn Fn(&CurLine) -> &str| -> anyhow::Result<ArrayRef> {
+        Ok(Arc::new(
+            lines
+                .iter()
+                .map(|l| f(l).parse::<f64>().map(Some))
+                .collect::<Result<Float64Array, _>>()?,
+        ))
+    };
+    let time = |offset: i64| -> ArrayRef {
+        Arc::new(
+            lines
+                .iter()
+                .map(|l| Some((l.start + offset) * 1000))
+                .collect::<TimestampMillisecondArray>()
+                .with_timezone("UTC"),
+        )
+    };
+    let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let columns: Vec<(&str, DataType, ArrayRef)> = vec![
+        (
+            "identity_line_item_id",
+            DataType::Utf8,
+            text(&|l| format!("{:x}", l.start)),
+        ),
+        (
+            "bill_payer_account_id",
+            DataType::Utf8,
+            text(&|_| "999988887777".into()),
+        ),
+        (
+            "line_item_line_item_type",
+            DataType::Utf8,
+            text(&|l| l.line_item_type.into()),
+        ),
+        (
+            "line_item_usage_account_id",
+            DataType::Utf8,
+            text(&|l| l.account.into()),
+        ),
+        ("line_item_usage_start_date", timestamp.clone(), time(0)),
+        ("line_item_usage_end_date", timestamp, time(3600)),
+        (
+            "line_item_product_code",
+            DataType::Utf8,
+            text(&|l| l.product.into()),
+        ),
+        (
+            "line_item_usage_type",
+            DataType::Utf8,
+            text(&|l| l.usage_type.clone()),
+        ),
+        (
+            "line_item_operation",
+            DataType::Utf8,
+            text(&|l| l.operation.into()),
+        ),
+        (
+            "line_item_resource_id",
+            DataType::Utf8,
+            text(&|l| l.resource.clone()),
+        ),
+        (
+            "line_item_usage_amount",
+            DataType::Float64,
+            number(&|l| &l.amount)?,
+        ),
+        (
+            "line_item_currency_code",
+            DataType::Utf8,
+            text(&|_| "USD".into()),
+        ),
+        (
+            "line_item_unblended_cost",
+            DataType::Float64,
+            number(&|l| &l.cost)?,
+        ),
+        ("pricing_unit", DataType::Utf8, text(&|l| l.unit.into())),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, kind, _)| Field::new(*name, kind.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, _, array)| array).collect(),
+    )?;
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path)?,
+        schema,
+        Some(properties),
+    )?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_written_as_a_cur_writes_them() {
+        assert_eq!(gigabytes(1 << 30), "1.0000000000");
+        assert_eq!(gigabytes(1), "0.0000000009");
+        assert_eq!(cost("1.0000000000", "0.01"), "0.0100000000");
+        assert_eq!(cost("2.5000000000", "0.09"), "0.2250000000");
+        assert_eq!(times("0.09", 1000), "90.00");
+        assert_eq!(nanos("0.0100000005"), 10_000_001);
+        assert_eq!(iso(1_793_491_200), "2026-11-01T00:00:00Z");
+    }
+}
