@@ -104,12 +104,13 @@ pub fn instance_transfer(
     (lines, costs)
 }
 
-/// Line items a bill has besides instances' transfer, which tollgate must
-/// ignore or cannot explain: an instance-hour of `instance`, a volume, a
-/// NAT gateway's hours, tax, and 3 GB to the internet from an instance
-/// that runs no agent (0.27 USD, at 1x list price). Returns them with the
-/// unexplained transfer's cost in billionths.
-pub fn other_lines(instance: &str, hour: i64, multiplier: u32) -> (Vec<CurLine>, i128) {
+/// Line items a bill has besides instances' transfer, at list prices,
+/// which tollgate must ignore or cannot allocate: an instance-hour of
+/// `instance`, a volume, a NAT gateway's hours, tax, a network load
+/// balancer's processing, and 3 GB to the internet from an instance that
+/// runs no agent. [`UNALLOCATED`] is what a reconciliation must make of
+/// them.
+pub fn other_lines(instance: &str, hour: i64) -> Vec<CurLine> {
     let mut lines = vec![
         ec2_line("EUW1-BoxUsage:m6i.large", "RunInstances", instance, hour),
         ec2_line(
@@ -122,20 +123,26 @@ pub fn other_lines(instance: &str, hour: i64, multiplier: u32) -> (Vec<CurLine>,
         ec2_line(
             "EUW1-DataTransfer-Out-Bytes",
             "RunInstances",
-            UNMETERED,
+            UNALLOCATED[1].0,
+            hour,
+        ),
+        ec2_line(
+            "EUW1-DataProcessing-Bytes",
+            "LoadBalancing:Network",
+            UNALLOCATED[0].0,
             hour,
         ),
     ];
-    let unexplained = cost("3.0000000000", &times("0.09", multiplier));
     for (item, (unit, amount, cost)) in lines.iter_mut().zip([
-        ("Hrs", "1.0000000000", "0.1070000000".to_owned()),
-        ("GB-Mo", "0.0013440860", "0.0001075269".to_owned()),
-        ("Hrs", "1.0000000000", "0.0480000000".to_owned()),
-        ("GB", "3.0000000000", unexplained.clone()),
+        ("Hrs", "1.0000000000", "0.1070000000"),
+        ("GB-Mo", "0.0013440860", "0.0001075269"),
+        ("Hrs", "1.0000000000", "0.0480000000"),
+        ("GB", "3.0000000000", "0.2700000000"),
+        ("GB", "5.0000000000", "0.0400000000"),
     ]) {
         item.unit = unit;
         item.amount = amount.into();
-        item.cost = cost;
+        item.cost = cost.into();
     }
     let mut tax = ec2_line("", "", "", hour);
     tax.line_item_type = "Tax";
@@ -143,11 +150,20 @@ pub fn other_lines(instance: &str, hour: i64, multiplier: u32) -> (Vec<CurLine>,
     tax.amount = "0".into();
     tax.cost = "1.2300000000".into();
     lines.push(tax);
-    (lines, nanos(&unexplained))
+    lines
 }
 
-/// The instance of [`other_lines`]' unexplained transfer.
-pub const UNMETERED: &str = "i-0ffffffffffffffff";
+/// The resources of [`other_lines`] whose cost a reconciliation cannot
+/// allocate, in the order it reports them: the cost in dollars and the
+/// reason.
+pub const UNALLOCATED: [(&str, &str, &str); 2] = [
+    (
+        "arn:aws:elasticloadbalancing:eu-west-1:111122223333:loadbalancer/net/api/50dc6c495c0c9188",
+        "0.04",
+        "category_not_metered",
+    ),
+    ("i-0ffffffffffffffff", "0.27", "node_not_metered"),
+];
 
 /// A price times `multiplier`, as decimal text.
 fn times(price: &str, multiplier: u32) -> String {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 
 use tollgate_schema::Category;
-use tollgate_tests::bills::{self, UNMETERED};
+use tollgate_tests::bills::{self, UNALLOCATED};
 use tollgate_tests::clickhouse;
 use tollgate_tests::cluster::{instance_id, Agent, Cluster, Flow, Relay, Target};
 use tollgate_tests::fixtures::{self, unix_now};
@@ -186,8 +186,7 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
         })
         .collect();
     let (mut lines, billed_cost) = bills::instance_transfer(&by_instance, hour, PRICES);
-    let (noise, unexplained) = bills::other_lines(&instance_id(0), hour, 1);
-    lines.extend(noise);
+    lines.extend(bills::other_lines(&instance_id(0), hour));
     let csv_bill = dir.join("cur-00001.csv.gz");
     bills::write_cur_csv(&csv_bill, &lines).unwrap();
     let parquet_bill = dir.join("cur2-00001.snappy.parquet");
@@ -239,7 +238,13 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
         .filter(|r| r["status"] != "ok")
         .map(|r| (r["resource"].as_str(), r["status"].as_str()))
         .collect();
-    assert_eq!(unmetered, [(UNMETERED, "not_metered")]);
+    assert_eq!(
+        unmetered,
+        [
+            (UNALLOCATED[0].0, "category_not_metered"),
+            (UNALLOCATED[1].0, "not_metered")
+        ]
+    );
 
     // Allocation: every unit's lines sum to its billed cost rounded to the
     // cent; each team's share within a cent of its bytes' exact share.
@@ -289,20 +294,16 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
             )
         })
         .collect();
-    let unexplained = (unexplained + 5_000_000) / 10_000_000;
-    let unexplained_text = format!("{}.{:02}", unexplained / 100, unexplained % 100);
-    assert_eq!(
-        unallocated,
-        [(UNMETERED, unexplained_text.as_str(), "node_not_metered")]
-    );
+    assert_eq!(unallocated, UNALLOCATED);
     let all: i128 = allocation.iter().map(|r| cents(&r["cost"])).sum();
     let network: i128 = billed_cost
         .values()
         .map(|n| (n + 5_000_000) / 10_000_000)
         .sum();
+    let rest: i128 = UNALLOCATED.iter().map(|(_, cost, _)| cents(cost)).sum();
     assert_eq!(
         all,
-        network + unexplained,
+        network + rest,
         "the bill's network lines, no other line"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -40,18 +40,21 @@ impl Provider {
         }
     }
 
-    /// The resource as matched: Azure resource ids are case-insensitive.
-    fn key(self, resource: &str) -> String {
+    /// A billed resource of `account` as matched: a GCP instance's name is
+    /// unique only in its project; Azure resource ids are case-insensitive.
+    fn key(self, account: &str, resource: &str) -> String {
         match self {
+            Provider::Gcp => format!("{account}/{resource}"),
             Provider::Azure => resource.to_ascii_lowercase(),
-            Provider::Aws | Provider::Gcp => resource.to_owned(),
+            Provider::Aws => resource.to_owned(),
         }
     }
 }
 
 /// The resources a bill may name for a node, from its `spec.providerID`:
 /// the instance id on AWS (`aws:///eu-west-1a/i-0abc` bills `i-0abc`), the
-/// instance's name on GCP (`gce://project/zone/name`), on Azure the
+/// project and the instance's name on GCP (`gce://project/zone/name`:
+/// `project/name`, the bill's `project.id` and `resource.name`), on Azure the
 /// virtual machine's resource id and, for a scale set's instance, the scale
 /// set's (`azure:///subscriptions/.../virtualMachineScaleSets/s/virtualMachines/3`).
 pub fn node_resources(provider_id: &str) -> Vec<(Provider, String)> {
@@ -61,9 +64,12 @@ pub fn node_resources(provider_id: &str) -> Vec<(Provider, String)> {
     let last = || path.rsplit('/').next().unwrap_or_default().to_owned();
     match scheme {
         "aws" => vec![(Provider::Aws, last())],
-        "gce" => vec![(Provider::Gcp, last())],
+        "gce" => {
+            let project = path.split('/').next().unwrap_or_default();
+            vec![(Provider::Gcp, format!("{project}/{}", last()))]
+        }
         "azure" => {
-            let id = Provider::Azure.key(path);
+            let id = path.to_ascii_lowercase();
             let mut keys = Vec::new();
             if let Some((set, _)) = id
                 .split_once("/virtualmachines/")
@@ -124,7 +130,7 @@ impl Bills {
         let (format, summary) = bill::read(file, month, &mut self.currency, &mut |item| {
             let unit = Unit {
                 provider: cloud,
-                resource: cloud.key(item.resource),
+                resource: cloud.key(item.account, item.resource),
                 billed: item.billed,
                 direction: item.direction,
             };
@@ -269,6 +275,7 @@ impl Metering {
     pub fn basis(&self, unit: &Unit) -> Option<&DailyBytes> {
         match unit.billed {
             Billed::NatGateway => self.nat.get(&unit.provider),
+            Billed::Unmetered => None,
             _ => self.units.get(unit),
         }
     }
@@ -286,7 +293,7 @@ mod tests {
         );
         assert_eq!(
             node_resources("gce://shop-prod/europe-west1-b/gke-pool-1-abcd"),
-            [(Provider::Gcp, "gke-pool-1-abcd".to_owned())]
+            [(Provider::Gcp, "shop-prod/gke-pool-1-abcd".to_owned())]
         );
         assert_eq!(
             node_resources(

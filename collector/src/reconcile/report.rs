@@ -32,6 +32,9 @@ pub enum Status {
     NotMetered,
     /// Metered, but the bill has no line for it.
     NotBilled,
+    /// Network cost of a kind tollgate does not meter (a CDN's transfer, a
+    /// load balancer's processing).
+    CategoryNotMetered,
 }
 
 impl Status {
@@ -43,6 +46,7 @@ impl Status {
             Status::High => "high",
             Status::NotMetered => "not_metered",
             Status::NotBilled => "not_billed",
+            Status::CategoryNotMetered => "category_not_metered",
         }
     }
 }
@@ -84,6 +88,9 @@ pub enum Reason {
     /// No node running tollgate is this resource (another workload's
     /// instance, or a node without the agent).
     NodeNotMetered,
+    /// The line bills network cost tollgate does not meter (a CDN's
+    /// transfer, a load balancer's processing).
+    CategoryNotMetered,
 }
 
 impl Reason {
@@ -93,6 +100,7 @@ impl Reason {
             Reason::UnexplainedBytes => "unexplained_bytes",
             Reason::NoMeteredBytes => "no_metered_bytes",
             Reason::NodeNotMetered => "node_not_metered",
+            Reason::CategoryNotMetered => "category_not_metered",
         }
     }
 }
@@ -159,7 +167,9 @@ impl Report {
                 cost += day_cost;
                 let groups = basis.and_then(|b| b.get(day)).filter(|g| !g.is_empty());
                 let Some(groups) = groups else {
-                    let reason = if node_known {
+                    let reason = if unit.billed == Billed::Unmetered {
+                        Reason::CategoryNotMetered
+                    } else if node_known {
                         Reason::NoMeteredBytes
                     } else {
                         Reason::NodeNotMetered
@@ -218,7 +228,9 @@ impl Report {
                 billed_bytes,
                 metered_bytes: metered_month,
                 cost_nanos: cost,
-                status: if node_known {
+                status: if unit.billed == Billed::Unmetered {
+                    Status::CategoryNotMetered
+                } else if node_known {
                     status(billed_bytes, metered_month)
                 } else {
                     Status::NotMetered

@@ -31,7 +31,10 @@
 //! Amazon CloudFront bills its edge transfer as `US-DataTransfer-Out-Bytes`,
 //! `EU-DataTransfer-Out-Bytes`... (`EU` is also eu-west-1's prefix): when
 //! the bill has the product code column, lines of `AmazonCloudFront` are
-//! not network, as no node sends them.
+//! `not_metered` ([`Billed::Unmetered`]): network cost no node sends, shown
+//! and never allocated. So are load balancers', PrivateLink endpoints' and
+//! transit gateways' processing (`[R-]DataProcessing-Bytes`,
+//! `[R-]VpcEndpoint-Bytes`, `[R-]TransitGateway-Bytes`).
 //!
 //! # Line item types
 //!
@@ -223,7 +226,7 @@ enum Bills {
 
 /// Usage types by what follows their region prefix, and the region codes
 /// that prefix holds at least.
-const USAGE_TYPES: [(&str, usize, Bills); 9] = [
+const USAGE_TYPES: [(&str, usize, Bills); 12] = [
     (
         "DataTransfer-Regional-Bytes",
         0,
@@ -268,6 +271,23 @@ const USAGE_TYPES: [(&str, usize, Bills); 9] = [
         "RegionalNatGateway-Bytes",
         0,
         Bills::Fixed(Billed::NatGateway, Direction::Out),
+    ),
+    // Processing no node's conntrack table sees: load balancers',
+    // PrivateLink endpoints', transit gateways'.
+    (
+        "DataProcessing-Bytes",
+        0,
+        Bills::Fixed(Billed::Unmetered, Direction::Out),
+    ),
+    (
+        "VpcEndpoint-Bytes",
+        0,
+        Bills::Fixed(Billed::Unmetered, Direction::Out),
+    ),
+    (
+        "TransitGateway-Bytes",
+        0,
+        Bills::Fixed(Billed::Unmetered, Direction::Out),
     ),
 ];
 
@@ -361,10 +381,10 @@ impl<'e> Items<'e> {
         let file = self.expect.file;
         let error = |column: &str, message: String| BillError::new(file, line, column, message);
         let charge = charge(fields.line_item_type);
-        if charge == Some(Charge::Other) || fields.product_code == CLOUDFRONT {
+        if charge == Some(Charge::Other) {
             return Ok(());
         }
-        let Some((billed, direction)) =
+        let Some((mut billed, direction)) =
             classify(fields.usage_type, fields.operation).map_err(|NoDirection| {
                 error(
                     columns.operation,
@@ -378,6 +398,9 @@ impl<'e> Items<'e> {
         else {
             return Ok(());
         };
+        if fields.product_code == CLOUDFRONT {
+            billed = Billed::Unmetered;
+        }
         let bytes = match charge {
             Some(Charge::Usage) => {
                 if fields.unit != "GB" {
@@ -767,7 +790,7 @@ mod tests {
             summary,
             FileSummary {
                 lines: 8,
-                network_lines: 4
+                network_lines: 5
             }
         );
         assert_eq!(
@@ -776,6 +799,8 @@ mod tests {
                 (Internet, Out, 2 << 30, 180_000_000),
                 (Internet, Out, 0, -5_000_000_000),
                 (Internet, Out, 0, -180_000_000),
+                // CloudFront's edge transfer: shown, not a node's.
+                (Unmetered, Out, 2 << 30, 180_000_000),
                 (Internet, In, 2 << 30, 180_000_000),
             ]
         );

@@ -266,7 +266,7 @@ web,0.0900000000,GB,EU-DataTransfer-Out-Bytes,RunInstances,i-0e1d2c3b4a5f60005,1
             summary,
             FileSummary {
                 lines: 5,
-                network_lines: 3
+                network_lines: 4
             }
         );
         assert_eq!(
@@ -289,6 +289,16 @@ web,0.0900000000,GB,EU-DataTransfer-Out-Bytes,RunInstances,i-0e1d2c3b4a5f60005,1
                     "2026-10-06",
                     0,
                     -5_000_000_000
+                ),
+                // CloudFront's edge transfer: network cost, not a node's.
+                item(
+                    4,
+                    "arn:aws:cloudfront::111122223333:distribution/E2QWRUHAPOMQZL",
+                    "US-DataTransfer-Out-Bytes GET",
+                    (Billed::Unmetered, Direction::Out),
+                    "2026-10-06",
+                    40 << 30,
+                    3_400_000_000
                 ),
                 item(
                     5,

@@ -187,6 +187,20 @@ fn classify(category: &str, subcategory: &str, meter: &str) -> Option<(Billed, D
     {
         return has(meter, "Data Processed").then_some((Billed::NatGateway, Direction::Out));
     }
+    let processing_or_transfer = has(meter, "Data Processed")
+        || has(meter, "Data Transfer")
+        || has(meter, "Ingress")
+        || has(meter, "Egress");
+    if (category.eq_ignore_ascii_case("Load Balancer")
+        || category.eq_ignore_ascii_case("Content Delivery Network")
+        || category.eq_ignore_ascii_case("Azure Front Door")
+        || category.eq_ignore_ascii_case("Virtual Network") && either("Private Link"))
+        && processing_or_transfer
+    {
+        // A load balancer's processing, a CDN's transfer, Private Link's
+        // processing: network cost no node's conntrack table sees.
+        return Some((Billed::Unmetered, Direction::Out));
+    }
     if !category.eq_ignore_ascii_case("Bandwidth") {
         return None;
     }
@@ -531,7 +545,7 @@ mod tests {
         },
     ];
 
-    const EXPECTED: [&str; 8] = [
+    const EXPECTED: [&str; 9] = [
         "3 aks-nodepool1-31415926-vmss | Standard Data Transfer Out (Rtn Preference: MGN) | internet out 2026-10-03 13421772800 1087500000 USD",
         "4 aks-nodepool1-31415926-vmss | Standard Data Transfer Out (Routing Preference: Internet) | internet out 2026-10-04 3758096384 262500000 USD",
         "5 aks-nodepool1-31415926-vmss | Standard Data Transfer In | internet in 2026-10-04 51758650884 0 USD",
@@ -539,6 +553,7 @@ mod tests {
         "7 aks-nodepool1-31415926-vmss | Inter Availability Zone Data Transfer Out (Inter Availability Zone) | cross_zone out 2026-10-17 42949672960 0 USD",
         "8 aks-nodepool1-31415926-vmss | Inter Availability Zone Data Transfer In (Inter Availability Zone) | cross_zone in 2026-10-17 41607495680 0 USD",
         "9 aks-natgw | Standard Data Processed | nat_gateway out 2026-10-17 6442450945 270000000 USD",
+        "10 kubernetes | Standard Data Processed | not_metered out 2026-10-17 225915279770 1052000000 USD",
         "12 aks-nodepool1-27182818-vmss | Standard Data Transfer Out (Rtn Preference: MGN) | internet out 2026-10-31 778462822 63075000 USD",
     ];
 
@@ -715,7 +730,7 @@ mod tests {
     fn month() -> (Format, FileSummary, Vec<String>) {
         let summary = FileSummary {
             lines: 12,
-            network_lines: 8,
+            network_lines: 9,
         };
         (
             Format::AzureCsv,

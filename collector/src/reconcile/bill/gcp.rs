@@ -293,7 +293,12 @@ fn classify(sku: &str) -> Option<(Billed, Direction)> {
     if has("data processing") && (has("cloud nat") || starts("nat gateway")) {
         return Some((Billed::NatGateway, Direction::Out));
     }
-    if !starts("network ") {
+    let network = starts("network ");
+    if (network || starts("networking ")) && has("data processing") {
+        // A load balancer's or Private NAT's processing: no node's bytes.
+        return Some((Billed::Unmetered, Direction::Out));
+    }
+    if !network {
         return None;
     }
     let direction = if has("egress") || has("data transfer out") {
@@ -303,14 +308,19 @@ fn classify(sku: &str) -> Option<(Billed, Direction)> {
     } else {
         return None;
     };
-    let billed = if has("inter zone") || has("inter-zone") {
+    let billed = if has("intra zone") || has("intra-zone") {
+        // Same zone: free, and metered as such.
+        return None;
+    } else if has("inter zone") || has("inter-zone") {
         Billed::CrossZone
     } else if has("inter region") || has("inter-region") {
         Billed::CrossRegion
     } else if has("internet") {
         Billed::Internet
     } else {
-        return None;
+        // To Google's services, over carrier peering or Interconnect:
+        // transfer the bill prices apart from the categories matched.
+        Billed::Unmetered
     };
     Some((billed, direction))
 }
@@ -1042,19 +1052,25 @@ mod tests {
                 Some((NatGateway, Out)),
             ),
             ("Networking Cloud Nat Gateway Uptime", None),
-            ("Networking Private Nat Data Processing", None),
-            ("Network Google Egress from Americas to Americas", None),
+            (
+                "Networking Private Nat Data Processing",
+                Some((Unmetered, Out)),
+            ),
+            (
+                "Network Google Egress from Americas to Americas",
+                Some((Unmetered, Out)),
+            ),
             (
                 "Network Data Transfer to Google Services from Americas to Americas",
                 None,
             ),
             (
                 "Network Egress via Carrier Peering Network - Americas Based",
-                None,
+                Some((Unmetered, Out)),
             ),
             (
                 "Network HTTP Load Balancing Ingress from Load Balancer",
-                None,
+                Some((Unmetered, In)),
             ),
             (
                 "Networking Traffic Egress GCP Inter Region within Europe",

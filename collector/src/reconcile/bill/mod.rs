@@ -39,6 +39,11 @@ pub enum Billed {
     Internet,
     /// Bytes a NAT gateway processed.
     NatGateway,
+    /// Network transfer or processing no node's conntrack table sees: a
+    /// CDN's edge transfer, a load balancer's or a private endpoint's
+    /// processing, transfer to the provider's own services. Its cost is
+    /// shown, and never allocated.
+    Unmetered,
 }
 
 impl Billed {
@@ -49,6 +54,7 @@ impl Billed {
             Billed::CrossRegion => "cross_region",
             Billed::Internet => "internet",
             Billed::NatGateway => "nat_gateway",
+            Billed::Unmetered => "not_metered",
         }
     }
 }

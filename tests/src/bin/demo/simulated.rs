@@ -161,7 +161,7 @@ fn reconciliation(
     }
     let hour = i64::from(tollgate_tests::fixtures::unix_now()) / 3600 * 3600;
     let (mut lines, _) = bills::instance_transfer(&bytes, hour, PRICES);
-    lines.extend(bills::other_lines(&instance_id(0), hour, 1).0);
+    lines.extend(bills::other_lines(&instance_id(0), hour));
     let bill = dir.join(format!("cur-{month}.csv.gz"));
     bills::write_cur_csv(&bill, &lines)?;
     let out = dir.join(format!("{month}-reconciliation"));
@@ -180,7 +180,8 @@ fn reconciliation(
         "\nThe bill, reconciled: `tollgate reconcile --month {month} --bill {}`\n\
          (a Cost and Usage Report written from the nodes' nftables counters, each node an EC2\n\
          instance, priced at {PRICES}x AWS's list prices so that cents show; plus an instance-hour,\n\
-         a volume, a NAT gateway's hours, tax, and an instance without tollgate):\n\n  \
+         a volume, a NAT gateway's hours, tax, a load balancer's processing, and an instance without\n\
+         tollgate):\n\n  \
          {}\n\nCoverage, billed bytes against metered bytes per instance:\n",
         bill.display(),
         String::from_utf8_lossy(&output.stderr).trim()
