@@ -544,5 +544,27 @@ fn gcp_and_azure_bills_meet_their_nodes_and_split_by_hand_computed_figures() {
             line("azure", "internet", "", "not_billed"),
         ]
     );
+    // Against a store without the month's metering: said, and nothing
+    // allocated.
+    std::fs::create_dir_all(out("empty")).unwrap();
+    let output = Command::new(binary())
+        .args(["reconcile", "--month", &month, "--bill"])
+        .args(bills)
+        .arg("--parquet")
+        .arg(out("empty"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains(&format!("no metering for {month}")), "{log}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reasons: Vec<&str> = report["allocation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["unallocated_reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["node_not_metered"; 3], "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -102,6 +102,12 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
             (rows, format!("ClickHouse database {}", connection.database))
         }
     };
+    if rows.is_empty() {
+        eprintln!(
+            "tollgate: warning: no metering for {} in {source}: every billed cost is unallocated",
+            args.month
+        );
+    }
     let metering = Metering::new(&rows, args.by, &bills.providers());
     let report = Report::new(&bills, &metering);
     let currency = bills.currency.clone().unwrap_or_default();

@@ -187,6 +187,14 @@ impl Expect<'_> {
                 ),
             ));
         }
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(BillError::new(
+                self.file,
+                line,
+                currency_column,
+                format!("{currency:?} is not an ISO currency code like USD"),
+            ));
+        }
         match self.currency {
             Some(expected) if expected != currency => Err(BillError::new(
                 self.file,
@@ -382,6 +390,55 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     // Test code: an unwrap is an assertion.
     use super::*;
+
+    #[test]
+    fn a_line_item_of_another_month_or_currency_or_none_is_refused() {
+        let file = Path::new("bill.csv");
+        let mut currency = None;
+        let mut expect = Expect {
+            file,
+            month: "2026-10".parse().unwrap(),
+            currency: &mut currency,
+        };
+        let day = |d: &str| (NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap(), "date");
+        assert!(expect.check(1, day("2026-10-01"), ("USD", "cur")).is_ok());
+        assert!(expect.check(2, day("2026-10-31"), ("USD", "cur")).is_ok());
+        for (line, date, code, message) in [
+            (
+                3,
+                "2026-11-01",
+                "USD",
+                "bill.csv:3: column date: 2026-11-01 is not in 2026-10",
+            ),
+            (
+                4,
+                "2026-09-30",
+                "USD",
+                "bill.csv:4: column date: 2026-09-30 is not in 2026-10",
+            ),
+            (
+                5,
+                "2026-10-02",
+                "EUR",
+                "bill.csv:5: column cur: currency \"EUR\", but",
+            ),
+            (
+                6,
+                "2026-10-02",
+                "",
+                "bill.csv:6: column cur: \"\" is not an ISO currency code",
+            ),
+            (
+                7,
+                "2026-10-02",
+                "usd",
+                "bill.csv:7: column cur: \"usd\" is not an ISO",
+            ),
+        ] {
+            let error = expect.check(line, day(date), (code, "cur")).unwrap_err();
+            assert!(error.to_string().starts_with(message), "{error}");
+        }
+    }
 
     #[test]
     fn decimals_are_exact_and_round_half_away_from_zero() {
