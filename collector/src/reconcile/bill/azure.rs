@@ -261,7 +261,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::reconcile::bill::{read as read_bill, Format};
+    use crate::reconcile::bill::{read_described, Format};
     use crate::test_support::TempDir;
 
     /// The Enterprise Agreement cost and usage details file, version
@@ -699,32 +699,22 @@ mod tests {
     /// format, summary and line items (the resource's last name), or the
     /// error's message.
     fn read_file(file: &Path) -> Result<(Format, FileSummary, Vec<String>), String> {
-        let mut currency = None;
-        let mut items = Vec::new();
-        let (format, summary) = read_bill(
-            file,
-            "2026-10".parse().unwrap(),
-            &mut currency,
-            &mut |item: LineItem<'_>| {
-                assert_eq!(item.account, SUBSCRIPTION);
-                assert!(item.resource.starts_with("/subscriptions/"));
-                items.push(format!(
-                    "{} {} | {} | {} {} {} {} {} {}",
-                    item.line,
-                    item.resource.rsplit('/').next().unwrap(),
-                    item.usage,
-                    item.billed.as_str(),
-                    item.direction.as_str(),
-                    item.day,
-                    item.bytes,
-                    item.cost_nanos,
-                    item.currency,
-                ));
-                Ok(())
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        Ok((format, summary, items))
+        read_described(file, |item| {
+            assert_eq!(item.account, SUBSCRIPTION);
+            assert!(item.resource.starts_with("/subscriptions/"));
+            format!(
+                "{} {} | {} | {} {} {} {} {} {}",
+                item.line,
+                item.resource.rsplit('/').next().unwrap(),
+                item.usage,
+                item.billed.as_str(),
+                item.direction.as_str(),
+                item.day,
+                item.bytes,
+                item.cost_nanos,
+                item.currency,
+            )
+        })
     }
 
     fn month() -> (Format, FileSummary, Vec<String>) {

@@ -610,7 +610,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::reconcile::bill::{read, Format};
+    use crate::reconcile::bill::{read_described, Format};
     use crate::test_support::TempDir;
 
     /// One line item of a fixture: the fields that vary.
@@ -918,31 +918,21 @@ mod tests {
     /// Reads `file` as `tollgate reconcile` does, for October 2026: its
     /// format, summary and line items, or the error's message.
     fn read_file(file: &Path) -> Result<(Format, FileSummary, Vec<String>), String> {
-        let mut currency = None;
-        let mut items = Vec::new();
-        let (format, summary) = read(
-            file,
-            "2026-10".parse().unwrap(),
-            &mut currency,
-            &mut |item: LineItem<'_>| {
-                items.push(format!(
-                    "{} {} | {} | {} {} {} {} {} {} {}",
-                    item.line,
-                    item.resource,
-                    item.usage,
-                    item.billed.as_str(),
-                    item.direction.as_str(),
-                    item.day,
-                    item.bytes,
-                    item.cost_nanos,
-                    item.currency,
-                    item.account
-                ));
-                Ok(())
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        Ok((format, summary, items))
+        read_described(file, |item| {
+            format!(
+                "{} {} | {} | {} {} {} {} {} {} {}",
+                item.line,
+                item.resource,
+                item.usage,
+                item.billed.as_str(),
+                item.direction.as_str(),
+                item.day,
+                item.bytes,
+                item.cost_nanos,
+                item.currency,
+                item.account
+            )
+        })
     }
 
     fn summary(lines: u64, network_lines: u64) -> FileSummary {

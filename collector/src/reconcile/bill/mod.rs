@@ -385,6 +385,26 @@ pub fn detect(file: &Path) -> Result<Format, BillError> {
     }
 }
 
+/// Reads `file` as `tollgate reconcile` does, for October 2026: its format,
+/// summary and each line item as `describe` writes it, or the error's
+/// message (the readers' tests).
+#[cfg(test)]
+pub(crate) fn read_described(
+    file: &Path,
+    describe: impl Fn(&LineItem<'_>) -> String,
+) -> Result<(Format, FileSummary, Vec<String>), String> {
+    let mut currency = None;
+    let mut items = Vec::new();
+    #[allow(clippy::unwrap_used)]
+    let month = "2026-10".parse().unwrap();
+    let (format, summary) = read(file, month, &mut currency, &mut |item| {
+        items.push(describe(&item));
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((format, summary, items))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
