@@ -126,8 +126,9 @@ impl Bills {
     /// Adds the network line items of `file`.
     pub fn add_file(&mut self, file: &Path, month: Month) -> Result<(), BillError> {
         let units = &mut self.units;
-        let cloud = Provider::of(bill::detect(file)?);
-        let (format, summary) = bill::read(file, month, &mut self.currency, &mut |item| {
+        let format = bill::detect(file)?;
+        let cloud = Provider::of(format);
+        let summary = bill::read(file, format, month, &mut self.currency, &mut |item| {
             let unit = Unit {
                 provider: cloud,
                 resource: cloud.key(item.account, item.resource),

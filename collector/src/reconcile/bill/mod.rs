@@ -10,7 +10,8 @@
 //! | GCP detailed billing export, JSON lines or CSV | [`gcp`] |
 //! | Azure cost details, CSV | [`azure`] |
 //!
-//! [`read`] picks the reader from the file's own header.
+//! [`detect`] tells the format from the file's own header; [`read`] runs
+//! its reader.
 
 pub mod aws;
 pub mod aws_csv;
@@ -298,28 +299,27 @@ pub enum Format {
     AzureCsv,
 }
 
-/// Read `file`, whatever provider's format it is in, handing each network
-/// line item to `on_item`.
+/// Read `file`, in the provider's `format` ([`detect`] finds it), handing
+/// each network line item to `on_item`.
 pub fn read(
     file: &Path,
+    format: Format,
     month: Month,
     currency: &mut Option<String>,
     on_item: &mut dyn FnMut(LineItem<'_>) -> Result<(), BillError>,
-) -> Result<(Format, FileSummary), BillError> {
-    let format = detect(file)?;
+) -> Result<FileSummary, BillError> {
     let expect = Expect {
         file,
         month,
         currency,
     };
-    let summary = match format {
+    match format {
         Format::AwsCsv => aws_csv::read(file, expect, on_item),
         Format::AwsParquet => aws_parquet::read(file, expect, on_item),
         Format::GcpJson => gcp::read_json(file, expect, on_item),
         Format::GcpCsv => gcp::read_csv(file, expect, on_item),
         Format::AzureCsv => azure::read(file, expect, on_item),
-    }?;
-    Ok((format, summary))
+    }
 }
 
 /// Opens `file` for reading, decompressing it if it is gzip (`.gz`).
@@ -397,7 +397,8 @@ pub(crate) fn read_described(
     let mut items = Vec::new();
     #[allow(clippy::unwrap_used)]
     let month = "2026-10".parse().unwrap();
-    let (format, summary) = read(file, month, &mut currency, &mut |item| {
+    let format = detect(file).map_err(|e| e.to_string())?;
+    let summary = read(file, format, month, &mut currency, &mut |item| {
         items.push(describe(&item));
         Ok(())
     })
