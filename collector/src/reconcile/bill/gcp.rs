@@ -25,12 +25,8 @@
 //!
 //! In JSON, BigQuery writes `cost` and `usage.amount` (FLOAT64 columns) as
 //! numbers and INT64 columns as strings; both are accepted for every
-//! number. A quoted number is read exactly as written, an integer exactly;
-//! a number with a fraction or an exponent reaches this reader as the
-//! 64-bit float BigQuery stored (the JSON parser is built without
-//! `arbitrary_precision`) and is taken as the shortest decimal that is
-//! that float, which is the number in the file whenever it has at most
-//! 15 significant digits.
+//! number, and each is read exactly as its text is written (up to 30
+//! digits), never through a float.
 //!
 //! Cloud Billing's invoice month runs in US Pacific time: export a month by
 //! `usage_start_time` in UTC (`WHERE usage_start_time >= '2026-10-01' AND
@@ -69,13 +65,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::{BufRead, Write as _};
+use std::io::BufRead;
 use std::marker::PhantomData;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{
     next_record, open_text, BillError, Billed, Decimal, Direction, Expect, FileSummary, LineItem,
@@ -489,30 +486,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A JSON number, or a number in a string.
+/// A JSON number, or a number in a string, as written in the file.
 enum Amount<'a> {
     Text(Cow<'a, str>),
-    Integer(i128),
-    Float(f64),
+    Number(&'a str),
 }
 
 impl Amount<'_> {
     fn decimal(&self) -> Option<Decimal> {
         match self {
             Amount::Text(text) => Decimal::parse(text),
-            Amount::Integer(digits) => Some(Decimal {
-                digits: *digits,
-                scale: 0,
-            }),
-            Amount::Float(value) => {
-                // The shortest decimal that is the float, formatted on the
-                // stack: at most 24 characters (`-1.2345678901234567e-308`).
-                let mut buffer = [0u8; 32];
-                let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-                write!(cursor, "{value:e}").ok()?;
-                let length = usize::try_from(cursor.position()).ok()?;
-                Decimal::parse(std::str::from_utf8(&buffer[..length]).ok()?)
-            }
+            Amount::Number(text) => Decimal::parse(text),
         }
     }
 }
@@ -521,8 +505,7 @@ impl fmt::Display for Amount<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Amount::Text(text) => f.write_str(text),
-            Amount::Integer(digits) => write!(f, "{digits}"),
-            Amount::Float(value) => write!(f, "{value}"),
+            Amount::Number(text) => f.write_str(text),
         }
     }
 }
@@ -531,42 +514,27 @@ impl fmt::Debug for Amount<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Amount::Text(text) => write!(f, "{text:?}"),
-            _ => write!(f, "{self}"),
+            Amount::Number(text) => f.write_str(text),
         }
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Amount<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Numbers<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Numbers<'a> {
-            type Value = Amount<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number")
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount<'a>, E> {
-                Ok(Amount::Integer(v.into()))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount<'a>, E> {
-                Ok(Amount::Integer(v.into()))
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount<'a>, E> {
-                Ok(Amount::Float(v))
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Amount<'a>, E> {
-                Ok(Amount::Text(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount<'a>, E> {
-                Ok(Amount::Text(Cow::Owned(v.to_owned())))
-            }
+        // The value's own text: a float would round numbers of more than
+        // 15 significant digits.
+        let raw = <&'de RawValue>::deserialize(deserializer)?.get();
+        if raw.starts_with('"') {
+            let text: Text<'de> = serde_json::from_str(raw).map_err(de::Error::custom)?;
+            return Ok(Amount::Text(text.0));
         }
-        deserializer.deserialize_any(Numbers(PhantomData))
+        if raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
+            return Ok(Amount::Number(raw));
+        }
+        Err(de::Error::invalid_type(
+            de::Unexpected::Other(raw),
+            &"a number",
+        ))
     }
 }
 
@@ -1007,6 +975,26 @@ mod tests {
         assert_eq!(
             read_file(&file).unwrap().2,
             ["1 gke-prod-eu-default-pool-6f1c2a3b-k7x2 | Network Internet Egress from Belgium to Americas & Canada | internet out 2026-10-01 13421772800 23456789 USD shop-prod"]
+        );
+    }
+
+    #[test]
+    fn unquoted_numbers_are_read_as_written_not_through_a_float() {
+        let dir = TempDir::new("gcp-json-digits");
+        let line = json(&Rec {
+            // 18 significant digits: the nearest float is 12345678.0.
+            cost: "12345678.0000000005",
+            credits: r#"[{"name":"a","amount":-1.5e-7}]"#,
+            ..BASE
+        });
+        let file = dir.join("billing.json");
+        std::fs::write(&file, line).unwrap();
+        let items = read_file(&file).unwrap().2;
+        assert_eq!(items.len(), 1);
+        assert!(
+            items[0].contains(" 12345677999999851 USD "),
+            "12345678.0000000005 - 0.00000015 in nanos, the tie rounded away from zero: {}",
+            items[0]
         );
     }
 
