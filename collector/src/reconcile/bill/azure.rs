@@ -9,8 +9,8 @@
 //! | column (first name found) | use |
 //! |---|---|
 //! | `MeterCategory`, `MeterSubCategory`, `MeterName` | what the line bills: the table below; `MeterName` is the line item's `usage`, followed by the subcategory in parentheses when there is one (`Standard Data Transfer Out (Rtn Preference: MGN)`), as the two internet routing preferences share meter names |
-//! | `Date` (older files: `UsageDateTime`) | its day: `MM/DD/YYYY` (EA) or `YYYY-MM-DD` (MCA), a time after it ignored |
-//! | `Quantity` (`UsageQuantity`), `UnitOfMeasure` | its bytes: the quantity counts units of `1 GB`, `10 GB`, `100 GB`... of 2^30 bytes; any other unit on a network meter is an error |
+//! | `Date` (older files: `UsageDate`, `UsageDateTime`, `UsageStart`) | its day: `MM/DD/YYYY` (EA) or `YYYY-MM-DD` (MCA), a time after it ignored |
+//! | `Quantity` (older: `ConsumedQuantity`, `UsageQuantity`), `UnitOfMeasure` | its bytes: the quantity counts units of `1 GB`, `10 GB`, `100 GB`... of 2^30 bytes; any other unit on a network meter is an error |
 //! | `CostInBillingCurrency` (older EA files: `Cost`; pay-as-you-go: `PreTaxCost`) | its cost, exactly as written, before credits and taxes (the invoice applies those to the whole bill) |
 //! | `BillingCurrencyCode` (EA), `BillingCurrency` (MCA; older files: `Currency`) | its currency |
 //! | `ResourceId` (`InstanceId`) | its resource, as written |
@@ -48,8 +48,8 @@ const COLUMNS: [&[&str]; 10] = [
     &["MeterCategory"],
     &["MeterSubCategory"],
     &["MeterName"],
-    &["Date", "UsageDateTime"],
-    &["Quantity", "UsageQuantity"],
+    &["Date", "UsageDate", "UsageDateTime", "UsageStart"],
+    &["Quantity", "ConsumedQuantity", "UsageQuantity"],
     &["UnitOfMeasure"],
     &["CostInBillingCurrency", "Cost", "PreTaxCost"],
     &["BillingCurrencyCode", "BillingCurrency", "Currency"],
@@ -740,6 +740,30 @@ mod tests {
     fn a_customer_agreement_file_reads_the_same() {
         let dir = TempDir::new("azure-mca");
         let file = write(&dir.join("costdetails.csv"), &MCA, &MONTH, mca);
+        assert_eq!(read_file(&file).unwrap(), month());
+    }
+
+    /// Microsoft's older names of the columns `Date`, `Quantity` and
+    /// `ResourceId`.
+    fn older(column: &'static str) -> &'static str {
+        match column {
+            "Date" => "UsageDate",
+            "Quantity" => "ConsumedQuantity",
+            "ResourceId" => "InstanceId",
+            other => other,
+        }
+    }
+
+    #[test]
+    fn a_file_with_the_older_column_names_reads_the_same() {
+        let dir = TempDir::new("azure-older");
+        let header = EA.map(older);
+        let file = write(&dir.join("usage.csv"), &header, &MONTH, |line| {
+            ea(line)
+                .into_iter()
+                .map(|(column, value)| (older(column), value))
+                .collect()
+        });
         assert_eq!(read_file(&file).unwrap(), month());
     }
 

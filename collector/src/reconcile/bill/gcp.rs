@@ -50,13 +50,16 @@
 //! | `Network Standard Data Transfer Out to Internet from X`, `Network Internet Standard Tier Egress from X` (Standard Tier) | internet | out |
 //! | `Network Internet Data Transfer In from X to Y`, `Network Internet Ingress from X to Y` | internet | in |
 //! | `Networking Cloud Nat Data Processing`, `NAT Gateway: Data processing charge in X`, `Cloud NAT Gateway: Data Processing` | nat_gateway | out |
-//! | anything else: `Network Intra Zone Data Transfer Out` (same zone, free), `Network Google Egress ...` and `Network Data Transfer to Google Services ...` (to Google's own services), `Network Egress via Carrier Peering ...`, load balancer data processing, `Networking Private Nat ...`, VM cores and RAM, disks, GKE cluster management, Cloud Storage | not network | |
+//! | `Network Google Egress ...` and `Network Data Transfer to Google Services ...` (to Google's own services), `Network Egress via Carrier Peering ...`, load balancer data processing, `Networking Private Nat Data Processing` | not_metered | out, or as named |
+//! | anything else: `Network Intra Zone Data Transfer Out` (same zone, free), Cloud NAT uptime, VM cores and RAM, disks, GKE cluster management, Cloud Storage | not network | |
 //!
 //! That is: a description starting `Network ` is network transfer when it
-//! names a direction (`Egress`, `Data Transfer Out`: out; `Ingress`,
-//! `Data Transfer In`: in) and a scope (`Inter Zone`, `Inter Region`,
-//! `Internet`); a Cloud NAT SKU naming `Data Processing` is NAT processing,
-//! which Cloud NAT bills on both directions of a connection alike. The
+//! names a direction (`Egress`, `Data Transfer Out`, `Data Transfer to`:
+//! out; `Ingress`, `Data Transfer In`: in) and a scope (`Inter Zone`,
+//! `Inter Region`, `Internet`; any other scope is `not_metered`); a Cloud
+//! NAT SKU naming `Data Processing` is NAT processing, which Cloud NAT
+//! bills on both directions of a connection alike, and any other
+//! `Data Processing` is `not_metered`. The
 //! service is not checked: a Cloud SQL instance's internet transfer is
 //! handed on too, under the instance's name.
 //!
@@ -298,7 +301,7 @@ fn classify(sku: &str) -> Option<(Billed, Direction)> {
     if !network {
         return None;
     }
-    let direction = if has("egress") || has("data transfer out") {
+    let direction = if has("egress") || has("data transfer out") || has("data transfer to") {
         Direction::Out
     } else if has("ingress") || has("data transfer in") {
         Direction::In
@@ -1040,7 +1043,7 @@ mod tests {
             ),
             (
                 "Network Data Transfer to Google Services from Americas to Americas",
-                None,
+                Some((Unmetered, Out)),
             ),
             (
                 "Network Egress via Carrier Peering Network - Americas Based",
