@@ -773,25 +773,30 @@ fn bills_are_refused_naming_file_line_and_column() {
             vec![":1:", "not a bill tollgate reads"],
         ),
     ];
+    let reconcile = |bill: &std::path::Path, extra: &[&str], needles: &[&str]| {
+        let mut args = vec![
+            "reconcile",
+            "--month",
+            "2026-10",
+            "--bill",
+            bill.to_str().unwrap(),
+            "--parquet",
+            "metering",
+        ];
+        args.extend_from_slice(extra);
+        refused(dir, &args, &[], b"", needles);
+    };
     for (i, (text, needles)) in cases.iter().enumerate() {
         let bill = scratch.write(&format!("cur-{i}.csv"), text);
         let mut needles = needles.clone();
         let named = bill.display().to_string();
         needles.push(&named);
-        refused(
-            dir,
-            &[
-                "reconcile",
-                "--month",
-                "2026-10",
-                "--bill",
-                bill.to_str().unwrap(),
-                "--parquet",
-                "metering",
-            ],
-            &[],
-            b"",
-            &needles,
-        );
+        reconcile(&bill, &[], &needles);
     }
+    let bill = scratch.write("cur-good.csv", format!("{header}\n{good}\n"));
+    reconcile(
+        &bill,
+        &["--tolerance", "101"],
+        &["--tolerance", "101", "0..=100"],
+    );
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use tollgate::export::write::Format;
 use tollgate::export::{Grouping, Month};
 use tollgate::reconcile::ledger::{Bills, Metering};
-use tollgate::reconcile::report::{Report, Share, Status};
+use tollgate::reconcile::report::{Report, Share, Status, DEFAULT_TOLERANCE_PERCENT};
 use tollgate::reconcile::{metered, write};
 
 use super::clickhouse_args::ClickHouseArgs;
@@ -40,6 +40,11 @@ pub struct ReconcileArgs {
     /// ClickHouse.
     #[arg(long, value_name = "DIR", conflicts_with = "url")]
     parquet: Option<PathBuf>,
+    /// Coverage within this many percent of the billed bytes is `ok`;
+    /// further off is `low` or `high`.
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_TOLERANCE_PERCENT,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    tolerance: u8,
     /// Who the cost is allocated to.
     #[arg(long, value_enum, default_value_t = Grouping::Team)]
     by: Grouping,
@@ -109,7 +114,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         );
     }
     let metering = Metering::new(&rows, args.by, &bills.providers());
-    let report = Report::new(&bills, &metering);
+    let report = Report::new(&bills, &metering, args.tolerance);
     let currency = bills.currency.clone().unwrap_or_default();
     write::write(
         &report,

@@ -15,13 +15,14 @@ use super::bill::{Billed, Direction};
 use super::ledger::{Bills, Metering, Provider, Unit};
 use super::split;
 
-/// Metered bytes within this share of the billed bytes are `ok` coverage.
-pub const TOLERANCE_PERCENT: u128 = 10;
+/// Metered bytes within this share of the billed bytes are `ok` coverage,
+/// unless the operator says otherwise (`--tolerance`).
+pub const DEFAULT_TOLERANCE_PERCENT: u8 = 10;
 
 /// How a unit's metered bytes compare with its billed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Within [`TOLERANCE_PERCENT`].
+    /// Within the tolerance ([`DEFAULT_TOLERANCE_PERCENT`] unless given).
     Ok,
     /// tollgate sees far less: a datapath that bypasses conntrack, or
     /// traffic of the node that is not a pod's or the node's own.
@@ -149,8 +150,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of `bills` against `metering`.
-    pub fn new(bills: &Bills, metering: &Metering) -> Self {
+    /// The report of `bills` against `metering`; coverage within
+    /// `tolerance_percent` of the billed bytes is `ok`.
+    pub fn new(bills: &Bills, metering: &Metering, tolerance_percent: u8) -> Self {
         let mut report = Report::default();
         for (unit, bill) in &bills.units {
             let basis = metering.basis(unit);
@@ -231,7 +233,7 @@ impl Report {
                 status: if unit.billed == Billed::Unmetered {
                     Status::CategoryNotMetered
                 } else if node_known {
-                    status(billed_bytes, metered_month)
+                    status(billed_bytes, metered_month, tolerance_percent)
                 } else {
                     Status::NotMetered
                 },
@@ -289,10 +291,11 @@ fn month_bytes(days: &super::ledger::DailyBytes) -> u128 {
         .sum()
 }
 
-fn status(billed: u128, metered: u128) -> Status {
-    if metered * 100 < billed * (100 - TOLERANCE_PERCENT) {
+fn status(billed: u128, metered: u128, tolerance_percent: u8) -> Status {
+    let tolerance = u128::from(tolerance_percent);
+    if metered * 100 < billed * 100u128.saturating_sub(tolerance) {
         Status::Low
-    } else if metered * 100 > billed * (100 + TOLERANCE_PERCENT) {
+    } else if metered * 100 > billed * (100 + tolerance) {
         Status::High
     } else {
         Status::Ok
@@ -437,7 +440,7 @@ mod tests {
             metered("i-d", 3, "cross_region", "x", 4),
         ];
         let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
-        let report = Report::new(&bills, &metering);
+        let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
         assert_eq!(
             shares(&report, "i-a"),
             [
@@ -484,6 +487,18 @@ mod tests {
     }
 
     #[test]
+    fn the_tolerance_bounds_ok_coverage() {
+        assert_eq!(status(100, 90, 10), Status::Ok);
+        assert_eq!(status(100, 89, 10), Status::Low);
+        assert_eq!(status(100, 110, 10), Status::Ok);
+        assert_eq!(status(100, 111, 10), Status::High);
+        assert_eq!(status(100, 99, 0), Status::Low);
+        assert_eq!(status(100, 100, 0), Status::Ok);
+        assert_eq!(status(100, 101, 0), Status::High);
+        assert_eq!(status(100, 0, 100), Status::Ok);
+    }
+
+    #[test]
     fn a_credit_is_split_like_a_charge() {
         let mut bills = Bills::default();
         let mut a = billed(&[(1, 4 * GIB, 3 * CENT), (2, 0, -CENT)]);
@@ -502,7 +517,7 @@ mod tests {
             metered("i-a", 2, "cross_zone", "x", 1),
         ];
         let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
-        let report = Report::new(&bills, &metering);
+        let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
         // x: 1.5 - 1 cents, y: 1.5 cents; 2 cents in all.
         assert_eq!(shares(&report, "i-a"), [(team("x"), 1), (team("y"), 1)]);
     }
