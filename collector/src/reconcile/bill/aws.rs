@@ -18,8 +18,10 @@
 //! | `[R-]DataTransfer-xAZ-Out-Bytes` | any | cross_zone | out |
 //! | `[R-]DataTransfer-Out-Bytes` (every price tier) | any | internet | out |
 //! | `[R-]DataTransfer-In-Bytes` | any | internet | in |
-//! | `A-B-AWS-Out-Bytes` | any | cross_region | out |
-//! | `A-B-AWS-In-Bytes` | any | cross_region | in |
+//! | `[R-]VpcPeering-In-Bytes` | any | cross_zone | in |
+//! | `[R-]VpcPeering-Out-Bytes` | any | cross_zone | out |
+//! | `A-B-AWS-Out-Bytes`, `[R-]AWS-Out-Bytes` (over VPC peering) | any | cross_region | out |
+//! | `A-B-AWS-In-Bytes`, `[R-]AWS-In-Bytes` (over VPC peering) | any | cross_region | in |
 //! | `[R-]NatGateway-Bytes`, `[R-]RegionalNatGateway-Bytes` | any | nat_gateway | out |
 //! | anything else: `BoxUsage:*`, `EBS:*`, `NatGateway-Hours`, `Requests-Tier1`, `DataTransfer-Out-OBytes`, ... | | not network | |
 //!
@@ -27,6 +29,10 @@
 //! each side, and only the operation says which side: one ending in
 //! neither `-In` nor `-Out` is an error. A network line item's
 //! `pricing/unit` must be `GB` (2^30 bytes), anything else is an error.
+//! AWS's CUR guide lists the inter-region types, the single-region form
+//! among them ("appears when traffic flows via VPC Peering"); VPC peering
+//! across zones has had types of its own since 2025 (`VpcPeering-*-Bytes`,
+//! AWS's networking blog), earlier it was regional transfer.
 //!
 //! Amazon CloudFront bills its edge transfer as `US-DataTransfer-Out-Bytes`,
 //! `EU-DataTransfer-Out-Bytes`... (`EU` is also eu-west-1's prefix): when
@@ -224,69 +230,65 @@ enum Bills {
     ByOperation(Billed),
 }
 
-/// Usage types by what follows their region prefix, and the region codes
-/// that prefix holds at least.
-const USAGE_TYPES: [(&str, usize, Bills); 12] = [
+/// Usage types by what follows their region prefix (none, one region or
+/// a pair).
+const USAGE_TYPES: [(&str, Bills); 14] = [
     (
         "DataTransfer-Regional-Bytes",
-        0,
         Bills::ByOperation(Billed::CrossZone),
     ),
     (
         "DataTransfer-xAZ-In-Bytes",
-        0,
         Bills::Fixed(Billed::CrossZone, Direction::In),
     ),
     (
         "DataTransfer-xAZ-Out-Bytes",
-        0,
         Bills::Fixed(Billed::CrossZone, Direction::Out),
     ),
     (
         "DataTransfer-Out-Bytes",
-        0,
         Bills::Fixed(Billed::Internet, Direction::Out),
     ),
     (
         "DataTransfer-In-Bytes",
-        0,
         Bills::Fixed(Billed::Internet, Direction::In),
     ),
     (
+        "VpcPeering-Out-Bytes",
+        Bills::Fixed(Billed::CrossZone, Direction::Out),
+    ),
+    (
+        "VpcPeering-In-Bytes",
+        Bills::Fixed(Billed::CrossZone, Direction::In),
+    ),
+    (
         "AWS-Out-Bytes",
-        2,
         Bills::Fixed(Billed::CrossRegion, Direction::Out),
     ),
     (
         "AWS-In-Bytes",
-        2,
         Bills::Fixed(Billed::CrossRegion, Direction::In),
     ),
     (
         "NatGateway-Bytes",
-        0,
         Bills::Fixed(Billed::NatGateway, Direction::Out),
     ),
     (
         "RegionalNatGateway-Bytes",
-        0,
         Bills::Fixed(Billed::NatGateway, Direction::Out),
     ),
     // Processing no node's conntrack table sees: load balancers',
     // PrivateLink endpoints', transit gateways'.
     (
         "DataProcessing-Bytes",
-        0,
         Bills::Fixed(Billed::Unmetered, Direction::Out),
     ),
     (
         "VpcEndpoint-Bytes",
-        0,
         Bills::Fixed(Billed::Unmetered, Direction::Out),
     ),
     (
         "TransitGateway-Bytes",
-        0,
         Bills::Fixed(Billed::Unmetered, Direction::Out),
     ),
 ];
@@ -297,11 +299,11 @@ pub fn classify(
     usage_type: &str,
     operation: &str,
 ) -> Result<Option<(Billed, Direction)>, NoDirection> {
-    for (base, regions, bills) in USAGE_TYPES {
+    for (base, bills) in USAGE_TYPES {
         let Some(prefix) = usage_type.strip_suffix(base) else {
             continue;
         };
-        if region_codes(prefix).is_none_or(|codes| codes < regions) {
+        if !region_codes(prefix) {
             continue;
         }
         return match bills {
@@ -321,26 +323,22 @@ pub fn classify(
     Ok(None)
 }
 
-/// How many region (or zone) codes `prefix` is made of (`""`, `"USE2-"`,
-/// `"USE1-EU-"`); `None` if it is not such a prefix. Codes are upper case
-/// letters and digits, so `RegionalNatGateway-Bytes` is not
-/// `Regional`-prefixed `NatGateway-Bytes`.
-fn region_codes(prefix: &str) -> Option<usize> {
+/// Whether `prefix` is region (or zone) codes, each followed by `-`
+/// (`""`, `"USE2-"`, `"USE1-EU-"`). Codes are upper case letters and
+/// digits, so `RegionalNatGateway-Bytes` is not `Regional`-prefixed
+/// `NatGateway-Bytes`.
+fn region_codes(prefix: &str) -> bool {
     if prefix.is_empty() {
-        return Some(0);
+        return true;
     }
-    let mut codes = 0;
-    for code in prefix.strip_suffix('-')?.split('-') {
-        if code.is_empty()
-            || !code
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
-            return None;
-        }
-        codes += 1;
-    }
-    Some(codes)
+    prefix.strip_suffix('-').is_some_and(|codes| {
+        codes.split('-').all(|code| {
+            !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+    })
 }
 
 /// Turns one file's line items into [`LineItem`]s, counting them.
@@ -673,8 +671,23 @@ mod tests {
             ("US-DataTransfer-Out-OBytes", "GET", None),
             ("USE1-CloudFront-Out-Bytes", "", None),
             ("Requests-Tier1", "PutObject", None),
-            // One region is not a pair: not inter-region.
-            ("USE1-AWS-Out-Bytes", "RunInstances", None),
+            // One region: inter-region over VPC peering.
+            (
+                "USE2-AWS-Out-Bytes",
+                "VPCPeering-Out",
+                Some((CrossRegion, Out)),
+            ),
+            ("AWS-In-Bytes", "VPCPeering-In", Some((CrossRegion, In))),
+            (
+                "USE1-VpcPeering-Out-Bytes",
+                "VPCPeering-Out",
+                Some((CrossZone, Out)),
+            ),
+            (
+                "EUW2-VpcPeering-In-Bytes",
+                "VPCPeering-In",
+                Some((CrossZone, In)),
+            ),
             ("use2-DataTransfer-Out-Bytes", "RunInstances", None),
             ("", "", None),
         ];
