@@ -1,7 +1,8 @@
 //! Billing files as the clouds write them, for fixtures: an AWS Cost and
 //! Usage Report in the legacy CSV form (gzip) and in the CUR 2.0 Parquet
-//! form, with the providers' own column names and a realistic share of
-//! columns tollgate does not read.
+//! form, and GCP's detailed billing export in JSON lines, with the
+//! providers' own column names and a realistic share of columns tollgate
+//! does not read.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -85,23 +86,44 @@ pub fn instance_transfer(
     multiplier: u32,
 ) -> (Vec<CurLine>, BTreeMap<String, i128>) {
     let mut lines = Vec::new();
-    let mut costs = BTreeMap::new();
-    for ((instance, category, direction), &total) in bytes {
-        let Some((usage_type, operation, price)) = aws_usage(category, direction) else {
-            continue;
-        };
-        let price = times(price, multiplier);
-        for (part, start) in [(total / 3, hour), (total - total / 3, hour + 3600)] {
+    let costs = split_in_two_hours(
+        bytes,
+        hour,
+        |(instance, category, direction), part, start| {
+            let (usage_type, operation, price) = aws_usage(category, direction)?;
             let mut item = ec2_line(usage_type, operation, instance, start);
             item.amount = gigabytes(part);
-            item.cost = cost(&item.amount, &price);
+            item.cost = cost(&item.amount, &times(price, multiplier));
+            let billed = nanos(&item.cost);
+            lines.push(item);
+            Some(billed)
+        },
+    );
+    (lines, costs)
+}
+
+/// Each unit of `bytes` in two parts, a third in the hour from `hour` and
+/// the rest in the next, handed to `line` (which writes the line item and
+/// returns its cost in billionths, or `None` for a unit no bill charges);
+/// returns each unit's cost, keyed `"<instance> <category> <direction>"`.
+fn split_in_two_hours(
+    bytes: &BTreeMap<(String, String, String), u64>,
+    hour: i64,
+    mut line: impl FnMut(&(String, String, String), u64, i64) -> Option<i128>,
+) -> BTreeMap<String, i128> {
+    let mut costs = BTreeMap::new();
+    for (unit, &total) in bytes {
+        for (part, start) in [(total / 3, hour), (total - total / 3, hour + 3600)] {
+            let Some(cost) = line(unit, part, start) else {
+                break;
+            };
+            let (instance, category, direction) = unit;
             *costs
                 .entry(format!("{instance} {category} {direction}"))
-                .or_default() += nanos(&item.cost);
-            lines.push(item);
+                .or_default() += cost;
         }
     }
-    (lines, costs)
+    costs
 }
 
 /// Line items a bill has besides instances' transfer, at list prices,
@@ -429,6 +451,150 @@ pub fn write_cur2_parquet(path: &Path, lines: &[CurLine]) -> anyhow::Result<()> 
     writer.close()?;
     Ok(())
 }
+
+/// The project of the GCP fixtures.
+pub const GCP_PROJECT: &str = "shop-prod";
+
+/// The GCE instance's name a node of `name` stands for.
+pub fn gce_instance(node: &str) -> String {
+    format!("gke-sim-pool-1-{node}")
+}
+
+/// The SKU a GCP billing export bills an instance's transfer of a tollgate
+/// category and direction under, and its list price per GiB (the simulated
+/// cluster's regions r1 and r2 stand for europe-west1 and europe-west3);
+/// `None` for what is not billed (same-zone transfer).
+pub fn gcp_sku(category: &str, direction: &str) -> Option<(&'static str, &'static str)> {
+    Some(match (category, direction) {
+        ("cross_zone", "out") => ("Network Inter Zone Data Transfer Out", "0.01"),
+        ("cross_zone", "in") => ("Network Inter Zone Data Transfer In", "0.00"),
+        ("cross_region", "out") => (
+            "Network Inter Region Data Transfer Out from Belgium to Frankfurt",
+            "0.02",
+        ),
+        ("cross_region", "in") => (
+            "Network Inter Region Data Transfer In from Frankfurt to Belgium",
+            "0.00",
+        ),
+        ("internet", "out") => (
+            "Network Internet Data Transfer Out from EMEA to EMEA",
+            "0.12",
+        ),
+        ("internet", "in") => (
+            "Network Internet Data Transfer In from EMEA to EMEA",
+            "0.00",
+        ),
+        _ => return None,
+    })
+}
+
+/// One line of a GCP detailed billing export (JSON lines), every column
+/// BigQuery writes; `start` is the usage hour (Unix seconds), `cost` a
+/// decimal, `amount` in `unit`, `credits` the `credits` array's elements.
+pub fn gcp_export_line(
+    sku: &str,
+    resource: &str,
+    start: i64,
+    (cost, credits): (&str, &str),
+    amount: u64,
+    unit: &str,
+) -> String {
+    let time = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    };
+    let month = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap_or_default()
+        .format("%Y%m");
+    let service = if sku.starts_with("Network") {
+        "Networking"
+    } else {
+        "Compute Engine"
+    };
+    format!(
+        r#"{{"billing_account_id":"01A2B3-C4D5E6-F7A8B9","service":{{"id":"6F81-5844-456A","description":"{service}"}},"sku":{{"id":"9DE9-9092-B3BC","description":"{sku}"}},"usage_start_time":"{}","usage_end_time":"{}","project":{{"id":"{GCP_PROJECT}","number":"123456789012","name":"{GCP_PROJECT}"}},"labels":[],"system_labels":[],"location":{{"location":"europe-west1","country":"BE","region":"europe-west1","zone":"europe-west1-b"}},"resource":{{"name":"{resource}","global_name":"//compute.googleapis.com/projects/{GCP_PROJECT}/zones/europe-west1-b/instances/{resource}"}},"export_time":"{}","cost":{cost},"currency":"USD","currency_conversion_rate":1.0,"usage":{{"amount":{amount},"unit":"{unit}","amount_in_pricing_units":{},"pricing_unit":"gibibyte"}},"credits":[{credits}],"invoice":{{"month":"{month}"}},"cost_type":"regular"}}"#,
+        time(start),
+        time(start + 3600),
+        time(start + 7200),
+        amount as f64 / f64::from(1u32 << 30),
+    )
+}
+
+/// The export lines of instances' transfer: for each (instance, category,
+/// direction) of `bytes`, two lines (two hours from `hour`) carrying its
+/// bytes, priced at `multiplier` times the list price, the cost to nine
+/// decimals. Returns them with each unit's cost in billionths, keyed
+/// `"<instance> <category> <direction>"`.
+pub fn gce_instance_transfer(
+    bytes: &BTreeMap<(String, String, String), u64>,
+    hour: i64,
+    multiplier: u32,
+) -> (Vec<String>, BTreeMap<String, i128>) {
+    let mut lines = Vec::new();
+    let costs = split_in_two_hours(
+        bytes,
+        hour,
+        |(instance, category, direction), part, start| {
+            let (sku, price) = gcp_sku(category, direction)?;
+            let cost = (i128::from(part) * nanos(&times(price, multiplier)) + (1 << 29)) >> 30;
+            let text = format!("{}.{:09}", cost / 1_000_000_000, cost % 1_000_000_000);
+            lines.push(gcp_export_line(
+                sku,
+                instance,
+                start,
+                (&text, ""),
+                part,
+                "bytes",
+            ));
+            Some(cost)
+        },
+    );
+    (lines, costs)
+}
+
+/// Lines an export has besides instances' transfer, at list prices, which
+/// tollgate must ignore or cannot allocate: a core-hour of `instance`, 5
+/// GiB of its transfer to Google's own services, and 3 GiB to the internet
+/// from an instance that runs no agent. [`GCP_UNALLOCATED`] is what a
+/// reconciliation must make of them.
+pub fn gcp_other_lines(instance: &str, hour: i64) -> Vec<String> {
+    vec![
+        gcp_export_line(
+            "N2 Instance Core running in Belgium",
+            instance,
+            hour,
+            ("0.031611", ""),
+            3600,
+            "seconds",
+        ),
+        gcp_export_line(
+            "Network Data Transfer to Google Services from EMEA to EMEA",
+            instance,
+            hour,
+            ("0.05", ""),
+            5 << 30,
+            "bytes",
+        ),
+        gcp_export_line(
+            "Network Internet Data Transfer Out from EMEA to EMEA",
+            GCP_UNALLOCATED[1].0,
+            hour,
+            ("0.36", ""),
+            3 << 30,
+            "bytes",
+        ),
+    ]
+}
+
+/// The resources of [`gcp_other_lines`] whose cost a reconciliation cannot
+/// allocate, in the order it reports them (node a's instance first): the
+/// cost in dollars and the reason.
+pub const GCP_UNALLOCATED: [(&str, &str, &str); 2] = [
+    ("gke-sim-pool-1-node-a", "0.05", "category_not_metered"),
+    ("gke-unmanaged-7x2k", "0.36", "node_not_metered"),
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,12 @@
 //! `tollgate reconcile` end to end: three agents meter a simulated cluster
-//! (kernel conntrack in network namespaces, nodes carrying AWS provider
-//! ids) into real ClickHouse and into Parquet files; a Cost and Usage
-//! Report is built from the nodes' nftables counters, as the cloud would
-//! count each instance's transfer, plus line items tollgate must ignore or
-//! cannot explain. Coverage must match the bill to the byte, the
-//! allocation must sum to the bill to the cent, each team's share must be
-//! its bytes' share, and ClickHouse, Parquet, the CSV bill and the CUR 2.0
-//! Parquet bill must all give the same report.
+//! (kernel conntrack in network namespaces, nodes carrying AWS, or GCP,
+//! provider ids) into real ClickHouse and into Parquet files; a Cost and
+//! Usage Report (or a GCP billing export) is built from the nodes' nftables
+//! counters, as the cloud would count each instance's transfer, plus line
+//! items tollgate must ignore or cannot explain. Coverage must match the
+//! bill to the byte, the allocation must sum to the bill to the cent, each
+//! team's share must be its bytes' share, and ClickHouse, Parquet, the CSV
+//! bill and the CUR 2.0 Parquet bill must all give the same report.
 
 #![allow(clippy::unwrap_used)]
 // Test code: an unwrap is an assertion.
@@ -94,19 +94,116 @@ fn cents(text: &str) -> i128 {
     }
 }
 
-#[test]
-fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cent() {
-    if !tollgate_tests::require_root("reconcile", "network namespaces and conntrack") {
-        return;
+/// The cloud the simulated cluster's nodes are instances of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cloud {
+    Aws,
+    Gcp,
+}
+
+/// A cluster three agents metered, and what nftables counted.
+struct Metered {
+    cluster: Cluster,
+    _relay: Relay,
+    ch: &'static clickhouse::ClickHouse,
+    database: String,
+    /// Scratch space: the bills and the reports.
+    dir: std::path::PathBuf,
+    /// The Parquet sink's files.
+    parquet: std::path::PathBuf,
+    /// Bytes per node and metering key, from the nodes' nftables counters.
+    expected: BTreeMap<(usize, tollgate_tests::cluster::Key), u64>,
+}
+
+impl Metered {
+    /// What a bill of `cloud` calls node `node`.
+    fn instance(&self, cloud: Cloud, node: usize) -> String {
+        match cloud {
+            Cloud::Aws => instance_id(node),
+            Cloud::Gcp => bills::gce_instance(self.cluster.nodes[node].name),
+        }
     }
-    let Some(ch) = clickhouse::require("reconcile") else {
-        return;
-    };
-    let database = ch.fresh_database("reconcile");
+
+    /// Bytes per node, category and direction of what a bill of `cloud`
+    /// charges for; checks that every billed category ran.
+    fn billed_units(&self, cloud: Cloud) -> BTreeMap<(usize, String, String), u64> {
+        let mut per_unit: BTreeMap<(usize, String, String), u64> = BTreeMap::new();
+        for ((node, (_, _, _, category, direction)), bytes) in &self.expected {
+            let billed = match cloud {
+                Cloud::Aws => bills::aws_usage(category, direction).is_some(),
+                Cloud::Gcp => bills::gcp_sku(category, direction).is_some(),
+            };
+            if billed {
+                *per_unit
+                    .entry((*node, category.clone(), direction.clone()))
+                    .or_default() += bytes;
+            }
+        }
+        let categories: std::collections::BTreeSet<&str> =
+            per_unit.keys().map(|(_, c, _)| c.as_str()).collect();
+        assert_eq!(
+            categories.into_iter().collect::<Vec<_>>(),
+            ["cross_region", "cross_zone", "internet"],
+            "every billed category ran: {:#?}",
+            self.expected
+        );
+        per_unit
+    }
+
+    /// `per_unit` keyed by what the bill calls each node.
+    fn by_instance(
+        &self,
+        cloud: Cloud,
+        per_unit: &BTreeMap<(usize, String, String), u64>,
+    ) -> BTreeMap<(String, String, String), u64> {
+        per_unit
+            .iter()
+            .map(|((node, category, direction), &bytes)| {
+                (
+                    (
+                        self.instance(cloud, *node),
+                        category.clone(),
+                        direction.clone(),
+                    ),
+                    bytes,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Three agents meter the simulated cluster, its nodes instances of
+/// `cloud` (their provider ids in the static inventory), into ClickHouse
+/// and Parquet files: cross-zone both ways by two teams, cross-region, the
+/// internet over TCP and UDP, and same-zone transfer no bill charges.
+fn meter_traffic(cloud: Cloud, name: &str) -> Option<Metered> {
+    if !tollgate_tests::require_root("reconcile", "network namespaces and conntrack") {
+        return None;
+    }
+    let ch = clickhouse::require("reconcile")?;
+    let database = ch.fresh_database(name);
     tollgate::migrate(ch.url(), &database);
     let cluster = Cluster::create().unwrap();
-    let _relay = Relay::start(&cluster, ch.url()).unwrap();
-    let dir = std::env::temp_dir().join(format!("tollgate-reconcile-{}", std::process::id()));
+    if cloud == Cloud::Gcp {
+        let path = cluster.dir.join("inventory.yaml");
+        let mut inventory = std::fs::read_to_string(&path).unwrap();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let aws = format!("'aws:///{}/{}'", node.zone, instance_id(i));
+            assert!(inventory.contains(&aws), "{inventory}");
+            inventory = inventory.replace(
+                &aws,
+                &format!(
+                    "'gce://{}/{}/{}'",
+                    bills::GCP_PROJECT,
+                    node.zone,
+                    bills::gce_instance(node.name)
+                ),
+            );
+        }
+        std::fs::write(&path, inventory).unwrap();
+    }
+    let relay = Relay::start(&cluster, ch.url()).unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let parquet = dir.join("parquet");
@@ -153,38 +250,141 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
     for agent in agents {
         agent.stop().unwrap();
     }
-
-    // The bill: per node, billed category and direction, the bytes its
-    // nftables counters saw, in two line items (two hours); then noise.
     let expected = cluster.expected_per_node(&flows).unwrap();
-    let mut per_unit: BTreeMap<(usize, &str, &str), u64> = BTreeMap::new();
-    for ((node, (_, _, _, category, direction)), bytes) in &expected {
-        if bills::aws_usage(category, direction).is_some() {
-            *per_unit
-                .entry((*node, category.as_str(), direction.as_str()))
-                .or_default() += bytes;
+    Some(Metered {
+        cluster,
+        _relay: relay,
+        ch,
+        database,
+        dir,
+        parquet,
+        expected,
+    })
+}
+
+/// Coverage and allocation of the report in `report` against the bill's
+/// transfer (`per_unit`, costing `billed_cost`) and its other lines,
+/// whose unallocated rest is `unallocated` (the first line of node a's
+/// instance, category not metered; the second of an instance without an
+/// agent).
+fn check_report(
+    metered: &Metered,
+    cloud: Cloud,
+    per_unit: &BTreeMap<(usize, String, String), u64>,
+    billed_cost: &BTreeMap<String, i128>,
+    report: &Path,
+    unallocated: &[(&str, &str, &str); 2],
+) {
+    // Coverage: each node's billed bytes are what tollgate metered.
+    let coverage = rows(&report.join("coverage.csv"));
+    for ((node, category, direction), &bytes) in per_unit {
+        let row = coverage
+            .iter()
+            .find(|r| {
+                r["resource"] == metered.instance(cloud, *node)
+                    && r["billed_category"] == *category
+                    && r["direction"] == *direction
+            })
+            .unwrap_or_else(|| panic!("no coverage of {node} {category} {direction}"));
+        assert_eq!(row["billed_bytes"], bytes.to_string(), "{row:?}");
+        assert_eq!(row["metered_bytes"], bytes.to_string(), "{row:?}");
+        assert_eq!(
+            (row["ratio"].as_str(), row["status"].as_str()),
+            ("1.000000", "ok")
+        );
+        assert_eq!(
+            row["nodes"],
+            format!("sim/{}", metered.cluster.nodes[*node].name)
+        );
+    }
+    let mut unmetered: Vec<_> = coverage
+        .iter()
+        .filter(|r| r["status"] != "ok")
+        .map(|r| (r["resource"].as_str(), r["status"].as_str()))
+        .collect();
+    unmetered.sort_unstable();
+    let mut expected = vec![
+        (unallocated[0].0, "category_not_metered"),
+        (unallocated[1].0, "not_metered"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(unmetered, expected);
+
+    // Allocation: every unit's lines sum to its billed cost rounded to the
+    // cent; each team's share within a cent of its bytes' exact share.
+    let allocation = rows(&report.join("allocation.csv"));
+    for ((node, category, direction), &bytes) in per_unit {
+        let resource = metered.instance(cloud, *node);
+        let unit: Vec<_> = allocation
+            .iter()
+            .filter(|r| {
+                r["resource"] == resource
+                    && r["billed_category"] == *category
+                    && r["direction"] == *direction
+            })
+            .collect();
+        let total = billed_cost[&format!("{resource} {category} {direction}")];
+        let sum: i128 = unit.iter().map(|r| cents(&r["cost"])).sum();
+        assert_eq!(
+            sum,
+            (total + 5_000_000) / 10_000_000,
+            "{resource} {category} {direction}"
+        );
+        for row in unit {
+            assert_eq!(row["unallocated_reason"], "", "{row:?}");
+            let team_bytes: u64 = metered
+                .expected
+                .iter()
+                .filter(|((n, k), _)| {
+                    n == node && k.0 == row["team"] && k.3 == *category && k.4 == *direction
+                })
+                .map(|(_, b)| b)
+                .sum();
+            assert_eq!(row["bytes"], team_bytes.to_string(), "{row:?}");
+            let exact = total * i128::from(team_bytes) / i128::from(bytes);
+            assert!(
+                (cents(&row["cost"]) * 10_000_000 - exact).abs() <= 10_000_000,
+                "{row:?}: exact share {exact} billionths"
+            );
         }
     }
-    assert_eq!(
-        per_unit
-            .keys()
-            .map(|(_, c, _)| *c)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>(),
-        ["cross_region", "cross_zone", "internet"],
-        "every billed category ran: {expected:#?}"
-    );
-    let hour = i64::from(unix_now()) / 3600 * 3600;
-    let by_instance = per_unit
+    let rest: Vec<_> = allocation
         .iter()
-        .map(|(&(node, category, direction), &bytes)| {
+        .filter(|r| r["team"] == "unallocated")
+        .map(|r| {
             (
-                (instance_id(node), category.to_owned(), direction.to_owned()),
-                bytes,
+                r["resource"].as_str(),
+                r["cost"].as_str(),
+                r["unallocated_reason"].as_str(),
             )
         })
         .collect();
+    assert_eq!(rest, unallocated);
+    let all: i128 = allocation.iter().map(|r| cents(&r["cost"])).sum();
+    let network: i128 = billed_cost
+        .values()
+        .map(|n| (n + 5_000_000) / 10_000_000)
+        .sum();
+    let rest: i128 = unallocated.iter().map(|(_, cost, _)| cents(cost)).sum();
+    assert_eq!(
+        all,
+        network + rest,
+        "the bill's network lines, no other line"
+    );
+}
+
+#[test]
+fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cent() {
+    let Some(metered) = meter_traffic(Cloud::Aws, "reconcile") else {
+        return;
+    };
+    let (ch, dir, parquet) = (metered.ch, &metered.dir, &metered.parquet);
+
+    // The bill: per node, billed category and direction, the bytes its
+    // nftables counters saw, in two line items (two hours); then noise.
+    let per_unit = metered.billed_units(Cloud::Aws);
+    let hour = i64::from(unix_now()) / 3600 * 3600;
+    let by_instance = metered.by_instance(Cloud::Aws, &per_unit);
     let (mut lines, billed_cost) = bills::instance_transfer(&by_instance, hour, PRICES);
     lines.extend(bills::other_lines(&instance_id(0), hour));
     let csv_bill = dir.join("cur-00001.csv.gz");
@@ -192,7 +392,7 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
     let parquet_bill = dir.join("cur2-00001.snappy.parquet");
     bills::write_cur2_parquet(&parquet_bill, &lines).unwrap();
 
-    let clickhouse_args = ["--clickhouse", ch.url(), "--database", &database];
+    let clickhouse_args = ["--clickhouse", ch.url(), "--database", &metered.database];
     let from_clickhouse = dir.join("from-clickhouse");
     let log = reconcile(&clickhouse_args, &csv_bill, &from_clickhouse);
     eprintln!("{log}");
@@ -209,104 +409,77 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
                 report,
                 "{table}: {} differs from ClickHouse with the CSV bill; Parquet files: {:?}",
                 other.display(),
-                parquet_files(&parquet)
+                parquet_files(parquet)
             );
         }
     }
-
-    // Coverage: each node's billed bytes are what tollgate metered.
-    let coverage = rows(&from_clickhouse.join("coverage.csv"));
-    for (&(node, category, direction), &bytes) in &per_unit {
-        let row = coverage
-            .iter()
-            .find(|r| {
-                r["resource"] == instance_id(node)
-                    && r["billed_category"] == category
-                    && r["direction"] == direction
-            })
-            .unwrap_or_else(|| panic!("no coverage of {node} {category} {direction}"));
-        assert_eq!(row["billed_bytes"], bytes.to_string(), "{row:?}");
-        assert_eq!(row["metered_bytes"], bytes.to_string(), "{row:?}");
-        assert_eq!(
-            (row["ratio"].as_str(), row["status"].as_str()),
-            ("1.000000", "ok")
-        );
-        assert_eq!(row["nodes"], format!("sim/{}", cluster.nodes[node].name));
-    }
-    let unmetered: Vec<_> = coverage
-        .iter()
-        .filter(|r| r["status"] != "ok")
-        .map(|r| (r["resource"].as_str(), r["status"].as_str()))
-        .collect();
-    assert_eq!(
-        unmetered,
-        [
-            (UNALLOCATED[0].0, "category_not_metered"),
-            (UNALLOCATED[1].0, "not_metered")
-        ]
+    check_report(
+        &metered,
+        Cloud::Aws,
+        &per_unit,
+        &billed_cost,
+        &from_clickhouse,
+        &UNALLOCATED,
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
 
-    // Allocation: every unit's lines sum to its billed cost rounded to the
-    // cent; each team's share within a cent of its bytes' exact share.
-    let allocation = rows(&from_clickhouse.join("allocation.csv"));
-    for (&(node, category, direction), &bytes) in &per_unit {
-        let resource = instance_id(node);
-        let unit: Vec<_> = allocation
-            .iter()
-            .filter(|r| {
-                r["resource"] == resource
-                    && r["billed_category"] == category
-                    && r["direction"] == direction
-            })
-            .collect();
-        let total = billed_cost[&format!("{resource} {category} {direction}")];
-        let sum: i128 = unit.iter().map(|r| cents(&r["cost"])).sum();
-        assert_eq!(
-            sum,
-            (total + 5_000_000) / 10_000_000,
-            "{resource} {category} {direction}"
-        );
-        for row in unit {
-            assert_eq!(row["unallocated_reason"], "", "{row:?}");
-            let team_bytes: u64 = expected
-                .iter()
-                .filter(|((n, k), _)| {
-                    *n == node && k.0 == row["team"] && k.3 == category && k.4 == direction
-                })
-                .map(|(_, b)| b)
-                .sum();
-            assert_eq!(row["bytes"], team_bytes.to_string(), "{row:?}");
-            let exact = total * i128::from(team_bytes) / i128::from(bytes);
-            assert!(
-                (cents(&row["cost"]) * 10_000_000 - exact).abs() <= 10_000_000,
-                "{row:?}: exact share {exact} billionths"
-            );
-        }
-    }
-    let unallocated: Vec<_> = allocation
-        .iter()
-        .filter(|r| r["team"] == "unallocated")
-        .map(|r| {
-            (
-                r["resource"].as_str(),
-                r["cost"].as_str(),
-                r["unallocated_reason"].as_str(),
-            )
-        })
-        .collect();
-    assert_eq!(unallocated, UNALLOCATED);
-    let all: i128 = allocation.iter().map(|r| cents(&r["cost"])).sum();
-    let network: i128 = billed_cost
-        .values()
-        .map(|n| (n + 5_000_000) / 10_000_000)
-        .sum();
-    let rest: i128 = UNALLOCATED.iter().map(|(_, cost, _)| cents(cost)).sum();
-    assert_eq!(
-        all,
-        network + rest,
-        "the bill's network lines, no other line"
+/// The same on GCP: the nodes are GCE instances (`gce://project/zone/name`),
+/// the bill a detailed billing export in JSON lines written from the
+/// nodes' nftables counters, matched by project and instance name, with a
+/// core-hour, transfer to Google's services and an instance without an
+/// agent as noise. ClickHouse and Parquet give the same report.
+#[test]
+fn a_gcp_export_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cent() {
+    let Some(metered) = meter_traffic(Cloud::Gcp, "reconcile_gcp") else {
+        return;
+    };
+    let dir = &metered.dir;
+    let per_unit = metered.billed_units(Cloud::Gcp);
+    let hour = i64::from(unix_now()) / 3600 * 3600;
+    let by_instance = metered.by_instance(Cloud::Gcp, &per_unit);
+    let (mut lines, billed_cost) = bills::gce_instance_transfer(&by_instance, hour, PRICES);
+    lines.extend(bills::gcp_other_lines(
+        &metered.instance(Cloud::Gcp, 0),
+        hour,
+    ));
+    let bill = dir.join("gcp-billing-export.jsonl");
+    std::fs::write(&bill, lines.join("\n") + "\n").unwrap();
+
+    let from_clickhouse = dir.join("from-clickhouse");
+    let log = reconcile(
+        &[
+            "--clickhouse",
+            metered.ch.url(),
+            "--database",
+            &metered.database,
+        ],
+        &bill,
+        &from_clickhouse,
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("{log}");
+    let from_parquet = dir.join("from-parquet");
+    reconcile(
+        &["--parquet", metered.parquet.to_str().unwrap()],
+        &bill,
+        &from_parquet,
+    );
+    for table in ["coverage.csv", "allocation.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(from_parquet.join(table)).unwrap(),
+            std::fs::read_to_string(from_clickhouse.join(table)).unwrap(),
+            "{table}"
+        );
+    }
+    check_report(
+        &metered,
+        Cloud::Gcp,
+        &per_unit,
+        &billed_cost,
+        &from_clickhouse,
+        &bills::GCP_UNALLOCATED,
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A GCP billing export (JSON lines) and Azure cost details (CSV) in one
@@ -363,22 +536,18 @@ fn gcp_and_azure_bills_meet_their_nodes_and_split_by_hand_computed_figures() {
 
     let day =
         chrono::DateTime::from_timestamp(i64::from(fixtures::day_before_yesterday()), 0).unwrap();
-    let (month, date, us_date) = (
+    let (month, us_date) = (
         day.format("%Y-%m").to_string(),
-        day.format("%Y-%m-%d").to_string(),
         day.format("%m/%d/%Y").to_string(),
     );
-    let gcp_line = |sku: &str,
-                    service: &str,
-                    resource: &str,
-                    cost: &str,
-                    amount: u64,
-                    unit: &str,
-                    credits: &str| {
-        format!(
-            r#"{{"billing_account_id":"01A2B3-C4D5E6-F7A8B9","service":{{"id":"6F81-5844-456A","description":"{service}"}},"sku":{{"id":"9DE9-9092-B3BC","description":"{sku}"}},"usage_start_time":"{date} 07:00:00 UTC","usage_end_time":"{date} 08:00:00 UTC","project":{{"id":"shop-prod","number":"123456789012","name":"shop-prod"}},"labels":[],"system_labels":[],"location":{{"location":"europe-west1","country":"BE","region":"europe-west1","zone":"europe-west1-b"}},"resource":{{"name":"{resource}","global_name":"//compute.googleapis.com/projects/shop-prod/zones/europe-west1-b/instances/4815162342"}},"export_time":"{date} 12:00:00 UTC","cost":{cost},"currency":"USD","currency_conversion_rate":1.0,"usage":{{"amount":{amount},"unit":"{unit}","amount_in_pricing_units":1.0,"pricing_unit":"gibibyte"}},"credits":[{credits}],"invoice":{{"month":"{}"}},"cost_type":"regular"}}"#,
-            month.replace('-', "")
-        )
+    let start = day
+        .date_naive()
+        .and_hms_opt(7, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    let gcp_line = |sku: &str, cost: &str, amount: u64, unit: &str, credits: &str| {
+        bills::gcp_export_line(sku, "gke-pool-1-abcd", start, (cost, credits), amount, unit)
     };
     let gcp = dir.join("gcp-billing-export.jsonl");
     std::fs::write(
@@ -387,8 +556,6 @@ fn gcp_and_azure_bills_meet_their_nodes_and_split_by_hand_computed_figures() {
             // 3 GiB to the internet, 0.36 less a 0.12 free-tier credit.
             gcp_line(
                 "Network Internet Data Transfer Out from EMEA to Americas",
-                "Compute Engine",
-                "gke-pool-1-abcd",
                 "0.36",
                 3 * GIB,
                 "bytes",
@@ -397,8 +564,6 @@ fn gcp_and_azure_bills_meet_their_nodes_and_split_by_hand_computed_figures() {
             // 2 GiB across zones, of which tollgate metered 1.
             gcp_line(
                 "Network Inter Zone Data Transfer Out",
-                "Compute Engine",
-                "gke-pool-1-abcd",
                 "0.02",
                 2 * GIB,
                 "bytes",
@@ -406,8 +571,6 @@ fn gcp_and_azure_bills_meet_their_nodes_and_split_by_hand_computed_figures() {
             ),
             gcp_line(
                 "N2 Instance Core running in Belgium",
-                "Compute Engine",
-                "gke-pool-1-abcd",
                 "0.031611",
                 3600,
                 "seconds",
