@@ -1,6 +1,7 @@
 //! Billing files as the clouds write them, for fixtures: an AWS Cost and
 //! Usage Report in the legacy CSV form (gzip) and in the CUR 2.0 Parquet
-//! form, and GCP's detailed billing export in JSON lines, with the
+//! form, GCP's detailed billing export in JSON lines and Azure's cost
+//! details (CSV, Enterprise Agreement layout), with the
 //! providers' own column names and a realistic share of columns tollgate
 //! does not read.
 
@@ -11,6 +12,9 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+/// Bytes per billed resource, tollgate category and direction.
+pub type UnitBytes = BTreeMap<(String, String, String), u64>;
 
 /// One line item of a CUR.
 #[derive(Debug, Clone)]
@@ -81,49 +85,73 @@ pub fn ec2_line(usage_type: &str, operation: &'static str, resource: &str, start
 /// price. Returns them with each unit's cost in billionths, keyed
 /// `"<instance> <category> <direction>"`.
 pub fn instance_transfer(
-    bytes: &BTreeMap<(String, String, String), u64>,
+    bytes: &UnitBytes,
     hour: i64,
     multiplier: u32,
 ) -> (Vec<CurLine>, BTreeMap<String, i128>) {
-    let mut lines = Vec::new();
-    let costs = split_in_two_hours(
+    let usage = |category: &str, direction: &str| {
+        aws_usage(category, direction)
+            .map(|(usage_type, operation, price)| ((usage_type, operation), price))
+    };
+    in_gigabytes(
+        (bytes, hour, multiplier),
+        usage,
+        |(usage_type, operation), instance, start, (quantity, cost)| {
+            let mut item = ec2_line(usage_type, operation, instance, start);
+            item.amount = quantity.to_owned();
+            item.cost = cost.to_owned();
+            item
+        },
+    )
+}
+
+/// [`in_two_hours`] for a bill counting gigabytes (with ten decimals, as
+/// [`gigabytes`] writes them) at `multiplier` times the list price:
+/// `price` gives a unit's list price per GB and what names it on the bill,
+/// `line` writes a part's line item from that name, the resource, the
+/// start and the part's quantity and cost.
+fn in_gigabytes<M, L>(
+    (bytes, hour, multiplier): (&UnitBytes, i64, u32),
+    price: impl Fn(&str, &str) -> Option<(M, &'static str)>,
+    mut line: impl FnMut(M, &str, i64, (&str, &str)) -> L,
+) -> (Vec<L>, BTreeMap<String, i128>) {
+    in_two_hours(
         bytes,
         hour,
-        |(instance, category, direction), part, start| {
-            let (usage_type, operation, price) = aws_usage(category, direction)?;
-            let mut item = ec2_line(usage_type, operation, instance, start);
-            item.amount = gigabytes(part);
-            item.cost = cost(&item.amount, &times(price, multiplier));
-            let billed = nanos(&item.cost);
-            lines.push(item);
-            Some(billed)
+        |(resource, category, direction), part, start| {
+            let (name, price) = price(category, direction)?;
+            let quantity = gigabytes(part);
+            let cost = cost(&quantity, &times(price, multiplier));
+            let billed = nanos(&cost);
+            Some((line(name, resource, start, (&quantity, &cost)), billed))
         },
-    );
-    (lines, costs)
+    )
 }
 
 /// Each unit of `bytes` in two parts, a third in the hour from `hour` and
-/// the rest in the next, handed to `line` (which writes the line item and
-/// returns its cost in billionths, or `None` for a unit no bill charges);
-/// returns each unit's cost, keyed `"<instance> <category> <direction>"`.
-fn split_in_two_hours(
-    bytes: &BTreeMap<(String, String, String), u64>,
+/// the rest in the next, each written by `line` (its line item and cost
+/// in billionths, or `None` for a unit no bill charges); returns the lines
+/// with each unit's cost, keyed `"<resource> <category> <direction>"`.
+fn in_two_hours<L>(
+    bytes: &UnitBytes,
     hour: i64,
-    mut line: impl FnMut(&(String, String, String), u64, i64) -> Option<i128>,
-) -> BTreeMap<String, i128> {
+    mut line: impl FnMut(&(String, String, String), u64, i64) -> Option<(L, i128)>,
+) -> (Vec<L>, BTreeMap<String, i128>) {
+    let mut lines = Vec::new();
     let mut costs = BTreeMap::new();
     for (unit, &total) in bytes {
         for (part, start) in [(total / 3, hour), (total - total / 3, hour + 3600)] {
-            let Some(cost) = line(unit, part, start) else {
+            let Some((item, cost)) = line(unit, part, start) else {
                 break;
             };
-            let (instance, category, direction) = unit;
+            let (resource, category, direction) = unit;
             *costs
-                .entry(format!("{instance} {category} {direction}"))
+                .entry(format!("{resource} {category} {direction}"))
                 .or_default() += cost;
+            lines.push(item);
         }
     }
-    costs
+    (lines, costs)
 }
 
 /// Line items a bill has besides instances' transfer, at list prices,
@@ -528,30 +556,21 @@ pub fn gcp_export_line(
 /// decimals. Returns them with each unit's cost in billionths, keyed
 /// `"<instance> <category> <direction>"`.
 pub fn gce_instance_transfer(
-    bytes: &BTreeMap<(String, String, String), u64>,
+    bytes: &UnitBytes,
     hour: i64,
     multiplier: u32,
 ) -> (Vec<String>, BTreeMap<String, i128>) {
-    let mut lines = Vec::new();
-    let costs = split_in_two_hours(
+    in_two_hours(
         bytes,
         hour,
         |(instance, category, direction), part, start| {
             let (sku, price) = gcp_sku(category, direction)?;
             let cost = (i128::from(part) * nanos(&times(price, multiplier)) + (1 << 29)) >> 30;
             let text = format!("{}.{:09}", cost / 1_000_000_000, cost % 1_000_000_000);
-            lines.push(gcp_export_line(
-                sku,
-                instance,
-                start,
-                (&text, ""),
-                part,
-                "bytes",
-            ));
-            Some(cost)
+            let line = gcp_export_line(sku, instance, start, (&text, ""), part, "bytes");
+            Some((line, cost))
         },
-    );
-    (lines, costs)
+    )
 }
 
 /// Lines an export has besides instances' transfer, at list prices, which
@@ -594,6 +613,154 @@ pub fn gcp_other_lines(instance: &str, hour: i64) -> Vec<String> {
 pub const GCP_UNALLOCATED: [(&str, &str, &str); 2] = [
     ("gke-sim-pool-1-node-a", "0.05", "category_not_metered"),
     ("gke-unmanaged-7x2k", "0.36", "node_not_metered"),
+];
+
+/// The subscription of the Azure fixtures.
+pub const AZURE_SUBSCRIPTION: &str = "5ab1e7c4-0000-4000-8000-00000000aa01";
+
+/// The resource id of the virtual machine a node of `name` stands for, as
+/// Azure's cost details write it (its provider id is `azure://` and this).
+pub fn azure_vm(node: &str) -> String {
+    format!(
+        "/subscriptions/{AZURE_SUBSCRIPTION}/resourceGroups/MC_shop_aks_westeurope/providers/\
+         Microsoft.Compute/virtualMachines/aks-sim-{node}"
+    )
+}
+
+/// The meter subcategory and name Azure's cost details bill a virtual
+/// machine's transfer of a tollgate category and direction under
+/// (category `Bandwidth`), and its list price per GB; `None` for what is
+/// not billed (same-zone transfer).
+pub fn azure_meter(
+    category: &str,
+    direction: &str,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match (category, direction) {
+        ("cross_zone", "out") => (
+            "Inter Availability Zone",
+            "Inter Availability Zone Data Transfer Out",
+            "0.01",
+        ),
+        ("cross_zone", "in") => (
+            "Inter Availability Zone",
+            "Inter Availability Zone Data Transfer In",
+            "0.01",
+        ),
+        ("cross_region", "out") => (
+            "Intra Continent",
+            "Intra Continent Data Transfer Out",
+            "0.02",
+        ),
+        ("cross_region", "in") => (
+            "Intra Continent",
+            "Intra Continent Data Transfer In",
+            "0.00",
+        ),
+        ("internet", "out") => ("Rtn Preference: MGN", "Standard Data Transfer Out", "0.087"),
+        ("internet", "in") => ("", "Data Transfer In", "0.00"),
+        _ => return None,
+    })
+}
+
+/// The header of Azure's cost details in the Enterprise Agreement layout.
+pub const AZURE_EA_HEADER: &str = "InvoiceSectionName,AccountName,SubscriptionId,SubscriptionName,\
+    ResourceGroup,ResourceLocation,Date,ProductName,MeterCategory,MeterSubCategory,MeterId,MeterName,\
+    MeterRegion,UnitOfMeasure,Quantity,EffectivePrice,CostInBillingCurrency,CostCenter,ConsumedService,\
+    ResourceId,Tags,BillingCurrencyCode";
+
+/// One record of Azure's cost details under [`AZURE_EA_HEADER`]: the day
+/// of `start` (Unix seconds), the meter, its quantity in `unit` and its
+/// cost, of `resource`.
+pub fn azure_cost_line(
+    start: i64,
+    (category, subcategory, meter): (&str, &str, &str),
+    (quantity, unit, cost): (&str, &str, &str),
+    resource: &str,
+) -> String {
+    let day = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap_or_default()
+        .format("%m/%d/%Y");
+    format!(
+        "Shop,shop,{AZURE_SUBSCRIPTION},shop-prod,MC_shop_aks_westeurope,westeurope,{day},\
+         \"{category} - {subcategory}\",{category},{subcategory},9995d93a-7d35-4d3f-9c69-7a7fea447ef4,\
+         {meter},Zone 1,{unit},{quantity},0.087,{cost},,Microsoft.Compute,{resource},,USD"
+    )
+}
+
+/// The cost details records of virtual machines' transfer: for each
+/// (resource id, category, direction) of `bytes`, two records (of the
+/// hours from `hour`) carrying its bytes, priced at `multiplier` times the
+/// list price. Returns them with each unit's cost in billionths, keyed
+/// `"<resource id> <category> <direction>"`.
+pub fn azure_vm_transfer(
+    bytes: &UnitBytes,
+    hour: i64,
+    multiplier: u32,
+) -> (Vec<String>, BTreeMap<String, i128>) {
+    let meter = |category: &str, direction: &str| {
+        azure_meter(category, direction)
+            .map(|(subcategory, meter, price)| ((subcategory, meter), price))
+    };
+    in_gigabytes(
+        (bytes, hour, multiplier),
+        meter,
+        |(subcategory, meter), resource, start, (quantity, cost)| {
+            azure_cost_line(
+                start,
+                ("Bandwidth", subcategory, meter),
+                (quantity, "1 GB", cost),
+                resource,
+            )
+        },
+    )
+}
+
+/// Records cost details have besides virtual machines' transfer, at list
+/// prices, which tollgate must ignore or cannot allocate: a day of the
+/// virtual machine `resource`, 5 GB of a load balancer's processing, and 3
+/// GB to the internet from a virtual machine that runs no agent.
+/// [`AZURE_UNALLOCATED`] is what a reconciliation must make of them.
+pub fn azure_other_lines(resource: &str, hour: i64) -> Vec<String> {
+    vec![
+        azure_cost_line(
+            hour,
+            ("Virtual Machines", "Dv5 Series", "D4 v5"),
+            ("24", "1 Hour", "4.608"),
+            resource,
+        ),
+        azure_cost_line(
+            hour,
+            ("Load Balancer", "Standard", "Standard Data Processed"),
+            ("5", "1 GB", "0.025"),
+            AZURE_UNALLOCATED[1].0,
+        ),
+        azure_cost_line(
+            hour,
+            (
+                "Bandwidth",
+                "Rtn Preference: MGN",
+                "Standard Data Transfer Out",
+            ),
+            ("3", "1 GB", "0.261"),
+            AZURE_UNALLOCATED[0].0,
+        ),
+    ]
+}
+
+/// The resources of [`azure_other_lines`] whose cost a reconciliation
+/// cannot allocate, in the order it reports them: the cost in dollars and
+/// the reason.
+pub const AZURE_UNALLOCATED: [(&str, &str, &str); 2] = [
+    (
+        "/subscriptions/5ab1e7c4-0000-4000-8000-00000000aa01/resourceGroups/MC_shop_aks_westeurope/providers/Microsoft.Compute/virtualMachines/aks-unmanaged-0",
+        "0.26",
+        "node_not_metered",
+    ),
+    (
+        "/subscriptions/5ab1e7c4-0000-4000-8000-00000000aa01/resourceGroups/MC_shop_aks_westeurope/providers/Microsoft.Network/loadBalancers/kubernetes",
+        "0.03",
+        "category_not_metered",
+    ),
 ];
 
 #[cfg(test)]
