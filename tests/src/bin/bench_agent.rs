@@ -5,7 +5,9 @@
 //! entry and interval keeps every entry active, against the sum of its
 //! parts measured alone in this process over the same table: the zeroing
 //! dump, enrichment, spooling and delivery. Also the CPU of one read of the
-//! same table idle (every entry read, none recorded).
+//! same table idle (every entry read, none recorded), against a bare walk
+//! of the table (the kernel's dump received and dropped undecoded) and
+//! tollgate's reader alone on the idle table, measured in this process.
 //!
 //! Usage: `bench_agent [ENTRIES] [INTERVALS]`. The world is
 //! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
@@ -113,6 +115,47 @@ fn timed<T>(label: &str, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Re
         started.elapsed().as_secs_f64()
     );
     Ok((result, spent))
+}
+
+/// The kernel's walk of the table as any reader of it pays: one dump
+/// request, every datagram received into one buffer and dropped
+/// undecoded (only the message headers looked at, for the end). Returns
+/// the datagrams received.
+fn bare_walk() -> anyhow::Result<u64> {
+    const NETLINK_NETFILTER: i32 = 12;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let mut socket = Socket::new(
+        Domain::from(16), // AF_NETLINK
+        Type::RAW,
+        Some(SocketProtocol::from(NETLINK_NETFILTER)),
+    )?;
+    socket.set_recv_buffer_size(1 << 20)?;
+    let mut request = Vec::with_capacity(20);
+    request.extend_from_slice(&20u32.to_ne_bytes());
+    // ctnetlink's IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP.
+    request.extend_from_slice(&0x0101u16.to_ne_bytes());
+    request.extend_from_slice(&0x0301u16.to_ne_bytes());
+    // Sequence and port id, then nfgenmsg: every family.
+    request.extend_from_slice(&[0; 12]);
+    socket.send(&request)?;
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut datagrams = 0;
+    loop {
+        let received = socket.read(&mut buffer)?;
+        datagrams += 1;
+        let mut at = 0;
+        while at + 16 <= received {
+            let length = u32::from_ne_bytes(buffer[at..at + 4].try_into()?) as usize;
+            match u16::from_ne_bytes(buffer[at + 4..at + 6].try_into()?) {
+                NLMSG_DONE => return Ok(datagrams),
+                NLMSG_ERROR => bail!("the kernel refused the dump"),
+                _ => {}
+            }
+            ensure!(length >= 16, "a message of {length} bytes");
+            at += (length + 3) & !3;
+        }
+    }
 }
 
 /// One connection of the table, as injected.
@@ -485,6 +528,24 @@ fn main() -> anyhow::Result<()> {
         "the table holds {count} of {entries} entries"
     );
 
+    // The table is idle: nothing counted since the injection.
+    eprintln!("the idle table:");
+    let (_, walk) = timed("bare walk (received, not decoded)", bare_walk)?;
+    let mut reader = TableReader::open()?;
+    let (idle_read, reader_idle) = timed("tollgate's zeroing read alone, idle table", || {
+        let mut idle = 0u64;
+        reader.dump(ReadMode::Zero, |entry| {
+            idle += u64::from(entry.is_idle());
+            ControlFlow::Continue(())
+        })?;
+        Ok(idle)
+    })?;
+    ensure!(
+        idle_read == entries,
+        "the idle read found {idle_read} of {entries} entries idle"
+    );
+    drop(reader);
+
     let clickhouse = Dedicated::start("bench-agent")?;
     let server = clickhouse.server();
     eprintln!("the parts alone:");
@@ -603,6 +664,11 @@ fn main() -> anyhow::Result<()> {
             "agent_system_cpu_seconds_per_interval": system,
             "agent_cpu_seconds_median": median,
             "agent_cpu_seconds_idle_table_read": idle_cpu,
+            "bare_walk_cpu_seconds": walk.total(),
+            "bare_walk_system_cpu_seconds": walk.system,
+            "reader_alone_idle_cpu_seconds": reader_idle.total(),
+            "ratio_agent_idle_read_to_bare_walk": idle_cpu / walk.total(),
+            "ratio_reader_alone_idle_to_bare_walk": reader_idle.total() / walk.total(),
             "parts_cpu_seconds": {
                 "dump": parts.dump.total(),
                 "enrich": parts.enrich.total(),
