@@ -912,20 +912,25 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
         27000,
         1,
     );
-    let traffic = cluster
-        .start(
-            &flow,
-            &[
-                "tcp", "--bytes", "3000000", "--chunks", "16", "--pause", "0.5",
-            ],
-        )
-        .unwrap();
+    let mut traffic = Killed(
+        cluster
+            .start(
+                &flow,
+                &[
+                    "tcp", "--bytes", "3000000", "--chunks", "16", "--pause", "0.5",
+                ],
+            )
+            .unwrap(),
+    );
     let second_config = config.with_file_name("node-a-second.yaml");
     std::fs::copy(&config, &second_config).unwrap();
     let second_log = second_config.with_extension("log");
     let churning = AtomicBool::new(true);
     let db = cluster.pod("db-0").ip4.clone();
     let (mut second, short_batches) = thread::scope(|scope| {
+        // A failed assertion below must end the test, not wait forever for
+        // threads that churn until told to stop.
+        let stop_churning = Stop(&churning);
         let connections = scope.spawn(|| {
             let mut batches = 0u16;
             while churning.load(Ordering::Relaxed) {
@@ -959,19 +964,20 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
                 thread::sleep(Duration::from_millis(10));
             }
         });
-        let mut second = node
-            .ns
-            .command(tollgate::binary().to_str().unwrap())
-            .args(["agent", "--config"])
-            .arg(&second_config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&second_log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut second = Killed(
+            node.ns
+                .command(tollgate::binary().to_str().unwrap())
+                .args(["agent", "--config"])
+                .arg(&second_config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&second_log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         thread::sleep(Duration::from_secs(3));
         let log = std::fs::read_to_string(&second_log).unwrap();
         assert!(
-            second.try_wait().unwrap().is_none(),
+            second.0.try_wait().unwrap().is_none(),
             "the second agent waits: {log}"
         );
         assert!(log.contains("waiting for it to stop"), "{log}");
@@ -993,16 +999,16 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
             thread::sleep(Duration::from_millis(100));
         }
         thread::sleep(Duration::from_secs(1));
-        churning.store(false, Ordering::Relaxed);
+        drop(stop_churning);
         (second, connections.join().unwrap())
     });
-    wait(vec![traffic]);
+    assert!(traffic.wait().success());
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
     Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
+        .args(["-TERM", &second.0.id().to_string()])
         .status()
         .unwrap();
-    let stopped = second.wait().unwrap();
+    let stopped = second.wait();
     let log = std::fs::read_to_string(&second_log).unwrap();
     assert!(stopped.success(), "{log}");
     assert!(log.contains("taking over"), "{log}");
@@ -1040,6 +1046,33 @@ fn a_second_agent_on_a_node_waits_for_the_first_and_takes_over() {
         skipped > 0,
         "connections ended while both agents ran, and the first metered them: {took_over}\n{log}"
     );
+}
+
+/// A child process killed when dropped, so a failed test leaves none
+/// behind.
+struct Killed(Child);
+
+impl Killed {
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Clears its flag when dropped: threads looping while it is set stop
+/// when the scope that owns them ends, even by a panic.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// The bytes `pod` sent as nftables counted them on its node, and one line
