@@ -221,7 +221,8 @@ fn meter_traffic(cloud: Cloud, name: &str) -> Option<Metered> {
                     node.zone,
                     bills::gce_instance(node.name)
                 ),
-                _ => format!("azure://{}", bills::azure_vm(node.name)),
+                Cloud::Azure => format!("azure://{}", bills::azure_vm(node.name)),
+                Cloud::Aws => unreachable!("the simulated cluster's nodes are AWS instances"),
             };
             inventory = inventory.replace(&aws, &format!("'{provider_id}'"));
         }
@@ -471,12 +472,13 @@ fn a_bill_from_the_counters_reconciles(cloud: Cloud, name: &str) {
             bills::gcp_other_lines(&node_a, hour),
             &bills::GCP_UNALLOCATED,
         ),
-        _ => (
+        Cloud::Azure => (
             metered.dir.join("azure-cost-details.csv"),
             bills::azure_vm_transfer(&by_instance, hour, PRICES),
             bills::azure_other_lines(&node_a, hour),
             &bills::AZURE_UNALLOCATED,
         ),
+        Cloud::Aws => panic!("AWS has tests of its own, with a CSV and a Parquet CUR"),
     };
     lines.extend(noise);
     if cloud == Cloud::Azure {

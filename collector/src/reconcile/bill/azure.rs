@@ -261,7 +261,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::reconcile::bill::{read_described, Format};
+    use crate::reconcile::bill::{describe, read_described, Format};
     use crate::test_support::TempDir;
 
     /// The Enterprise Agreement cost and usage details file, version
@@ -702,18 +702,7 @@ mod tests {
         read_described(file, |item| {
             assert_eq!(item.account, SUBSCRIPTION);
             assert!(item.resource.starts_with("/subscriptions/"));
-            format!(
-                "{} {} | {} | {} {} {} {} {} {}",
-                item.line,
-                item.resource.rsplit('/').next().unwrap(),
-                item.usage,
-                item.billed.as_str(),
-                item.direction.as_str(),
-                item.day,
-                item.bytes,
-                item.cost_nanos,
-                item.currency,
-            )
+            describe(item, item.resource.rsplit('/').next().unwrap())
         })
     }
 

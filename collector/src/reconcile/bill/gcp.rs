@@ -581,7 +581,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::reconcile::bill::{read_described, Format};
+    use crate::reconcile::bill::{describe, read_described, Format};
     use crate::test_support::TempDir;
 
     /// One line item of a fixture: the fields that vary.
@@ -890,19 +890,7 @@ mod tests {
     /// format, summary and line items, or the error's message.
     fn read_file(file: &Path) -> Result<(Format, FileSummary, Vec<String>), String> {
         read_described(file, |item| {
-            format!(
-                "{} {} | {} | {} {} {} {} {} {} {}",
-                item.line,
-                item.resource,
-                item.usage,
-                item.billed.as_str(),
-                item.direction.as_str(),
-                item.day,
-                item.bytes,
-                item.cost_nanos,
-                item.currency,
-                item.account
-            )
+            format!("{} {}", describe(item, item.resource), item.account)
         })
     }
 

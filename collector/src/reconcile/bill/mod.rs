@@ -406,6 +406,24 @@ pub(crate) fn read_described(
     Ok((format, summary, items))
 }
 
+/// A line item in one line, its resource as given (the readers' tests):
+/// line, resource, usage, billed category and direction, day, bytes,
+/// cost and currency.
+#[cfg(test)]
+pub(crate) fn describe(item: &LineItem<'_>, resource: &str) -> String {
+    format!(
+        "{} {resource} | {} | {} {} {} {} {} {}",
+        item.line,
+        item.usage,
+        item.billed.as_str(),
+        item.direction.as_str(),
+        item.day,
+        item.bytes,
+        item.cost_nanos,
+        item.currency,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
