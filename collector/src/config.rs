@@ -66,6 +66,10 @@ pub struct AgentConfig {
     /// Each interval, log the top this many local workloads and remote
     /// addresses by bytes (0: none).
     pub top_talkers: usize,
+    /// The Unix socket of `tollgate hold`, which keeps the agent's netlink
+    /// sockets open across its kills (none: a kill loses what only they
+    /// held).
+    pub holder_socket: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +81,7 @@ impl Default for AgentConfig {
             shutdown_timeout_seconds: 20,
             workload_metrics: WorkloadMetricsConfig::default(),
             top_talkers: 0,
+            holder_socket: None,
         }
     }
 }

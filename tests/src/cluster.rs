@@ -905,31 +905,6 @@ pub fn per_flow_differences(
     Ok(differences)
 }
 
-/// The flows and packets that kills inside the kernel's zeroing cost, from
-/// [`per_flow_differences`]: a SIGKILL while the kernel zeroes a batch of
-/// up to 256 entries inside the request's `send`, before the journal has
-/// the answers, loses those entries' packets since the last read
-/// (docs/architecture.md, limits). `None` if a metering key has more bytes
-/// than `expected` or a flow more packets than nftables counted: nothing
-/// may ever be metered twice.
-pub fn zeroing_losses(
-    expected: &BTreeMap<Key, u64>,
-    metered: &BTreeMap<Key, u64>,
-    per_flow: &BTreeMap<i64, u64>,
-) -> Option<(u64, u64)> {
-    let above = metered
-        .iter()
-        .any(|(key, bytes)| *bytes > expected.get(key).copied().unwrap_or(0));
-    if above || per_flow.keys().any(|d| *d > 0) {
-        return None;
-    }
-    let lost = per_flow.iter().filter(|(d, _)| **d < 0);
-    Some((
-        lost.clone().map(|(_, n)| n).sum(),
-        lost.map(|(d, n)| d.unsigned_abs() * n).sum(),
-    ))
-}
-
 /// One line per key where tollgate's metering and nftables' differ.
 pub fn differences(expected: &BTreeMap<Key, u64>, metered: &BTreeMap<Key, u64>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&Key> = expected.keys().chain(metered.keys()).collect();
@@ -1019,9 +994,123 @@ impl Agent {
         self.child.wait()?;
         Ok(())
     }
+
+    /// SIGKILL at a moment the kernel has zeroed a batch of entries and
+    /// queued its answers, which the agent has not received yet: the agent
+    /// is stopped (SIGSTOP) at moments apart until one of its netlink
+    /// sockets has answers waiting while no dump runs on it
+    /// (`/proc/PID/net/netlink`), then killed. A stop sent while the agent
+    /// is inside the zeroing request's `send` takes effect as it returns,
+    /// so such moments come often. Returns the stops it took; fails after
+    /// `attempts` without one.
+    pub fn kill_inside_zeroing(mut self, attempts: u32) -> anyhow::Result<u32> {
+        let pid = self.child.id();
+        let signal = |name: &str| crate::run(Command::new("kill").args([name, &pid.to_string()]));
+        for attempt in 1..=attempts {
+            signal("-STOP")?;
+            while !std::fs::read_to_string(format!("/proc/{pid}/stat"))?
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if zeroing_answers_waiting(pid)? {
+                self.child.kill()?;
+                self.child.wait()?;
+                return Ok(attempt);
+            }
+            signal("-CONT")?;
+            std::thread::sleep(Duration::from_micros(u64::from(attempt % 7) * 300));
+        }
+        bail!("no stop of {attempts} found zeroing answers waiting")
+    }
+}
+
+/// Whether a NETLINK_NETFILTER socket of process `pid`, subscribed to no
+/// group and running no dump, has bytes waiting to be received: answers to
+/// zeroing requests.
+fn zeroing_answers_waiting(pid: u32) -> anyhow::Result<bool> {
+    let mut sockets = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let target = std::fs::read_link(fd?.path()).unwrap_or_default();
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            sockets.insert(inode.to_owned());
+        }
+    }
+    // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink"))?;
+    Ok(table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 10
+            && fields[1] == "12"
+            && fields[3].trim_start_matches('0').is_empty()
+            && fields[4] != "0"
+            && fields[6] == "0"
+            && sockets.contains(fields[9])
+    }))
 }
 
 impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tollgate hold` beside a node's agent, killed when dropped.
+pub struct Holder {
+    child: Child,
+}
+
+impl Holder {
+    /// Start a holder for the agent configured by `config`, and name its
+    /// socket in that configuration (`agent.holder_socket`).
+    pub fn start(config: &Path) -> anyhow::Result<Self> {
+        let socket = config.with_extension("holder.sock");
+        let log = config.with_extension("holder.log");
+        let child = Command::new(crate::tollgate::binary())
+            .args(["hold", "--socket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start tollgate hold")?;
+        let mut holder = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Some(status) = holder.child.try_wait()? {
+                bail!(
+                    "tollgate hold exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "tollgate hold not serving in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(config)?;
+        ensure!(
+            text.contains("\nagent:\n"),
+            "no agent section in {config:?}"
+        );
+        std::fs::write(
+            config,
+            text.replace(
+                "\nagent:\n",
+                &format!("\nagent:\n  holder_socket: '{}'\n", socket.display()),
+            ),
+        )?;
+        Ok(holder)
+    }
+}
+
+impl Drop for Holder {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -164,6 +164,21 @@ impl Kubernetes {
     /// The PID of a process of pod `namespace/pod` (its first container),
     /// for entering the pod's network namespace.
     pub fn pod_pid(&self, namespace: &str, pod: &str) -> anyhow::Result<u32> {
+        self.container_pid(namespace, pod, None)
+    }
+
+    /// The PID of container `container` of pod `namespace/pod` (its first
+    /// if `None`).
+    pub fn container_pid(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> anyhow::Result<u32> {
+        let status = match container {
+            Some(name) => format!("containerStatuses[?(@.name==\"{name}\")]"),
+            None => "containerStatuses[0]".to_owned(),
+        };
         let fields = self.kubectl(
             &[
                 "-n",
@@ -172,7 +187,7 @@ impl Kubernetes {
                 "pod",
                 pod,
                 "-o",
-                "jsonpath={.spec.nodeName} {.status.containerStatuses[0].containerID}",
+                &format!("jsonpath={{.spec.nodeName}} {{.status.{status}.containerID}}"),
             ],
             None,
         )?;

@@ -311,7 +311,7 @@ pub fn check_deployment(k8s: &Kubernetes) -> anyhow::Result<()> {
             accounting.trim() == "1",
             "{node}: nf_conntrack_acct is {accounting:?}"
         );
-        let pid = k8s.pod_pid("tollgate", pod)?;
+        let pid = k8s.container_pid("tollgate", pod, Some("agent"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let effective = status
             .lines()

@@ -379,6 +379,10 @@ fn numbers_and_names_on_the_command_line_are_range_checked() {
             "--duration",
         ),
         (
+            vec!["hold", "--socket", "h.sock", "--release-after", "0"],
+            "--release-after: 0 is out of range",
+        ),
+        (
             vec![
                 "export",
                 "--month",

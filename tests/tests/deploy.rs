@@ -184,6 +184,36 @@ fn assert_agent(objects: &[Value]) {
         spec["initContainers"][0]["args"],
         serde_json::json!(["conntrack", "enable", "--proc-sys", "/host/proc/sys"])
     );
+    // The holder beside the agent, sharing only the pod's own volume for
+    // its socket, which the agent's configuration names.
+    let containers = spec["containers"].as_array().unwrap();
+    let container = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    };
+    assert_eq!(
+        container("holder")["args"],
+        serde_json::json!(["hold", "--socket", "/run/tollgate/holder.sock"])
+    );
+    for name in ["holder", "agent"] {
+        assert!(
+            container(name)["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "holder" && m["mountPath"] == "/run/tollgate"),
+            "{name} mounts the holder's volume"
+        );
+    }
+    let holder_volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "holder")
+        .unwrap();
+    assert!(holder_volume["emptyDir"].is_object(), "{holder_volume}");
     // The config volume names the ConfigMap the overlay generates (with
     // its content hash), so a config change rolls the agents.
     let configmap = object(objects, "ConfigMap");
@@ -197,10 +227,12 @@ fn assert_agent(objects: &[Value]) {
         config_volume["configMap"]["name"],
         configmap["metadata"]["name"]
     );
-    assert!(configmap["data"]["tollgate.yaml"]
-        .as_str()
-        .unwrap()
-        .contains("sinks:"));
+    let config = configmap["data"]["tollgate.yaml"].as_str().unwrap();
+    assert!(config.contains("sinks:"));
+    assert!(
+        config.contains("holder_socket: /run/tollgate/holder.sock"),
+        "{config}"
+    );
     for o in objects {
         if o["kind"] != "Namespace"
             && o["kind"] != "ClusterRole"

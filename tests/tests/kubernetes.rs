@@ -113,7 +113,10 @@ fn end_to_end(underlay: Underlay, sink: Sink) -> anyhow::Result<()> {
         &format!("{underlay:?}"),
     )?;
     match underlay {
-        Underlay::Routed => rolling_update(&k8s, ch, &database, &workloads)?,
+        Underlay::Routed => {
+            agent_killed(&k8s, ch, &database, sink, &workloads)?;
+            rolling_update(&k8s, ch, &database, &workloads)?;
+        }
         Underlay::Overlay => {
             address_reuse(&k8s, &mut workloads)?;
             let when = "after the address's reuse";
@@ -294,7 +297,7 @@ fn missing_watch(k8s: &Kubernetes, overlay: &str) -> anyhow::Result<()> {
                 "pod",
                 pod,
                 "-o",
-                &format!("jsonpath={{.status.containerStatuses[0].{field}}}"),
+                &format!("jsonpath={{.status.containerStatuses[?(@.name==\"agent\")].{field}}}"),
             ],
             None,
         )
@@ -385,6 +388,7 @@ fn rolling_update(
             "image",
             "daemonset/tollgate-agent",
             "agent=localhost/tollgate:e2e-next",
+            "holder=localhost/tollgate:e2e-next",
             "enable-conntrack-accounting=localhost/tollgate:e2e-next",
         ],
         None,
@@ -522,6 +526,96 @@ fn rolling_update(
     );
     Ok(())
 }
+
+/// Node b's agent SIGKILLed, as the OOM killer kills a container's
+/// process, while short connections from frontend (node a) to db (node b)
+/// open and close and have their entries deleted on node b every 200 ms,
+/// until the restarted container is ready: no read ever sees them, and
+/// only their DESTROY events carry their bytes, into the subscription the
+/// pod's holder kept. Everything must be exact. Without the holder, the
+/// connections whose entries were deleted before the new agent subscribed
+/// lost all their bytes.
+fn agent_killed(
+    k8s: &Kubernetes,
+    ch: &clickhouse::ClickHouse,
+    database: &str,
+    sink: Sink,
+    workloads: &Workloads,
+) -> anyhow::Result<()> {
+    let traffic = repo_root().join("tests/scripts/traffic.py");
+    let (frontend, db) = (workloads.pod("frontend", 0), workloads.pod("db", 1));
+    let db_ip = db.ip.to_string();
+    let pod = agents(k8s)?
+        .into_iter()
+        .find_map(|(pod, node)| (node == "node-b").then_some(pod))
+        .context("no agent on node b")?;
+    let status = |field: &str| {
+        k8s.kubectl(
+            &[
+                "-n",
+                "tollgate",
+                "get",
+                "pod",
+                &pod,
+                "-o",
+                &format!("jsonpath={{.status.containerStatuses[?(@.name==\"agent\")].{field}}}"),
+            ],
+            None,
+        )
+    };
+    let restarts = status("restartCount")?;
+    let pid = k8s.container_pid("tollgate", &pod, Some("agent"))?;
+    run(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+    let killed = std::time::Instant::now();
+    let (mut batches, mut restarted) = (0u16, None);
+    // Two more batches once the new agent is ready.
+    while restarted.is_none_or(|after: u16| batches < after + 2) {
+        ensure!(
+            killed.elapsed() < Duration::from_secs(120),
+            "the killed agent's container was not ready again in 120 s"
+        );
+        let base = KILL_PORTS.start + 5 * batches;
+        ensure!(
+            KILL_PORTS.contains(&(base + 4)),
+            "more short connections than KILL_PORTS holds"
+        );
+        run(Command::new("nsenter")
+            .args(["-t", &frontend.pid.to_string(), "-n", "python3"])
+            .arg(&traffic)
+            .args(["short", "--dst", &db_ip, "--port", "5001", "--sport-base"])
+            .arg(base.to_string())
+            .args(["--n", "5", "--bytes", "3000"]))?;
+        // Nothing to delete is no failure: conntrack then exits 1.
+        k8s.on_node("node-b", "conntrack")
+            .args(["-D", "-p", "tcp", "-d", &db_ip, "--dport", "5001"])
+            .args(["--state", "TIME_WAIT"])
+            .output()?;
+        batches += 1;
+        if restarted.is_none() && status("restartCount")? != restarts && status("ready")? == "true"
+        {
+            restarted = Some(batches);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ready_after = killed.elapsed();
+    converge(k8s, ch, database, sink, workloads, "after an agent's kill")?;
+    let log = k8s.kubectl(&["-n", "tollgate", "logs", &pod, "-c", "agent"], None)?;
+    ensure!(
+        log.contains("took the subscription to ended connections over from the holder"),
+        "the restarted agent took its subscription from the holder:\n{log}"
+    );
+    eprintln!(
+        "node b's agent SIGKILLed: its container ready again after {:.1} s; {} short connections \
+         (their entries deleted every 200 ms, {} of them before it was ready) all metered exactly",
+        ready_after.as_secs_f64(),
+        batches * 5,
+        restarted.unwrap_or(batches) * 5,
+    );
+    Ok(())
+}
+
+/// The client ports of the short connections around an agent's kill.
+const KILL_PORTS: std::ops::Range<u16> = 44000..45000;
 
 /// The client ports of the rolling update's short connections.
 const SHORT_PORTS: std::ops::Range<u16> = 42000..44000;

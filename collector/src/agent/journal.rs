@@ -19,7 +19,7 @@
 //! required and varints self-delimiting).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::conntrack::Entry;
@@ -108,6 +108,61 @@ pub fn encode(entries: &[Entry], encoded: &mut Vec<u8>) -> Result<(), postcard::
         encoded.truncate(start + used);
     }
     Ok(())
+}
+
+/// Adds `entries` to the journal of the read that commits as `step`: to
+/// the one a kill cut short (after its last whole entry), or to a new one
+/// read at `time` if that read left none.
+pub fn append(
+    dir: &Path,
+    step: u64,
+    time: ReadTime,
+    entries: &[Entry],
+) -> Result<PathBuf, JournalError> {
+    let existing = list(dir)?.into_iter().rfind(|journal| journal.step == step);
+    let (path, mut file) = match existing {
+        Some(journal) => {
+            let io = |action, source| JournalError::Io {
+                path: journal.path.clone(),
+                action,
+                source,
+            };
+            let len = fs::metadata(&journal.path)
+                .map_err(|e| io("reading", e))?
+                .len();
+            if len < HEADER as u64 {
+                // Killed before its header was written: nothing in it.
+                fs::remove_file(&journal.path).map_err(|e| io("removing", e))?;
+                (dir.join(name(step, time)), create(dir, step, time)?)
+            } else {
+                let end = HEADER as u64 + replay(&journal.path, |_, _| {})?.bytes;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&journal.path)
+                    .map_err(|e| io("opening", e))?;
+                file.set_len(end).map_err(|e| io("cutting its tail", e))?;
+                file.seek(io::SeekFrom::Start(end))
+                    .map_err(|e| io("seeking", e))?;
+                (journal.path, file)
+            }
+        }
+        None => (dir.join(name(step, time)), create(dir, step, time)?),
+    };
+    write_entries(&mut file, &path, entries)?;
+    Ok(path)
+}
+
+fn write_entries(file: &mut File, path: &Path, entries: &[Entry]) -> Result<(), JournalError> {
+    let mut encoded = Vec::new();
+    encode(entries, &mut encoded).map_err(|error| JournalError::Corrupt {
+        path: path.to_owned(),
+        detail: format!("an entry does not encode: {error}"),
+    })?;
+    file.write_all(&encoded).map_err(|source| JournalError::Io {
+        path: path.to_owned(),
+        action: "writing",
+        source,
+    })
 }
 
 /// The journals in `dir`, by step.
@@ -372,6 +427,49 @@ mod tests {
         fs::write(&path, b"TGSPOOL3........").unwrap();
         let err = replay(&path, |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("no journal header"), "{err}");
+    }
+
+    #[test]
+    fn entries_appended_to_a_cut_journal_follow_its_last_whole_entry() {
+        let dir = TempDir::new("journal-append");
+        let time = ReadTime {
+            observed_at: 1_700_000_010,
+            interval: 10,
+        };
+        let mut file = create(&dir, 7, time).unwrap();
+        let mut encoded = Vec::new();
+        encode(&[entry(1), entry(2)], &mut encoded).unwrap();
+        // Killed inside the second entry's write.
+        file.write_all(&encoded[..encoded.len() - 3]).unwrap();
+        drop(file);
+        let path = append(&dir, 7, time, &[entry(3), entry(4)]).unwrap();
+        assert_eq!(path, dir.join(name(7, time)));
+        assert_eq!(replayed(&path).0, [entry(1), entry(3), entry(4)]);
+        assert!(!replayed(&path).1.cut);
+
+        // A read that left no journal of its step gets one.
+        let later = ReadTime {
+            observed_at: 1_700_000_020,
+            interval: 10,
+        };
+        let path = append(&dir, 8, later, &[entry(5)]).unwrap();
+        assert_eq!(path, dir.join(name(8, later)));
+        let mut entries = Vec::new();
+        replay(&path, |entry, at| {
+            assert_eq!(at, later);
+            entries.push(*entry);
+        })
+        .unwrap();
+        assert_eq!(entries, [entry(5)]);
+
+        // One killed before its header was written is replaced.
+        fs::write(dir.join(name(9, time)), b"TGJ").unwrap();
+        let path = append(&dir, 9, later, &[entry(6)]).unwrap();
+        assert_eq!(
+            list(&dir).unwrap().iter().filter(|j| j.step == 9).count(),
+            1
+        );
+        assert_eq!(path, dir.join(name(9, later)));
     }
 
     #[test]

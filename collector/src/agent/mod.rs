@@ -1,6 +1,7 @@
 //! The agent's moving parts: a reader thread meters each interval into the
 //! spool; a delivery task (run by the caller) empties the spool into the
-//! sinks; an HTTP server exposes metrics and probes.
+//! sinks; an HTTP server exposes metrics and probes; a holder, another
+//! process, keeps the netlink sockets open across a kill.
 //!
 //! ```text
 //! DESTROY events --(listener thread)--+
@@ -14,6 +15,7 @@ mod batcher;
 pub mod coverage;
 pub mod ended;
 pub mod handover;
+pub mod holder;
 pub mod http;
 pub mod journal;
 pub mod metrics;

@@ -23,6 +23,7 @@ use super::batcher::Batcher;
 use super::coverage::{Coverage, Judgement, WINDOW_INTERVALS};
 use super::ended;
 use super::handover;
+use super::holder::{self, Holder};
 use super::http::Health;
 use super::journal::{self, ReadTime};
 use super::metrics::{BytesLabels, CategoryLabels, Metrics, SettingLabels};
@@ -319,6 +320,8 @@ pub struct Reader {
     pub encoded: Vec<u8>,
     /// Why the last read was postponed, if it was.
     pub postponed: Option<&'static str>,
+    /// Keeps the zeroing socket open across a kill, if configured.
+    pub holder: Option<Holder>,
 }
 
 impl Reader {
@@ -383,6 +386,7 @@ impl Reader {
         let mut tally = Tally::default();
         let before = self.metering.enricher.stats;
         let taken = self.take_over(position, &mut tally)?;
+        self.journal_zeroed_leftovers(&dir, &mut tally);
         let committed = self.metering.batcher.next_step() - 1;
         let journals = match journal::list(&dir) {
             Ok(journals) => journals,
@@ -435,6 +439,44 @@ impl Reader {
         }
         self.metering.publish(&tally, before, observed_at.max(now));
         Ok(())
+    }
+
+    /// Puts the answers the kernel queued for a killed agent on the zeroing
+    /// socket (kept by the holder) into the journal of its cut read, which
+    /// the recovery then meters: their counters were zeroed, and the
+    /// socket held their only copy. If the journal cannot take them, they
+    /// are metered now, and a kill before the recovery's commit loses
+    /// them.
+    fn journal_zeroed_leftovers(&mut self, dir: &std::path::Path, tally: &mut Tally) {
+        let leftovers = match self.table.take_zeroed_leftovers() {
+            Ok(leftovers) if leftovers.is_empty() => return,
+            Ok(leftovers) => leftovers,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the zeroing answers a killed agent left: their bytes are not metered");
+                return;
+            }
+        };
+        let time = ReadTime {
+            observed_at: clamp(unix_seconds()),
+            interval: self.interval,
+        };
+        let step = self.metering.batcher.next_step();
+        match journal::append(dir, step, time, &leftovers) {
+            Ok(path) => tracing::warn!(
+                entries = leftovers.len(),
+                journal = %path.display(),
+                "the zeroing answers a killed agent never received were kept by the holder: metered with its cut read"
+            ),
+            Err(error) => {
+                self.metering.metrics.journal_errors.inc();
+                tracing::error!(%error, entries = leftovers.len(), "cannot journal the zeroing answers a killed agent left: metered now, and lost if this agent is killed before its first commit");
+                for entry in leftovers.iter().filter(|entry| !uncounted(entry)) {
+                    self.metering
+                        .meter(entry, time.observed_at, time.interval, tally);
+                }
+                self.metering.finish(time.observed_at, time.interval, tally);
+            }
+        }
     }
 
     /// Meters the connections this agent's listener received before the
@@ -632,7 +674,14 @@ impl Reader {
                     m.entries_read.inc_by(*entries_before);
                 }
                 match TableReader::open() {
-                    Ok(table) => self.table = table,
+                    Ok(table) => {
+                        self.table = table;
+                        holder::keep(
+                            self.holder.as_ref(),
+                            holder::Kind::Zeroing,
+                            self.table.zeroing_socket(),
+                        );
+                    }
                     Err(error) => tracing::error!(%error, "cannot reopen the conntrack socket"),
                 }
             }

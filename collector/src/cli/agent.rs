@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use tollgate::agent::holder::{self, Held, Holder};
 use tollgate::agent::http::{self, Health};
 use tollgate::agent::metrics::Metrics;
 use tollgate::agent::talkers::TopTalkers;
@@ -75,6 +76,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .into());
     }
     let metrics = Metrics::new();
+    let (holder, mut held) = connect_holder(config.agent.holder_socket.as_deref(), &base);
     let (listen, early) = match std::net::TcpListener::bind(config.agent.listen) {
         // The port and the spool both taken: the agent this one replaces
         // (an overlapping restart, a DaemonSet update with surge) is
@@ -91,7 +93,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 "another agent holds this node's spool and port: waiting for it to stop"
             );
             let waiting = handover::announce(&spool_dir)?;
-            let events = EndedConnections::subscribe()?;
+            let (events, _) = subscribe(holder.as_ref(), held.events.take())?;
             let listener = EventListener::start(
                 events,
                 ended::Writer::create(waiting.dir())?,
@@ -142,8 +144,16 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             (Some(waiting), listener)
         }
         None => {
-            let events = EndedConnections::subscribe()?;
-            report_unwatched(&spool, &metrics);
+            let (events, kept) = subscribe(holder.as_ref(), held.events.take())?;
+            if kept {
+                metrics.unwatched.set(0.0);
+                tracing::info!(
+                    unwatched_seconds = 0.0,
+                    "took the subscription to ended connections over from the holder: the connections that ended since the previous agent stopped wait on it"
+                );
+            } else {
+                report_unwatched(&spool, &metrics);
+            }
             let writer = ended::Writer::create(spool.dir())?;
             let listener = EventListener::start(events, writer, metrics.clone())
                 .context("cannot start the event listener")?;
@@ -177,9 +187,45 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             listener,
             waiting,
             metrics,
+            holder,
+            held_zeroing: held.zeroing,
         };
         serve(config, prepared, started, base, node, spool, sink).await
     })
+}
+
+/// The holder's connection and what it kept from the agent before this
+/// one; without a holder (none configured, or none answering), the agent
+/// runs on, and a kill loses what only its sockets held.
+fn connect_holder(
+    socket: Option<&std::path::Path>,
+    base: &std::path::Path,
+) -> (Option<Holder>, Held) {
+    let Some(socket) = socket else {
+        return (None, Held::default());
+    };
+    match Holder::connect(&base.join(socket)) {
+        Ok((holder, held)) => (Some(holder), held),
+        Err(error) => {
+            tracing::error!(%error, "no holder: a kill of this agent loses what the kernel queued on its sockets");
+            (None, Held::default())
+        }
+    }
+}
+
+/// The subscription to ended connections: the one the holder kept, or a
+/// new one; the holder keeps a copy. Says whether it was kept.
+fn subscribe(
+    holder: Option<&Holder>,
+    kept: Option<std::os::fd::OwnedFd>,
+) -> anyhow::Result<(EndedConnections, bool)> {
+    let was_kept = kept.is_some();
+    let events = match kept {
+        Some(fd) => EndedConnections::adopt(fd)?,
+        None => EndedConnections::subscribe()?,
+    };
+    holder::keep(holder, holder::Kind::Events, events.socket());
+    Ok((events, was_kept))
 }
 
 /// Bind `listen` after the previous agent let go of the spool: it closes
@@ -231,6 +277,10 @@ struct Started {
     /// Set if it waited for the agent it replaces.
     waiting: Option<handover::Waiting>,
     metrics: Arc<Metrics>,
+    /// Keeps the netlink sockets open across a kill, if configured.
+    holder: Option<Holder>,
+    /// The zeroing socket the holder kept from the agent before this one.
+    held_zeroing: Option<std::os::fd::OwnedFd>,
 }
 
 async fn serve(
@@ -248,6 +298,8 @@ async fn serve(
         listener,
         waiting,
         metrics,
+        holder,
+        held_zeroing,
     } = started;
     listen
         .set_nonblocking(true)
@@ -312,7 +364,15 @@ async fn serve(
         })
         .collect();
 
-    let table = TableReader::open()?;
+    let table = match held_zeroing {
+        Some(fd) => TableReader::adopt(fd)?,
+        None => TableReader::open()?,
+    };
+    holder::keep(
+        holder.as_ref(),
+        holder::Kind::Zeroing,
+        table.zeroing_socket(),
+    );
     let tokens = TokenMaker::new(&node).context("cannot make batch tokens")?;
     let mut reader = Reader {
         table,
@@ -344,6 +404,7 @@ async fn serve(
         settings_on: [true; sysctl::ALL.len()],
         encoded: Vec::new(),
         postponed: None,
+        holder,
     };
     // Exits on a failed take-over: the queue it left is taken over by the
     // next start, and none of it is metered twice.

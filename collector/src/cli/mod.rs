@@ -5,6 +5,7 @@ mod classify;
 mod clickhouse_args;
 mod conntrack;
 mod export;
+mod hold;
 mod load;
 mod migrate;
 mod reconcile;
@@ -34,6 +35,9 @@ enum Command {
     /// Meter this node's traffic into ClickHouse and/or Parquet until
     /// SIGTERM.
     Agent(agent::AgentArgs),
+    /// Keep the agent's netlink sockets open across its kills (beside the
+    /// agent, in its pod).
+    Hold(hold::HoldArgs),
     /// Read the kernel's connection-tracking table of this network namespace.
     #[command(subcommand)]
     Conntrack(conntrack::ConntrackCommand),
@@ -55,10 +59,10 @@ enum Command {
 /// error).
 pub use tollgate::input::InputError as BadInput;
 
-/// Log to stderr; stdout is reserved for data. The agent, a daemon, logs
-/// at info level by default, the other commands only warnings.
+/// Log to stderr; stdout is reserved for data. The agent and the holder,
+/// daemons, log at info level by default, the other commands only warnings.
 pub fn init_logging(args: &Args) {
-    let quiet = if matches!(args.command, Command::Agent(_)) {
+    let quiet = if matches!(args.command, Command::Agent(_) | Command::Hold(_)) {
         "info"
     } else {
         "warn"
@@ -87,6 +91,7 @@ pub fn init_logging(args: &Args) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Agent(args) => agent::run(args),
+        Command::Hold(args) => hold::run(args),
         Command::Conntrack(command) => conntrack::run(command),
         Command::Migrate(args) => migrate::run(args),
         Command::Load(args) => load::run(args),

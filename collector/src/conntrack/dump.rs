@@ -2,6 +2,7 @@
 //! as it reads them, and hands every entry on as soon as it is decoded.
 
 use std::ops::ControlFlow;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use super::decode::{messages, Message, NLM_F_DUMP_INTR};
 use super::error::ConntrackError;
@@ -49,6 +50,28 @@ impl TableReader {
             socket: NetfilterSocket::open()?,
             zeroer: Zeroer::open()?,
         })
+    }
+
+    /// [`TableReader::open`], with the zeroing socket of a killed agent
+    /// that the holder kept: [`TableReader::take_zeroed_leftovers`] reads
+    /// what the kernel queued on it for that agent.
+    pub fn adopt(zeroing: OwnedFd) -> Result<Self, ConntrackError> {
+        Ok(Self {
+            socket: NetfilterSocket::open()?,
+            zeroer: Zeroer::adopt(zeroing),
+        })
+    }
+
+    /// The zeroing socket, to give the holder a copy: it outlives a kill.
+    pub fn zeroing_socket(&self) -> BorrowedFd<'_> {
+        self.zeroer.fd()
+    }
+
+    /// Entries whose zeroing answers wait on the zeroing socket, unread:
+    /// an agent killed between a batch's request and its answers' receipt
+    /// leaves them there, their counters already zeroed in the kernel.
+    pub fn take_zeroed_leftovers(&mut self) -> Result<Vec<Entry>, ConntrackError> {
+        self.zeroer.take_queued()
     }
 
     /// Dump the table, calling `on_entry` for each entry as it is decoded.
@@ -118,8 +141,10 @@ impl TableReader {
                         if flow.is_break() {
                             // Closing the socket ends the kernel's dump; a
                             // fresh one keeps the next dump free of leftovers.
+                            // The zeroer keeps its socket (the holder holds
+                            // it): every answer to what it sent was read.
                             self.socket = NetfilterSocket::open()?;
-                            self.zeroer = Zeroer::open()?;
+                            self.zeroer.discard_queued();
                             return Ok(summary);
                         }
                     }

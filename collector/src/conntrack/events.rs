@@ -1,6 +1,7 @@
 //! Listens for conntrack DESTROY events: connections that ended, with the
 //! bytes they moved since the last zeroing read.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::decode::{messages, Message};
@@ -63,12 +64,31 @@ impl EndedConnections {
             .inner()
             .add_membership(NFNLGRP_CONNTRACK_DESTROY)
             .map_err(ConntrackError::Subscribe)?;
-        Ok(Self {
+        Ok(Self::with(socket))
+    }
+
+    /// The subscription of a killed agent, as the holder kept it: the
+    /// events of the connections that ended since it died wait on it.
+    pub fn adopt(fd: OwnedFd) -> Result<Self, ConntrackError> {
+        let socket = NetfilterSocket::adopt(fd);
+        // Set again: the killed agent's timeout is its socket's, and
+        // whoever held the socket may have changed it.
+        socket.set_recv_timeout(READ_WAIT)?;
+        Ok(Self::with(socket))
+    }
+
+    fn with(socket: NetfilterSocket) -> Self {
+        Self {
             socket,
             datagrams: Datagrams::new(),
             counts: EventCounts::default(),
             repeats: Repeats::default(),
-        })
+        }
+    }
+
+    /// The socket, to give the holder a copy: it outlives a kill.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.socket.fd()
     }
 
     /// Wait up to 100 ms for events and hand each ended connection to

@@ -2,7 +2,7 @@
 //! and receiving whole datagrams into one reused buffer.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -89,6 +89,25 @@ impl NetfilterSocket {
         })
     }
 
+    /// A socket opened by an earlier agent, as the holder kept it: bound,
+    /// its options and subscriptions still set.
+    #[allow(unsafe_code)]
+    pub(crate) fn adopt(fd: OwnedFd) -> Self {
+        // SAFETY: `fd` is an open socket this process now owns; the
+        // `netlink_sys::Socket` closes it when dropped, as `OwnedFd` would.
+        let socket = unsafe { netlink_sys::Socket::from_raw_fd(fd.into_raw_fd()) };
+        Self {
+            socket,
+            datagram: Vec::with_capacity(DATAGRAM_CAPACITY),
+            sequence: 0,
+        }
+    }
+
+    /// The socket's descriptor, to give the holder a copy.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
     pub(crate) fn inner(&self) -> &netlink_sys::Socket {
         &self.socket
     }
@@ -147,8 +166,22 @@ impl NetfilterSocket {
 
     /// Receive the datagrams already queued, up to `into`'s room, waiting
     /// only for the first: one system call for many small answers.
-    #[allow(unsafe_code)]
     pub(crate) fn recv_many(&self, into: &mut Datagrams) -> Result<ReceivedMany, ConntrackError> {
+        self.recv_many_with(into, libc::MSG_WAITFORONE)
+    }
+
+    /// [`NetfilterSocket::recv_many`] without waiting: nothing queued is
+    /// [`ReceivedMany::TimedOut`].
+    pub(crate) fn recv_queued(&self, into: &mut Datagrams) -> Result<ReceivedMany, ConntrackError> {
+        self.recv_many_with(into, libc::MSG_DONTWAIT)
+    }
+
+    #[allow(unsafe_code)]
+    fn recv_many_with(
+        &self,
+        into: &mut Datagrams,
+        wait: libc::c_int,
+    ) -> Result<ReceivedMany, ConntrackError> {
         into.lens.clear();
         let mut iovecs = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -175,7 +208,7 @@ impl NetfilterSocket {
                     self.socket.as_raw_fd(),
                     headers.as_mut_ptr(),
                     MANY as _,
-                    (libc::MSG_WAITFORONE | libc::MSG_TRUNC) as _,
+                    (wait | libc::MSG_TRUNC) as _,
                     std::ptr::null_mut(),
                 )
             };

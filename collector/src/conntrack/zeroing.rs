@@ -13,6 +13,7 @@
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use tollgate_schema::{Family, Protocol};
 
@@ -63,14 +64,58 @@ impl Zeroer {
     pub(crate) fn open() -> Result<Self, ConntrackError> {
         let socket = NetfilterSocket::open()?;
         socket.set_receive_buffer(REPLY_BUFFER)?;
-        Ok(Self {
+        Ok(Self::with(socket))
+    }
+
+    /// The zeroing socket of a killed agent, as the holder kept it.
+    pub(crate) fn adopt(fd: OwnedFd) -> Self {
+        Self::with(NetfilterSocket::adopt(fd))
+    }
+
+    fn with(socket: NetfilterSocket) -> Self {
+        Self {
             socket,
             answers: Datagrams::new(),
             answered: Vec::with_capacity(BATCH),
             requests: Vec::with_capacity(BATCH * 112),
             queued: 0,
             counts: ZeroingCounts::default(),
-        })
+        }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.fd()
+    }
+
+    /// The answers waiting on the socket, not read: those the kernel
+    /// queued for an agent killed between its request and their receipt.
+    /// Their counters were zeroed, so they hold the only copy of those
+    /// bytes.
+    pub(crate) fn take_queued(&mut self) -> Result<Vec<Entry>, ConntrackError> {
+        let mut taken = Vec::new();
+        loop {
+            match self.socket.recv_queued(&mut self.answers)? {
+                ReceivedMany::Datagrams => {}
+                ReceivedMany::TimedOut => return Ok(taken),
+                ReceivedMany::Overrun => return Err(answers_lost()),
+            }
+            for message in self.answers.iter().flat_map(messages) {
+                let message = message.map_err(|error| ConntrackError::Decode {
+                    error,
+                    entries_before: taken.len() as u64,
+                })?;
+                if let Message::Entry { entry, .. } = message {
+                    taken.push(entry);
+                }
+            }
+        }
+    }
+
+    /// Forgets the requests queued and not sent: their entries keep their
+    /// counters for the next read.
+    pub(crate) fn discard_queued(&mut self) {
+        self.requests.clear();
+        self.queued = 0;
     }
 
     /// Queue the zeroing of `entry`; a full batch is sent, its answers
