@@ -1290,6 +1290,20 @@ fn end_short_connections(cluster: &Cluster, first: u16) -> [Flow; 1] {
     flows
 }
 
+/// Node a's agent, with a holder beside it, started and SIGKILLed: its
+/// configuration, and the holder now keeping its sockets.
+fn killed_beside_its_holder(cluster: &Cluster, database: &str) -> (std::path::PathBuf, Holder) {
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", database, None, INTERVAL)
+        .unwrap();
+    let holder = Holder::start(&config).unwrap();
+    Agent::start(&cluster.nodes[0], &config)
+        .unwrap()
+        .kill()
+        .unwrap();
+    (config, holder)
+}
+
 /// The restart gap, closed by the holder: the agent SIGKILLed, then 100
 /// connections open, move their bytes and have their entries deleted while
 /// no agent runs; the next agent takes the subscription over from the
@@ -1308,12 +1322,7 @@ fn connections_that_end_while_no_agent_runs_are_metered_by_the_next_one() {
         return;
     };
     let node = &cluster.nodes[0];
-    let config = cluster
-        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
-        .unwrap();
-    let _holder = Holder::start(&config).unwrap();
-    let agent = Agent::start(node, &config).unwrap();
-    agent.kill().unwrap();
+    let (config, _holder) = killed_beside_its_holder(&cluster, &database);
     let flows = end_short_connections(&cluster, 32000);
     let agent = Agent::start(node, &config).unwrap();
     thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
@@ -1332,6 +1341,94 @@ fn connections_that_end_while_no_agent_runs_are_metered_by_the_next_one() {
     assert!(
         log.contains("took the subscription to ended connections over from the holder"),
         "{log}"
+    );
+}
+
+/// A burst while no agent runs, more than the kept subscription's buffer
+/// holds: 28,000 UDP flows (14,000 over IPv4, 14,000 over IPv6), each of
+/// two 100-byte packets, their entries deleted at once after node a's
+/// agent was SIGKILLed (its holder running). The kernel queues what fits
+/// on the subscription and holds the rest of the ended connections back
+/// (`NETLINK_BROADCAST_ERROR`), resending once the next agent reads: every
+/// byte equals nftables'.
+#[test]
+fn a_burst_of_connections_ending_while_no_agent_runs_waits_for_the_next_one() {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("burst", Underlay::Routed)
+    else {
+        return;
+    };
+    // Per client: each holds its flows' sockets open, under the open-file
+    // limit of 20,000.
+    const FLOWS: u16 = 14_000;
+    let node = &cluster.nodes[0];
+    let (config, _holder) = killed_beside_its_holder(&cluster, &database);
+    let flows = [false, true].map(|ipv6| {
+        Flow::new(
+            "report-29123-q7z",
+            Target::Pod("frontend-7f9c4-x2k8p"),
+            "udp",
+            ipv6,
+            if ipv6 { 30000 + FLOWS + 1000 } else { 30000 },
+            FLOWS,
+        )
+    });
+    let n = FLOWS.to_string();
+    let rounds = [
+        "udp-rounds",
+        "--n",
+        &n,
+        "--size",
+        "100",
+        "--rounds",
+        "2",
+        "--pause",
+        "0",
+    ];
+    wait(
+        flows
+            .iter()
+            .map(|flow| cluster.start(flow, &rounds).unwrap())
+            .collect(),
+    );
+    let server = cluster.pod("frontend-7f9c4-x2k8p");
+    for (family, address) in [("ipv4", &server.ip4), ("ipv6", &server.ip6)] {
+        tollgate_tests::run(
+            node.ns
+                .command("conntrack")
+                .args(["-D", "-f", family, "-p", "udp", "-d", address]),
+        )
+        .unwrap();
+    }
+    let agent = Agent::start(node, &config).unwrap();
+    let ended = u32::from(FLOWS) * 2;
+    wait_until("every ended connection", || {
+        metric(node, "tollgate_conntrack_ended_connections_total").unwrap_or(0.0)
+            >= f64::from(ended)
+    });
+    thread::sleep(Duration::from_secs(u64::from(INTERVAL) + 1));
+    agent.stop().unwrap();
+
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    let expected = cluster.expected(&flows).unwrap();
+    let total: u64 = expected.values().sum();
+    assert!(
+        total >= u64::from(ended) * 2 * 128,
+        "the traffic ran: {expected:#?}"
+    );
+    let report = differences(&expected, &metering(ch, &database).unwrap());
+    assert!(
+        report.is_empty(),
+        "a burst of connections that ended while no agent ran, against nftables:\n{}\n{log}",
+        report.join("\n")
+    );
+    eprintln!(
+        "burst: {ended} connections ended while no agent ran; event socket overflows the next agent saw: {}",
+        log.matches("conntrack event socket overflowed").count()
     );
 }
 

@@ -110,11 +110,19 @@ impl Held {
 /// still serves the agent before it, before going on without one.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// How long an agent waits, once per read, for a holder that went away.
+const RECONNECT_WAIT: Duration = Duration::from_millis(200);
+
 /// An agent's connection to its holder.
 #[derive(Debug)]
 pub struct Holder {
     stream: UnixStream,
     path: PathBuf,
+    /// Copies of the sockets handed over, handed again to a holder that
+    /// restarted.
+    handed: Held,
+    /// Whether the agent already said that the holder is gone.
+    said_gone: bool,
 }
 
 impl Holder {
@@ -165,6 +173,8 @@ impl Holder {
             Self {
                 stream,
                 path: path.to_owned(),
+                handed: Held::default(),
+                said_gone: false,
             },
             held,
         ))
@@ -172,18 +182,71 @@ impl Holder {
 
     /// Has the holder keep a copy of `fd`, in place of the socket of that
     /// kind it held.
-    pub fn hold(&self, kind: Kind, fd: BorrowedFd<'_>) -> Result<(), HolderError> {
-        send(&self.stream, kind.bit(), &[fd.as_raw_fd()]).map_err(|source| HolderError::Io {
-            path: self.path.clone(),
-            action: "handing a socket over",
-            source,
-        })
+    pub fn hold(&mut self, kind: Kind, fd: BorrowedFd<'_>) -> Result<(), HolderError> {
+        let copy = fd
+            .try_clone_to_owned()
+            .map_err(failed(&self.path, "copying a socket"))?;
+        let copy = self.handed.slot(kind).insert(copy);
+        send(&self.stream, kind.bit(), &[copy.as_raw_fd()])
+            .map_err(failed(&self.path, "handing a socket over"))
     }
+
+    /// Hands the sockets over again if the holder went away and another
+    /// serves its path (its container restarted); says once if none does.
+    /// Called at every read, so a restarted holder holds the sockets again
+    /// by the next kill.
+    pub fn rehand_if_restarted(&mut self) {
+        if !closed(&self.stream) {
+            return;
+        }
+        match Self::connect_within(&self.path, RECONNECT_WAIT) {
+            Ok((holder, _nothing)) => {
+                self.stream = holder.stream;
+                self.said_gone = false;
+                for kind in Kind::ALL {
+                    if let Some(fd) = self.handed.slot(kind) {
+                        let sent = send(&self.stream, kind.bit(), &[fd.as_raw_fd()]);
+                        if let Err(error) =
+                            sent.map_err(failed(&self.path, "handing a socket over"))
+                        {
+                            tracing::error!(%error, ?kind, "the restarted holder cannot keep this socket");
+                            return;
+                        }
+                    }
+                }
+                tracing::info!("the holder restarted: it holds the agent's sockets again");
+            }
+            Err(error) if !self.said_gone => {
+                self.said_gone = true;
+                tracing::error!(%error, "the holder is gone: a kill of this agent loses what the kernel queued on its sockets, until a holder serves its socket again");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Whether the other end of `stream` closed it. The holder never sends
+/// after its first message, so anything to read is its end.
+#[allow(unsafe_code)]
+fn closed(stream: &UnixStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: one byte of room at `byte` for the duration of the call;
+    // the fd is owned by `stream`.
+    let received = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    received == 0
+        || (received < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
 }
 
 /// [`Holder::hold`] if there is a holder, saying so if it fails: the agent
 /// goes on, and a kill would lose what only that socket held.
-pub fn keep(holder: Option<&Holder>, kind: Kind, fd: BorrowedFd<'_>) {
+pub fn keep(holder: Option<&mut Holder>, kind: Kind, fd: BorrowedFd<'_>) {
     if let Some(holder) = holder {
         if let Err(error) = holder.hold(kind, fd) {
             tracing::error!(%error, ?kind, "the holder cannot keep this socket: a kill would lose what the kernel queued on it");
@@ -444,7 +507,7 @@ mod tests {
     fn a_restarted_agent_gets_the_sockets_its_predecessor_handed_over() {
         let (_dir, path) = serving("holder", Duration::from_secs(60));
 
-        let (holder, held) = Holder::connect(&path).unwrap();
+        let (mut holder, held) = Holder::connect(&path).unwrap();
         assert!(held.zeroing.is_none() && held.events.is_none());
         let (zeroing, mut zeroing_writer) = pipe();
         let (events, _events_writer) = pipe();
@@ -469,6 +532,38 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_hands_its_sockets_again_to_a_holder_that_restarted() {
+        let dir = TempDir::new("holder-restarted");
+        let path = dir.join("holder.sock");
+        // A holder that takes the sockets, then dies.
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepting = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            send(&stream, 0, &[]).unwrap();
+            let (kind, fds) = receive(&stream).unwrap();
+            assert_eq!((kind, fds.len()), (Some(Kind::Zeroing.bit()), 1));
+        });
+        let (mut holder, _) = Holder::connect(&path).unwrap();
+        let (zeroing, mut writer) = pipe();
+        holder.hold(Kind::Zeroing, zeroing.as_fd()).unwrap();
+        accepting.join().unwrap();
+        holder.rehand_if_restarted();
+        assert!(holder.said_gone, "no holder serves the path");
+
+        std::fs::remove_file(&path).unwrap();
+        let serving = path.clone();
+        std::thread::spawn(move || serve(&serving, Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(200));
+        holder.rehand_if_restarted();
+        assert!(!holder.said_gone);
+        // Killed: the new holder kept the socket handed again.
+        drop((holder, zeroing));
+        writer.write_all(b"kept").unwrap();
+        let (_next, held) = Holder::connect(&path).unwrap();
+        assert_eq!(read(held.zeroing, 4), "kept");
+    }
+
+    #[test]
     fn a_second_holder_is_refused_and_a_stale_socket_replaced() {
         let dir = TempDir::new("holder-taken");
         let path = dir.join("holder.sock");
@@ -487,7 +582,7 @@ mod tests {
     #[test]
     fn what_no_agent_takes_back_in_time_is_closed() {
         let (_dir, path) = serving("holder-release", Duration::from_millis(200));
-        let (holder, _) = Holder::connect(&path).unwrap();
+        let (mut holder, _) = Holder::connect(&path).unwrap();
         let (events, mut writer) = pipe();
         holder.hold(Kind::Events, events.as_fd()).unwrap();
         drop((holder, events));

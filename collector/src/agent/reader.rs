@@ -567,6 +567,9 @@ impl Reader {
     fn read(&mut self, observed_at: u32, interval: u32) -> bool {
         let started = Instant::now();
         self.check_settings();
+        if let Some(holder) = &mut self.holder {
+            holder.rehand_if_restarted();
+        }
         if let Some(why) = self.blocked() {
             self.postpone(why);
             return false;
@@ -677,7 +680,7 @@ impl Reader {
                     Ok(table) => {
                         self.table = table;
                         holder::keep(
-                            self.holder.as_ref(),
+                            self.holder.as_mut(),
                             holder::Kind::Zeroing,
                             self.table.zeroing_socket(),
                         );

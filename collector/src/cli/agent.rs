@@ -76,7 +76,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .into());
     }
     let metrics = Metrics::new();
-    let (holder, mut held) = connect_holder(config.agent.holder_socket.as_deref(), &base);
+    let (mut holder, mut held) = connect_holder(config.agent.holder_socket.as_deref(), &base);
     let (listen, early) = match std::net::TcpListener::bind(config.agent.listen) {
         // The port and the spool both taken: the agent this one replaces
         // (an overlapping restart, a DaemonSet update with surge) is
@@ -93,7 +93,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 "another agent holds this node's spool and port: waiting for it to stop"
             );
             let waiting = handover::announce(&spool_dir)?;
-            let (events, _) = subscribe(holder.as_ref(), held.events.take())?;
+            let (events, _) = subscribe(holder.as_mut(), held.events.take())?;
             let listener = EventListener::start(
                 events,
                 ended::Writer::create(waiting.dir())?,
@@ -144,7 +144,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             (Some(waiting), listener)
         }
         None => {
-            let (events, kept) = subscribe(holder.as_ref(), held.events.take())?;
+            let (events, kept) = subscribe(holder.as_mut(), held.events.take())?;
             if kept {
                 metrics.unwatched.set(0.0);
                 tracing::info!(
@@ -216,7 +216,7 @@ fn connect_holder(
 /// The subscription to ended connections: the one the holder kept, or a
 /// new one; the holder keeps a copy. Says whether it was kept.
 fn subscribe(
-    holder: Option<&Holder>,
+    holder: Option<&mut Holder>,
     kept: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<(EndedConnections, bool)> {
     let was_kept = kept.is_some();
@@ -298,7 +298,7 @@ async fn serve(
         listener,
         waiting,
         metrics,
-        holder,
+        mut holder,
         held_zeroing,
     } = started;
     listen
@@ -369,7 +369,7 @@ async fn serve(
         None => TableReader::open()?,
     };
     holder::keep(
-        holder.as_ref(),
+        holder.as_mut(),
         holder::Kind::Zeroing,
         table.zeroing_socket(),
     );
