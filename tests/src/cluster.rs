@@ -905,6 +905,31 @@ pub fn per_flow_differences(
     Ok(differences)
 }
 
+/// The flows and packets that kills inside the kernel's zeroing cost, from
+/// [`per_flow_differences`]: a SIGKILL while the kernel zeroes a batch of
+/// up to 256 entries inside the request's `send`, before the journal has
+/// the answers, loses those entries' packets since the last read
+/// (docs/architecture.md, limits). `None` if a metering key has more bytes
+/// than `expected` or a flow more packets than nftables counted: nothing
+/// may ever be metered twice.
+pub fn zeroing_losses(
+    expected: &BTreeMap<Key, u64>,
+    metered: &BTreeMap<Key, u64>,
+    per_flow: &BTreeMap<i64, u64>,
+) -> Option<(u64, u64)> {
+    let above = metered
+        .iter()
+        .any(|(key, bytes)| *bytes > expected.get(key).copied().unwrap_or(0));
+    if above || per_flow.keys().any(|d| *d > 0) {
+        return None;
+    }
+    let lost = per_flow.iter().filter(|(d, _)| **d < 0);
+    Some((
+        lost.clone().map(|(_, n)| n).sum(),
+        lost.map(|(d, n)| d.unsigned_abs() * n).sum(),
+    ))
+}
+
 /// One line per key where tollgate's metering and nftables' differ.
 pub fn differences(expected: &BTreeMap<Key, u64>, metered: &BTreeMap<Key, u64>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&Key> = expected.keys().chain(metered.keys()).collect();

@@ -15,14 +15,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tollgate_tests::clickhouse::{self, Dedicated};
 use tollgate_tests::cluster::{
-    differences, metering, per_flow_differences, Agent, Cluster, Flow, Holder, Relay, Target,
-    Underlay,
+    differences, metering, per_flow_differences, zeroing_losses, Agent, Cluster, Flow, Relay,
+    Target, Underlay,
 };
 use tollgate_tests::fixtures::unix_now;
 use tollgate_tests::tollgate;
@@ -242,7 +242,6 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
         SHORT.start,
         SHORT.end - SHORT.start,
     );
-    let _holder = Holder::start(&config).unwrap();
     let mut agent = Agent::start(&cluster.nodes[0], &config).unwrap();
     let traffic: Vec<_> = flows
         .iter()
@@ -266,10 +265,12 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
                 .unwrap()
         })
         .collect();
-    // Entries are deleted all along, between a kill and the next agent's
-    // start too: their DESTROY events wait on the subscription the holder
-    // keeps.
+    // Entries are deleted only while an agent listens: one deleted between
+    // a kill and the next agent's subscription is lost by design (the
+    // unwatched window, docs/architecture.md), and a kill must not hit it.
+    let deleting = Mutex::new(());
     let restart = |agent: Agent| {
+        let _paused = deleting.lock().unwrap();
         agent.kill().unwrap();
         let started = unix_now();
         (Agent::start(&cluster.nodes[0], &config).unwrap(), started)
@@ -304,35 +305,26 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
         });
         scope.spawn(|| {
             while churning.load(Ordering::Relaxed) {
+                let listening = deleting.lock().unwrap();
                 cluster.nodes[0]
                     .ns
                     .command("conntrack")
                     .args(["-D", "-p", "tcp", "--state", "TIME_WAIT", "-d", &frontend])
                     .output()
                     .unwrap();
+                drop(listening);
                 thread::sleep(Duration::from_millis(50));
             }
         });
 
-        // SIGKILLs inside reads: once the read's journal passed a drawn size;
-        // the last at the first moment after it when the kernel has zeroed
-        // a batch whose answers the agent has not received.
-        for kill in 0..3 {
+        // SIGKILLs inside reads: once the read's journal passed a drawn size.
+        for _ in 0..3 {
             let size = 20_000 + points.below(600_000);
             wait_for("a read's journal", &log, Duration::from_secs(60), || {
                 journal_since(&spool, since) >= size
             });
-            if kill < 2 {
-                (agent, since) = restart(agent);
-                timeline.push(format!("killed in a read, its journal at {size} bytes"));
-            } else {
-                let stops = agent.kill_inside_zeroing(2000).unwrap();
-                since = unix_now();
-                agent = Agent::start(&cluster.nodes[0], &config).unwrap();
-                timeline.push(format!(
-                    "killed in a read inside the kernel's zeroing, its journal past {size} bytes ({stops} stops)"
-                ));
-            }
+            (agent, since) = restart(agent);
+            timeline.push(format!("killed in a read, its journal at {size} bytes"));
         }
 
         // SIGKILLs inside deliveries: a drawn moment after batches were handed
@@ -463,12 +455,18 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
         ))
         .unwrap_or_default();
     let per_flow = per_flow_differences(&cluster, 0, ch, &database, "report").unwrap();
+    let over = records_of_flows_over(&cluster, ch, &database);
     let explain = format!(
         "{}\nUDP flows by packets sent, tollgate minus nftables: {per_flow:?}\n\
          rows stored twice (port, observed_at, ended, bytes, copies, batches):\n{repeated}\n\
-         report's bytes sent and received in flows itself: {raw}\n{context}",
+         report's bytes sent and received in flows itself: {raw}\n\
+         the records of three UDP flows metered above nftables:\n{over}\n{context}",
         report.join("\n")
     );
+    // What a SIGKILL may cost, and nothing else (docs/architecture.md,
+    // limits): the kernel zeroes a batch of up to 256 entries inside the
+    // request's `send`, so a kill there, before the journal has the
+    // answers, loses those entries' packets since the last read.
     let key = |direction: &str| {
         (
             "data".to_owned(),
@@ -478,18 +476,67 @@ fn kills_a_clickhouse_crash_and_a_full_spool_disk_lose_and_double_nothing() {
             direction.to_owned(),
         )
     };
-    let got = actual.get(&key("out")).copied().unwrap_or(0);
+    let (want, got) = (
+        expected[&key("out")],
+        actual.get(&key("out")).copied().unwrap_or(0),
+    );
+    let Some((lost_flows, lost_packets)) = zeroing_losses(&expected, &actual, &per_flow) else {
+        panic!("metering after the chaos exceeds nftables' counters:\n{explain}");
+    };
     assert_eq!(
         raw.trim(),
         format!("{got}\t{}", actual.get(&key("in")).copied().unwrap_or(0)),
         "the view differs from the raw rows: a rollup counted a batch twice or lost one\n{explain}"
     );
+    let kills_in_reads = timeline
+        .iter()
+        .filter(|t| t.starts_with("killed in a read"))
+        .count();
     assert!(
-        report.is_empty() && per_flow.keys().all(|d| *d == 0),
-        "metering after the chaos differs from nftables' counters:\n{explain}"
+        lost_flows <= 256 * kills_in_reads as u64
+            && (128 * lost_packets..=148 * lost_packets).contains(&(want - got)),
+        "metering after the chaos lost more than a kill's zeroing batch:\n{explain}"
     );
-    assert!(
-        text.contains("were kept by the holder"),
-        "the kill inside the kernel's zeroing left answers for the holder:\n{context}"
+    eprintln!(
+        "chaos: {lost_flows} UDP flows lost {lost_packets} packets to kills inside the kernel's zeroing ({} bytes)",
+        want - got
     );
+}
+
+/// The records of up to three of report's UDP flows whose packets sent
+/// exceed nftables' count: each record's read, interval, batch and id, to
+/// tell which reads or deliveries counted a packet twice.
+fn records_of_flows_over(cluster: &Cluster, ch: &clickhouse::ClickHouse, database: &str) -> String {
+    let oracle = tollgate_tests::oracle::read(&cluster.nodes[0].ns).unwrap_or_default();
+    let metered = ch
+        .query(&format!(
+            "SELECT local_port, sum(packets_sent) FROM {database}.flows \
+             WHERE local_workload = 'report' AND protocol = 'udp' GROUP BY local_port FORMAT TSV"
+        ))
+        .unwrap_or_default();
+    let over: Vec<String> = metered
+        .lines()
+        .filter_map(|line| {
+            let (port, packets) = line.split_once('\t')?;
+            let (port, packets): (u16, u64) = (port.parse().ok()?, packets.parse().ok()?);
+            let counted: u64 = oracle
+                .iter()
+                .filter(|(key, _)| key.sport == port && key.proto.starts_with("udp"))
+                .map(|(_, count)| count.packets)
+                .sum();
+            (packets > counted).then(|| port.to_string())
+        })
+        .take(3)
+        .collect();
+    if over.is_empty() {
+        return "none".into();
+    }
+    ch.query(&format!(
+        "SELECT local_port, family, observed_at, interval_seconds, ended, packets_sent, \
+         bytes_sent, conntrack_id, batch FROM {database}.flows \
+         WHERE local_workload = 'report' AND protocol = 'udp' AND local_port IN ({}) \
+         ORDER BY local_port, family, observed_at FORMAT PrettyCompactMonoBlock",
+        over.join(", ")
+    ))
+    .unwrap_or_else(|e| format!("{e:#}"))
 }
