@@ -687,6 +687,28 @@ sinks:
         })
     }
 
+    /// Starts `flow`'s UDP flows together, one per client port, each
+    /// sending one 100-byte datagram (echoed by the server) per round:
+    /// `rounds` rounds, `pause` seconds apart.
+    pub fn start_udp_rounds(&self, flow: &Flow, rounds: u32, pause: &str) -> anyhow::Result<Child> {
+        let n = flow.ports.len().to_string();
+        let rounds = rounds.to_string();
+        self.start(
+            flow,
+            &[
+                "udp-rounds",
+                "--n",
+                &n,
+                "--size",
+                "100",
+                "--rounds",
+                &rounds,
+                "--pause",
+                pause,
+            ],
+        )
+    }
+
     /// Start traffic.py's `args` from the internet host to `dst`:`port`
     /// from source port `sport`.
     pub fn start_from_internet(
@@ -905,31 +927,6 @@ pub fn per_flow_differences(
     Ok(differences)
 }
 
-/// The flows and packets that kills inside the kernel's zeroing cost, from
-/// [`per_flow_differences`]: a SIGKILL while the kernel zeroes a batch of
-/// up to 256 entries inside the request's `send`, before the journal has
-/// the answers, loses those entries' packets since the last read
-/// (docs/architecture.md, limits). `None` if a metering key has more bytes
-/// than `expected` or a flow more packets than nftables counted: nothing
-/// may ever be metered twice.
-pub fn zeroing_losses(
-    expected: &BTreeMap<Key, u64>,
-    metered: &BTreeMap<Key, u64>,
-    per_flow: &BTreeMap<i64, u64>,
-) -> Option<(u64, u64)> {
-    let above = metered
-        .iter()
-        .any(|(key, bytes)| *bytes > expected.get(key).copied().unwrap_or(0));
-    if above || per_flow.keys().any(|d| *d > 0) {
-        return None;
-    }
-    let lost = per_flow.iter().filter(|(d, _)| **d < 0);
-    Some((
-        lost.clone().map(|(_, n)| n).sum(),
-        lost.map(|(d, n)| d.unsigned_abs() * n).sum(),
-    ))
-}
-
 /// One line per key where tollgate's metering and nftables' differ.
 pub fn differences(expected: &BTreeMap<Key, u64>, metered: &BTreeMap<Key, u64>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&Key> = expected.keys().chain(metered.keys()).collect();
@@ -1021,40 +1018,103 @@ impl Agent {
     }
 
     /// SIGKILL at a moment the kernel has zeroed a batch of entries and
-    /// queued its answers, which the agent has not received yet: the agent
-    /// is stopped (SIGSTOP) at moments apart until one of its netlink
-    /// sockets has answers waiting while no dump runs on it
-    /// (`/proc/PID/net/netlink`), then killed. A stop sent while the agent
-    /// is inside the zeroing request's `send` takes effect as it returns,
-    /// so such moments come often. Returns the stops it took; fails after
-    /// `attempts` without one.
-    pub fn kill_inside_zeroing(mut self, attempts: u32) -> anyhow::Result<u32> {
+    /// queued its answers, which the agent has not received yet: one of
+    /// its netlink sockets that `holder` keeps too (so not the dump's) has
+    /// answers waiting while no dump runs on it (`/proc/PID/net/netlink`).
+    /// A stop sent while the agent is inside the zeroing request's `send`
+    /// takes effect as it returns, so such moments come often. Returns the
+    /// stops it took; fails after `attempts` without one.
+    pub fn kill_inside_zeroing(mut self, attempts: u32, holder: &Holder) -> anyhow::Result<u32> {
+        let holder = holder.child.id();
+        self.kill_when(attempts, |pid| zeroing_answers_waiting(pid, holder))?
+            .context("no stop found zeroing answers waiting")
+    }
+
+    /// SIGKILL at a moment the agent has received a batch of `what` and
+    /// the file it keeps them in has none of them yet: its inbox (read
+    /// through `/proc/PID/fd`) holds datagrams, and the file in `spool`
+    /// the inbox's mark names is as long as the mark says it was before
+    /// that receive. Returns the stops it took, or `None` (the agent
+    /// running on) after `attempts` without one.
+    pub fn kill_between_receipt_and_keeping(
+        &mut self,
+        what: Inbox,
+        attempts: u32,
+        spool: &Path,
+    ) -> anyhow::Result<Option<u32>> {
+        self.kill_when(attempts, |pid| received_not_kept(pid, what, spool))
+    }
+
+    /// Stops the agent (SIGSTOP) at moments apart until `now` holds of the
+    /// stopped process, then SIGKILLs it; returns the stops it took, or
+    /// `None` after `attempts` without one.
+    fn kill_when(
+        &mut self,
+        attempts: u32,
+        now: impl Fn(u32) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<Option<u32>> {
         let pid = self.child.id();
-        let signal = |name: &str| crate::run(Command::new("kill").args([name, &pid.to_string()]));
+        let signal = |signal| {
+            // SAFETY: kill(2) with a pid this test started and still holds.
+            #[allow(unsafe_code)]
+            let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+            ensure!(
+                sent == 0,
+                "cannot signal the agent: {}",
+                std::io::Error::last_os_error()
+            );
+            Ok(())
+        };
         for attempt in 1..=attempts {
-            signal("-STOP")?;
+            signal(libc::SIGSTOP)?;
             while !std::fs::read_to_string(format!("/proc/{pid}/stat"))?
                 .rsplit_once(") ")
                 .is_some_and(|(_, rest)| rest.starts_with('T'))
             {
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_micros(50));
             }
-            if zeroing_answers_waiting(pid)? {
+            if now(pid)? {
                 self.child.kill()?;
                 self.child.wait()?;
-                return Ok(attempt);
+                return Ok(Some(attempt));
             }
-            signal("-CONT")?;
+            signal(libc::SIGCONT)?;
             std::thread::sleep(Duration::from_micros(u64::from(attempt % 7) * 300));
         }
-        bail!("no stop of {attempts} found zeroing answers waiting")
+        signal(libc::SIGCONT)?;
+        Ok(None)
     }
 }
 
-/// Whether a NETLINK_NETFILTER socket of process `pid`, subscribed to no
-/// group and running no dump, has bytes waiting to be received: answers to
-/// zeroing requests.
-fn zeroing_answers_waiting(pid: u32) -> anyhow::Result<bool> {
+/// What an agent receives into an inbox: each names the memfd and the
+/// files in the spool directory that keep it.
+#[derive(Debug, Clone, Copy)]
+pub enum Inbox {
+    /// Answers to zeroing requests, kept in the read's journal.
+    ZeroingAnswers,
+    /// DESTROY events, kept in the ended connections' files.
+    EndedConnections,
+}
+
+impl Inbox {
+    fn memfd(self) -> &'static str {
+        match self {
+            Inbox::ZeroingAnswers => "/memfd:tollgate-zeroing-answers",
+            Inbox::EndedConnections => "/memfd:tollgate-ended-connections",
+        }
+    }
+
+    /// The start of the name of the file numbered `file`.
+    fn file(self, file: u64) -> String {
+        match self {
+            Inbox::ZeroingAnswers => format!("journal-{file:020}-"),
+            Inbox::EndedConnections => format!("ended-{file:020}"),
+        }
+    }
+}
+
+/// The socket inodes among the descriptors of process `pid`.
+fn socket_inodes(pid: u32) -> anyhow::Result<std::collections::HashSet<String>> {
     let mut sockets = std::collections::HashSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let target = std::fs::read_link(fd?.path()).unwrap_or_default();
@@ -1066,6 +1126,15 @@ fn zeroing_answers_waiting(pid: u32) -> anyhow::Result<bool> {
             sockets.insert(inode.to_owned());
         }
     }
+    Ok(sockets)
+}
+
+/// Whether a NETLINK_NETFILTER socket of process `pid` that `holder` also
+/// holds, subscribed to no group and running no dump, has bytes waiting
+/// to be received: answers to zeroing requests.
+fn zeroing_answers_waiting(pid: u32, holder: u32) -> anyhow::Result<bool> {
+    let sockets = socket_inodes(pid)?;
+    let held = socket_inodes(holder)?;
     // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink"))?;
     Ok(table.lines().skip(1).any(|line| {
@@ -1076,7 +1145,41 @@ fn zeroing_answers_waiting(pid: u32) -> anyhow::Result<bool> {
             && fields[4] != "0"
             && fields[6] == "0"
             && sockets.contains(fields[9])
+            && held.contains(fields[9])
     }))
+}
+
+/// Whether the inbox `what` of process `pid` holds datagrams received when
+/// the file its mark names (in `spool`) had the length it has now. The
+/// inbox's layout: `TGINBOX1`, the mark's file and offset (u64), then at
+/// byte 64 the `mmsghdr`s, each a 56-byte `msghdr` followed by the
+/// `msg_len` the kernel wrote (64-bit Linux).
+fn received_not_kept(pid: u32, what: Inbox, spool: &Path) -> anyhow::Result<bool> {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let fd = fd?.path();
+        let target = std::fs::read_link(&fd).unwrap_or_default();
+        if !target.to_string_lossy().starts_with(what.memfd()) {
+            continue;
+        }
+        let mut head = [0u8; 124];
+        std::io::Read::read_exact(&mut std::fs::File::open(&fd)?, &mut head)?;
+        let word = |at: usize| u64::from_ne_bytes(head[at..at + 8].try_into().unwrap_or_default());
+        let (file, offset) = (word(8), word(16));
+        let first_len = u32::from_ne_bytes(head[120..124].try_into().unwrap_or_default());
+        if &head[..8] != b"TGINBOX1" || file == 0 || first_len == 0 {
+            continue;
+        }
+        let name = what.file(file);
+        for entry in std::fs::read_dir(spool)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&name)
+                && entry.metadata()?.len() == offset
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 impl Drop for Agent {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tollgate_tests::clickhouse;
 use tollgate_tests::cluster::{
-    differences, metering, per_flow_differences, Agent, Cluster, Flow, Holder, Key, Relay, Target,
-    Underlay,
+    differences, metering, per_flow_differences, Agent, Cluster, Flow, Holder, Inbox, Key, Relay,
+    Target, Underlay,
 };
 use tollgate_tests::dashboards::{self, Range};
 use tollgate_tests::fixtures::unix_now;
@@ -1179,24 +1179,9 @@ fn an_agent_killed_in_the_middle_of_reads_loses_and_doubles_nothing() {
         30000,
         8000,
     )];
-    let _holder = Holder::start(&config).unwrap();
+    let holder = Holder::start(&config).unwrap();
     let mut agent = Agent::start(&cluster.nodes[0], &config).unwrap();
-    let traffic = cluster
-        .start(
-            &flows[0],
-            &[
-                "udp-rounds",
-                "--n",
-                "8000",
-                "--size",
-                "100",
-                "--rounds",
-                "80",
-                "--pause",
-                "0.5",
-            ],
-        )
-        .unwrap();
+    let traffic = cluster.start_udp_rounds(&flows[0], 80, "0.5").unwrap();
     let journal_bytes = || -> u64 {
         std::fs::read_dir(&spool)
             .map(|files| {
@@ -1210,8 +1195,9 @@ fn an_agent_killed_in_the_middle_of_reads_loses_and_doubles_nothing() {
             })
             .unwrap_or(0)
     };
-    // Every other kill lands inside the kernel's zeroing of a batch.
-    let mut stops = Vec::new();
+    // Of every three kills, one lands inside the kernel's zeroing of a
+    // batch, one between the answers' receipt and their journal.
+    let (mut stops, mut stops_receipt) = (Vec::new(), Vec::new());
     for kill in 0..6u64 {
         let threshold = 10_000 + kill * 50_000;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1222,10 +1208,15 @@ fn an_agent_killed_in_the_middle_of_reads_loses_and_doubles_nothing() {
             );
             thread::sleep(Duration::from_millis(1));
         }
-        if kill % 2 == 0 {
-            agent.kill().unwrap();
-        } else {
-            stops.push(agent.kill_inside_zeroing(2000).unwrap());
+        match kill % 3 {
+            0 => agent.kill().unwrap(),
+            1 => stops.push(agent.kill_inside_zeroing(2000, &holder).unwrap()),
+            _ => stops_receipt.push(
+                agent
+                    .kill_between_receipt_and_keeping(Inbox::ZeroingAnswers, 2000, &spool)
+                    .unwrap()
+                    .expect("no stop found zeroing answers received and not journaled"),
+            ),
         }
         agent = Agent::start(&cluster.nodes[0], &config).unwrap();
     }
@@ -1256,11 +1247,18 @@ fn an_agent_killed_in_the_middle_of_reads_loses_and_doubles_nothing() {
         report.is_empty() && per_flow.keys().all(|d| *d == 0),
         "metering after six kills differs from nftables' counters {explain}"
     );
+    let kept_received = log
+        .matches("were kept in its inbox by the holder: metered with its cut read")
+        .count();
     assert!(
         kept >= 1,
         "a kill landed between the kernel's zeroing and the agent's receipt of the answers {explain}"
     );
-    eprintln!("kills in reads: {replays} reads metered from their journals, {kept} with zeroing answers the holder kept; stops before the kills inside the zeroing: {stops:?}");
+    assert!(
+        kept_received >= 1,
+        "a kill landed between the answers' receipt and their journal {explain}"
+    );
+    eprintln!("kills in reads: {replays} reads metered from their journals, {kept} with zeroing answers the holder kept on the socket, {kept_received} in the inbox; stops before the kills inside the zeroing: {stops:?}, between receipt and journal: {stops_receipt:?}");
 }
 
 /// 100 connections from report to frontend from client port `first` on,
@@ -1377,22 +1375,10 @@ fn a_burst_of_connections_ending_while_no_agent_runs_waits_for_the_next_one() {
             FLOWS,
         )
     });
-    let n = FLOWS.to_string();
-    let rounds = [
-        "udp-rounds",
-        "--n",
-        &n,
-        "--size",
-        "100",
-        "--rounds",
-        "2",
-        "--pause",
-        "0",
-    ];
     wait(
         flows
             .iter()
-            .map(|flow| cluster.start(flow, &rounds).unwrap())
+            .map(|flow| cluster.start_udp_rounds(flow, 2, "0").unwrap())
             .collect(),
     );
     let server = cluster.pod("frontend-7f9c4-x2k8p");
@@ -1430,6 +1416,109 @@ fn a_burst_of_connections_ending_while_no_agent_runs_waits_for_the_next_one() {
         "burst: {ended} connections ended while no agent ran; event socket overflows the next agent saw: {}",
         log.matches("conntrack event socket overflowed").count()
     );
+}
+
+/// Kills between the receipt of DESTROY events and their queueing on disk,
+/// the holder running: rounds of 8,000 UDP flows (IPv4 and IPv6) are
+/// ended by deleting their entries while node a's agent runs, and the
+/// agent is stopped at moments apart until its events' inbox holds events
+/// its ended connections' file does not, then SIGKILLed (twice). The
+/// restarted agent queues them from the inbox the holder kept, each once:
+/// every byte equals nftables'. Without the inbox, a kill there lost the
+/// events of that receive.
+#[test]
+fn an_agent_killed_between_receiving_ended_connections_and_queueing_them_loses_none() {
+    let Some(Setup {
+        cluster,
+        database,
+        ch,
+        _relay,
+    }) = setup("killqueue", Underlay::Routed)
+    else {
+        return;
+    };
+    const FLOWS: u16 = 4_000;
+    let node = &cluster.nodes[0];
+    let config = cluster
+        .agent_config(0, "http://127.0.0.1:8123", &database, None, INTERVAL)
+        .unwrap();
+    let spool = cluster.dir.join("spool-node-a");
+    let _holder = Holder::start(&config).unwrap();
+    let mut agent = Agent::start(node, &config).unwrap();
+    let server = cluster.pod("frontend-7f9c4-x2k8p");
+    let (mut flows, mut stops) = (Vec::new(), Vec::new());
+    for round in 0..8u16 {
+        if stops.len() == 2 {
+            break;
+        }
+        let these = [false, true].map(|ipv6| {
+            Flow::new(
+                "report-29123-q7z",
+                Target::Pod("frontend-7f9c4-x2k8p"),
+                "udp",
+                ipv6,
+                20000 + round * 2 * FLOWS + if ipv6 { FLOWS } else { 0 },
+                FLOWS,
+            )
+        });
+        wait(
+            these
+                .iter()
+                .map(|flow| cluster.start_udp_rounds(flow, 2, "0").unwrap())
+                .collect(),
+        );
+        flows.extend(these);
+        let killed = thread::scope(|scope| {
+            let deletions = scope.spawn(|| {
+                for (family, address) in [("ipv4", &server.ip4), ("ipv6", &server.ip6)] {
+                    tollgate_tests::run(
+                        node.ns
+                            .command("conntrack")
+                            .args(["-D", "-f", family, "-p", "udp", "-d", address]),
+                    )
+                    .unwrap();
+                }
+            });
+            let killed = agent
+                .kill_between_receipt_and_keeping(Inbox::EndedConnections, 600, &spool)
+                .unwrap();
+            deletions.join().unwrap();
+            killed
+        });
+        if let Some(stop) = killed {
+            stops.push(stop);
+            agent = Agent::start(node, &config).unwrap();
+        }
+    }
+    thread::sleep(Duration::from_secs(2 * u64::from(INTERVAL) + 1));
+    agent.stop().unwrap();
+
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(
+        stops.len(),
+        2,
+        "two kills between receipt and queueing: {stops:?}\n{log}"
+    );
+    let expected = cluster.expected(&flows).unwrap();
+    let total: u64 = expected.values().sum();
+    assert!(
+        total >= flows.len() as u64 * u64::from(FLOWS) * 2 * 128,
+        "the traffic ran: {expected:#?}"
+    );
+    let report = differences(&expected, &metering(ch, &database).unwrap());
+    let recovered = log
+        .matches("were kept in its inbox by the holder: queued now")
+        .count();
+    assert!(
+        report.is_empty(),
+        "ended connections after kills between their receipt and their queueing, against nftables ({recovered} recoveries):\n{}\n{log}",
+        report.join("\n")
+    );
+    assert!(
+        recovered >= 1,
+        "a kill left received events unqueued:\n{log}"
+    );
+    eprintln!("kills between receipt and queueing: stops {stops:?}, {recovered} recoveries from the inbox, {} rounds of {} flows", flows.len() / 2, 2 * FLOWS);
 }
 
 /// 100 connections that open and end within one interval (their bytes come

@@ -18,12 +18,12 @@
 //! creation: a reader that saw the successor reads the file to its end once
 //! more and goes on with the successor.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::journal::{self, EntriesError, JournalError};
-use crate::conntrack::Entry;
+use crate::conntrack::{Entry, Mark};
 
 /// A file's size from which the writer starts the next one.
 pub const ROTATE_BYTES: u64 = 16 << 20;
@@ -173,6 +173,48 @@ impl Writer {
             self.written = 0;
         }
         Ok(())
+    }
+
+    /// Where what was written so far ends: the inbox records it before each
+    /// receive.
+    pub fn kept_up_to(&self) -> Mark {
+        Mark {
+            file: self.generation,
+            offset: self.written,
+        }
+    }
+
+    /// Appends the ended connections a killed agent received when its
+    /// writer was at `received_at`, but for those it wrote after that mark
+    /// before the kill: each is queued once. Run before this writer's first
+    /// append and before any reader reads: a part of an entry the kill
+    /// left is cut off. Returns how many were written already.
+    pub fn recover(&mut self, received_at: Mark, entries: &[Entry]) -> Result<u64, JournalError> {
+        let path = path(&self.dir, received_at.file);
+        let io = |action, source| JournalError::Io {
+            path: path.clone(),
+            action,
+            source,
+        };
+        let mut file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            // A file is removed once a commit is past it, which needs a
+            // successor, created only after the write before it: every
+            // entry of the receive was written.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(entries.len() as u64),
+            Err(e) => return Err(io("opening", e)),
+        };
+        let len = file.metadata().map_err(|e| io("reading", e))?.len();
+        let from = received_at.offset.min(len);
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io("seeking", e))?;
+        let read = journal::read_entries(&mut file, |_| {})
+            .map_err(|error| reading_failed(&path, from, error))?;
+        file.set_len(from + read.bytes)
+            .map_err(|e| io("cutting its tail", e))?;
+        let written = read.entries.min(entries.len() as u64);
+        self.append(&entries[usize::try_from(written).unwrap_or(entries.len())..])?;
+        Ok(written)
     }
 
     /// Marks its file as written now: the listener stops listening, and
@@ -370,5 +412,38 @@ mod tests {
         let mut writer = Writer::create(&dir).unwrap();
         writer.append(&[ended(9)]).unwrap();
         assert_eq!(ports(&mut queue), [9]);
+    }
+
+    #[test]
+    fn connections_received_again_after_a_kill_are_queued_once() {
+        let dir = TempDir::new("ended-recover");
+        let mut writer = Writer::create(&dir).unwrap();
+        writer.append(&[ended(1)]).unwrap();
+        let mark = writer.kept_up_to();
+        // Killed inside the write of the receive after the mark, in its
+        // second entry.
+        let received = [ended(2), ended(3), ended(4)];
+        let mut encoded = Vec::new();
+        journal::encode(&received, &mut encoded).unwrap();
+        let mut first = Vec::new();
+        journal::encode(&received[..1], &mut first).unwrap();
+        writer.file.write_all(&encoded[..first.len() + 2]).unwrap();
+        drop(writer);
+
+        let mut writer = Writer::create(&dir).unwrap();
+        assert_eq!(writer.recover(mark, &received).unwrap(), 1);
+        let mut queue = Queue::new(&dir, Position::default());
+        assert_eq!(ports(&mut queue), [1, 2, 3, 4]);
+
+        // Received and not written at all: all queued. Its file gone (a
+        // commit past it): all written before.
+        let mark = writer.kept_up_to();
+        let mut successor = Writer::create(&dir).unwrap();
+        assert_eq!(successor.recover(mark, &[ended(5)]).unwrap(), 0);
+        assert_eq!(ports(&mut queue), [5]);
+        let gone = Mark { file: 1, offset: 0 };
+        std::fs::remove_file(path(&dir, 1)).unwrap();
+        assert_eq!(successor.recover(gone, &[ended(6)]).unwrap(), 1);
+        assert!(ports(&mut queue).is_empty());
     }
 }

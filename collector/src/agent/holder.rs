@@ -25,6 +25,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::conntrack::{EndedConnections, TableReader};
+
 /// What the holder failed at.
 #[derive(Debug, thiserror::Error)]
 pub enum HolderError {
@@ -64,22 +66,33 @@ fn failed(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> Holder
     }
 }
 
-/// The sockets a holder keeps, one of each.
+/// What a holder keeps, one of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The socket zeroing requests are sent on.
     Zeroing,
     /// The subscription to DESTROY events.
     Events,
+    /// The memory zeroing answers are received into.
+    ZeroingInbox,
+    /// The memory DESTROY events are received into.
+    EventsInbox,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::Zeroing, Kind::Events];
+    const ALL: [Kind; 4] = [
+        Kind::Zeroing,
+        Kind::Events,
+        Kind::ZeroingInbox,
+        Kind::EventsInbox,
+    ];
 
     fn bit(self) -> u8 {
         match self {
             Kind::Zeroing => 1,
             Kind::Events => 2,
+            Kind::ZeroingInbox => 4,
+            Kind::EventsInbox => 8,
         }
     }
 }
@@ -91,6 +104,10 @@ pub struct Held {
     pub zeroing: Option<OwnedFd>,
     /// The event subscription, if one is held.
     pub events: Option<OwnedFd>,
+    /// The zeroing inbox, if one is held.
+    pub zeroing_inbox: Option<OwnedFd>,
+    /// The events' inbox, if one is held.
+    pub events_inbox: Option<OwnedFd>,
 }
 
 impl Held {
@@ -98,11 +115,18 @@ impl Held {
         match kind {
             Kind::Zeroing => &mut self.zeroing,
             Kind::Events => &mut self.events,
+            Kind::ZeroingInbox => &mut self.zeroing_inbox,
+            Kind::EventsInbox => &mut self.events_inbox,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.zeroing.is_none() && self.events.is_none()
+        Kind::ALL.iter().all(|&kind| match kind {
+            Kind::Zeroing => self.zeroing.is_none(),
+            Kind::Events => self.events.is_none(),
+            Kind::ZeroingInbox => self.zeroing_inbox.is_none(),
+            Kind::EventsInbox => self.events_inbox.is_none(),
+        })
     }
 }
 
@@ -254,6 +278,21 @@ pub fn keep(holder: Option<&mut Holder>, kind: Kind, fd: BorrowedFd<'_>) {
     }
 }
 
+/// Has the holder keep the zeroing socket of `table` and the inbox its
+/// answers are received into: together they hold every zeroed entry not
+/// yet journaled.
+pub fn keep_zeroing(mut holder: Option<&mut Holder>, table: &TableReader) {
+    keep(holder.as_deref_mut(), Kind::Zeroing, table.zeroing_socket());
+    keep(holder, Kind::ZeroingInbox, table.zeroing_inbox());
+}
+
+/// Has the holder keep the subscription `events` and the inbox its events
+/// are received into.
+pub fn keep_events(mut holder: Option<&mut Holder>, events: &EndedConnections) {
+    keep(holder.as_deref_mut(), Kind::Events, events.socket());
+    keep(holder, Kind::EventsInbox, events.inbox());
+}
+
 /// Serves agents at `path`, one at a time, until killed: each gets what
 /// the one before it left; what no agent takes back within
 /// `release_after` is closed.
@@ -307,6 +346,8 @@ fn serve_agent(stream: &UnixStream, held: &mut Held) -> io::Result<()> {
     tracing::info!(
         handed_zeroing = held.zeroing.is_some(),
         handed_events = held.events.is_some(),
+        handed_zeroing_inbox = held.zeroing_inbox.is_some(),
+        handed_events_inbox = held.events_inbox.is_some(),
         "an agent connected"
     );
     loop {
@@ -353,7 +394,7 @@ fn readable(listener: &UnixListener, wait: Option<Duration>) -> io::Result<bool>
 }
 
 /// The most descriptors one message carries.
-const MAX_FDS: usize = 2;
+const MAX_FDS: usize = Kind::ALL.len();
 
 /// Room for `MAX_FDS` descriptors' control message, aligned as `cmsghdr`.
 #[repr(C)]
@@ -389,7 +430,7 @@ fn send(stream: &UnixStream, tag: u8, fds: &[RawFd]) -> io::Result<()> {
     let fds_len = std::mem::size_of_val(fds);
     // SAFETY: all-zero is a valid `msghdr`; the pointers set below outlive
     // the call; CMSG_* compute within `control`, which has room for
-    // `MAX_FDS` descriptors (CMSG_SPACE(8) is at most 24 bytes).
+    // `MAX_FDS` descriptors (CMSG_SPACE(16) is at most 32 bytes).
     unsafe {
         let mut message: libc::msghdr = std::mem::zeroed();
         message.msg_iov = &mut iov;
@@ -508,11 +549,19 @@ mod tests {
         let (_dir, path) = serving("holder", Duration::from_secs(60));
 
         let (mut holder, held) = Holder::connect(&path).unwrap();
-        assert!(held.zeroing.is_none() && held.events.is_none());
+        assert!(held.is_empty());
         let (zeroing, mut zeroing_writer) = pipe();
         let (events, _events_writer) = pipe();
+        let (zeroing_inbox, mut zeroing_inbox_writer) = pipe();
+        let (events_inbox, mut events_inbox_writer) = pipe();
         holder.hold(Kind::Zeroing, zeroing.as_fd()).unwrap();
         holder.hold(Kind::Events, events.as_fd()).unwrap();
+        holder
+            .hold(Kind::ZeroingInbox, zeroing_inbox.as_fd())
+            .unwrap();
+        holder
+            .hold(Kind::EventsInbox, events_inbox.as_fd())
+            .unwrap();
         // An agent replacing a socket hands over the new one.
         let (replaced, mut replaced_writer) = pipe();
         holder.hold(Kind::Events, replaced.as_fd()).unwrap();
@@ -522,13 +571,25 @@ mod tests {
             Err(HolderError::Io { .. })
         ));
         // Killed: its own descriptors close with it.
-        drop((holder, zeroing, events, replaced));
+        drop((
+            holder,
+            zeroing,
+            events,
+            replaced,
+            zeroing_inbox,
+            events_inbox,
+        ));
 
         zeroing_writer.write_all(b"answers").unwrap();
         replaced_writer.write_all(b"events").unwrap();
+        zeroing_inbox_writer.write_all(b"received").unwrap();
+        events_inbox_writer.write_all(b"ended").unwrap();
+        // All four come back in one message.
         let (_holder, held) = Holder::connect(&path).unwrap();
         assert_eq!(read(held.zeroing, 7), "answers");
         assert_eq!(read(held.events, 6), "events");
+        assert_eq!(read(held.zeroing_inbox, 8), "received");
+        assert_eq!(read(held.events_inbox, 5), "ended");
     }
 
     #[test]

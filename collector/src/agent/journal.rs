@@ -20,9 +20,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use crate::conntrack::Entry;
+use crate::conntrack::{Entry, Keep, Mark};
 
 const MAGIC: &[u8; 8] = b"TGJRNL01";
 const HEADER: usize = MAGIC.len() + 8;
@@ -110,17 +111,177 @@ pub fn encode(entries: &[Entry], encoded: &mut Vec<u8>) -> Result<(), postcard::
     Ok(())
 }
 
+/// A read's journal being written: each receive of zeroed entries is one
+/// write, and the journal's length is the mark the inbox records before
+/// the next receive.
+pub struct Writer {
+    file: File,
+    path: PathBuf,
+    step: u64,
+    written: u64,
+    encoded: Vec<u8>,
+    error: Option<JournalError>,
+}
+
+impl Writer {
+    /// Starts the journal of the read that commits as `step`.
+    pub fn create(dir: &Path, step: u64, time: ReadTime) -> Result<Self, JournalError> {
+        Ok(Self {
+            file: create(dir, step, time)?,
+            path: dir.join(name(step, time)),
+            step,
+            written: HEADER as u64,
+            encoded: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// The write that failed, if one did: nothing is written after it.
+    pub fn take_error(&mut self) -> Option<JournalError> {
+        self.error.take()
+    }
+}
+
+impl Keep for Writer {
+    fn kept_up_to(&self) -> Mark {
+        Mark {
+            file: self.step,
+            offset: self.written,
+        }
+    }
+
+    /// Stops the read once a write fails: what was zeroed is kept in
+    /// memory, the rest waits in the kernel for a read that can keep it.
+    fn keep(&mut self, _: Mark, zeroed: &[Entry]) -> ControlFlow<()> {
+        if self.error.is_some() {
+            return ControlFlow::Break(());
+        }
+        self.encoded.clear();
+        let written = encode(zeroed, &mut self.encoded)
+            .map_err(|error| JournalError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("an entry does not encode: {error}"),
+            })
+            .and_then(|()| {
+                self.file
+                    .write_all(&self.encoded)
+                    .map_err(|source| JournalError::Io {
+                        path: self.path.clone(),
+                        action: "writing",
+                        source,
+                    })
+            });
+        match written {
+            Ok(()) => {
+                self.written += self.encoded.len() as u64;
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                self.error = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+/// Keeps what a killed agent left in its inbox and on its zeroing socket
+/// in the journal of its cut read, each entry once: the recovery then
+/// meters that journal like any other.
+pub struct Recovery {
+    dir: PathBuf,
+    /// The last step committed: a receive of a read up to it was metered.
+    committed: u64,
+    /// The step of the read a kill cut short, or the next one.
+    step: u64,
+    time: ReadTime,
+    /// The end of `step`'s journal, once known.
+    end: u64,
+    /// Entries added to a journal.
+    pub appended: u64,
+    /// Entries found in the journal already: kept before the kill.
+    pub already_kept: u64,
+    /// Entries no journal could take, with why: to be metered at once.
+    pub unkept: Vec<Entry>,
+    /// Why the last entries could not be journaled.
+    pub error: Option<JournalError>,
+}
+
+impl Recovery {
+    /// Recovers into the journal of `step` (made at `time` if the kill left
+    /// none), the read after the last commit, `step - 1`.
+    pub fn new(dir: &Path, step: u64, time: ReadTime) -> Result<Self, JournalError> {
+        let end = match list(dir)?.into_iter().rfind(|journal| journal.step == step) {
+            Some(journal) => HEADER as u64 + replay(&journal.path, |_, _| {})?.bytes,
+            // Where the journal's entries will start: a kill while they are
+            // written leaves them after this mark.
+            None => HEADER as u64,
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            committed: step.saturating_sub(1),
+            step,
+            time,
+            end,
+            appended: 0,
+            already_kept: 0,
+            unkept: Vec::new(),
+            error: None,
+        })
+    }
+}
+
+impl Keep for Recovery {
+    fn kept_up_to(&self) -> Mark {
+        Mark {
+            file: self.step,
+            offset: self.end,
+        }
+    }
+
+    fn keep(&mut self, received_at: Mark, zeroed: &[Entry]) -> ControlFlow<()> {
+        if received_at.file <= self.committed {
+            // Received by a read that committed: metered then.
+            self.already_kept += zeroed.len() as u64;
+            return ControlFlow::Continue(());
+        }
+        match append(&self.dir, self.step, self.time, received_at.offset, zeroed) {
+            Ok(appended) => {
+                self.end = appended.end;
+                self.appended += zeroed.len() as u64 - appended.skipped;
+                self.already_kept += appended.skipped;
+            }
+            Err(error) => {
+                self.unkept.extend_from_slice(zeroed);
+                self.error = Some(error);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// What [`append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Entries the journal held already after the given offset.
+    pub skipped: u64,
+    /// The journal's length after the append.
+    pub end: u64,
+}
+
 /// Adds `entries` to the journal of the read that commits as `step`: to
 /// the one a kill cut short (after its last whole entry), or to a new one
-/// read at `time` if that read left none.
+/// read at `time` if that read left none. `entries` were received when the
+/// journal was `after` bytes long: those it holds after that offset already
+/// (a kill cut their write short) are not added again.
 pub fn append(
     dir: &Path,
     step: u64,
     time: ReadTime,
+    after: u64,
     entries: &[Entry],
-) -> Result<PathBuf, JournalError> {
+) -> Result<Appended, JournalError> {
     let existing = list(dir)?.into_iter().rfind(|journal| journal.step == step);
-    let (path, mut file) = match existing {
+    let (path, mut file, skipped) = match existing {
         Some(journal) => {
             let io = |action, source| JournalError::Io {
                 path: journal.path.clone(),
@@ -133,23 +294,47 @@ pub fn append(
             if len < HEADER as u64 {
                 // Killed before its header was written: nothing in it.
                 fs::remove_file(&journal.path).map_err(|e| io("removing", e))?;
-                (dir.join(name(step, time)), create(dir, step, time)?)
+                (dir.join(name(step, time)), create(dir, step, time)?, 0)
             } else {
-                let end = HEADER as u64 + replay(&journal.path, |_, _| {})?.bytes;
                 let mut file = fs::OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .open(&journal.path)
                     .map_err(|e| io("opening", e))?;
+                let (skipped, end) = if (HEADER as u64..=len).contains(&after) {
+                    file.seek(io::SeekFrom::Start(after))
+                        .map_err(|e| io("seeking", e))?;
+                    let read = read_entries(&mut file, |_| {}).map_err(|e| match e {
+                        EntriesError::Io(e) => io("reading", e),
+                        EntriesError::Decode { entry, error } => JournalError::Corrupt {
+                            path: journal.path.clone(),
+                            detail: format!(
+                                "entry {entry} after offset {after} does not decode: {error}"
+                            ),
+                        },
+                    })?;
+                    (read.entries.min(entries.len() as u64), after + read.bytes)
+                } else {
+                    (0, HEADER as u64 + replay(&journal.path, |_, _| {})?.bytes)
+                };
                 file.set_len(end).map_err(|e| io("cutting its tail", e))?;
                 file.seek(io::SeekFrom::Start(end))
                     .map_err(|e| io("seeking", e))?;
-                (journal.path, file)
+                (journal.path, file, skipped)
             }
         }
-        None => (dir.join(name(step, time)), create(dir, step, time)?),
+        None => (dir.join(name(step, time)), create(dir, step, time)?, 0),
     };
-    write_entries(&mut file, &path, entries)?;
-    Ok(path)
+    let rest = &entries[usize::try_from(skipped)
+        .unwrap_or(usize::MAX)
+        .min(entries.len())..];
+    write_entries(&mut file, &path, rest)?;
+    let end = file.stream_position().map_err(|source| JournalError::Io {
+        path: path.clone(),
+        action: "seeking",
+        source,
+    })?;
+    Ok(Appended { skipped, end })
 }
 
 fn write_entries(file: &mut File, path: &Path, entries: &[Entry]) -> Result<(), JournalError> {
@@ -430,32 +615,53 @@ mod tests {
     }
 
     #[test]
-    fn entries_appended_to_a_cut_journal_follow_its_last_whole_entry() {
+    fn entries_received_again_after_a_kill_are_journaled_once() {
         let dir = TempDir::new("journal-append");
         let time = ReadTime {
             observed_at: 1_700_000_010,
             interval: 10,
         };
-        let mut file = create(&dir, 7, time).unwrap();
+        let mut writer = Writer::create(&dir, 7, time).unwrap();
+        let first = writer.kept_up_to();
+        assert_eq!(first.offset, HEADER as u64);
+        assert!(writer.keep(first, &[entry(1)]).is_continue());
+        let second = writer.kept_up_to();
         let mut encoded = Vec::new();
-        encode(&[entry(1), entry(2)], &mut encoded).unwrap();
-        // Killed inside the second entry's write.
-        file.write_all(&encoded[..encoded.len() - 3]).unwrap();
-        drop(file);
-        let path = append(&dir, 7, time, &[entry(3), entry(4)]).unwrap();
-        assert_eq!(path, dir.join(name(7, time)));
-        assert_eq!(replayed(&path).0, [entry(1), entry(3), entry(4)]);
-        assert!(!replayed(&path).1.cut);
+        encode(&[entry(2), entry(3), entry(4)], &mut encoded).unwrap();
+        let mut cut_first = Vec::new();
+        encode(&[entry(2)], &mut cut_first).unwrap();
+        // Killed inside the second receive's write, in its second entry.
+        writer
+            .file
+            .write_all(&encoded[..cut_first.len() + 3])
+            .unwrap();
+        drop(writer);
+        let path = dir.join(name(7, time));
+
+        // The inbox gives the second receive again, with its mark.
+        let received = [entry(2), entry(3), entry(4)];
+        let appended = append(&dir, 7, time, second.offset, &received).unwrap();
+        assert_eq!(appended.skipped, 1);
+        let (entries, done) = replayed(&path);
+        assert_eq!(entries, [entry(1), entry(2), entry(3), entry(4)]);
+        assert!(!done.cut);
+        assert_eq!(appended.end, fs::metadata(&path).unwrap().len());
+        // Killed again after that append: nothing is added twice.
+        let again = append(&dir, 7, time, second.offset, &received).unwrap();
+        assert_eq!((again.skipped, again.end), (3, appended.end));
+        // Answers never received follow, at the journal's end.
+        let leftovers = append(&dir, 7, time, again.end, &[entry(5)]).unwrap();
+        assert_eq!(leftovers.skipped, 0);
+        assert_eq!(replayed(&path).0.len(), 5);
 
         // A read that left no journal of its step gets one.
         let later = ReadTime {
             observed_at: 1_700_000_020,
             interval: 10,
         };
-        let path = append(&dir, 8, later, &[entry(5)]).unwrap();
-        assert_eq!(path, dir.join(name(8, later)));
+        append(&dir, 8, later, HEADER as u64, &[entry(5)]).unwrap();
         let mut entries = Vec::new();
-        replay(&path, |entry, at| {
+        replay(&dir.join(name(8, later)), |entry, at| {
             assert_eq!(at, later);
             entries.push(*entry);
         })
@@ -464,12 +670,47 @@ mod tests {
 
         // One killed before its header was written is replaced.
         fs::write(dir.join(name(9, time)), b"TGJ").unwrap();
-        let path = append(&dir, 9, later, &[entry(6)]).unwrap();
+        append(&dir, 9, later, HEADER as u64, &[entry(6)]).unwrap();
+        let nines: Vec<Journal> = list(&dir)
+            .unwrap()
+            .into_iter()
+            .filter(|j| j.step == 9)
+            .collect();
+        assert_eq!(nines.len(), 1);
+        assert_eq!(nines[0].path, dir.join(name(9, later)));
+    }
+
+    #[test]
+    fn a_recovery_journals_what_no_commit_metered_and_only_that() {
+        let dir = TempDir::new("journal-recovery");
+        let time = ReadTime {
+            observed_at: 1_700_000_010,
+            interval: 10,
+        };
+        // Steps up to 4 committed; the kill came before step 5's journal.
+        let mut recovery = Recovery::new(&dir, 5, time).unwrap();
+        let committed_read = Mark {
+            file: 4,
+            offset: 900,
+        };
+        assert!(recovery.keep(committed_read, &[entry(1)]).is_continue());
+        assert!(list(&dir).unwrap().is_empty());
+        let mark = recovery.kept_up_to();
         assert_eq!(
-            list(&dir).unwrap().iter().filter(|j| j.step == 9).count(),
-            1
+            mark,
+            Mark {
+                file: 5,
+                offset: HEADER as u64
+            }
         );
-        assert_eq!(path, dir.join(name(9, later)));
+        let _ = recovery.keep(mark, &[entry(2), entry(3)]);
+        let _ = recovery.keep(recovery.kept_up_to(), &[entry(4)]);
+        assert_eq!((recovery.appended, recovery.already_kept), (3, 1));
+        assert!(recovery.error.is_none());
+        assert_eq!(
+            replayed(&dir.join(name(5, time))).0,
+            [entry(2), entry(3), entry(4)]
+        );
     }
 
     #[test]

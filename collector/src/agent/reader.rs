@@ -8,9 +8,7 @@
 //! turned on: the kernel adds counters only to new entries) can never meter
 //! a byte: they are counted too, never recorded.
 
-use std::cell::Cell;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -316,8 +314,6 @@ pub struct Reader {
     pub coverage: Coverage,
     /// Which kernel settings were on at the last check.
     pub settings_on: [bool; sysctl::ALL.len()],
-    /// A journal write's buffer, reused.
-    pub encoded: Vec<u8>,
     /// Why the last read was postponed, if it was.
     pub postponed: Option<&'static str>,
     /// Keeps the zeroing socket open across a kill, if configured.
@@ -441,41 +437,53 @@ impl Reader {
         Ok(())
     }
 
-    /// Puts the answers the kernel queued for a killed agent on the zeroing
-    /// socket (kept by the holder) into the journal of its cut read, which
-    /// the recovery then meters: their counters were zeroed, and the
-    /// socket held their only copy. If the journal cannot take them, they
-    /// are metered now, and a kill before the recovery's commit loses
-    /// them.
+    /// Puts what a killed agent left in its zeroing inbox and socket (kept
+    /// by the holder) into the journal of its cut read, which the recovery
+    /// then meters: the answers it received and had not journaled, and
+    /// those it never received. Their counters were zeroed, and these held
+    /// their only copy. What no journal can take is metered now, and lost
+    /// if this agent is killed before its first commit.
     fn journal_zeroed_leftovers(&mut self, dir: &std::path::Path, tally: &mut Tally) {
-        let leftovers = match self.table.take_zeroed_leftovers() {
-            Ok(leftovers) if leftovers.is_empty() => return,
-            Ok(leftovers) => leftovers,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the zeroing answers a killed agent left: their bytes are not metered");
-                return;
-            }
-        };
         let time = ReadTime {
             observed_at: clamp(unix_seconds()),
             interval: self.interval,
         };
         let step = self.metering.batcher.next_step();
-        match journal::append(dir, step, time, &leftovers) {
-            Ok(path) => tracing::warn!(
-                entries = leftovers.len(),
-                journal = %path.display(),
-                "the zeroing answers a killed agent never received were kept by the holder: metered with its cut read"
-            ),
+        let mut recovery = match journal::Recovery::new(dir, step, time) {
+            Ok(recovery) => recovery,
             Err(error) => {
                 self.metering.metrics.journal_errors.inc();
-                tracing::error!(%error, entries = leftovers.len(), "cannot journal the zeroing answers a killed agent left: metered now, and lost if this agent is killed before its first commit");
-                for entry in leftovers.iter().filter(|entry| !uncounted(entry)) {
-                    self.metering
-                        .meter(entry, time.observed_at, time.interval, tally);
-                }
-                self.metering.finish(time.observed_at, time.interval, tally);
+                tracing::error!(%error, "cannot read the journal of the read a kill cut short: the zeroing answers the killed agent left stay unread, and are lost");
+                return;
             }
+        };
+        let received = self.table.recover_received(&mut recovery);
+        let received_unjournaled = recovery.appended;
+        let unreceived = received.and_then(|()| self.table.recover_unreceived(&mut recovery));
+        if let Err(error) = unreceived {
+            tracing::error!(%error, "cannot read the zeroing answers a killed agent left: their bytes are not metered");
+        }
+        if received_unjournaled > 0 {
+            tracing::warn!(
+                entries = received_unjournaled,
+                journaled_before_the_kill = recovery.already_kept,
+                "zeroing answers a killed agent had received and not journaled were kept in its inbox by the holder: metered with its cut read"
+            );
+        }
+        if recovery.appended > received_unjournaled {
+            tracing::warn!(
+                entries = recovery.appended - received_unjournaled,
+                "the zeroing answers a killed agent never received were kept by the holder: metered with its cut read"
+            );
+        }
+        if let Some(error) = recovery.error {
+            self.metering.metrics.journal_errors.inc();
+            tracing::error!(%error, entries = recovery.unkept.len(), "cannot journal the zeroing answers a killed agent left: metered now, and lost if this agent is killed before its first commit");
+            for entry in recovery.unkept.iter().filter(|entry| !uncounted(entry)) {
+                self.metering
+                    .meter(entry, time.observed_at, time.interval, tally);
+            }
+            self.metering.finish(time.observed_at, time.interval, tally);
         }
     }
 
@@ -523,10 +531,10 @@ impl Reader {
     }
 
     /// Starts the journal of the read about to zero entries.
-    fn start_journal(&self, time: ReadTime) -> Option<File> {
+    fn start_journal(&self, time: ReadTime) -> Option<journal::Writer> {
         let batcher = &self.metering.batcher;
-        match journal::create(batcher.dir(), batcher.next_step(), time) {
-            Ok(file) => Some(file),
+        match journal::Writer::create(batcher.dir(), batcher.next_step(), time) {
+            Ok(writer) => Some(writer),
             Err(error) => {
                 self.metering.metrics.journal_errors.inc();
                 tracing::error!(%error, "cannot start this read's journal");
@@ -601,30 +609,14 @@ impl Reader {
             self.postpone("this read's records or journal cannot be written to the spool");
             return false;
         };
-        let mut encoded = std::mem::take(&mut self.encoded);
-        let mut journal_error = None;
-        let journal_failed = Cell::new(false);
         let metering = &mut self.metering;
         let mut idle = 0;
         let mut without_counters = 0;
         // A journal or spool that fails ends the dump: what was zeroed is
         // kept, the rest waits in the kernel for a read that can keep it.
-        let result = self.table.dump_keeping(
-            ReadMode::Zero,
-            |zeroed| {
-                if journal_failed.get() {
-                    return;
-                }
-                encoded.clear();
-                let written = journal::encode(zeroed, &mut encoded)
-                    .map_err(io::Error::other)
-                    .and_then(|()| journal.write_all(&encoded));
-                if let Err(error) = written {
-                    journal_error = Some(error);
-                    journal_failed.set(true);
-                }
-            },
-            |entry| {
+        let result = self
+            .table
+            .dump_keeping(ReadMode::Zero, &mut journal, |entry| {
                 if entry.is_idle() {
                     idle += 1;
                 } else if uncounted(entry) {
@@ -632,16 +624,14 @@ impl Reader {
                 } else {
                     metering.meter(entry, observed_at, interval, &mut tally);
                 }
-                if journal_failed.get() || metering.batcher.unwritable() {
+                if metering.batcher.unwritable() {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
-            },
-        );
-        self.encoded = encoded;
+            });
         self.metering.finish(observed_at, interval, &mut tally);
-        if let Some(error) = journal_error {
+        if let Some(error) = journal.take_error() {
             self.metering.metrics.journal_errors.inc();
             tracing::error!(%error, "cannot write this read's journal: the read stopped, and a kill before its commit would lose the last entries it zeroed");
         }
@@ -679,11 +669,7 @@ impl Reader {
                 match TableReader::open() {
                     Ok(table) => {
                         self.table = table;
-                        holder::keep(
-                            self.holder.as_mut(),
-                            holder::Kind::Zeroing,
-                            self.table.zeroing_socket(),
-                        );
+                        holder::keep_zeroing(self.holder.as_mut(), &self.table);
                     }
                     Err(error) => tracing::error!(%error, "cannot reopen the conntrack socket"),
                 }
@@ -789,10 +775,11 @@ pub struct EventListener {
 impl EventListener {
     /// Receives `events` into `writer` from now on.
     pub fn start(
-        events: EndedConnections,
-        writer: ended::Writer,
+        mut events: EndedConnections,
+        mut writer: ended::Writer,
         metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
+        recover_received(&mut events, &mut writer);
         let writer = Arc::new(Mutex::new(writer));
         let stop = Arc::new(AtomicBool::new(false));
         let emptied = Arc::new(AtomicU64::new(0));
@@ -829,6 +816,29 @@ impl EventListener {
     }
 }
 
+/// Queues the ended connections a killed agent received and may not have
+/// queued: its inbox, kept by the holder, holds them.
+fn recover_received(events: &mut EndedConnections, writer: &mut ended::Writer) {
+    let mut received = Vec::new();
+    let recovered = events
+        .recover_received(|entry| received.push(*entry))
+        .map_err(|error| error.to_string())
+        .and_then(|mark| {
+            mark.map(|mark| writer.recover(mark, &received))
+                .transpose()
+                .map_err(|error| error.to_string())
+        });
+    match recovered {
+        Ok(Some(written)) if written < received.len() as u64 => tracing::warn!(
+            connections = received.len() as u64 - written,
+            queued_before_the_kill = written,
+            "ended connections a killed agent had received and not queued were kept in its inbox by the holder: queued now"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, connections = received.len(), "cannot queue the ended connections a killed agent had received: their bytes are not metered"),
+    }
+}
+
 /// Receive ended connections until `stop` is set and the socket is empty,
 /// appending each batch to `writer`.
 fn listen(
@@ -843,7 +853,11 @@ fn listen(
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         received.clear();
-        let read = events.read(|entry| received.push(*entry));
+        let mark = writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .kept_up_to();
+        let read = events.read(mark, |entry| received.push(*entry));
         let mut queue = writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(error) = queue.append(&received) {
             metrics.journal_errors.inc();

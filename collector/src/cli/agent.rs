@@ -93,7 +93,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 "another agent holds this node's spool and port: waiting for it to stop"
             );
             let waiting = handover::announce(&spool_dir)?;
-            let (events, _) = subscribe(holder.as_mut(), held.events.take())?;
+            let (events, _) = subscribe(
+                holder.as_mut(),
+                held.events.take(),
+                held.events_inbox.take(),
+            )?;
             let listener = EventListener::start(
                 events,
                 ended::Writer::create(waiting.dir())?,
@@ -144,7 +148,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             (Some(waiting), listener)
         }
         None => {
-            let (events, kept) = subscribe(holder.as_mut(), held.events.take())?;
+            let (events, kept) = subscribe(
+                holder.as_mut(),
+                held.events.take(),
+                held.events_inbox.take(),
+            )?;
             if kept {
                 metrics.unwatched.set(0.0);
                 tracing::info!(
@@ -189,6 +197,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             metrics,
             holder,
             held_zeroing: held.zeroing,
+            held_zeroing_inbox: held.zeroing_inbox,
         };
         serve(config, prepared, started, base, node, spool, sink).await
     })
@@ -213,18 +222,20 @@ fn connect_holder(
     }
 }
 
-/// The subscription to ended connections: the one the holder kept, or a
-/// new one; the holder keeps a copy. Says whether it was kept.
+/// The subscription to ended connections: the one the holder kept (with
+/// its inbox), or a new one; the holder keeps a copy. Says whether it was
+/// kept.
 fn subscribe(
     holder: Option<&mut Holder>,
     kept: Option<std::os::fd::OwnedFd>,
+    kept_inbox: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<(EndedConnections, bool)> {
     let was_kept = kept.is_some();
     let events = match kept {
-        Some(fd) => EndedConnections::adopt(fd)?,
+        Some(fd) => EndedConnections::adopt(fd, kept_inbox)?,
         None => EndedConnections::subscribe()?,
     };
-    holder::keep(holder, holder::Kind::Events, events.socket());
+    holder::keep_events(holder, &events);
     Ok((events, was_kept))
 }
 
@@ -281,6 +292,8 @@ struct Started {
     holder: Option<Holder>,
     /// The zeroing socket the holder kept from the agent before this one.
     held_zeroing: Option<std::os::fd::OwnedFd>,
+    /// The inbox of that socket's answers, kept with it.
+    held_zeroing_inbox: Option<std::os::fd::OwnedFd>,
 }
 
 async fn serve(
@@ -300,6 +313,7 @@ async fn serve(
         metrics,
         mut holder,
         held_zeroing,
+        held_zeroing_inbox,
     } = started;
     listen
         .set_nonblocking(true)
@@ -365,14 +379,10 @@ async fn serve(
         .collect();
 
     let table = match held_zeroing {
-        Some(fd) => TableReader::adopt(fd)?,
+        Some(fd) => TableReader::adopt(fd, held_zeroing_inbox)?,
         None => TableReader::open()?,
     };
-    holder::keep(
-        holder.as_mut(),
-        holder::Kind::Zeroing,
-        table.zeroing_socket(),
-    );
+    holder::keep_zeroing(holder.as_mut(), &table);
     let tokens = TokenMaker::new(&node).context("cannot make batch tokens")?;
     let mut reader = Reader {
         table,
@@ -402,7 +412,6 @@ async fn serve(
         coverage: Default::default(),
         // The agent turned them on (or found them on) before starting.
         settings_on: [true; sysctl::ALL.len()],
-        encoded: Vec::new(),
         postponed: None,
         holder,
     };

@@ -13,7 +13,7 @@ use clap::Subcommand;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tollgate::conntrack::jsonl::JsonLines;
 use tollgate::conntrack::sysctl::{self, Outcome, Setting, SysctlError};
-use tollgate::conntrack::{EndedConnections, ReadMode, TableReader};
+use tollgate::conntrack::{EndedConnections, Mark, ReadMode, TableReader};
 use tollgate::input;
 
 use super::BadInput;
@@ -167,7 +167,7 @@ fn watch(duration: Option<Duration>) -> anyhow::Result<()> {
         let stopping =
             stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
         let mut write_result = Ok(());
-        let read = events.read(|entry| {
+        let read = events.read(Mark::default(), |entry| {
             if write_result.is_ok() {
                 write_result = out.write(entry);
             }

@@ -7,7 +7,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use super::decode::{messages, Message, NLM_F_DUMP_INTR};
 use super::error::ConntrackError;
 use super::socket::{NetfilterSocket, Received};
-use super::zeroing::{Zeroer, ZeroingCounts};
+use super::zeroing::{Keep, Zeroer, ZeroingCounts};
 use super::Entry;
 
 /// Whether a read resets the counters it reads.
@@ -52,13 +52,13 @@ impl TableReader {
         })
     }
 
-    /// [`TableReader::open`], with the zeroing socket of a killed agent
-    /// that the holder kept: [`TableReader::take_zeroed_leftovers`] reads
-    /// what the kernel queued on it for that agent.
-    pub fn adopt(zeroing: OwnedFd) -> Result<Self, ConntrackError> {
+    /// [`TableReader::open`], with the zeroing socket and inbox of a killed
+    /// agent that the holder kept: [`TableReader::recover_received`] and
+    /// [`TableReader::recover_unreceived`] give what that agent left in them.
+    pub fn adopt(zeroing: OwnedFd, inbox: Option<OwnedFd>) -> Result<Self, ConntrackError> {
         Ok(Self {
             socket: NetfilterSocket::open()?,
-            zeroer: Zeroer::adopt(zeroing),
+            zeroer: Zeroer::adopt(zeroing, inbox)?,
         })
     }
 
@@ -67,11 +67,22 @@ impl TableReader {
         self.zeroer.fd()
     }
 
-    /// Entries whose zeroing answers wait on the zeroing socket, unread:
-    /// an agent killed between a batch's request and its answers' receipt
-    /// leaves them there, their counters already zeroed in the kernel.
-    pub fn take_zeroed_leftovers(&mut self) -> Result<Vec<Entry>, ConntrackError> {
-        self.zeroer.take_queued()
+    /// The memory zeroing answers are received into, to give the holder a
+    /// copy: it outlives a kill.
+    pub fn zeroing_inbox(&self) -> BorrowedFd<'_> {
+        self.zeroer.inbox()
+    }
+
+    /// Gives `keep` the zeroing answers a killed agent's last receive took
+    /// and it may not have kept, from the adopted inbox.
+    pub fn recover_received<K: Keep>(&mut self, keep: &mut K) -> Result<(), ConntrackError> {
+        self.zeroer.recover_received(keep)
+    }
+
+    /// Gives `keep` the zeroing answers the kernel queued for a killed
+    /// agent that it never received, from the adopted socket.
+    pub fn recover_unreceived<K: Keep>(&mut self, keep: &mut K) -> Result<(), ConntrackError> {
+        self.zeroer.recover_unreceived(keep)
     }
 
     /// Dump the table, calling `on_entry` for each entry as it is decoded.
@@ -91,21 +102,21 @@ impl TableReader {
     where
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
-        self.dump_keeping(mode, |_| {}, on_entry)
+        self.dump_keeping(mode, &mut (), on_entry)
     }
 
-    /// [`TableReader::dump`], giving `keep` each batch of zeroed entries
+    /// [`TableReader::dump`], giving `keep` each receive of zeroed entries
     /// (up to a few hundred) before any of them is handed to `on_entry`:
     /// from the zeroing on, the caller holds their only copy, and `keep`
     /// can put it somewhere a kill does not reach.
     pub fn dump_keeping<K, F>(
         &mut self,
         mode: ReadMode,
-        mut keep: K,
+        keep: &mut K,
         mut on_entry: F,
     ) -> Result<DumpSummary, ConntrackError>
     where
-        K: FnMut(&[Entry]),
+        K: Keep,
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         self.socket.request_dump()?;
@@ -134,7 +145,7 @@ impl TableReader {
                             && entry.orig_counters.is_some()
                             && !entry.is_idle()
                         {
-                            self.zeroer.zero(&entry, &mut keep, &mut on_entry)?
+                            self.zeroer.zero(&entry, keep, &mut on_entry)?
                         } else {
                             on_entry(&entry)
                         };
@@ -157,7 +168,7 @@ impl TableReader {
                             });
                         }
                         // A break here leaves nothing unread.
-                        let _ = self.zeroer.flush(&mut keep, &mut on_entry)?;
+                        let _ = self.zeroer.flush(keep, &mut on_entry)?;
                         let after = self.zeroer.counts;
                         summary.zeroing = ZeroingCounts {
                             zeroed: after.zeroed - before.zeroed,

@@ -18,6 +18,10 @@ pub enum ConntrackError {
     /// Receiving failed.
     #[error("cannot receive from the conntrack socket")]
     Recv(#[source] io::Error),
+    /// The memory received datagrams land in could not be made, or the
+    /// one the holder kept cannot be used.
+    #[error("cannot set up the memory conntrack answers are received into")]
+    Inbox(#[source] io::Error),
     /// A socket option was refused.
     #[error("cannot configure the conntrack socket")]
     SocketOption(#[source] io::Error),

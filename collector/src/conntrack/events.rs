@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::decode::{messages, Message};
 use super::error::ConntrackError;
+use super::inbox::{Inbox, Mark};
 use super::repeats::Repeats;
-use super::socket::{Datagrams, NetfilterSocket, ReceivedMany};
+use super::socket::{NetfilterSocket, ReceivedMany};
 use super::{Entry, Origin};
 
 /// `NFNLGRP_CONNTRACK_DESTROY`.
@@ -17,6 +18,9 @@ const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 /// finishing) arrive faster than any reader wakes up; a large buffer absorbs
 /// them before the kernel has to hold events back.
 const EVENT_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The inbox's name, as `/proc/PID/fd` shows it.
+const INBOX: &std::ffi::CStr = c"tollgate-ended-connections";
 
 /// How long one [`EndedConnections::read`] waits for an event.
 const READ_WAIT: Duration = Duration::from_millis(100);
@@ -45,7 +49,7 @@ pub struct EventCounts {
 pub struct EndedConnections {
     socket: NetfilterSocket,
     /// Events queued together are received by one system call.
-    datagrams: Datagrams,
+    datagrams: Inbox,
     counts: EventCounts,
     repeats: Repeats,
 }
@@ -64,23 +68,29 @@ impl EndedConnections {
             .inner()
             .add_membership(NFNLGRP_CONNTRACK_DESTROY)
             .map_err(ConntrackError::Subscribe)?;
-        Ok(Self::with(socket))
+        Ok(Self::with(socket, Inbox::create(INBOX)?))
     }
 
     /// The subscription of a killed agent, as the holder kept it: the
-    /// events of the connections that ended since it died wait on it.
-    pub fn adopt(fd: OwnedFd) -> Result<Self, ConntrackError> {
+    /// events of the connections that ended since it died wait on it. With
+    /// it, its inbox, if the holder kept that too
+    /// ([`EndedConnections::recover_received`]).
+    pub fn adopt(fd: OwnedFd, inbox: Option<OwnedFd>) -> Result<Self, ConntrackError> {
         let socket = NetfilterSocket::adopt(fd);
         // Set again: the killed agent's timeout is its socket's, and
         // whoever held the socket may have changed it.
         socket.set_recv_timeout(READ_WAIT)?;
-        Ok(Self::with(socket))
+        let inbox = match inbox {
+            Some(fd) => Inbox::adopt(fd)?,
+            None => Inbox::create(INBOX)?,
+        };
+        Ok(Self::with(socket, inbox))
     }
 
-    fn with(socket: NetfilterSocket) -> Self {
+    fn with(socket: NetfilterSocket, datagrams: Inbox) -> Self {
         Self {
             socket,
-            datagrams: Datagrams::new(),
+            datagrams,
             counts: EventCounts::default(),
             repeats: Repeats::default(),
         }
@@ -91,15 +101,23 @@ impl EndedConnections {
         self.socket.fd()
     }
 
+    /// The memory events are received into, to give the holder a copy: it
+    /// outlives a kill.
+    pub fn inbox(&self) -> BorrowedFd<'_> {
+        self.datagrams.fd()
+    }
+
     /// Wait up to 100 ms for events and hand each ended connection to
     /// `on_ended`, with every other event already queued, but for repeats.
+    /// `mark` says where the caller's copy ends, for a successor to tell
+    /// what it kept should this agent be killed before `on_ended` returns.
     /// Returns how many events arrived, repeats included (0 when none did);
     /// [`EndedConnections::counts`] says how many were handed on.
-    pub fn read<F>(&mut self, mut on_ended: F) -> Result<u64, ConntrackError>
+    pub fn read<F>(&mut self, mark: Mark, on_ended: F) -> Result<u64, ConntrackError>
     where
         F: FnMut(&Entry),
     {
-        match self.socket.recv_many(&mut self.datagrams)? {
+        match self.socket.recv_many(&mut self.datagrams, mark)? {
             ReceivedMany::Datagrams => {}
             ReceivedMany::TimedOut => return Ok(0),
             ReceivedMany::Overrun => {
@@ -111,6 +129,31 @@ impl EndedConnections {
                 return Ok(0);
             }
         }
+        self.hand_on(on_ended)
+    }
+
+    /// Hands `on_ended` the ended connections a killed agent's last receive
+    /// took, which it may not have kept: the adopted inbox holds them.
+    /// Returns the mark written before that receive, or `None` if the
+    /// inbox is empty. Repeats the killed agent had seen before that
+    /// receive are not known here, and would be handed on again.
+    pub fn recover_received<F>(&mut self, on_ended: F) -> Result<Option<Mark>, ConntrackError>
+    where
+        F: FnMut(&Entry),
+    {
+        if self.datagrams.is_empty() {
+            return Ok(None);
+        }
+        self.hand_on(on_ended)?;
+        Ok(Some(self.datagrams.mark()))
+    }
+
+    /// Decodes the inbox's events and hands on each ended connection but
+    /// repeats; returns how many events there were, repeats included.
+    fn hand_on<F>(&mut self, mut on_ended: F) -> Result<u64, ConntrackError>
+    where
+        F: FnMut(&Entry),
+    {
         let (mut handed_on, mut repeated) = (0, 0);
         for message in self.datagrams.iter().flat_map(messages) {
             let message = message.map_err(|error| ConntrackError::Decode {

@@ -13,6 +13,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::error::ConntrackError;
+use super::inbox::{self, Inbox, Mark, SLOT};
 
 /// Room for the largest datagram the kernel sends: dump replies are capped
 /// at 32 KiB per skb (`netlink_recvmsg`), events are single messages. The
@@ -30,39 +31,9 @@ pub(crate) enum Received<'a> {
     Overrun,
 }
 
-/// Room for datagrams received together by [`NetfilterSocket::recv_many`].
-pub(crate) struct Datagrams {
-    buffer: Vec<u8>,
-    lens: Vec<usize>,
-}
-
-/// Slots per [`Datagrams`]: one per zeroing request of a batch, so a
-/// batch's answers leave the socket in one system call.
-const MANY: usize = 256;
-/// A slot: the kernel builds a single-entry answer in one `NLMSG_GOODSIZE`
-/// buffer, at most 8 KiB whatever the page size.
-const SLOT: usize = 8 * 1024;
-
-impl Datagrams {
-    pub(crate) fn new() -> Self {
-        Self {
-            buffer: vec![0; MANY * SLOT],
-            lens: Vec::with_capacity(MANY),
-        }
-    }
-
-    /// The datagrams of the last receive, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.buffer
-            .chunks_exact(SLOT)
-            .zip(&self.lens)
-            .map(|(slot, &len)| &slot[..len])
-    }
-}
-
 /// The outcome of receiving many datagrams at once.
 pub(crate) enum ReceivedMany {
-    /// At least one datagram, now in the [`Datagrams`].
+    /// At least one datagram, now in the [`Inbox`].
     Datagrams,
     /// The receive timeout passed with nothing to read.
     TimedOut,
@@ -164,75 +135,51 @@ impl NetfilterSocket {
         }
     }
 
-    /// Receive the datagrams already queued, up to `into`'s room, waiting
-    /// only for the first: one system call for many small answers.
-    pub(crate) fn recv_many(&self, into: &mut Datagrams) -> Result<ReceivedMany, ConntrackError> {
-        self.recv_many_with(into, libc::MSG_WAITFORONE)
+    /// Receive the datagrams already queued into `inbox`, one per slot,
+    /// waiting only for the first: one system call for many small answers.
+    /// `mark` is written into the inbox first.
+    pub(crate) fn recv_many(
+        &self,
+        inbox: &mut Inbox,
+        mark: Mark,
+    ) -> Result<ReceivedMany, ConntrackError> {
+        self.recv_many_with(inbox, libc::MSG_WAITFORONE, mark)
     }
 
     /// [`NetfilterSocket::recv_many`] without waiting: nothing queued is
     /// [`ReceivedMany::TimedOut`].
-    pub(crate) fn recv_queued(&self, into: &mut Datagrams) -> Result<ReceivedMany, ConntrackError> {
-        self.recv_many_with(into, libc::MSG_DONTWAIT)
+    pub(crate) fn recv_queued(
+        &self,
+        inbox: &mut Inbox,
+        mark: Mark,
+    ) -> Result<ReceivedMany, ConntrackError> {
+        self.recv_many_with(inbox, libc::MSG_DONTWAIT, mark)
     }
 
-    #[allow(unsafe_code)]
     fn recv_many_with(
         &self,
-        into: &mut Datagrams,
+        inbox: &mut Inbox,
         wait: libc::c_int,
+        mark: Mark,
     ) -> Result<ReceivedMany, ConntrackError> {
-        into.lens.clear();
-        let mut iovecs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MANY];
-        for (iovec, slot) in iovecs.iter_mut().zip(into.buffer.chunks_exact_mut(SLOT)) {
-            iovec.iov_base = slot.as_mut_ptr().cast();
-            iovec.iov_len = slot.len();
-        }
-        // SAFETY: `mmsghdr` is plain data for which all zeroes is a valid
-        // value (null pointers, zero lengths).
-        let mut headers: [libc::mmsghdr; MANY] = unsafe { std::mem::zeroed() };
-        for (header, iovec) in headers.iter_mut().zip(iovecs.iter_mut()) {
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-        }
-        let received = loop {
-            // SAFETY: `headers` holds MANY headers, each pointing at one
-            // iovec of `iovecs`, each covering one SLOT-byte slot of
-            // `into.buffer`; all outlive the call. The fd is owned by
-            // `self.socket`.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    self.socket.as_raw_fd(),
-                    headers.as_mut_ptr(),
-                    MANY as _,
-                    (wait | libc::MSG_TRUNC) as _,
-                    std::ptr::null_mut(),
-                )
-            };
-            match usize::try_from(rc) {
-                Ok(count) => break count,
-                Err(_) => match no_datagram(io::Error::last_os_error())? {
-                    NoDatagram::Interrupted => continue,
-                    NoDatagram::TimedOut => return Ok(ReceivedMany::TimedOut),
-                    NoDatagram::Overrun => return Ok(ReceivedMany::Overrun),
-                },
+        let received = inbox
+            .receive(self.socket.as_raw_fd(), wait, mark)
+            .map_err(ConntrackError::Recv)?;
+        Ok(match received {
+            inbox::Received::Datagrams => {
+                // With MSG_TRUNC, netlink reports a datagram's full length.
+                let longest = inbox.longest();
+                if longest > SLOT {
+                    return Err(ConntrackError::TruncatedDatagram {
+                        size: longest,
+                        capacity: SLOT,
+                    });
+                }
+                ReceivedMany::Datagrams
             }
-        };
-        for header in &headers[..received] {
-            // With MSG_TRUNC, netlink reports a datagram's full length.
-            let len = header.msg_len as usize;
-            if len > SLOT {
-                return Err(ConntrackError::TruncatedDatagram {
-                    size: len,
-                    capacity: SLOT,
-                });
-            }
-            into.lens.push(len);
-        }
-        Ok(ReceivedMany::Datagrams)
+            inbox::Received::TimedOut => ReceivedMany::TimedOut,
+            inbox::Received::Overrun => ReceivedMany::Overrun,
+        })
     }
 
     /// Make `recv` return [`Received::TimedOut`] after `timeout` without data.

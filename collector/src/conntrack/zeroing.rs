@@ -25,13 +25,16 @@ use super::decode::{
     NFNL_SUBSYS_CTNETLINK,
 };
 use super::error::ConntrackError;
-use super::socket::{Datagrams, NetfilterSocket, ReceivedMany};
+use super::inbox::{Inbox, Mark};
+use super::socket::{NetfilterSocket, ReceivedMany};
 use super::{Entry, L4};
 
 /// Requests per datagram. Every reply must fit the socket's receive buffer
 /// until it is read: a reply the kernel cannot queue is dropped after the
 /// counters were zeroed.
 const BATCH: usize = 256;
+/// The zeroing inbox's name, as `/proc/PID/fd` shows it.
+const INBOX: &std::ffi::CStr = c"tollgate-zeroing-answers";
 /// Receive buffer for the replies, far above `BATCH` replies.
 const REPLY_BUFFER: usize = 8 << 20;
 
@@ -48,12 +51,39 @@ pub struct ZeroingCounts {
     pub vanished: u64,
 }
 
+/// Where zeroed entries go before anything else happens to them: from the
+/// zeroing on, the caller holds their only copy.
+pub trait Keep {
+    /// Where what was kept so far ends. It is written into the inbox before
+    /// each receive, so that after a kill the answers received and not yet
+    /// kept are told from those kept.
+    fn kept_up_to(&self) -> Mark;
+    /// Keeps the entries of one receive; `received_at` is the mark written
+    /// before it. Received again after a kill, entries kept after that mark
+    /// already (the kill cut the keeping short) must be kept once. `Break`
+    /// says they could not be kept: the read stops once they are handed on.
+    fn keep(&mut self, received_at: Mark, zeroed: &[Entry]) -> ControlFlow<()>;
+}
+
+/// Keeps nothing, for a caller whose entries are not the only copy of
+/// anything it must not lose.
+impl Keep for () {
+    fn kept_up_to(&self) -> Mark {
+        Mark::default()
+    }
+
+    fn keep(&mut self, _: Mark, _: &[Entry]) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
 /// Queues zeroing requests and hands on the entries the kernel answers
 /// with.
 pub(crate) struct Zeroer {
     socket: NetfilterSocket,
-    answers: Datagrams,
-    /// One batch's decoded answers, kept before any is handed on.
+    /// Answers land here, memory the holder keeps across a kill.
+    answers: Inbox,
+    /// One receive's decoded answers, kept before any is handed on.
     answered: Vec<Entry>,
     requests: Vec<u8>,
     queued: usize,
@@ -64,18 +94,23 @@ impl Zeroer {
     pub(crate) fn open() -> Result<Self, ConntrackError> {
         let socket = NetfilterSocket::open()?;
         socket.set_receive_buffer(REPLY_BUFFER)?;
-        Ok(Self::with(socket))
+        Ok(Self::with(socket, Inbox::create(INBOX)?))
     }
 
-    /// The zeroing socket of a killed agent, as the holder kept it.
-    pub(crate) fn adopt(fd: OwnedFd) -> Self {
-        Self::with(NetfilterSocket::adopt(fd))
+    /// The zeroing socket and inbox of a killed agent, as the holder kept
+    /// them (a new inbox if it kept none).
+    pub(crate) fn adopt(socket: OwnedFd, inbox: Option<OwnedFd>) -> Result<Self, ConntrackError> {
+        let inbox = match inbox {
+            Some(fd) => Inbox::adopt(fd)?,
+            None => Inbox::create(INBOX)?,
+        };
+        Ok(Self::with(NetfilterSocket::adopt(socket), inbox))
     }
 
-    fn with(socket: NetfilterSocket) -> Self {
+    fn with(socket: NetfilterSocket, answers: Inbox) -> Self {
         Self {
             socket,
-            answers: Datagrams::new(),
+            answers,
             answered: Vec::with_capacity(BATCH),
             requests: Vec::with_capacity(BATCH * 112),
             queued: 0,
@@ -87,27 +122,39 @@ impl Zeroer {
         self.socket.fd()
     }
 
-    /// The answers waiting on the socket, not read: those the kernel
-    /// queued for an agent killed between its request and their receipt.
-    /// Their counters were zeroed, so they hold the only copy of those
-    /// bytes.
-    pub(crate) fn take_queued(&mut self) -> Result<Vec<Entry>, ConntrackError> {
-        let mut taken = Vec::new();
+    pub(crate) fn inbox(&self) -> BorrowedFd<'_> {
+        self.answers.fd()
+    }
+
+    /// Gives `keep` the answers a killed agent's last receive took, which
+    /// it may not have kept: the inbox holds them, with the mark written
+    /// before that receive. Their counters were zeroed, so the inbox holds
+    /// the only copy of those bytes.
+    pub(crate) fn recover_received<K: Keep>(&mut self, keep: &mut K) -> Result<(), ConntrackError> {
+        if !self.answers.is_empty() {
+            self.decode_answers()?;
+            // A `Break` changes nothing: `keep` holds what it could not
+            // put aside.
+            let _ = keep.keep(self.answers.mark(), &self.answered);
+        }
+        Ok(())
+    }
+
+    /// Gives `keep` the answers the kernel queued for a killed agent that
+    /// it never received: they wait on the socket the holder kept.
+    pub(crate) fn recover_unreceived<K: Keep>(
+        &mut self,
+        keep: &mut K,
+    ) -> Result<(), ConntrackError> {
         loop {
-            match self.socket.recv_queued(&mut self.answers)? {
+            let mark = keep.kept_up_to();
+            match self.socket.recv_queued(&mut self.answers, mark)? {
                 ReceivedMany::Datagrams => {}
-                ReceivedMany::TimedOut => return Ok(taken),
+                ReceivedMany::TimedOut => return Ok(()),
                 ReceivedMany::Overrun => return Err(answers_lost()),
             }
-            for message in self.answers.iter().flat_map(messages) {
-                let message = message.map_err(|error| ConntrackError::Decode {
-                    error,
-                    entries_before: taken.len() as u64,
-                })?;
-                if let Message::Entry { entry, .. } = message {
-                    taken.push(entry);
-                }
-            }
+            self.decode_answers()?;
+            let _ = keep.keep(mark, &self.answered);
         }
     }
 
@@ -127,7 +174,7 @@ impl Zeroer {
         on_entry: &mut F,
     ) -> Result<ControlFlow<()>, ConntrackError>
     where
-        K: FnMut(&[Entry]),
+        K: Keep,
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         put_request(&mut self.requests, entry);
@@ -148,7 +195,7 @@ impl Zeroer {
         on_entry: &mut F,
     ) -> Result<ControlFlow<()>, ConntrackError>
     where
-        K: FnMut(&[Entry]),
+        K: Keep,
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
         if self.queued == 0 {
@@ -164,39 +211,17 @@ impl Zeroer {
         while waiting > 0 {
             // The kernel answers a datagram of requests before `send`
             // returns: the answers are all queued, and one system call
-            // takes the whole batch's (`Datagrams` has a slot for each).
-            match self.socket.recv_many(&mut self.answers)? {
+            // takes the whole batch's (the inbox has a slot for each).
+            let mark = keep.kept_up_to();
+            match self.socket.recv_many(&mut self.answers, mark)? {
                 ReceivedMany::Datagrams => {}
                 ReceivedMany::TimedOut => continue,
                 ReceivedMany::Overrun => return Err(answers_lost()),
             }
-            self.answered.clear();
-            for message in self.answers.iter().flat_map(messages) {
-                let message = message.map_err(|error| ConntrackError::Decode {
-                    error,
-                    entries_before: self.counts.zeroed,
-                })?;
-                match message {
-                    Message::Entry { entry, .. } => {
-                        waiting -= 1;
-                        self.counts.zeroed += 1;
-                        self.answered.push(entry);
-                    }
-                    Message::Error { errno } if -errno == libc::ENOENT => {
-                        waiting -= 1;
-                        self.counts.vanished += 1;
-                    }
-                    Message::Error { errno } if errno < 0 => {
-                        return Err(ConntrackError::Kernel {
-                            errno: -errno,
-                            during: "a request to read and zero one entry's counters",
-                        })
-                    }
-                    Message::Overrun => return Err(answers_lost()),
-                    Message::Error { .. } | Message::Done { .. } | Message::Ignored { .. } => {}
-                }
+            waiting = waiting.saturating_sub(self.decode_answers()?);
+            if keep.keep(mark, &self.answered).is_break() {
+                flow = ControlFlow::Break(());
             }
-            keep(&self.answered);
             for entry in &self.answered {
                 if on_entry(entry).is_break() {
                     flow = ControlFlow::Break(());
@@ -204,6 +229,39 @@ impl Zeroer {
             }
         }
         Ok(flow)
+    }
+
+    /// Decodes the inbox's answers into `answered`; returns how many
+    /// requests they answer (entries and entries gone).
+    fn decode_answers(&mut self) -> Result<usize, ConntrackError> {
+        self.answered.clear();
+        let mut answers = 0;
+        for message in self.answers.iter().flat_map(messages) {
+            let message = message.map_err(|error| ConntrackError::Decode {
+                error,
+                entries_before: self.counts.zeroed,
+            })?;
+            match message {
+                Message::Entry { entry, .. } => {
+                    answers += 1;
+                    self.counts.zeroed += 1;
+                    self.answered.push(entry);
+                }
+                Message::Error { errno } if -errno == libc::ENOENT => {
+                    answers += 1;
+                    self.counts.vanished += 1;
+                }
+                Message::Error { errno } if errno < 0 => {
+                    return Err(ConntrackError::Kernel {
+                        errno: -errno,
+                        during: "a request to read and zero one entry's counters",
+                    })
+                }
+                Message::Overrun => return Err(answers_lost()),
+                Message::Error { .. } | Message::Done { .. } | Message::Ignored { .. } => {}
+            }
+        }
+        Ok(answers)
     }
 }
 
