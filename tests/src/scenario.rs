@@ -511,6 +511,37 @@ pub struct Pod {
     pub pid: u32,
 }
 
+impl Pod {
+    /// Five short TCP connections from this pod to `to`, port 5001, 3,000
+    /// bytes each, from client port `first` on.
+    pub fn five_short_connections(&self, to: IpAddr, first: u16) -> anyhow::Result<()> {
+        let (to, first) = (to.to_string(), first.to_string());
+        run(traffic_in(self.pid).args([
+            "short",
+            "--dst",
+            &to,
+            "--port",
+            "5001",
+            "--sport-base",
+            &first,
+            "--n",
+            "5",
+            "--bytes",
+            "3000",
+        ]))
+        .map(drop)
+    }
+}
+
+/// `traffic.py` run in the network namespace of process `pid`.
+pub fn traffic_in(pid: u32) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .args(["-t", &pid.to_string(), "-n", "python3"])
+        .arg(repo_root().join("tests/scripts/traffic.py"));
+    command
+}
+
 /// A pod gone by the time counters are read, which talked only to pods
 /// with counters, from `port`: its bytes are theirs for its address and
 /// port.
@@ -746,13 +777,7 @@ impl Workloads {
             tcp(NODE_IPS[1], "30081", "41021", "90000"),
         ];
         let traffic = repo_root().join("tests/scripts/traffic.py");
-        let in_namespace_of = |pid: u32, args: &[&str]| {
-            run(Command::new("nsenter")
-                .args(["-t", &pid.to_string(), "-n", "python3"])
-                .arg(&traffic)
-                .args(args))
-            .map(drop)
-        };
+        let in_namespace_of = |pid: u32, args: &[&str]| run(traffic_in(pid).args(args)).map(drop);
         let result = flows
             .iter()
             .try_for_each(|(pod, args)| in_namespace_of(pod.pid, args))

@@ -14,8 +14,8 @@ use tollgate_tests::cluster::{differences, metering_of, Key};
 use tollgate_tests::kubernetes::{Kubernetes, Underlay};
 use tollgate_tests::scenario::{
     agents, agents_rolled_out, check_deployment, clickhouse_port, deploy_clickhouse,
-    deploy_parquet, parquet_views, release_binary, Image, Pod, Sink, Visitor, Workloads, CLUSTER,
-    NAMESPACES,
+    deploy_parquet, parquet_views, release_binary, traffic_in, Image, Pod, Sink, Visitor,
+    Workloads, CLUSTER, NAMESPACES,
 };
 use tollgate_tests::{clickhouse, repo_root, run};
 
@@ -352,21 +352,13 @@ fn rolling_update(
     let loaded = k8s.load(&next);
     std::fs::remove_file(&next)?;
     loaded?;
-    let traffic = repo_root().join("tests/scripts/traffic.py");
     let (frontend, db, archive) = (
         workloads.pod("frontend", 0),
         workloads.pod("db", 1),
         workloads.pod("archive", 2),
     );
-    let (db_ip, archive_ip) = (db.ip.to_string(), archive.ip.to_string());
-    let in_pod = |pod: &Pod| {
-        let mut command = Command::new("nsenter");
-        command
-            .args(["-t", &pod.pid.to_string(), "-n", "python3"])
-            .arg(&traffic);
-        command
-    };
-    let mut long = in_pod(db)
+    let archive_ip = archive.ip.to_string();
+    let mut long = traffic_in(db.pid)
         .args([
             "tcp",
             "--dst",
@@ -404,20 +396,7 @@ fn rolling_update(
             SHORT_PORTS.contains(&(base + 4)),
             "more short connections than SHORT_PORTS holds"
         );
-        let base = base.to_string();
-        run(in_pod(frontend).args([
-            "short",
-            "--dst",
-            &db_ip,
-            "--port",
-            "5001",
-            "--sport-base",
-            &base,
-            "--n",
-            "5",
-            "--bytes",
-            "3000",
-        ]))?;
+        frontend.five_short_connections(db.ip, base)?;
         batches += 1;
         std::thread::sleep(Duration::from_millis(200));
         if rolled_out.is_none()
@@ -542,7 +521,6 @@ fn agent_killed(
     sink: Sink,
     workloads: &Workloads,
 ) -> anyhow::Result<()> {
-    let traffic = repo_root().join("tests/scripts/traffic.py");
     let (frontend, db) = (workloads.pod("frontend", 0), workloads.pod("db", 1));
     let db_ip = db.ip.to_string();
     let pod = agents(k8s)?
@@ -579,12 +557,7 @@ fn agent_killed(
             KILL_PORTS.contains(&(base + 4)),
             "more short connections than KILL_PORTS holds"
         );
-        run(Command::new("nsenter")
-            .args(["-t", &frontend.pid.to_string(), "-n", "python3"])
-            .arg(&traffic)
-            .args(["short", "--dst", &db_ip, "--port", "5001", "--sport-base"])
-            .arg(base.to_string())
-            .args(["--n", "5", "--bytes", "3000"]))?;
+        frontend.five_short_connections(db.ip, base)?;
         // Nothing to delete is no failure: conntrack then exits 1.
         k8s.on_node("node-b", "conntrack")
             .args(["-D", "-p", "tcp", "-d", &db_ip, "--dport", "5001"])

@@ -120,13 +120,19 @@ impl Held {
         }
     }
 
+    fn raw(&self, kind: Kind) -> Option<RawFd> {
+        match kind {
+            Kind::Zeroing => &self.zeroing,
+            Kind::Events => &self.events,
+            Kind::ZeroingInbox => &self.zeroing_inbox,
+            Kind::EventsInbox => &self.events_inbox,
+        }
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
+    }
+
     fn is_empty(&self) -> bool {
-        Kind::ALL.iter().all(|&kind| match kind {
-            Kind::Zeroing => self.zeroing.is_none(),
-            Kind::Events => self.events.is_none(),
-            Kind::ZeroingInbox => self.zeroing_inbox.is_none(),
-            Kind::EventsInbox => self.events_inbox.is_none(),
-        })
+        Kind::ALL.iter().all(|&kind| self.raw(kind).is_none())
     }
 }
 
@@ -134,7 +140,8 @@ impl Held {
 /// still serves the agent before it, before going on without one.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// How long an agent waits, once per read, for a holder that went away.
+/// How long an agent waits for the first message of a holder that
+/// restarted; one that is not serving yet is tried again at the next read.
 const RECONNECT_WAIT: Duration = Duration::from_millis(200);
 
 /// An agent's connection to its holder.
@@ -153,11 +160,17 @@ impl Holder {
     /// Connects to the holder at `path` and takes what it holds: the
     /// sockets of the agent before this one, if it held any.
     pub fn connect(path: &Path) -> Result<(Self, Held), HolderError> {
-        Self::connect_within(path, CONNECT_WAIT)
+        Self::connect_within(path, CONNECT_WAIT, CONNECT_WAIT)
     }
 
-    fn connect_within(path: &Path, wait: Duration) -> Result<(Self, Held), HolderError> {
-        let deadline = std::time::Instant::now() + wait;
+    /// Connects, trying again for `retrying` while no holder serves
+    /// `path`, and waits up to `answer` for what the holder holds.
+    fn connect_within(
+        path: &Path,
+        retrying: Duration,
+        answer: Duration,
+    ) -> Result<(Self, Held), HolderError> {
+        let deadline = std::time::Instant::now() + retrying;
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(stream) => break stream,
@@ -174,7 +187,7 @@ impl Holder {
             }
         };
         stream
-            .set_read_timeout(Some(wait))
+            .set_read_timeout(Some(answer))
             .map_err(failed(path, "setting a timeout"))?;
         let (mask, fds) = receive(&stream).map_err(failed(path, "receiving the held sockets"))?;
         let Some(mask) = mask else {
@@ -210,9 +223,12 @@ impl Holder {
         let copy = fd
             .try_clone_to_owned()
             .map_err(failed(&self.path, "copying a socket"))?;
-        let copy = self.handed.slot(kind).insert(copy);
-        send(&self.stream, kind.bit(), &[copy.as_raw_fd()])
-            .map_err(failed(&self.path, "handing a socket over"))
+        let fd = self.handed.slot(kind).insert(copy).as_raw_fd();
+        self.hand(kind, fd)
+    }
+
+    fn hand(&self, kind: Kind, fd: RawFd) -> Result<(), HolderError> {
+        send(&self.stream, kind.bit(), &[fd]).map_err(failed(&self.path, "handing a socket over"))
     }
 
     /// Hands the sockets over again if the holder went away and another
@@ -223,16 +239,15 @@ impl Holder {
         if !closed(&self.stream) {
             return;
         }
-        match Self::connect_within(&self.path, RECONNECT_WAIT) {
+        // One attempt: a holder not serving yet is tried at the next read,
+        // and a read must not wait for one that is gone.
+        match Self::connect_within(&self.path, Duration::ZERO, RECONNECT_WAIT) {
             Ok((holder, _nothing)) => {
                 self.stream = holder.stream;
                 self.said_gone = false;
                 for kind in Kind::ALL {
-                    if let Some(fd) = self.handed.slot(kind) {
-                        let sent = send(&self.stream, kind.bit(), &[fd.as_raw_fd()]);
-                        if let Err(error) =
-                            sent.map_err(failed(&self.path, "handing a socket over"))
-                        {
+                    if let Some(fd) = self.handed.raw(kind) {
+                        if let Err(error) = self.hand(kind, fd) {
                             tracing::error!(%error, ?kind, "the restarted holder cannot keep this socket");
                             return;
                         }
@@ -567,7 +582,11 @@ mod tests {
         holder.hold(Kind::Events, replaced.as_fd()).unwrap();
         // A second agent gets nothing while the first lives.
         assert!(matches!(
-            Holder::connect_within(&path, Duration::from_millis(300)),
+            Holder::connect_within(
+                &path,
+                Duration::from_millis(300),
+                Duration::from_millis(300)
+            ),
             Err(HolderError::Io { .. })
         ));
         // Killed: its own descriptors close with it.
