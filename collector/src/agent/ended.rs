@@ -184,12 +184,15 @@ impl Writer {
         }
     }
 
-    /// Appends the ended connections a killed agent received when its
-    /// writer was at `received_at`, but for those it wrote after that mark
-    /// before the kill: each is queued once. Run before this writer's first
-    /// append and before any reader reads: a part of an entry the kill
-    /// left is cut off. Returns how many were written already.
-    pub fn recover(&mut self, received_at: Mark, entries: &[Entry]) -> Result<u64, JournalError> {
+    /// Appends to the file the killed agent wrote the ended connections it
+    /// received when its writer was at `received_at`, but for those it
+    /// wrote after that mark before the kill: each is queued once, and a
+    /// kill during this leaves them where a second recovery finds them. Run
+    /// before this writer's first append and before any reader reads: that
+    /// file is then the last the killed agent wrote, and every reader reads
+    /// it to its end before this writer's. A part of an entry the kill left
+    /// is cut off. Returns how many were written already.
+    pub fn recover(&self, received_at: Mark, entries: &[Entry]) -> Result<u64, JournalError> {
         let path = path(&self.dir, received_at.file);
         let io = |action, source| JournalError::Io {
             path: path.clone(),
@@ -210,10 +213,21 @@ impl Writer {
             .map_err(|e| io("seeking", e))?;
         let read = journal::read_entries(&mut file, |_| {})
             .map_err(|error| reading_failed(&path, from, error))?;
-        file.set_len(from + read.bytes)
-            .map_err(|e| io("cutting its tail", e))?;
+        let end = from + read.bytes;
+        file.set_len(end).map_err(|e| io("cutting its tail", e))?;
+        file.seek(SeekFrom::Start(end))
+            .map_err(|e| io("seeking", e))?;
         let written = read.entries.min(entries.len() as u64);
-        self.append(&entries[usize::try_from(written).unwrap_or(entries.len())..])?;
+        let mut encoded = Vec::new();
+        journal::encode(
+            &entries[usize::try_from(written).unwrap_or(entries.len())..],
+            &mut encoded,
+        )
+        .map_err(|e| JournalError::Corrupt {
+            path: path.clone(),
+            detail: format!("cannot encode: {e}"),
+        })?;
+        file.write_all(&encoded).map_err(|e| io("writing", e))?;
         Ok(written)
     }
 
@@ -430,15 +444,19 @@ mod tests {
         writer.file.write_all(&encoded[..first.len() + 2]).unwrap();
         drop(writer);
 
-        let mut writer = Writer::create(&dir).unwrap();
+        let writer = Writer::create(&dir).unwrap();
         assert_eq!(writer.recover(mark, &received).unwrap(), 1);
         let mut queue = Queue::new(&dir, Position::default());
         assert_eq!(ports(&mut queue), [1, 2, 3, 4]);
+        // Killed again after that recovery: nothing is queued twice.
+        let writer = Writer::create(&dir).unwrap();
+        assert_eq!(writer.recover(mark, &received).unwrap(), 3);
+        assert!(ports(&mut queue).is_empty());
 
         // Received and not written at all: all queued. Its file gone (a
         // commit past it): all written before.
         let mark = writer.kept_up_to();
-        let mut successor = Writer::create(&dir).unwrap();
+        let successor = Writer::create(&dir).unwrap();
         assert_eq!(successor.recover(mark, &[ended(5)]).unwrap(), 0);
         assert_eq!(ports(&mut queue), [5]);
         let gone = Mark { file: 1, offset: 0 };

@@ -776,10 +776,10 @@ impl EventListener {
     /// Receives `events` into `writer` from now on.
     pub fn start(
         mut events: EndedConnections,
-        mut writer: ended::Writer,
+        writer: ended::Writer,
         metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
-        recover_received(&mut events, &mut writer);
+        recover_received(&mut events, &writer);
         let writer = Arc::new(Mutex::new(writer));
         let stop = Arc::new(AtomicBool::new(false));
         let emptied = Arc::new(AtomicU64::new(0));
@@ -818,7 +818,7 @@ impl EventListener {
 
 /// Queues the ended connections a killed agent received and may not have
 /// queued: its inbox, kept by the holder, holds them.
-fn recover_received(events: &mut EndedConnections, writer: &mut ended::Writer) {
+fn recover_received(events: &mut EndedConnections, writer: &ended::Writer) {
     let mut received = Vec::new();
     let recovered = events
         .recover_received(|entry| received.push(*entry))
