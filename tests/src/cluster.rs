@@ -1065,20 +1065,33 @@ impl Agent {
             );
             Ok(())
         };
+        // Every thread stopped, not only the main one: the reader and the
+        // listener are threads of their own.
+        let stopped = || -> anyhow::Result<bool> {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+                let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+                if !stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with(['T', 't']))
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
         for attempt in 1..=attempts {
             signal(libc::SIGSTOP)?;
-            while !std::fs::read_to_string(format!("/proc/{pid}/stat"))?
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T'))
-            {
+            while !stopped()? {
                 std::thread::sleep(Duration::from_micros(50));
             }
-            if now(pid)? {
+            let found = now(pid);
+            if found.as_ref().is_ok_and(|found| *found) {
                 self.child.kill()?;
                 self.child.wait()?;
                 return Ok(Some(attempt));
             }
             signal(libc::SIGCONT)?;
+            found?;
             std::thread::sleep(Duration::from_micros(u64::from(attempt % 7) * 300));
         }
         signal(libc::SIGCONT)?;

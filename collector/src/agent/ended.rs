@@ -185,14 +185,24 @@ impl Writer {
     }
 
     /// Appends to the file the killed agent wrote the ended connections it
-    /// received when its writer was at `received_at`, but for those it
-    /// wrote after that mark before the kill: each is queued once, and a
-    /// kill during this leaves them where a second recovery finds them. Run
-    /// before this writer's first append and before any reader reads: that
-    /// file is then the last the killed agent wrote, and every reader reads
-    /// it to its end before this writer's. A part of an entry the kill left
-    /// is cut off. Returns how many were written already.
-    pub fn recover(&self, received_at: Mark, entries: &[Entry]) -> Result<u64, JournalError> {
+    /// received when its writer was at `received_at`, but for those that
+    /// file holds after that mark (the kill cut their write short): each
+    /// is queued once, and a kill during this leaves them where a second
+    /// recovery finds them. They are matched by value, not counted: the
+    /// killed agent dropped repeats before writing, and may have written
+    /// entries an earlier failed write left. Run before this writer's first
+    /// append and before any reader reads: that file is then the last the
+    /// killed agent wrote, and every reader reads it to its end before this
+    /// writer's. A part of an entry the kill left is cut off. Returns how
+    /// many were written already.
+    pub fn recover(&mut self, received_at: Mark, entries: &[Entry]) -> Result<u64, JournalError> {
+        if received_at.file >= self.generation {
+            // Not a predecessor's file here: the killed agent wrote in
+            // another directory (it was waiting to take over). Queued
+            // again rather than lost.
+            self.append(entries)?;
+            return Ok(0);
+        }
         let path = path(&self.dir, received_at.file);
         let io = |action, source| JournalError::Io {
             path: path.clone(),
@@ -211,24 +221,25 @@ impl Writer {
         let from = received_at.offset.min(len);
         file.seek(SeekFrom::Start(from))
             .map_err(|e| io("seeking", e))?;
-        let read = journal::read_entries(&mut file, |_| {})
+        let mut written = Vec::new();
+        let read = journal::read_entries(&mut file, |entry| written.push(*entry))
             .map_err(|error| reading_failed(&path, from, error))?;
         let end = from + read.bytes;
         file.set_len(end).map_err(|e| io("cutting its tail", e))?;
         file.seek(SeekFrom::Start(end))
             .map_err(|e| io("seeking", e))?;
-        let written = read.entries.min(entries.len() as u64);
+        let missing: Vec<Entry> = entries
+            .iter()
+            .filter(|entry| !written.contains(entry))
+            .copied()
+            .collect();
         let mut encoded = Vec::new();
-        journal::encode(
-            &entries[usize::try_from(written).unwrap_or(entries.len())..],
-            &mut encoded,
-        )
-        .map_err(|e| JournalError::Corrupt {
+        journal::encode(&missing, &mut encoded).map_err(|e| JournalError::Corrupt {
             path: path.clone(),
             detail: format!("cannot encode: {e}"),
         })?;
         file.write_all(&encoded).map_err(|e| io("writing", e))?;
-        Ok(written)
+        Ok((entries.len() - missing.len()) as u64)
     }
 
     /// Marks its file as written now: the listener stops listening, and
@@ -444,24 +455,45 @@ mod tests {
         writer.file.write_all(&encoded[..first.len() + 2]).unwrap();
         drop(writer);
 
-        let writer = Writer::create(&dir).unwrap();
+        let mut writer = Writer::create(&dir).unwrap();
         assert_eq!(writer.recover(mark, &received).unwrap(), 1);
         let mut queue = Queue::new(&dir, Position::default());
         assert_eq!(ports(&mut queue), [1, 2, 3, 4]);
         // Killed again after that recovery: nothing is queued twice.
-        let writer = Writer::create(&dir).unwrap();
+        let mut writer = Writer::create(&dir).unwrap();
         assert_eq!(writer.recover(mark, &received).unwrap(), 3);
         assert!(ports(&mut queue).is_empty());
 
         // Received and not written at all: all queued. Its file gone (a
         // commit past it): all written before.
         let mark = writer.kept_up_to();
-        let successor = Writer::create(&dir).unwrap();
+        let mut successor = Writer::create(&dir).unwrap();
         assert_eq!(successor.recover(mark, &[ended(5)]).unwrap(), 0);
         assert_eq!(ports(&mut queue), [5]);
         let gone = Mark { file: 1, offset: 0 };
         std::fs::remove_file(path(&dir, 1)).unwrap();
         assert_eq!(successor.recover(gone, &[ended(6)]).unwrap(), 1);
         assert!(ports(&mut queue).is_empty());
+
+        // The killed agent dropped a repeat before writing: matched by
+        // value, the connections it wrote are not queued again.
+        let mark = successor.kept_up_to();
+        successor.append(&[ended(7), ended(8)]).unwrap();
+        drop(successor);
+        let mut writer = Writer::create(&dir).unwrap();
+        assert_eq!(
+            writer
+                .recover(mark, &[ended(1), ended(7), ended(8)])
+                .unwrap(),
+            2
+        );
+        assert_eq!(ports(&mut queue), [7, 8, 1]);
+        // A mark of no predecessor's file here: queued by the writer.
+        let elsewhere = Mark {
+            file: writer.generation,
+            offset: 0,
+        };
+        assert_eq!(writer.recover(elsewhere, &[ended(9)]).unwrap(), 0);
+        assert_eq!(ports(&mut queue), [9]);
     }
 }

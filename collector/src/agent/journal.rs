@@ -247,9 +247,18 @@ impl Keep for Recovery {
         match append(&self.dir, self.step, self.time, received_at.offset, zeroed) {
             Ok(appended) => {
                 self.end = appended.end;
-                self.appended += zeroed.len() as u64 - appended.skipped;
                 self.already_kept += appended.skipped;
+                let rest = &zeroed[usize::try_from(appended.skipped).unwrap_or(zeroed.len())..];
+                match appended.unwritten {
+                    None => self.appended += rest.len() as u64,
+                    Some(error) => {
+                        self.unkept.extend_from_slice(rest);
+                        self.error = Some(error);
+                    }
+                }
             }
+            // The journal cannot be read, so its replay will not meter
+            // them either.
             Err(error) => {
                 self.unkept.extend_from_slice(zeroed);
                 self.error = Some(error);
@@ -260,19 +269,23 @@ impl Keep for Recovery {
 }
 
 /// What [`append`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Appended {
     /// Entries the journal held already after the given offset.
     pub skipped: u64,
     /// The journal's length after the append.
     pub end: u64,
+    /// Why the entries after the skipped ones could not be written: the
+    /// journal was cut back to `end`, so none of them is in it.
+    pub unwritten: Option<JournalError>,
 }
 
 /// Adds `entries` to the journal of the read that commits as `step`: to
 /// the one a kill cut short (after its last whole entry), or to a new one
 /// read at `time` if that read left none. `entries` were received when the
 /// journal was `after` bytes long: those it holds after that offset already
-/// (a kill cut their write short) are not added again.
+/// (a kill cut their write short) are not added again. A failed write is
+/// [`Appended::unwritten`]; an error is a journal that cannot be read.
 pub fn append(
     dir: &Path,
     step: u64,
@@ -281,7 +294,7 @@ pub fn append(
     entries: &[Entry],
 ) -> Result<Appended, JournalError> {
     let existing = list(dir)?.into_iter().rfind(|journal| journal.step == step);
-    let (path, mut file, skipped) = match existing {
+    let (path, mut file, skipped, end) = match existing {
         Some(journal) => {
             let io = |action, source| JournalError::Io {
                 path: journal.path.clone(),
@@ -294,7 +307,8 @@ pub fn append(
             if len < HEADER as u64 {
                 // Killed before its header was written: nothing in it.
                 fs::remove_file(&journal.path).map_err(|e| io("removing", e))?;
-                (dir.join(name(step, time)), create(dir, step, time)?, 0)
+                let file = create(dir, step, time)?;
+                (dir.join(name(step, time)), file, 0, HEADER as u64)
             } else {
                 let mut file = fs::OpenOptions::new()
                     .read(true)
@@ -320,33 +334,53 @@ pub fn append(
                 file.set_len(end).map_err(|e| io("cutting its tail", e))?;
                 file.seek(io::SeekFrom::Start(end))
                     .map_err(|e| io("seeking", e))?;
-                (journal.path, file, skipped)
+                (journal.path, file, skipped, end)
             }
         }
-        None => (dir.join(name(step, time)), create(dir, step, time)?, 0),
+        None => {
+            let file = create(dir, step, time)?;
+            (dir.join(name(step, time)), file, 0, HEADER as u64)
+        }
     };
     let rest = &entries[usize::try_from(skipped)
         .unwrap_or(usize::MAX)
         .min(entries.len())..];
-    write_entries(&mut file, &path, rest)?;
-    let end = file.stream_position().map_err(|source| JournalError::Io {
-        path: path.clone(),
-        action: "seeking",
-        source,
-    })?;
-    Ok(Appended { skipped, end })
-}
-
-fn write_entries(file: &mut File, path: &Path, entries: &[Entry]) -> Result<(), JournalError> {
     let mut encoded = Vec::new();
-    encode(entries, &mut encoded).map_err(|error| JournalError::Corrupt {
-        path: path.to_owned(),
-        detail: format!("an entry does not encode: {error}"),
-    })?;
-    file.write_all(&encoded).map_err(|source| JournalError::Io {
-        path: path.to_owned(),
-        action: "writing",
-        source,
+    let written = encode(rest, &mut encoded)
+        .map_err(|error| JournalError::Corrupt {
+            path: path.clone(),
+            detail: format!("an entry does not encode: {error}"),
+        })
+        .and_then(|()| {
+            file.write_all(&encoded).map_err(|source| JournalError::Io {
+                path: path.clone(),
+                action: "writing",
+                source,
+            })
+        });
+    Ok(match written {
+        Ok(()) => Appended {
+            skipped,
+            end: end + encoded.len() as u64,
+            unwritten: None,
+        },
+        Err(error) => {
+            // A part written would be metered twice: by the journal and by
+            // the caller, who meters what is unwritten.
+            let cut = file.set_len(end);
+            Appended {
+                skipped,
+                end,
+                unwritten: Some(cut.map_or_else(
+                    |source| JournalError::Io {
+                        path: path.clone(),
+                        action: "writing, then cutting back what was written",
+                        source,
+                    },
+                    |()| error,
+                )),
+            }
+        }
     })
 }
 

@@ -453,7 +453,7 @@ impl Reader {
             Ok(recovery) => recovery,
             Err(error) => {
                 self.metering.metrics.journal_errors.inc();
-                tracing::error!(%error, "cannot read the journal of the read a kill cut short: the zeroing answers the killed agent left stay unread, and are lost");
+                tracing::error!(%error, "cannot read the journal of the read a kill cut short: the zeroing answers the killed agent received are lost; those it left on the socket go to this agent's first read");
                 return;
             }
         };
@@ -776,10 +776,10 @@ impl EventListener {
     /// Receives `events` into `writer` from now on.
     pub fn start(
         mut events: EndedConnections,
-        writer: ended::Writer,
+        mut writer: ended::Writer,
         metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
-        recover_received(&mut events, &writer);
+        recover_received(&mut events, &mut writer);
         let writer = Arc::new(Mutex::new(writer));
         let stop = Arc::new(AtomicBool::new(false));
         let emptied = Arc::new(AtomicU64::new(0));
@@ -817,25 +817,32 @@ impl EventListener {
 }
 
 /// Queues the ended connections a killed agent received and may not have
-/// queued: its inbox, kept by the holder, holds them.
-fn recover_received(events: &mut EndedConnections, writer: &ended::Writer) {
+/// queued: its inbox, kept by the holder, holds them. If the killed agent's
+/// file cannot be checked, they are queued again: a connection counted
+/// twice is safer than one lost.
+fn recover_received(events: &mut EndedConnections, writer: &mut ended::Writer) {
     let mut received = Vec::new();
-    let recovered = events
-        .recover_received(|entry| received.push(*entry))
-        .map_err(|error| error.to_string())
-        .and_then(|mark| {
-            mark.map(|mark| writer.recover(mark, &received))
-                .transpose()
-                .map_err(|error| error.to_string())
-        });
-    match recovered {
-        Ok(Some(written)) if written < received.len() as u64 => tracing::warn!(
+    let mark = match events.recover_received(|entry| received.push(*entry)) {
+        Ok(Some(mark)) => mark,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(%error, "cannot decode the ended connections a killed agent had received: their bytes are not metered");
+            return;
+        }
+    };
+    match writer.recover(mark, &received) {
+        Ok(written) if written < received.len() as u64 => tracing::warn!(
             connections = received.len() as u64 - written,
             queued_before_the_kill = written,
             "ended connections a killed agent had received and not queued were kept in its inbox by the holder: queued now"
         ),
         Ok(_) => {}
-        Err(error) => tracing::error!(%error, connections = received.len(), "cannot queue the ended connections a killed agent had received: their bytes are not metered"),
+        Err(error) => {
+            tracing::error!(%error, connections = received.len(), "cannot check which ended connections a killed agent queued: all it had received last are queued again, and may count twice");
+            if let Err(error) = writer.append(&received) {
+                tracing::error!(%error, "nor can they be queued: their bytes are not metered");
+            }
+        }
     }
 }
 

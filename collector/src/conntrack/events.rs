@@ -81,7 +81,12 @@ impl EndedConnections {
         // whoever held the socket may have changed it.
         socket.set_recv_timeout(READ_WAIT)?;
         let inbox = match inbox {
-            Some(fd) => Inbox::adopt(fd)?,
+            Some(fd) => Inbox::adopt(fd).or_else(|error| {
+                // Refused for good: the holder would hand it again at every
+                // start, and the agent must not stop starting over it.
+                tracing::error!(%error, "the inbox the holder kept cannot be used: what the killed agent received last is lost");
+                Inbox::create(INBOX)
+            })?,
             None => Inbox::create(INBOX)?,
         };
         Ok(Self::with(socket, inbox))

@@ -115,7 +115,8 @@ impl Inbox {
 
     /// Maps the whole inbox, its pages faulted in now: a fault while the
     /// kernel copies a datagram in, with a kill pending, would fail the
-    /// copy after the datagram left the socket.
+    /// copy after the datagram left the socket. (A page swapped out later
+    /// faults again; Kubernetes nodes run without swap by default.)
     #[allow(unsafe_code)]
     fn map(fd: OwnedFd) -> Result<Self, ConntrackError> {
         // SAFETY: a new shared mapping of LEN bytes of an open memfd at

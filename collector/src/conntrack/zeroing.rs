@@ -101,7 +101,12 @@ impl Zeroer {
     /// them (a new inbox if it kept none).
     pub(crate) fn adopt(socket: OwnedFd, inbox: Option<OwnedFd>) -> Result<Self, ConntrackError> {
         let inbox = match inbox {
-            Some(fd) => Inbox::adopt(fd)?,
+            Some(fd) => Inbox::adopt(fd).or_else(|error| {
+                // Refused for good: the holder would hand it again at every
+                // start, and the agent must not stop starting over it.
+                tracing::error!(%error, "the inbox the holder kept cannot be used: what the killed agent received last is lost");
+                Inbox::create(INBOX)
+            })?,
             None => Inbox::create(INBOX)?,
         };
         Ok(Self::with(NetfilterSocket::adopt(socket), inbox))
