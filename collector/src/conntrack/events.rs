@@ -80,15 +80,7 @@ impl EndedConnections {
         // Set again: the killed agent's timeout is its socket's, and
         // whoever held the socket may have changed it.
         socket.set_recv_timeout(READ_WAIT)?;
-        let inbox = match inbox {
-            Some(fd) => Inbox::adopt(fd).or_else(|error| {
-                // Refused for good: the holder would hand it again at every
-                // start, and the agent must not stop starting over it.
-                tracing::error!(%error, "the inbox the holder kept cannot be used: what the killed agent received last is lost");
-                Inbox::create(INBOX)
-            })?,
-            None => Inbox::create(INBOX)?,
-        };
+        let inbox = Inbox::kept_or_new(inbox, INBOX)?;
         Ok(Self::with(socket, inbox))
     }
 

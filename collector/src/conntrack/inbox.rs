@@ -90,10 +90,24 @@ impl Inbox {
         Ok(inbox)
     }
 
+    /// The inbox the holder kept, if it kept one and it can be used, else
+    /// a new one named `name`.
+    pub(crate) fn kept_or_new(kept: Option<OwnedFd>, name: &CStr) -> Result<Self, ConntrackError> {
+        match kept {
+            Some(fd) => Self::adopt(fd).or_else(|error| {
+                // Refused for good: the holder would hand it again at every
+                // start, and the agent must not stop starting over it.
+                tracing::error!(%error, "the inbox the holder kept cannot be used: what the killed agent received last is lost");
+                Self::create(name)
+            }),
+            None => Self::create(name),
+        }
+    }
+
     /// The inbox of a killed agent, as the holder kept it: the datagrams of
     /// its last receive, and the mark written before it.
     #[allow(unsafe_code)]
-    pub(crate) fn adopt(fd: OwnedFd) -> Result<Self, ConntrackError> {
+    fn adopt(fd: OwnedFd) -> Result<Self, ConntrackError> {
         // SAFETY: an all-zero `stat` is valid; the kernel fills it.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `fd` is open and `stat` is writable.

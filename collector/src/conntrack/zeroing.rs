@@ -100,15 +100,7 @@ impl Zeroer {
     /// The zeroing socket and inbox of a killed agent, as the holder kept
     /// them (a new inbox if it kept none).
     pub(crate) fn adopt(socket: OwnedFd, inbox: Option<OwnedFd>) -> Result<Self, ConntrackError> {
-        let inbox = match inbox {
-            Some(fd) => Inbox::adopt(fd).or_else(|error| {
-                // Refused for good: the holder would hand it again at every
-                // start, and the agent must not stop starting over it.
-                tracing::error!(%error, "the inbox the holder kept cannot be used: what the killed agent received last is lost");
-                Inbox::create(INBOX)
-            })?,
-            None => Inbox::create(INBOX)?,
-        };
+        let inbox = Inbox::kept_or_new(inbox, INBOX)?;
         Ok(Self::with(NetfilterSocket::adopt(socket), inbox))
     }
 
