@@ -274,6 +274,38 @@ fn fifty_thousand_live_entries_are_zeroed_exactly_across_reply_datagrams() -> an
     Ok(())
 }
 
+/// The oracle checks itself: with sets too small for the traffic (4 flow
+/// directions for 10 flows), the packets of the flows it could not add are
+/// counted by its counter but by no set, and reading it fails, naming the
+/// loss, instead of handing on counts that would blame tollgate.
+#[test]
+fn an_oracle_that_lost_packets_refuses_to_judge() -> anyhow::Result<()> {
+    if !require_root("kernel", "network namespaces and nftables") {
+        return Ok(());
+    }
+    let bench = one_way_udp_bench()?;
+    bench
+        .net
+        .router
+        .sh("nft delete table inet tollgate_oracle")?;
+    oracle::install_holding(&bench.net.router, 4)?;
+    ensure!(
+        bench
+            .udp_one_way(addr::SERVER4, 9, 10000, 10, 64)?
+            .wait()?
+            .success(),
+        "traffic failed"
+    );
+    let error = oracle::read(&bench.net.router)
+        .expect_err("an oracle whose set missed 6 flows must not be read")
+        .to_string();
+    assert!(
+        error.contains("its counter ports4 saw 10, its set ports4 holds 4"),
+        "{error}"
+    );
+    Ok(())
+}
+
 /// Two listeners at once (an agent and its successor in a handover, or an
 /// agent and any other reliable subscriber): when one's socket overflows,
 /// the kernel sends each event it could not deliver again, to every
