@@ -1,7 +1,7 @@
 //! Benchmark of the ClickHouse store (run by
 //! `tests/scripts/bench-clickhouse-sink.sh`):
 //!
-//! 1. insert rate of tollgate's sink (`ClickHouseSink`, RowBinary + LZ4,
+//! 1. insert rate of tollgate's sink (`ClickHouseSink`, Native blocks + LZ4,
 //!    batches of 100,000) against ClickHouse's own HTTP
 //!    `INSERT ... FORMAT RowBinary` of the same rows from a file, sent with
 //!    curl (the reference), in the same run;
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         n / reference_seconds
     );
     println!(
-        "  tollgate ClickHouseSink (RowBinary, LZ4)               {:>6.2} s  {:>10.0} rows/s",
+        "  tollgate ClickHouseSink (Native, LZ4)                  {:>6.2} s  {:>10.0} rows/s",
         sink_seconds,
         n / sink_seconds
     );

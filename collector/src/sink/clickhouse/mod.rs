@@ -2,6 +2,7 @@
 //! ([`migrate`]).
 
 pub mod migrate;
+mod native;
 mod writer;
 
 pub use writer::ClickHouseSink;

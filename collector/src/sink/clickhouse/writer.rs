@@ -1,6 +1,6 @@
 //! Writes batches into the `flows` table with the `clickhouse` crate:
-//! RowBinary, LZ4 on the wire, one INSERT per batch carrying the batch's
-//! `insert_deduplication_token`.
+//! Native blocks ([`NativeBlocks`]), LZ4 on the wire, one INSERT per batch
+//! carrying the batch's `insert_deduplication_token`.
 //!
 //! When the outcome of the previous write is unknown (the process started,
 //! or a write failed), the batch is not simply sent again: ClickHouse may
@@ -14,9 +14,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clickhouse::Client;
-use tollgate_schema::FlowView;
+use clickhouse::insert_formatted::CompressedData;
+use clickhouse::{Client, Compression};
 
+use super::native::{insert_statement, NativeBlocks};
 use super::Connection;
 use crate::sink::batch::is_marked;
 use crate::sink::{Batch, Sink, WriteError};
@@ -46,11 +47,7 @@ fn failure(error: clickhouse::error::Error, table: &str) -> WriteError {
 
 /// The ClickHouse sink.
 pub struct ClickHouseSink {
-    /// Checks every row against the table's column types.
-    validating: Client,
-    /// Sends rows unchecked: used once a checked batch went in.
-    trusting: Client,
-    checked: AtomicBool,
+    client: Client,
     /// The last write's outcome is unknown: its batch may be stored.
     uncertain: AtomicBool,
 }
@@ -67,11 +64,8 @@ const DELIVERED_RECORDS: &str = "SELECT toUInt64(sum(records)) FROM \
 impl ClickHouseSink {
     /// A sink writing to `connection`'s database.
     pub fn new(connection: &Connection) -> Result<Self, super::CaFileError> {
-        let client = connection.client()?.with_database(&connection.database);
         Ok(Self {
-            trusting: client.clone().with_validation(false),
-            validating: client,
-            checked: AtomicBool::new(false),
+            client: connection.client()?.with_database(&connection.database),
             uncertain: AtomicBool::new(true),
         })
     }
@@ -87,15 +81,6 @@ impl ClickHouseSink {
         deduplicate: bool,
     ) -> Result<(), WriteError> {
         let fail = |e| failure(e, table);
-        // The first batch is checked against the table's columns (the
-        // client fetches them); after that the per-row check, about a quarter
-        // of the sink's CPU, is skipped: only `tollgate migrate` changes the
-        // table, and it refuses columns that differ from the schema crate.
-        let client = if self.checked.load(Ordering::Relaxed) {
-            &self.trusting
-        } else {
-            &self.validating
-        };
         let block_rows = batch
             .rows
             .len()
@@ -103,10 +88,13 @@ impl ClickHouseSink {
             .to_string();
         let completing = !deduplicate;
         let deduplicate = if deduplicate { "1" } else { "0" };
-        let mut insert = client
-            .insert::<FlowView<'_>>(table)
-            .await
-            .map_err(fail)?
+        let mut insert = self
+            .client
+            .insert_formatted_with(insert_statement(table))
+            // A block whose column types differ from the table's is refused,
+            // not converted: only `tollgate migrate` makes the table, and it
+            // refuses columns that differ from the schema crate.
+            .with_setting("input_format_native_allow_types_conversion", "0")
             // Every attempt of a batch runs under one id, and a completion
             // replaces an attempt still running inside the server (its
             // client killed or cut off): the markers it reads then show all
@@ -130,24 +118,23 @@ impl ClickHouseSink {
             // buffer (on by default since ClickHouse 26) would only delay a
             // batch this large.
             .with_setting("async_insert", "0")
-            // One block from parsing to every view's output, whatever the
-            // batch's size: a marker vouches for its whole partition, and
-            // `delivered_batches` gets one row per shard with the batch's
-            // whole count.
+            // One block from the batch's Native blocks to every view's
+            // output, whatever the batch's size: a marker vouches for its
+            // whole partition, and `delivered_batches` gets one row per
+            // shard with the batch's whole count.
             .with_setting("max_insert_block_size", block_rows.as_str())
             .with_setting("min_insert_block_size_rows", block_rows.as_str())
             .with_setting("min_insert_block_size_bytes", "0");
-        // Records with their names borrowed from the batch: no name's
-        // reference count is touched.
-        for record in batch.rows.iter() {
+        let mut blocks = NativeBlocks::new(&batch.rows);
+        let mut block = Vec::new();
+        while let Some(written) = blocks.next_block(&mut block) {
             // A batch that cannot be read is never ended, so ClickHouse
             // stores none of it.
-            let record =
-                record.map_err(|e| WriteError::unreadable_batch("clickhouse", batch.seq, &e))?;
-            insert.write(&record).await.map_err(fail)?;
+            written.map_err(|e| WriteError::unreadable_batch("clickhouse", batch.seq, &e))?;
+            let compressed = CompressedData::new(&block, Compression::Lz4).map_err(fail)?;
+            insert.send_compressed(compressed).await.map_err(fail)?;
         }
         insert.end().await.map_err(fail)?;
-        self.checked.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -175,7 +162,7 @@ impl ClickHouseSink {
     /// the shards that have it drop their part by its token.
     async fn delivered(&self, batch: &Batch) -> Result<bool, clickhouse::error::Error> {
         let records: u64 = self
-            .trusting
+            .client
             .query(DELIVERED_RECORDS)
             .bind(batch.token.as_str())
             .fetch_one()
