@@ -391,7 +391,10 @@ impl<'a> Input<'a> {
     }
 }
 
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+/// Appends `value` as an unsigned LEB128 varint: the compact form's
+/// integers, and the variable-length integers of Parquet's and ClickHouse's
+/// formats, which use the same encoding.
+pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;

@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 
 use tollgate_schema::columns::ColumnValues;
-use tollgate_schema::compact::{CompactError, Rows};
+use tollgate_schema::compact::{put_varint, CompactError, Rows};
 use tollgate_schema::{Name, COLUMNS};
 
 /// Rows per block: the server squashes a batch's blocks into one
@@ -214,12 +214,4 @@ impl Dictionary {
 fn put_string(text: &[u8], out: &mut Vec<u8>) {
     put_varint(text.len() as u64, out);
     out.extend_from_slice(text);
-}
-
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }

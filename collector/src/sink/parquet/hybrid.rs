@@ -2,6 +2,8 @@
 //! one repeated key as (count, key), anything else bit-packed eight keys
 //! at a time.
 
+use tollgate_schema::compact::put_varint;
+
 /// A repeat shorter than this is cheaper bit-packed than as its own run.
 const MIN_REPEAT: usize = 16;
 
@@ -60,14 +62,6 @@ fn bit_pack(keys: &[u32], width: u8, out: &mut Vec<u8>) {
         out.push(bits as u8);
         bits >>= 8;
     }
-}
-
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }
 
 #[cfg(test)]
