@@ -25,6 +25,18 @@ use tollgate_tests::tollgate::{self, binary};
 
 const INTERVAL: u32 = 1;
 
+/// The first of the two hours a test bill spreads the metered bytes over:
+/// the current hour, or the one before when the next would fall on the
+/// next UTC day, where nothing was metered (the bill's lines are
+/// allocated by their day's metering).
+fn billing_hours() -> i64 {
+    let hour = i64::from(unix_now()) / 3600 * 3600;
+    if (hour + 3600) % 86_400 == 0 {
+        hour - 3600
+    } else {
+        hour
+    }
+}
 /// The bill's prices, times the list prices: the test moves megabytes, and
 /// every cent of the split must show.
 const PRICES: u32 = 100_000;
@@ -411,7 +423,7 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
     // The bill: per node, billed category and direction, the bytes its
     // nftables counters saw, in two line items (two hours); then noise.
     let per_unit = metered.billed_units(Cloud::Aws);
-    let hour = i64::from(unix_now()) / 3600 * 3600;
+    let hour = billing_hours();
     let by_instance = metered.by_instance(Cloud::Aws, &per_unit);
     let (mut lines, billed_cost) = bills::instance_transfer(&by_instance, hour, PRICES);
     lines.extend(bills::other_lines(&instance_id(0), hour));
@@ -462,7 +474,7 @@ fn a_bill_from_the_counters_reconciles(cloud: Cloud, name: &str) {
         return;
     };
     let per_unit = metered.billed_units(cloud);
-    let hour = i64::from(unix_now()) / 3600 * 3600;
+    let hour = billing_hours();
     let by_instance = metered.by_instance(cloud, &per_unit);
     let node_a = metered.instance(cloud, 0);
     let (bill, (mut lines, billed_cost), noise, unallocated) = match cloud {
