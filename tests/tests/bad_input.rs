@@ -803,4 +803,18 @@ fn bills_are_refused_naming_file_line_and_column() {
         &["--tolerance", "101"],
         &["--tolerance", "101", "0..=100"],
     );
+    reconcile(
+        &bill,
+        &["--nat-gateway", "nat-0abc"],
+        &[
+            "--nat-gateway",
+            "nat-0abc",
+            "expected GATEWAY=ZONE[,ZONE...]",
+        ],
+    );
+    reconcile(
+        &bill,
+        &["--nat-gateway", "nat-0abc="],
+        &["--nat-gateway", "name the zones whose nodes use nat-0abc"],
+    );
 }

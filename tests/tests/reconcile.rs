@@ -167,14 +167,21 @@ impl Metered {
     }
 
     /// Reconciles `bill` with the metering in ClickHouse and in the Parquet
-    /// files; checks both reports are the same and returns the directory
-    /// of ClickHouse's.
-    fn reconcile_from_both(&self, bill: &Path) -> std::path::PathBuf {
+    /// files, with `options` besides; checks both reports are the same and
+    /// returns the directory of ClickHouse's.
+    fn reconcile_from_both(&self, bill: &Path, options: &[String]) -> std::path::PathBuf {
+        let options = options.iter().map(String::as_str);
         let from_clickhouse = self.dir.join("from-clickhouse");
-        let clickhouse = ["--clickhouse", self.ch.url(), "--database", &self.database];
+        let clickhouse: Vec<&str> = ["--clickhouse", self.ch.url(), "--database", &self.database]
+            .into_iter()
+            .chain(options.clone())
+            .collect();
         eprintln!("{}", reconcile(&clickhouse, bill, &from_clickhouse));
         let from_parquet = self.dir.join("from-parquet");
-        let parquet = ["--parquet", self.parquet.to_str().unwrap()];
+        let parquet: Vec<&str> = ["--parquet", self.parquet.to_str().unwrap()]
+            .into_iter()
+            .chain(options)
+            .collect();
         reconcile(&parquet, bill, &from_parquet);
         for table in ["coverage.csv", "allocation.csv"] {
             assert_eq!(
@@ -461,7 +468,132 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
         &from_clickhouse,
         &UNALLOCATED,
     );
+    nat_gateways_declared_per_zone(&metered, &lines, hour);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Two NAT gateways in the bill, each billed what nftables counted of the
+/// cluster's internet connections, both ways: one in the zone whose node
+/// opened them, one in a zone whose node opened none. Declared with
+/// `--nat-gateway`, the first is covered to the byte and its cost goes to
+/// the team that opened them, the second's is unallocated with no metered
+/// bytes, from ClickHouse and Parquet alike; undeclared, both are split
+/// over the whole cloud and the idle zone's gateway is charged to that
+/// team.
+fn nat_gateways_declared_per_zone(metered: &Metered, lines: &[bills::CurLine], hour: i64) {
+    let mut internet: BTreeMap<&str, (u64, std::collections::BTreeSet<&str>)> = BTreeMap::new();
+    for ((node, key), bytes) in &metered.expected {
+        if key.3 == "internet" {
+            let zone = internet
+                .entry(metered.cluster.nodes[*node].zone)
+                .or_default();
+            zone.0 += bytes;
+            zone.1.insert(key.0.as_str());
+        }
+    }
+    let [(busy_zone, (busy_bytes, ref teams))] = internet.into_iter().collect::<Vec<_>>()[..]
+    else {
+        panic!(
+            "the internet connections come from one zone: {:#?}",
+            metered.expected
+        );
+    };
+    let [team] = teams.iter().copied().collect::<Vec<_>>()[..] else {
+        panic!("one team opens the internet connections");
+    };
+    let idle_zone = metered
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| n.zone)
+        .find(|&z| z != busy_zone)
+        .unwrap();
+    let gateway = |id: &str| format!("arn:aws:ec2:eu-west-1:111122223333:natgateway/{id}");
+    let mut with_nat = lines.to_vec();
+    let mut costs = Vec::new();
+    for id in ["nat-0aaa", "nat-0bbb"] {
+        let mut line = bills::ec2_line("EUW1-NatGateway-Bytes", "NatGateway", &gateway(id), hour);
+        line.amount = bills::gigabytes(busy_bytes);
+        line.cost = bills::cost(&line.amount, "4500");
+        costs.push(bills::nanos(&line.cost));
+        with_nat.push(line);
+    }
+    let bill = metered.dir.join("cur-nat.csv.gz");
+    bills::write_cur_csv(&bill, &with_nat).unwrap();
+    let nat_rows = |report: &Path, file: &str| -> Vec<BTreeMap<String, String>> {
+        rows(&report.join(file))
+            .into_iter()
+            .filter(|r| r["billed_category"] == "nat_gateway")
+            .collect()
+    };
+    let cents_of = |nanos: i128| (nanos + 5_000_000) / 10_000_000;
+
+    let declared = metered.reconcile_from_both(
+        &bill,
+        &[
+            "--nat-gateway".to_owned(),
+            format!("nat-0aaa={busy_zone}"),
+            "--nat-gateway".to_owned(),
+            format!("nat-0bbb={idle_zone}"),
+        ],
+    );
+    let coverage = nat_rows(&declared, "coverage.csv");
+    let covered: Vec<_> = coverage
+        .iter()
+        .map(|r| {
+            (
+                r["resource"].as_str(),
+                r["billed_bytes"].as_str(),
+                r["metered_bytes"].as_str(),
+                r["status"].as_str(),
+            )
+        })
+        .collect();
+    let busy = busy_bytes.to_string();
+    assert_eq!(
+        covered,
+        [
+            (
+                gateway("nat-0aaa").as_str(),
+                busy.as_str(),
+                busy.as_str(),
+                "ok"
+            ),
+            (gateway("nat-0bbb").as_str(), busy.as_str(), "0", "low"),
+        ]
+    );
+    let allocation = nat_rows(&declared, "allocation.csv");
+    let allocated: Vec<_> = allocation
+        .iter()
+        .map(|r| {
+            (
+                r["resource"].as_str(),
+                r["team"].as_str(),
+                r["unallocated_reason"].as_str(),
+                cents(&r["cost"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        allocated,
+        [
+            (gateway("nat-0aaa").as_str(), team, "", cents_of(costs[0])),
+            (
+                gateway("nat-0bbb").as_str(),
+                "unallocated",
+                "no_metered_bytes",
+                cents_of(costs[1])
+            ),
+        ]
+    );
+
+    let shared = metered.reconcile_from_both(&bill, &[]);
+    let idle_gateway: Vec<_> = nat_rows(&shared, "allocation.csv")
+        .into_iter()
+        .filter(|r| r["resource"] == gateway("nat-0bbb"))
+        .map(|r| (r["team"].clone(), cents(&r["cost"])))
+        .collect();
+    assert_eq!(idle_gateway, [(team.to_owned(), cents_of(costs[1]))]);
 }
 
 /// Metering of the simulated cluster as instances of `cloud`, reconciled
@@ -497,7 +629,7 @@ fn a_bill_from_the_counters_reconciles(cloud: Cloud, name: &str) {
         lines.insert(0, bills::AZURE_EA_HEADER.to_owned());
     }
     std::fs::write(&bill, lines.join("\n") + "\n").unwrap();
-    let report = metered.reconcile_from_both(&bill);
+    let report = metered.reconcile_from_both(&bill, &[]);
     check_report(
         &metered,
         cloud,

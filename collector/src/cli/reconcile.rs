@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::Args;
 use tollgate::export::write::Format;
 use tollgate::export::{Grouping, Month};
+use tollgate::reconcile::bill::Billed;
 use tollgate::reconcile::ledger::{Bills, Metering};
+use tollgate::reconcile::nat::{NatRoute, NatRoutes};
 use tollgate::reconcile::report::{Report, Share, Status, DEFAULT_TOLERANCE_PERCENT};
 use tollgate::reconcile::{metered, write};
 
@@ -45,6 +47,13 @@ pub struct ReconcileArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_TOLERANCE_PERCENT,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     tolerance: u8,
+    /// A NAT gateway and the zones whose nodes reach the internet through
+    /// it (repeat per gateway): its processing cost is split over those
+    /// nodes' connections only. A gateway not declared is split over all
+    /// of its cloud's nodes. GATEWAY is the gateway's id or name as the
+    /// bill's resource id ends, or that whole resource id.
+    #[arg(long = "nat-gateway", value_name = "GATEWAY=ZONE[,ZONE...]")]
+    nat_gateways: Vec<NatRoute>,
     /// Who the cost is allocated to.
     #[arg(long, value_enum, default_value_t = Grouping::Team)]
     by: Grouping,
@@ -113,7 +122,20 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
             args.month
         );
     }
-    let metering = Metering::new(&rows, args.by, &bills.providers());
+    let routes = NatRoutes(args.nat_gateways);
+    for route in &routes.0 {
+        let billed = bills
+            .units
+            .keys()
+            .any(|unit| unit.billed == Billed::NatGateway && route.names(&unit.resource));
+        if !billed {
+            eprintln!(
+                "tollgate: warning: --nat-gateway {}: no NAT gateway line item of the bills names it",
+                route.gateway
+            );
+        }
+    }
+    let metering = Metering::new(&rows, args.by, &bills.providers(), routes);
     let report = Report::new(&bills, &metering, args.tolerance);
     let currency = bills.currency.clone().unwrap_or_default();
     write::write(

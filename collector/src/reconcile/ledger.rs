@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 
 use super::bill::{self, BillError, Billed, Direction, FileSummary, Format};
 use super::metered::Metered;
+use super::nat::NatRoutes;
 use crate::export::{Grouping, Month};
 
 /// The cloud a bill is from.
@@ -186,8 +187,13 @@ pub struct Metering {
     /// The clusters and nodes behind each resource.
     pub nodes: HashMap<(Provider, String), BTreeSet<(String, String)>>,
     /// Internet bytes of connections opened locally, both ways, per
-    /// provider: what a NAT gateway processed.
+    /// provider: what its NAT gateways processed.
     pub nat: HashMap<Provider, DailyBytes>,
+    /// The same per declared gateway, from the zones it serves (an entry
+    /// once any node of those zones was metered).
+    pub nat_routed: HashMap<(Provider, String), DailyBytes>,
+    /// The declared gateways.
+    pub routes: NatRoutes,
     /// Metered bytes of records without a provider id (from agents older
     /// than the column): they cannot be matched to a bill.
     pub without_instance: u64,
@@ -201,10 +207,19 @@ pub struct Metering {
 
 impl Metering {
     /// The metered rows of the clouds in `providers`, grouped by
-    /// `grouping`'s labels.
-    pub fn new(rows: &[Metered], grouping: Grouping, providers: &BTreeSet<Provider>) -> Self {
+    /// `grouping`'s labels; a gateway `routes` declares is split over the
+    /// nodes of its zones.
+    pub fn new(
+        rows: &[Metered],
+        grouping: Grouping,
+        providers: &BTreeSet<Provider>,
+        routes: NatRoutes,
+    ) -> Self {
         let labels = grouping.label_columns().len();
-        let mut metering = Metering::default();
+        let mut metering = Metering {
+            routes,
+            ..Metering::default()
+        };
         for row in rows {
             if row.provider_id.is_empty() {
                 if billed_as(&row.category).is_some() {
@@ -238,15 +253,31 @@ impl Metering {
                     .entry((provider, resource.clone()))
                     .or_default()
                     .insert((row.group[0].clone(), row.node.clone()));
+                let routed: Vec<String> = metering
+                    .routes
+                    .0
+                    .iter()
+                    .filter(|route| route.zones.contains(&row.zone))
+                    .map(|route| route.gateway.clone())
+                    .collect();
+                for gateway in &routed {
+                    metering
+                        .nat_routed
+                        .entry((provider, gateway.clone()))
+                        .or_default();
+                }
                 if row.category == "internet" && row.initiated_bytes > 0 {
-                    *metering
-                        .nat
-                        .entry(provider)
-                        .or_default()
-                        .entry(row.day)
-                        .or_default()
-                        .entry(group.clone())
-                        .or_default() += row.initiated_bytes;
+                    let add = |days: &mut DailyBytes| {
+                        *days
+                            .entry(row.day)
+                            .or_default()
+                            .entry(group.clone())
+                            .or_default() += row.initiated_bytes;
+                    };
+                    add(metering.nat.entry(provider).or_default());
+                    for gateway in routed {
+                        add(metering.nat_routed.entry((provider, gateway)).or_default());
+                    }
                 }
                 let Some(billed) = billed_as(&row.category) else {
                     continue;
@@ -271,11 +302,16 @@ impl Metering {
     }
 
     /// The metered bytes a unit's cost is split by, per day and group: a
-    /// NAT gateway's are its cloud's internet bytes of connections opened
-    /// locally (a bill does not say which nodes use which gateway).
+    /// NAT gateway's are the internet bytes of connections opened locally
+    /// by the nodes of the zones declared for it, or by all of its cloud's
+    /// nodes when it is not declared (a bill does not say which nodes use
+    /// which gateway).
     pub fn basis(&self, unit: &Unit) -> Option<&DailyBytes> {
         match unit.billed {
-            Billed::NatGateway => self.nat.get(&unit.provider),
+            Billed::NatGateway => match self.routes.of(&unit.resource) {
+                Some(route) => self.nat_routed.get(&(unit.provider, route.gateway.clone())),
+                None => self.nat.get(&unit.provider),
+            },
             Billed::Unmetered => None,
             _ => self.units.get(unit),
         }

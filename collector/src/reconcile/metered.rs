@@ -24,6 +24,8 @@ pub struct Metered {
     pub provider_id: String,
     /// The node's name.
     pub node: String,
+    /// Its zone.
+    pub zone: String,
     /// Its region.
     pub region: String,
     /// tollgate's category (`cross_zone`, `internet`...).
@@ -50,6 +52,7 @@ pub async fn from_clickhouse(
         day_number: u16,
         provider_id: String,
         node: String,
+        zone: String,
         region: String,
         category: String,
         cluster: String,
@@ -64,7 +67,7 @@ pub async fn from_clickhouse(
     }
     let sql = format!(
         "SELECT toUInt16(toDate(observed_at)) AS day_number, local_provider_id AS provider_id, \
-         node, local_region AS region, category, cluster, local_team AS team, \
+         node, local_zone AS zone, local_region AS region, category, cluster, local_team AS team, \
          local_namespace AS namespace, local_workload_kind AS workload_kind, \
          local_workload AS workload, sum(bytes_sent) AS sent, sum(bytes_received) AS received, \
          sumIf(bytes_sent, initiator = 'local') AS sent_opened, \
@@ -92,6 +95,7 @@ pub async fn from_clickhouse(
                 day: unix_day(r.day_number.into()),
                 provider_id: r.provider_id.clone(),
                 node: r.node.clone(),
+                zone: r.zone.clone(),
                 region: r.region.clone(),
                 category: r.category.clone(),
                 direction,
@@ -111,9 +115,10 @@ pub async fn from_clickhouse(
 }
 
 /// The columns a [`Metered`] row is keyed by in the Parquet files.
-const LABELS: [&str; 9] = [
+const LABELS: [&str; 10] = [
     "local_provider_id",
     "node",
+    "local_zone",
     "local_region",
     "category",
     "cluster",
@@ -133,12 +138,13 @@ pub fn from_parquet(dir: &Path, month: Month) -> Result<Vec<Metered>, ReadError>
     Ok(sums
         .into_sums()
         .map(|(labels, direction, day, bytes, initiated_bytes)| {
-            let [provider_id, node, region, category, cluster, team, namespace, workload_kind, workload] =
+            let [provider_id, node, zone, region, category, cluster, team, namespace, workload_kind, workload] =
                 labels;
             Metered {
                 day,
                 provider_id,
                 node,
+                zone,
                 region,
                 category,
                 direction,

@@ -6,6 +6,7 @@
 pub mod bill;
 pub mod ledger;
 pub mod metered;
+pub mod nat;
 pub mod report;
 pub mod split;
 pub mod write;

@@ -339,6 +339,7 @@ mod tests {
     use crate::export::Grouping;
     use crate::reconcile::ledger::UnitBill;
     use crate::reconcile::metered::Metered;
+    use crate::reconcile::nat::NatRoutes;
 
     const GIB: u128 = 1 << 30;
     const CENT: i128 = 10_000_000;
@@ -373,6 +374,7 @@ mod tests {
             day: day(d),
             provider_id: format!("aws:///eu-west-1a/{node}"),
             node: node.into(),
+            zone: "eu-west-1a".into(),
             region: "eu-west-1".into(),
             category: category.into(),
             direction: "out",
@@ -439,7 +441,12 @@ mod tests {
             // Metered, never billed.
             metered("i-d", 3, "cross_region", "x", 4),
         ];
-        let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
+        let metering = Metering::new(
+            &rows,
+            Grouping::Team,
+            &bills.providers(),
+            NatRoutes::default(),
+        );
         let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
         assert_eq!(
             shares(&report, "i-a"),
@@ -486,6 +493,105 @@ mod tests {
         assert_eq!(report.coverage[0].nodes, "prod/i-a");
     }
 
+    /// Two gateways, one per zone, their processing billed at different
+    /// rates: declared, each one's cost goes to the teams of its own zone
+    /// and its coverage is its zone's bytes; undeclared, both are split
+    /// over the whole cloud, and each is "covered" by both zones' bytes.
+    #[test]
+    fn a_declared_nat_gateway_is_split_over_the_nodes_of_its_zones_only() {
+        const NAT_A: &str = "arn:aws:ec2:eu-west-1:111122223333:natgateway/nat-0aaa";
+        const NAT_B: &str = "arn:aws:ec2:eu-west-1:111122223333:natgateway/nat-0bbb";
+        let mut bills = Bills::default();
+        for (gateway, gib, cents) in [(NAT_A, 30, 135), (NAT_B, 10, 90)] {
+            let mut line = billed(&[(1, gib * GIB, cents * CENT)]);
+            line.resource = gateway.into();
+            bills
+                .units
+                .insert(unit(gateway, Billed::NatGateway, Direction::Out), line);
+        }
+        bills.files.push((
+            "cur.csv".into(),
+            crate::reconcile::bill::Format::AwsCsv,
+            Default::default(),
+        ));
+        let opened = |node: &str, zone: &str, team: &str, gib: u64| Metered {
+            zone: zone.into(),
+            initiated_bytes: gib << 30,
+            ..metered(node, 1, "internet", team, gib)
+        };
+        let rows = [
+            opened("i-a", "eu-west-1a", "x", 20),
+            opened("i-a", "eu-west-1a", "y", 10),
+            opened("i-b", "eu-west-1b", "z", 10),
+        ];
+        let report = |routes: NatRoutes| {
+            let metering = Metering::new(&rows, Grouping::Team, &bills.providers(), routes);
+            Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT)
+        };
+        let coverage = |report: &Report| -> Vec<(u128, Status)> {
+            report
+                .coverage
+                .iter()
+                .filter(|r| r.billed == Billed::NatGateway)
+                .map(|r| (r.metered_bytes, r.status))
+                .collect()
+        };
+
+        let routed = report(NatRoutes(vec![
+            "nat-0aaa=eu-west-1a".parse().unwrap(),
+            "nat-0bbb=eu-west-1b,eu-west-1c".parse().unwrap(),
+        ]));
+        assert_eq!(shares(&routed, NAT_A), [(team("x"), 90), (team("y"), 45)]);
+        assert_eq!(shares(&routed, NAT_B), [(team("z"), 90)]);
+        assert_eq!(
+            coverage(&routed),
+            [(30 * GIB, Status::Ok), (10 * GIB, Status::Ok)]
+        );
+
+        let shared = report(NatRoutes::default());
+        assert_eq!(
+            shares(&shared, NAT_B),
+            [(team("x"), 45), (team("y"), 23), (team("z"), 22)]
+        );
+        assert_eq!(
+            coverage(&shared),
+            [(40 * GIB, Status::High), (40 * GIB, Status::High)]
+        );
+
+        // A gateway declared for a zone with nodes but no opened internet
+        // bytes: its cost is unallocated, no metered bytes; for a zone
+        // without nodes, the nodes are not metered.
+        let idle = report(NatRoutes(vec![
+            "nat-0aaa=eu-west-1c".parse().unwrap(),
+            "nat-0bbb=eu-west-1b".parse().unwrap(),
+        ]));
+        assert_eq!(
+            shares(&idle, NAT_A),
+            [(Share::Unallocated(Reason::NodeNotMetered), 135)]
+        );
+        let rows = [
+            metered("i-c", 1, "cross_zone", "w", 1),
+            opened("i-b", "eu-west-1b", "z", 10),
+        ];
+        let metering = Metering::new(
+            &[
+                Metered {
+                    zone: "eu-west-1c".into(),
+                    ..rows[0].clone()
+                },
+                rows[1].clone(),
+            ],
+            Grouping::Team,
+            &bills.providers(),
+            NatRoutes(vec!["nat-0aaa=eu-west-1c".parse().unwrap()]),
+        );
+        let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
+        assert_eq!(
+            shares(&report, NAT_A),
+            [(Share::Unallocated(Reason::NoMeteredBytes), 135)]
+        );
+    }
+
     #[test]
     fn the_tolerance_bounds_ok_coverage() {
         assert_eq!(status(100, 90, 10), Status::Ok);
@@ -516,7 +622,12 @@ mod tests {
             metered("i-a", 1, "cross_zone", "y", 2),
             metered("i-a", 2, "cross_zone", "x", 1),
         ];
-        let metering = Metering::new(&rows, Grouping::Team, &bills.providers());
+        let metering = Metering::new(
+            &rows,
+            Grouping::Team,
+            &bills.providers(),
+            NatRoutes::default(),
+        );
         let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
         // x: 1.5 - 1 cents, y: 1.5 cents; 2 cents in all.
         assert_eq!(shares(&report, "i-a"), [(team("x"), 1), (team("y"), 1)]);
