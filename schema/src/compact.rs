@@ -86,7 +86,10 @@ impl Hasher for AddressHasher {
 #[derive(Clone, Default)]
 pub(crate) struct Names {
     by_address: HashMap<usize, u32, BuildHasherDefault<AddressHasher>>,
-    by_text: HashMap<Name, u32>,
+    /// Hashed once per name a batch meets first (every remote pod's names,
+    /// each batch): foldhash, randomly seeded, where SipHash took a
+    /// tenth of the agent's own time.
+    by_text: HashMap<Name, u32, foldhash::fast::RandomState>,
     table: Vec<Name>,
 }
 
@@ -96,10 +99,15 @@ impl Names {
         if let Some(&index) = self.by_address.get(&address) {
             return index;
         }
-        match self.by_text.get(name) {
-            Some(&index) => index,
-            None => self.add(name.clone()),
+        let next = self.table.len() as u32;
+        let index = *self.by_text.entry(name.clone()).or_insert(next);
+        if index == next {
+            // Kept alive by the table, so the address cannot be reused
+            // meanwhile.
+            self.by_address.insert(address, index);
+            self.table.push(name.clone());
         }
+        index
     }
 
     /// Append `name` to the table, even if its text is there already.

@@ -66,8 +66,11 @@ struct Late {
 /// interval: every held entry is enriched again at the next read.
 pub const LATE_POD_SECONDS: u32 = 10;
 
-/// How many entries the agent enriches together.
-pub const PENDING: usize = 128;
+/// How many entries the agent enriches together: enough that the kernel's
+/// zeroing work between two runs does not leave every run to start with
+/// cold caches (128 cost the agent 15 to 20% more user time), few enough
+/// to hold (about 700 KiB).
+pub const PENDING: usize = 4096;
 
 /// Per-interval sums, added to the metrics once per interval rather than
 /// once per record.
