@@ -594,6 +594,31 @@ fn nat_gateways_declared_per_zone(metered: &Metered, lines: &[bills::CurLine], h
         .map(|r| (r["team"].clone(), cents(&r["cost"])))
         .collect();
     assert_eq!(idle_gateway, [(team.to_owned(), cents_of(costs[1]))]);
+
+    // A typo, and one gateway declared twice, are said.
+    let full = gateway("nat-0aaa");
+    let log = reconcile(
+        &[
+            "--clickhouse",
+            metered.ch.url(),
+            "--database",
+            &metered.database,
+            "--nat-gateway",
+            &format!("nat-0aaa={busy_zone}"),
+            "--nat-gateway",
+            &format!("{full}={idle_zone}"),
+            "--nat-gateway",
+            &format!("nat-0zzz={idle_zone}"),
+        ],
+        &bill,
+        &metered.dir.join("warned"),
+    );
+    for warning in [
+        "--nat-gateway nat-0zzz: no NAT gateway line item of the bills names it".to_owned(),
+        format!("{full} is declared by --nat-gateway nat-0aaa and {full}: only the first one's zones count"),
+    ] {
+        assert!(log.contains(&warning), "{warning:?} not in {log}");
+    }
 }
 
 /// Metering of the simulated cluster as instances of `cloud`, reconciled

@@ -123,18 +123,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         );
     }
     let routes = NatRoutes(args.nat_gateways);
-    for route in &routes.0 {
-        let billed = bills
-            .units
-            .keys()
-            .any(|unit| unit.billed == Billed::NatGateway && route.names(&unit.resource));
-        if !billed {
-            eprintln!(
-                "tollgate: warning: --nat-gateway {}: no NAT gateway line item of the bills names it",
-                route.gateway
-            );
-        }
-    }
+    warn_of_routes(&bills, &routes);
     let metering = Metering::new(&rows, args.by, &bills.providers(), routes);
     let report = Report::new(&bills, &metering, args.tolerance);
     let currency = bills.currency.clone().unwrap_or_default();
@@ -153,6 +142,50 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         summary(&bills, &metering, &report, &currency, &source)
     );
     Ok(())
+}
+
+/// Warns of a declared gateway no line item names, or several, and of a
+/// gateway declared twice (only the first declaration counts).
+fn warn_of_routes(bills: &Bills, routes: &NatRoutes) {
+    let gateways: Vec<(&str, &str)> = bills
+        .units
+        .iter()
+        .filter(|(unit, _)| unit.billed == Billed::NatGateway)
+        .map(|(unit, bill)| (unit.resource.as_str(), bill.resource.as_str()))
+        .collect();
+    for route in &routes.0 {
+        let named: Vec<&str> = gateways
+            .iter()
+            .filter(|(key, _)| route.names(key))
+            .map(|(_, as_billed)| *as_billed)
+            .collect();
+        match named.len() {
+            0 => eprintln!(
+                "tollgate: warning: --nat-gateway {}: no NAT gateway line item of the bills names it",
+                route.gateway
+            ),
+            1 => {}
+            n => eprintln!(
+                "tollgate: warning: --nat-gateway {}: names {n} gateways ({}), which share its zones' bytes; give each its whole resource id",
+                route.gateway,
+                named.join(", ")
+            ),
+        }
+    }
+    for (key, as_billed) in gateways {
+        let declared: Vec<&str> = routes
+            .0
+            .iter()
+            .filter(|route| route.names(key))
+            .map(|route| route.gateway.as_str())
+            .collect();
+        if declared.len() > 1 {
+            eprintln!(
+                "tollgate: warning: {as_billed} is declared by --nat-gateway {}: only the first one's zones count",
+                declared.join(" and ")
+            );
+        }
+    }
 }
 
 /// What the operator reads first: what was billed, how much of it went to

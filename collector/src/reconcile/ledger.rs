@@ -244,6 +244,11 @@ impl Metering {
                     .or_default()
                     .extend(resources.iter().map(|(_, r)| r.clone()));
             }
+            // Once per row, not per name its node goes by (an Azure scale
+            // set's instance is also the scale set).
+            if let Some(&(provider, _)) = resources.first().filter(|(p, _)| providers.contains(p)) {
+                metering.add_nat(provider, row, &group);
+            }
             for (provider, resource) in resources {
                 if !providers.contains(&provider) {
                     continue;
@@ -253,32 +258,6 @@ impl Metering {
                     .entry((provider, resource.clone()))
                     .or_default()
                     .insert((row.group[0].clone(), row.node.clone()));
-                let routed: Vec<String> = metering
-                    .routes
-                    .0
-                    .iter()
-                    .filter(|route| route.zones.contains(&row.zone))
-                    .map(|route| route.gateway.clone())
-                    .collect();
-                for gateway in &routed {
-                    metering
-                        .nat_routed
-                        .entry((provider, gateway.clone()))
-                        .or_default();
-                }
-                if row.category == "internet" && row.initiated_bytes > 0 {
-                    let add = |days: &mut DailyBytes| {
-                        *days
-                            .entry(row.day)
-                            .or_default()
-                            .entry(group.clone())
-                            .or_default() += row.initiated_bytes;
-                    };
-                    add(metering.nat.entry(provider).or_default());
-                    for gateway in routed {
-                        add(metering.nat_routed.entry((provider, gateway)).or_default());
-                    }
-                }
                 let Some(billed) = billed_as(&row.category) else {
                     continue;
                 };
@@ -301,7 +280,38 @@ impl Metering {
         metering
     }
 
-    /// The metered bytes a unit's cost is split by, per day and group: a
+    /// Counts `row`'s locally opened internet bytes as processed by its
+    /// cloud's NAT gateways, and by the declared gateways of its zone.
+    fn add_nat(&mut self, provider: Provider, row: &Metered, group: &[String]) {
+        let routed: Vec<String> = self
+            .routes
+            .0
+            .iter()
+            .filter(|route| route.zones.contains(&row.zone))
+            .map(|route| route.gateway.clone())
+            .collect();
+        for gateway in &routed {
+            self.nat_routed
+                .entry((provider, gateway.clone()))
+                .or_default();
+        }
+        if row.category != "internet" || row.initiated_bytes == 0 {
+            return;
+        }
+        let add = |days: &mut DailyBytes| {
+            *days
+                .entry(row.day)
+                .or_default()
+                .entry(group.to_vec())
+                .or_default() += row.initiated_bytes;
+        };
+        add(self.nat.entry(provider).or_default());
+        for gateway in routed {
+            add(self.nat_routed.entry((provider, gateway)).or_default());
+        }
+    }
+
+    /// The metered bytes a unit's cost is split by, per day and group: a    /// The metered bytes a unit's cost is split by, per day and group: a
     /// NAT gateway's are the internet bytes of connections opened locally
     /// by the nodes of the zones declared for it, or by all of its cloud's
     /// nodes when it is not declared (a bill does not say which nodes use

@@ -592,6 +592,54 @@ mod tests {
         );
     }
 
+    /// An AKS node is a scale set's instance, billed under either name:
+    /// its opened bytes count once for its NAT gateway, declared or not.
+    #[test]
+    fn a_scale_set_instance_counts_its_nat_bytes_once() {
+        const NAT: &str =
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/natgateways/nat-prod";
+        let mut bills = Bills::default();
+        let mut line = billed(&[(1, 10 * GIB, 45 * CENT)]);
+        line.resource = NAT.into();
+        bills.units.insert(
+            Unit {
+                provider: Provider::Azure,
+                ..unit(NAT, Billed::NatGateway, Direction::Out)
+            },
+            line,
+        );
+        bills.files.push((
+            "cost-details.csv".into(),
+            crate::reconcile::bill::Format::AzureCsv,
+            Default::default(),
+        ));
+        let row = Metered {
+            provider_id: "azure:///subscriptions/S/resourceGroups/MC_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-pool-1-vmss/virtualMachines/3".into(),
+            zone: "westeurope-1".into(),
+            initiated_bytes: 10 << 30,
+            ..metered("aks-pool-1-vmss_3", 1, "internet", "x", 10)
+        };
+        for routes in [
+            NatRoutes::default(),
+            NatRoutes(vec!["nat-prod=westeurope-1".parse().unwrap()]),
+        ] {
+            let metering = Metering::new(
+                std::slice::from_ref(&row),
+                Grouping::Team,
+                &bills.providers(),
+                routes,
+            );
+            let report = Report::new(&bills, &metering, DEFAULT_TOLERANCE_PERCENT);
+            let nat = report
+                .coverage
+                .iter()
+                .find(|r| r.billed == Billed::NatGateway)
+                .unwrap();
+            assert_eq!((nat.metered_bytes, nat.status), (10 * GIB, Status::Ok));
+            assert_eq!(shares(&report, NAT), [(team("x"), 45)]);
+        }
+    }
+
     #[test]
     fn the_tolerance_bounds_ok_coverage() {
         assert_eq!(status(100, 90, 10), Status::Ok);
