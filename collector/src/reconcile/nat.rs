@@ -3,7 +3,6 @@
 //! the gateway, never the nodes behind it, and only the network's route
 //! tables know them.
 
-use std::fmt;
 use std::str::FromStr;
 
 /// One gateway and the zones whose nodes it serves.
@@ -33,16 +32,9 @@ impl NatRoute {
 }
 
 /// Why a `--nat-gateway` value cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct BadRoute(String);
-
-impl fmt::Display for BadRoute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadRoute {}
 
 impl FromStr for NatRoute {
     type Err = BadRoute;
