@@ -297,9 +297,11 @@ impl Enricher {
         }
         // A client reached a Service's backend on another node through this
         // node (a NodePort, a load balancer with externalTrafficPolicy
-        // Cluster): this node translated for them both, and the client's
-        // leg is the backend's, at this node's place; the backend's node
-        // records the hop between the nodes, once.
+        // Cluster): this node translated for them both. The client's leg is
+        // the backend's, at this node's place; so is this node's side of
+        // the hop to the backend's node, which the cloud bills this node
+        // for as it bills the backend's node for the other side (recorded
+        // there as the backend's traffic with this node).
         let backend_reached_here = !initiator_local
             && !responder_local
             && this_node.is_some()
@@ -317,6 +319,28 @@ impl Enricher {
                 this_node,
             );
             emit(&record);
+            stats.records += 1;
+        }
+        // This node's side toward the responder, from the address it
+        // translated the connection to, as `local`'s.
+        let toward_responder = |stats: &mut EnrichStats, local| {
+            fixed.record(
+                stats,
+                side,
+                (
+                    local,
+                    entry.reply.dst,
+                    entry.reply.l4.ports().map_or(0, |p| p.1),
+                ),
+                (responder, responder_ip, responder_port),
+                service,
+                Initiator::Local,
+                (forward, backward),
+                this_node,
+            )
+        };
+        if backend_reached_here {
+            emit(&toward_responder(stats, responder));
             stats.records += 1;
         }
         if stats.records == before {
@@ -337,21 +361,7 @@ impl Enricher {
                         this_node,
                     );
                     emit(&first);
-                    let second = fixed.record(
-                        stats,
-                        side,
-                        (
-                            me,
-                            entry.reply.dst,
-                            entry.reply.l4.ports().map_or(0, |p| p.1),
-                        ),
-                        (responder, responder_ip, responder_port),
-                        service,
-                        Initiator::Local,
-                        (forward, backward),
-                        this_node,
-                    );
-                    emit(&second);
+                    emit(&toward_responder(stats, me));
                     stats.records += 2;
                 }
                 _ => {

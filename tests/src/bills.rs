@@ -16,6 +16,44 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 /// Bytes per billed resource, tollgate category and direction.
 pub type UnitBytes = BTreeMap<(String, String, String), u64>;
 
+/// This month, `YYYY-MM` in UTC: the month a test bill is of.
+pub fn this_month() -> String {
+    chrono::DateTime::from_timestamp(i64::from(crate::fixtures::unix_now()), 0)
+        .expect("a clock within chrono's range")
+        .format("%Y-%m")
+        .to_string()
+}
+
+/// The first of the two hours a test bill spreads the metered bytes over:
+/// the current hour, or the one before when the next would fall on the
+/// next UTC day, where nothing was metered (the bill's lines are
+/// allocated by their day's metering).
+pub fn billing_hours() -> i64 {
+    let hour = i64::from(crate::fixtures::unix_now()) / 3600 * 3600;
+    if (hour + 3600) % 86_400 == 0 {
+        hour - 3600
+    } else {
+        hour
+    }
+}
+
+/// This month's Cost and Usage Report of instances' transfer, `bytes`
+/// (at `multiplier` times the list prices), with [`other_lines`] for the
+/// first node's instance, written into `dir`: its path, and each unit's
+/// cost as [`instance_transfer`] gives it.
+pub fn write_month_cur(
+    dir: &Path,
+    bytes: &UnitBytes,
+    multiplier: u32,
+) -> anyhow::Result<(std::path::PathBuf, BTreeMap<String, i128>)> {
+    let hour = billing_hours();
+    let (mut lines, costs) = instance_transfer(bytes, hour, multiplier);
+    lines.extend(other_lines(&crate::cluster::instance_id(0), hour));
+    let bill = dir.join(format!("cur-{}.csv.gz", this_month()));
+    write_cur_csv(&bill, &lines)?;
+    Ok((bill, costs))
+}
+
 /// One line item of a CUR.
 #[derive(Debug, Clone)]
 pub struct CurLine {

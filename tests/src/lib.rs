@@ -21,6 +21,7 @@ pub mod prometheus;
 pub mod scenario;
 pub mod synthetic;
 pub mod tollgate;
+pub mod uplink;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,7 +3,9 @@
 //!
 //! The rules sit in a router's prerouting hook (or a pod's output and
 //! prerouting hooks) just after conntrack (priority -150 > -200) and count
-//! exactly the packets conntrack accounts:
+//! exactly the packets conntrack accounts (on a node's uplink, each time
+//! such a packet crosses it: a NodePort's forwarded packet twice, in and
+//! out, as the cloud bills it):
 //! those of new and established connections (conntrack does not account
 //! invalid packets, nor ICMP errors related to a connection).
 //!
@@ -47,20 +49,64 @@ fn sets(capacity: u16) -> String {
     )
 }
 
-const RULES: &str = r#"
-    ct state { new, established } meta nfproto ipv4 meta l4proto { tcp, udp } counter name "ports4" update @ports4 { ip saddr . ip daddr . meta l4proto . th sport . th dport }
-    ct state { new, established } meta nfproto ipv6 meta l4proto { tcp, udp } counter name "ports6" update @ports6 { ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }
-    ct state { new, established } icmp type { echo-request, echo-reply } counter name "icmp4" update @icmp4 { ip saddr . ip daddr . icmp id }
-    ct state { new, established } icmpv6 type { echo-request, echo-reply } counter name "icmp6" update @icmp6 { ip6 saddr . ip6 daddr . icmpv6 id }
-"#;
+/// The rules, each counting the packets that also match `only` (nft
+/// expressions, or nothing).
+fn rules(only: &str) -> String {
+    let only = if only.is_empty() {
+        String::new()
+    } else {
+        format!("{only} ")
+    };
+    format!(
+        r#"
+    {only}ct state {{ new, established }} meta nfproto ipv4 meta l4proto {{ tcp, udp }} counter name "ports4" update @ports4 {{ ip saddr . ip daddr . meta l4proto . th sport . th dport }}
+    {only}ct state {{ new, established }} meta nfproto ipv6 meta l4proto {{ tcp, udp }} counter name "ports6" update @ports6 {{ ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }}
+    {only}ct state {{ new, established }} icmp type {{ echo-request, echo-reply }} counter name "icmp4" update @icmp4 {{ ip saddr . ip daddr . icmp id }}
+    {only}ct state {{ new, established }} icmpv6 type {{ echo-request, echo-reply }} counter name "icmp6" update @icmp6 {{ ip6 saddr . ip6 daddr . icmpv6 id }}
+"#
+    )
+}
 
-/// The ruleset counting in `hooks` (each just after conntrack) into sets
-/// of `capacity` elements.
-fn ruleset(hooks: &[&str], capacity: u16) -> String {
+/// A base chain of the oracle: its hook, its priority, a rule of its own
+/// before the counting ones (or none), and what else a packet must match
+/// to count (`None`: the chain counts nothing).
+struct Chain<'a> {
+    hook: &'a str,
+    priority: i32,
+    first: &'a str,
+    only: Option<&'a str>,
+}
+
+impl Chain<'_> {
+    /// Just after conntrack, every packet.
+    fn after_conntrack(hook: &str) -> Chain<'_> {
+        Chain {
+            hook,
+            priority: -150,
+            first: "",
+            only: Some(""),
+        }
+    }
+}
+
+/// The ruleset counting in `chains` into sets of `capacity` elements.
+fn ruleset(chains: &[Chain], capacity: u16) -> String {
     let mut text = format!("table inet tollgate_oracle {{{}", sets(capacity));
-    for hook in hooks {
+    for Chain {
+        hook,
+        priority,
+        first,
+        only,
+    } in chains
+    {
+        let first = if first.is_empty() {
+            String::new()
+        } else {
+            format!("\n    {first}")
+        };
+        let rules = only.map(rules).unwrap_or_else(|| "\n".to_owned());
         text.push_str(&format!(
-            "  chain {hook} {{\n    type filter hook {hook} priority -150; policy accept;{RULES}  }}\n"
+            "  chain {hook} {{\n    type filter hook {hook} priority {priority}; policy accept;{first}{rules}  }}\n"
         ));
     }
     text.push_str("}\n");
@@ -110,7 +156,7 @@ pub fn install_holding(ns: &Netns, capacity: u16) -> anyhow::Result<()> {
     load(
         ns.name(),
         || ns.command("nft"),
-        &ruleset(&["prerouting"], capacity),
+        &ruleset(&[Chain::after_conntrack("prerouting")], capacity),
     )
 }
 
@@ -120,7 +166,65 @@ pub fn install_in_process(pid: u32) -> anyhow::Result<()> {
     load(
         &pid.to_string(),
         || in_process(pid),
-        &ruleset(&["output", "prerouting"], CAPACITY),
+        &ruleset(
+            &[
+                Chain::after_conntrack("output"),
+                Chain::after_conntrack("prerouting"),
+            ],
+            CAPACITY,
+        ),
+    )
+}
+
+/// The connection mark bit the uplink's counters set on the connections
+/// they count (kube-proxy marks packets, not connections).
+const COUNTED: &str = "0x00800000";
+
+/// Install the oracle's counters on `device`, the uplink of the node whose
+/// `nft` this runs, counting what enters it (before the node's DNAT) and
+/// what leaves it (after its masquerade), as a cloud counts an instance's
+/// transfer: of the connections conntrack keeps byte counters for, as
+/// tollgate can meter no others. A rule that reads those counters makes
+/// the kernel turn `nf_conntrack_acct` on, so each connection opened from
+/// the moment this is installed has them: its first packet marks it
+/// (`COUNTED`), and every packet of a marked connection counts. (A test of
+/// the counters on each packet would miss those that follow an agent's
+/// zeroing in the direction the counters were not zeroed by.)
+pub fn install_on_uplink(
+    name: &str,
+    nft: impl Fn() -> Command,
+    device: &str,
+) -> anyhow::Result<()> {
+    let mark = format!("ct state new ct bytes > 0 ct mark set ct mark or {COUNTED}");
+    let entering = format!("iifname \"{device}\" ct mark & {COUNTED} == {COUNTED}");
+    let leaving = format!("oifname \"{device}\" ct mark & {COUNTED} == {COUNTED}");
+    load(
+        name,
+        nft,
+        &ruleset(
+            &[
+                // Connections this node opens.
+                Chain {
+                    first: &mark,
+                    only: None,
+                    ..Chain::after_conntrack("output")
+                },
+                // Connections opened to or through it, and what enters.
+                Chain {
+                    first: &mark,
+                    only: Some(&entering),
+                    ..Chain::after_conntrack("prerouting")
+                },
+                // After source NAT (100): the address the packet leaves with.
+                Chain {
+                    hook: "postrouting",
+                    priority: 200,
+                    first: "",
+                    only: Some(&leaving),
+                },
+            ],
+            CAPACITY,
+        ),
     )
 }
 
@@ -148,7 +252,8 @@ pub fn read_in_process(pid: u32) -> anyhow::Result<HashMap<FlowKey, Count>> {
     read_with(|| in_process(pid))
 }
 
-fn read_with(nft: impl Fn() -> Command) -> anyhow::Result<HashMap<FlowKey, Count>> {
+/// Every flow direction the oracle counted where `nft` runs.
+pub fn read_with(nft: impl Fn() -> Command) -> anyhow::Result<HashMap<FlowKey, Count>> {
     let mut flows = HashMap::new();
     for set in ["ports4", "ports6", "icmp4", "icmp6"] {
         // The counter first: a packet counted after it only adds to the set.

@@ -105,6 +105,12 @@ pub fn deploy_clickhouse(k8s: &Kubernetes, database: &str) -> anyhow::Result<Str
         &[
             ("http://clickhouse.tollgate.svc:8123", CLICKHOUSE_URL),
             ("database: tollgate", &format!("database: {database}")),
+            // The control plane and ClickHouse's relay: in region r1, in a
+            // zone of no node's.
+            (
+                "# direct_classification: [{cidrs: [172.16.0.0/16], region: eu-west-1, zone: eu-west-1b}]",
+                "direct_classification: [{cidrs: [172.30.0.1/32, 'fd00:172:30::1/128'], region: r1, zone: r1-cp}]",
+            ),
         ],
         "patchesJson6902:
   - target: {group: batch, version: v1, kind: Job, name: tollgate-migrate}
@@ -297,7 +303,8 @@ pub fn agents(k8s: &Kubernetes) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// What the deployment must look like on every node: conntrack accounting
-/// turned on by the init container; the agent not privileged, holding
+/// on (turned on by the init container, or before it by the uplink
+/// counters of [`crate::uplink`]); the agent not privileged, holding
 /// NET_ADMIN only; a clean log; /metrics answering on each node's address
 /// (the ServiceMonitor's targets, from the headless Service's endpoints).
 pub fn check_deployment(k8s: &Kubernetes) -> anyhow::Result<()> {
@@ -824,20 +831,23 @@ impl Workloads {
         let api = self.pod("api", 1).ip;
         let mut expected = BTreeMap::new();
         let mut add = |pod: &Pod, remote: &IpAddr, direction: &str, bytes: u64| {
-            let mut categories = match nodes.get(remote) {
-                Some(&node) => vec![category(pod.node, node)],
+            let flip = if direction == "out" { "in" } else { "out" };
+            let mut legs = match nodes.get(remote) {
+                Some(&node) => vec![(category(pod.node, node), direction)],
                 None if [INTERNET, INTERNET6].contains(&remote.to_string().as_str()) => {
-                    vec!["internet"]
+                    vec![("internet", direction)]
                 }
                 None => return Err(anyhow::anyhow!("{pod:?} talked to {remote}")),
             };
             // api hears from a node's address only through the NodePort of
             // policy Cluster: the client's leg, at that node, is api's
-            // internet traffic; the hop to api's node its cross-zone.
+            // internet traffic; the hop is api's cross-zone at api's node
+            // and at that node, which sent what api received.
             if pod.ip == api && node_addresses.contains_key(remote) {
-                categories.push("internet");
+                legs.push(("internet", direction));
+                legs.push((legs[0].0, flip));
             }
-            for category in categories {
+            for (category, direction) in legs {
                 *expected
                     .entry((
                         pod.team.to_owned(),

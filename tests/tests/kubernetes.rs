@@ -17,7 +17,7 @@ use tollgate_tests::scenario::{
     deploy_parquet, parquet_views, release_binary, traffic_in, Image, Pod, Sink, Visitor,
     Workloads, CLUSTER, NAMESPACES,
 };
-use tollgate_tests::{clickhouse, repo_root, run};
+use tollgate_tests::{clickhouse, repo_root, run, uplink};
 
 #[test]
 fn tollgate_meters_a_real_cluster_over_routed_pod_networks_into_clickhouse() {
@@ -80,6 +80,10 @@ fn end_to_end(underlay: Underlay, sink: Sink) -> anyhow::Result<()> {
     ));
     Image::build(&release_binary(), &image)?;
     let k8s = Kubernetes::up(underlay)?;
+    if underlay == Underlay::Routed {
+        // Before the agents: the bill counts every connection they can meter.
+        uplink::install(&k8s)?;
+    }
     let loaded = k8s.load(&image);
     // 140 MB, removed whether or not the run goes on to pass.
     std::fs::remove_file(&image)?;
@@ -114,6 +118,7 @@ fn end_to_end(underlay: Underlay, sink: Sink) -> anyhow::Result<()> {
     )?;
     match underlay {
         Underlay::Routed => {
+            reconciled_with_the_uplinks(&k8s, ch, &database)?;
             agent_killed(&k8s, ch, &database, sink, &workloads)?;
             rolling_update(&k8s, ch, &database, &workloads)?;
         }
@@ -179,6 +184,27 @@ fn converge(
             visitors.unwrap_or_else(|e| format!("{e:#}"))
         );
     }
+    Ok(())
+}
+
+/// The metering reconciled with a bill written from the nodes' uplink
+/// counters (the routed underlay's: an overlay's uplinks carry the pods'
+/// packets inside VXLAN): every billed byte covered, none metered beyond
+/// what the counters say once it was read, each line item allocated in
+/// full to the cent.
+fn reconciled_with_the_uplinks(
+    k8s: &Kubernetes,
+    ch: &clickhouse::ClickHouse,
+    database: &str,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("tollgate-e2e-bill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let reconciled = uplink::reconcile(k8s, ch, database, &dir, 100_000)?;
+    eprintln!(
+        "kubernetes: the uplinks' bill of {} bytes reconciled, the metering {} bytes beyond it: {}",
+        reconciled.billed, reconciled.beyond, reconciled.summary
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

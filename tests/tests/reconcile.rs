@@ -20,32 +20,17 @@ use tollgate_schema::Category;
 use tollgate_tests::bills::{self, UNALLOCATED};
 use tollgate_tests::clickhouse;
 use tollgate_tests::cluster::{instance_id, Agent, Cluster, Flow, Relay, Target};
-use tollgate_tests::fixtures::{self, unix_now};
+use tollgate_tests::fixtures;
 use tollgate_tests::tollgate::{self, binary};
 
 const INTERVAL: u32 = 1;
 
-/// The first of the two hours a test bill spreads the metered bytes over:
-/// the current hour, or the one before when the next would fall on the
-/// next UTC day, where nothing was metered (the bill's lines are
-/// allocated by their day's metering).
-fn billing_hours() -> i64 {
-    let hour = i64::from(unix_now()) / 3600 * 3600;
-    if (hour + 3600) % 86_400 == 0 {
-        hour - 3600
-    } else {
-        hour
-    }
-}
 /// The bill's prices, times the list prices: the test moves megabytes, and
 /// every cent of the split must show.
 const PRICES: u32 = 100_000;
 
 fn reconcile(source: &[&str], bill: &Path, out: &Path) -> String {
-    let month = chrono::DateTime::from_timestamp(i64::from(unix_now()), 0)
-        .unwrap()
-        .format("%Y-%m")
-        .to_string();
+    let month = bills::this_month();
     let output = Command::new(binary())
         .args(["reconcile", "--month", &month, "--bill"])
         .arg(bill)
@@ -430,7 +415,7 @@ fn a_bill_from_nftables_counters_is_covered_to_the_byte_and_allocated_to_the_cen
     // The bill: per node, billed category and direction, the bytes its
     // nftables counters saw, in two line items (two hours); then noise.
     let per_unit = metered.billed_units(Cloud::Aws);
-    let hour = billing_hours();
+    let hour = bills::billing_hours();
     let by_instance = metered.by_instance(Cloud::Aws, &per_unit);
     let (mut lines, billed_cost) = bills::instance_transfer(&by_instance, hour, PRICES);
     lines.extend(bills::other_lines(&instance_id(0), hour));
@@ -631,7 +616,7 @@ fn a_bill_from_the_counters_reconciles(cloud: Cloud, name: &str) {
         return;
     };
     let per_unit = metered.billed_units(cloud);
-    let hour = billing_hours();
+    let hour = bills::billing_hours();
     let by_instance = metered.by_instance(cloud, &per_unit);
     let node_a = metered.instance(cloud, 0);
     let (bill, (mut lines, billed_cost), noise, unallocated) = match cloud {

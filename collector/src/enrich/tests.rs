@@ -567,8 +567,9 @@ fn a_connection_begun_after_its_address_was_let_go_waits_for_the_next_holder() {
 fn node_port_and_load_balancer_clients_are_the_backends() {
     // externalTrafficPolicy Cluster: the client reached node-a, which
     // DNATed to api-1 on node-b and SNATed to itself. node-a records the
-    // client's leg as api's (internet, at node-a's place), no hop: node-b
-    // records api's side of the hop.
+    // client's leg and its side of the hop as api's, at node-a's place
+    // (internet, and cross-zone from node-a's address); node-b records
+    // api's side of the hop.
     let cluster_policy = entry(
         ("203.0.113.5", 55000, "192.168.0.1", 30081),
         ("10.1.2.20", 8080, "192.168.0.1", 30001),
@@ -579,18 +580,38 @@ fn node_port_and_load_balancer_clients_are_the_backends() {
     let got: Vec<_> = a.iter().map(summary).collect();
     assert_eq!(
         got,
-        [(
-            "Deployment/api".into(),
-            "/".into(),
-            Category::Internet,
-            4000,
-            400,
-            Initiator::Remote
-        )]
+        [
+            (
+                "Deployment/api".into(),
+                "/".into(),
+                Category::Internet,
+                4000,
+                400,
+                Initiator::Remote
+            ),
+            (
+                "Deployment/api".into(),
+                "Deployment/api".into(),
+                Category::CrossZone,
+                400,
+                4000,
+                Initiator::Local
+            )
+        ]
     );
+    for record in &a {
+        assert_eq!(
+            (&*record.remote_service, &*record.local_zone),
+            ("api/api", "r1-a")
+        );
+    }
     assert_eq!(
-        (&*a[0].remote_service, &*a[0].local_zone),
-        ("api/api", "r1-a")
+        (a[1].local_ip, a[1].local_port, a[1].remote_ip),
+        (
+            "::ffff:192.168.0.1".parse().unwrap(),
+            30001,
+            "::ffff:10.1.2.20".parse().unwrap()
+        )
     );
     let hop = entry(
         ("192.168.0.1", 30001, "10.1.2.20", 8080),
@@ -631,7 +652,8 @@ fn node_port_and_load_balancer_clients_are_the_backends() {
         ("api", "api/api", Category::Internet, 5000)
     );
 
-    // A load balancer that keeps its address: translated from it.
+    // A load balancer that keeps its address: translated from it, and
+    // forwarded to node-b.
     let balanced = entry(
         ("203.0.113.5", 55002, "34.120.0.9", 80),
         ("10.1.2.20", 8080, "192.168.0.1", 30002),
@@ -639,15 +661,23 @@ fn node_port_and_load_balancer_clients_are_the_backends() {
         6000,
     );
     let (a, _) = records("node-a", &balanced);
-    assert_eq!(a.len(), 1);
+    let got: Vec<_> = a
+        .iter()
+        .map(|r| {
+            (
+                &*r.local_workload,
+                &*r.remote_service,
+                r.category,
+                r.bytes_sent,
+            )
+        })
+        .collect();
     assert_eq!(
-        (
-            &*a[0].local_workload,
-            &*a[0].remote_service,
-            a[0].category,
-            a[0].bytes_sent
-        ),
-        ("api", "api/api", Category::Internet, 6000)
+        got,
+        [
+            ("api", "api/api", Category::Internet, 6000),
+            ("api", "api/api", Category::CrossZone, 600)
+        ]
     );
 }
 

@@ -8,6 +8,9 @@
 //! same table idle (every entry read, none recorded), against a bare walk
 //! of the table (the kernel's dump received and dropped undecoded) and
 //! tollgate's reader alone on the idle table, measured in this process.
+//! The references (the zeroing read, the bare walk, the reader alone) are
+//! measured before the agent starts and again after it exits, and each
+//! ratio is taken to their mean: the machine drifts over a run.
 //!
 //! Usage: `bench_agent [ENTRIES] [INTERVALS]`. The world is
 //! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
@@ -320,6 +323,66 @@ fn unix_seconds() -> u64 {
         .as_secs()
 }
 
+/// The references again, after the agent, over the same table: the
+/// zeroing read with every entry active, then (every entry idle again)
+/// the bare walk and tollgate's reader alone. With the same figures
+/// measured before the agent, they bracket it in time, so that the
+/// machine's drift over the run shows instead of passing for the agent's.
+struct References {
+    zeroing_read: Cpu,
+    bare_walk: Cpu,
+    reader_idle: Cpu,
+}
+
+fn references_after(connections: &[TableConnection]) -> anyhow::Result<References> {
+    let entries = connections.len() as u64;
+    let mut table = TableReader::open()?;
+    sweep(&raw_socket()?, connections)?;
+    let zeroing_read = zeroing_read(&mut table, entries, "zeroing read alone, after the agent")?;
+    let (_, bare_walk) = timed("bare walk, after the agent", bare_walk)?;
+    let reader_idle = idle_read(
+        &mut table,
+        entries,
+        "tollgate's reader alone, idle, after the agent",
+    )?;
+    Ok(References {
+        zeroing_read,
+        bare_walk,
+        reader_idle,
+    })
+}
+
+/// The zeroing read of a table of `entries` active entries, timed.
+fn zeroing_read(table: &mut TableReader, entries: u64, label: &str) -> anyhow::Result<Cpu> {
+    let (read, cpu) = timed(label, || {
+        let mut read = 0u64;
+        table.dump(ReadMode::Zero, |_| {
+            read += 1;
+            ControlFlow::Continue(())
+        })?;
+        Ok(read)
+    })?;
+    ensure!(read == entries, "the dump read {read} of {entries} entries");
+    Ok(cpu)
+}
+
+/// tollgate's reader over a table of `entries` idle entries, timed.
+fn idle_read(table: &mut TableReader, entries: u64, label: &str) -> anyhow::Result<Cpu> {
+    let (idle, cpu) = timed(label, || {
+        let mut idle = 0u64;
+        table.dump(ReadMode::Zero, |entry| {
+            idle += u64::from(entry.is_idle());
+            ControlFlow::Continue(())
+        })?;
+        Ok(idle)
+    })?;
+    ensure!(
+        idle == entries,
+        "the idle read found {idle} of {entries} entries idle"
+    );
+    Ok(cpu)
+}
+
 /// The parts alone, over the same table: what each costs this process.
 struct Parts {
     records: u64,
@@ -339,15 +402,11 @@ fn parts(
     let mut table = TableReader::open()?;
     // Every entry active, as in the agent's intervals.
     sweep(&raw_socket()?, connections)?;
-    let (read, dump) = timed("zeroing read alone (walk, zero each entry)", || {
-        let mut read = 0u64;
-        table.dump(ReadMode::Zero, |_| {
-            read += 1;
-            ControlFlow::Continue(())
-        })?;
-        Ok(read)
-    })?;
-    ensure!(read == entries, "the dump read {read} of {entries} entries");
+    let dump = zeroing_read(
+        &mut table,
+        entries,
+        "zeroing read alone (walk, zero each entry)",
+    )?;
 
     let inventory = static_file::load(inventory, "team", 300)?;
     let network: NetworkConfig = serde_saphyr::from_str(NETWORK)?;
@@ -531,20 +590,11 @@ fn main() -> anyhow::Result<()> {
     // The table is idle: nothing counted since the injection.
     eprintln!("the idle table:");
     let (_, walk) = timed("bare walk (received, not decoded)", bare_walk)?;
-    let mut reader = TableReader::open()?;
-    let (idle_read, reader_idle) = timed("tollgate's zeroing read alone, idle table", || {
-        let mut idle = 0u64;
-        reader.dump(ReadMode::Zero, |entry| {
-            idle += u64::from(entry.is_idle());
-            ControlFlow::Continue(())
-        })?;
-        Ok(idle)
-    })?;
-    ensure!(
-        idle_read == entries,
-        "the idle read found {idle_read} of {entries} entries idle"
-    );
-    drop(reader);
+    let reader_idle = idle_read(
+        &mut TableReader::open()?,
+        entries,
+        "tollgate's zeroing read alone, idle table",
+    )?;
 
     let clickhouse = Dedicated::start("bench-agent")?;
     let server = clickhouse.server();
@@ -643,6 +693,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    eprintln!("the references again:");
+    let after = references_after(&connections)?;
+
     // The same agent over an empty table: what the inventory and the
     // process cost without entries.
     let flushed = Command::new("conntrack").arg("-F").output()?;
@@ -654,6 +707,9 @@ fn main() -> anyhow::Result<()> {
     let mut sorted = cpu.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    let mean = |before: Cpu, after: Cpu| (before.total() + after.total()) / 2.0;
+    let zeroing_read = mean(parts.dump, after.zeroing_read);
+    let bare_walk = mean(walk, after.bare_walk);
     println!(
         "{}",
         serde_json::json!({
@@ -664,11 +720,14 @@ fn main() -> anyhow::Result<()> {
             "agent_system_cpu_seconds_per_interval": system,
             "agent_cpu_seconds_median": median,
             "agent_cpu_seconds_idle_table_read": idle_cpu,
-            "bare_walk_cpu_seconds": walk.total(),
-            "bare_walk_system_cpu_seconds": walk.system,
-            "reader_alone_idle_cpu_seconds": reader_idle.total(),
-            "ratio_agent_idle_read_to_bare_walk": idle_cpu / walk.total(),
-            "ratio_reader_alone_idle_to_bare_walk": reader_idle.total() / walk.total(),
+            "bare_walk_cpu_seconds": [walk.total(), after.bare_walk.total()],
+            "bare_walk_system_cpu_seconds": [walk.system, after.bare_walk.system],
+            "reader_alone_idle_cpu_seconds": [reader_idle.total(), after.reader_idle.total()],
+            "zeroing_read_alone_cpu_seconds": [parts.dump.total(), after.zeroing_read.total()],
+            "ratio_agent_to_zeroing_read": median / zeroing_read,
+            "ratio_agent_idle_read_to_bare_walk": idle_cpu / bare_walk,
+            "ratio_reader_alone_idle_to_bare_walk":
+                mean(reader_idle, after.reader_idle) / bare_walk,
             "parts_cpu_seconds": {
                 "dump": parts.dump.total(),
                 "enrich": parts.enrich.total(),

@@ -11,10 +11,11 @@ use tollgate_tests::scenario::{
     check_deployment, clickhouse_port, deploy_clickhouse, release_binary, Image, Workloads,
     CLUSTER, NAMESPACES,
 };
-use tollgate_tests::tollgate;
+use tollgate_tests::{tollgate, uplink};
 
 use crate::{
-    exports_of_this_month, fresh_home, group, print_internet_senders, print_per_team, table, HOME,
+    exports_of_this_month, fresh_home, group, print_internet_senders, print_per_team,
+    print_reconciliation, table, HOME, PRICES,
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -31,7 +32,9 @@ pub fn run() -> anyhow::Result<()> {
          internet host {INTERNET} / {INTERNET6}, behind the nodes' masquerade\n\n\
          tollgate runs as the DaemonSet of deploy/ (NET_ADMIN only), reading each node's\n\
          conntrack table every 2 s and inserting into ClickHouse. Each pod also counts its own\n\
-         packets with nftables, which the demo compares with tollgate's metering at the end.\n"
+         packets with nftables, which the demo compares with tollgate's metering at the end;\n\
+         each node's uplink counts what crosses it, as a cloud bills an instance, and the demo\n\
+         ends by reconciling the metering with the bill written from those counters.\n"
     );
     let started = Instant::now();
     let (home, server) = fresh_home()?;
@@ -42,6 +45,7 @@ pub fn run() -> anyhow::Result<()> {
     Image::build(&release_binary(), &image)?;
     println!("Starting Kubernetes ...");
     let k8s = Kubernetes::up(Underlay::Routed)?;
+    uplink::install(&k8s)?;
     k8s.load(&image)?;
     k8s.relay(clickhouse_port(ch.url())?)?;
     println!("kubectl apply -k: the schema Job, then the agents' DaemonSet ...");
@@ -107,6 +111,7 @@ pub fn run() -> anyhow::Result<()> {
             group(sum("out")),
             group(sum("in"))
         );
+        reconciliation(&k8s, ch, database, &home)?;
     } else {
         println!("tollgate and nftables DISAGREE:\n{}", differ.join("\n"));
     }
@@ -119,6 +124,39 @@ pub fn run() -> anyhow::Result<()> {
     );
     drop(k8s);
     ensure!(converged.is_ok(), "metering was not exact");
+    Ok(())
+}
+
+/// FinOps' monthly reconciliation, `tollgate reconcile`, against a Cost and
+/// Usage Report written from the nodes' uplink counters.
+fn reconciliation(
+    k8s: &Kubernetes,
+    ch: &tollgate_tests::clickhouse::ClickHouse,
+    database: &str,
+    home: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (month, dir) = exports_of_this_month(home)?;
+    let reconciled = uplink::reconcile(k8s, ch, database, &dir, PRICES)?;
+    println!(
+        "\nThe bill, reconciled: `tollgate reconcile --month {month} --bill {}`\n\
+         (a Cost and Usage Report written from nftables counters on each node's uplink, as EC2\n\
+         counts an instance's transfer: the teams' workloads and the nodes' own traffic, the\n\
+         kubelets', kube-proxy's and the agents', of every connection opened since the counters\n\
+         were set up, before the agents started; priced at {PRICES}x AWS's list prices so that\n\
+         cents show; plus an instance-hour, a volume, a NAT gateway's hours, tax, a load balancer's\n\
+         processing, and an instance without tollgate):\n\n  \
+         {}",
+        reconciled.bill.display(),
+        reconciled.summary
+    );
+    print_reconciliation(&reconciled.out)?;
+    println!(
+        "\nChecked: the metering covers each of the bill's {} bytes; it is {} bytes beyond it,\n\
+         no more than the uplinks counted by the time it was read: the nodes never stop talking\n\
+         (heartbeats, watches, the agents' inserts), and the bill was counted a moment earlier.",
+        group(reconciled.billed),
+        group(reconciled.beyond)
+    );
     Ok(())
 }
 

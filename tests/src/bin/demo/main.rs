@@ -19,6 +19,10 @@ use tollgate_tests::clickhouse::{ClickHouse, Dedicated};
 /// Where the demo keeps its data.
 const HOME: &str = "/var/tmp/tollgate-demo";
 
+/// The bill's prices in the demo, times AWS's list prices: the demo moves
+/// megabytes, and its cents must show.
+const PRICES: u32 = 10_000;
+
 fn main() -> anyhow::Result<()> {
     ensure!(
         tollgate_tests::require_root("demo", "network namespaces and conntrack"),
@@ -134,4 +138,68 @@ fn group(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// A reconciliation's coverage and allocation (in `out`), their main
+/// columns.
+fn print_reconciliation(out: &std::path::Path) -> anyhow::Result<()> {
+    println!("\nCoverage, billed bytes against metered bytes per instance:\n");
+    columns(
+        &out.join("coverage.csv"),
+        &[
+            "resource",
+            "nodes",
+            "billed_category",
+            "direction",
+            "billed_bytes",
+            "metered_bytes",
+            "ratio",
+            "status",
+        ],
+    )?;
+    println!("\nAllocation, each line item's cost split over the teams whose bytes make it up:\n");
+    columns(
+        &out.join("allocation.csv"),
+        &[
+            "resource",
+            "billed_category",
+            "direction",
+            "team",
+            "bytes",
+            "cost",
+            "unallocated_reason",
+        ],
+    )?;
+    println!(
+        "\n  (Both tables also as JSON or Parquet; in {}.)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The columns `keep` of a CSV file, aligned.
+fn columns(path: &std::path::Path, keep: &[&str]) -> anyhow::Result<()> {
+    let mut reader = csv::Reader::from_path(path)?;
+    let header = reader.headers()?.clone();
+    let index: Vec<usize> = keep
+        .iter()
+        .filter_map(|k| header.iter().position(|h| h == *k))
+        .collect();
+    let mut rows = vec![keep.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()];
+    for record in reader.records() {
+        let record = record?;
+        rows.push(index.iter().map(|&i| record[i].to_owned()).collect());
+    }
+    let widths: Vec<usize> = (0..keep.len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(field, width)| format!("{field:<width$}"))
+            .collect();
+        println!("  {}", padded.join("  ").trim_end());
+    }
+    Ok(())
 }

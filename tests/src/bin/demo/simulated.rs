@@ -9,7 +9,8 @@ use anyhow::ensure;
 use tollgate_tests::clickhouse::ClickHouse;
 
 use crate::{
-    exports_of_this_month, fresh_home, group, print_internet_senders, print_per_team, table, HOME,
+    exports_of_this_month, fresh_home, group, print_internet_senders, print_per_team,
+    print_reconciliation, table, HOME, PRICES,
 };
 use tollgate_tests::bills;
 use tollgate_tests::cluster::{
@@ -138,10 +139,6 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bill's prices in the demo, times AWS's list prices: the demo moves
-/// megabytes, and its cents must show.
-const PRICES: u32 = 10_000;
-
 /// FinOps' monthly reconciliation, `tollgate reconcile`, against a Cost and
 /// Usage Report the demo writes from the nodes' nftables counters (each
 /// node an EC2 instance, as a cloud would count its transfer) plus line
@@ -159,11 +156,7 @@ fn reconciliation(
             .entry((instance_id(node), category, direction))
             .or_insert(0) += b;
     }
-    let hour = i64::from(tollgate_tests::fixtures::unix_now()) / 3600 * 3600;
-    let (mut lines, _) = bills::instance_transfer(&bytes, hour, PRICES);
-    lines.extend(bills::other_lines(&instance_id(0), hour));
-    let bill = dir.join(format!("cur-{month}.csv.gz"));
-    bills::write_cur_csv(&bill, &lines)?;
+    let (bill, _) = bills::write_month_cur(&dir, &bytes, PRICES)?;
     let out = dir.join(format!("{month}-reconciliation"));
     let output = std::process::Command::new(tollgate::binary())
         .args(["reconcile", "--month", &month, "--by", "team", "--bill"])
@@ -182,66 +175,11 @@ fn reconciliation(
          instance, priced at {PRICES}x AWS's list prices so that cents show; plus an instance-hour,\n\
          a volume, a NAT gateway's hours, tax, a load balancer's processing, and an instance without\n\
          tollgate):\n\n  \
-         {}\n\nCoverage, billed bytes against metered bytes per instance:\n",
+         {}",
         bill.display(),
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    let columns = |path: &std::path::Path, keep: &[&str]| -> anyhow::Result<()> {
-        let mut reader = csv::Reader::from_path(path)?;
-        let header = reader.headers()?.clone();
-        let index: Vec<usize> = keep
-            .iter()
-            .filter_map(|k| header.iter().position(|h| h == *k))
-            .collect();
-        let mut rows = vec![keep.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()];
-        for record in reader.records() {
-            let record = record?;
-            rows.push(index.iter().map(|&i| record[i].to_owned()).collect());
-        }
-        let widths: Vec<usize> = (0..keep.len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        for row in rows {
-            let padded: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(field, width)| format!("{field:<width$}"))
-                .collect();
-            println!("  {}", padded.join("  ").trim_end());
-        }
-        Ok(())
-    };
-    columns(
-        &out.join("coverage.csv"),
-        &[
-            "resource",
-            "nodes",
-            "billed_category",
-            "direction",
-            "billed_bytes",
-            "metered_bytes",
-            "ratio",
-            "status",
-        ],
-    )?;
-    println!("\nAllocation, each line item's cost split over the teams whose bytes make it up:\n");
-    columns(
-        &out.join("allocation.csv"),
-        &[
-            "resource",
-            "billed_category",
-            "direction",
-            "team",
-            "bytes",
-            "cost",
-            "unallocated_reason",
-        ],
-    )?;
-    println!(
-        "\n  (Both tables also as JSON or Parquet; in {}.)",
-        out.display()
-    );
-    Ok(())
+    print_reconciliation(&out)
 }
 
 /// FinOps' monthly report, `tollgate export`, from ClickHouse and from the
