@@ -29,7 +29,8 @@ pub struct Config {
     /// without it a pod's team is its namespace.
     #[serde(default = "default_team_label")]
     pub team_label: String,
-    /// Team that node-level traffic (host processes, NodePort forwarding)
+    /// Team that node-level traffic (host processes, and forwarding for a
+    /// backend that is no known pod)
     /// is billed to.
     #[serde(default = "default_node_team")]
     pub node_team: String,

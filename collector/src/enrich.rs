@@ -10,8 +10,12 @@
 //!   the address yet, by this node's pod ranges or its host route to one of
 //!   this node's devices);
 //! - this node itself, or the host-network pod that declares the port;
-//! - neither, but the node translated the connection (a NodePort, a
-//!   masquerade for another host): the node, on both halves.
+//! - neither, but the node translated the connection for a Service's
+//!   backend on another node (a NodePort, a load balancer): the backend, at
+//!   this node's place, on both halves (the client's leg, and this node's
+//!   side of the hop, which the cloud bills this node for);
+//! - neither, and no known backend (a masquerade for another host): the
+//!   node, on both halves.
 //!
 //! Entries with no endpoint here (traffic this node only routed) are
 //! counted in [`EnrichStats::not_local`] and left to the nodes of their

@@ -411,7 +411,9 @@ text_enum! {
 text_enum! {
     /// Which endpoint opened the connection.
     Initiator {
-        /// The local endpoint (the conntrack original direction starts here).
+        /// The local endpoint (the conntrack original direction starts here;
+        /// for the hop a node forwards to a Service's backend on another
+        /// node, this node, which opened it).
         Local = "local",
         /// The remote endpoint.
         Remote = "remote",
