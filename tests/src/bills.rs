@@ -54,6 +54,34 @@ pub fn write_month_cur(
     Ok((bill, costs))
 }
 
+/// The rows of a report's CSV file (`tollgate reconcile`'s coverage.csv,
+/// allocation.csv) as maps from column to value.
+pub fn report_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let mut reader = csv::Reader::from_path(path)?;
+    let header = reader.headers()?.clone();
+    reader
+        .records()
+        .map(|record| {
+            Ok(header
+                .iter()
+                .map(str::to_owned)
+                .zip(record?.iter().map(str::to_owned))
+                .collect())
+        })
+        .collect()
+}
+
+/// Cents as a report writes a cost (`12.34`, `-0.05`).
+pub fn cents(text: &str) -> anyhow::Result<i128> {
+    let (units, decimals) = text
+        .trim_start_matches('-')
+        .split_once('.')
+        .filter(|(_, decimals)| decimals.len() == 2)
+        .ok_or_else(|| anyhow::anyhow!("cost {text:?} is not written to the cent"))?;
+    let value: i128 = format!("{units}{decimals}").parse()?;
+    Ok(if text.starts_with('-') { -value } else { value })
+}
+
 /// One line item of a CUR.
 #[derive(Debug, Clone)]
 pub struct CurLine {

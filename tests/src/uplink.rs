@@ -140,12 +140,13 @@ fn both_sides(
     k8s: &Kubernetes,
     ch: &ClickHouse,
     database: &str,
-    (instance, category, direction): &Unit,
+    unit: &Unit,
 ) -> anyhow::Result<String> {
+    let (instance, category, direction) = unit;
     let mut text = String::from("the uplink's flows:\n");
     let mut counted: Vec<_> = flows(k8s)?
         .into_iter()
-        .filter(|(unit, _, _)| unit == &(instance.clone(), category.clone(), direction.clone()))
+        .filter(|(of, _, _)| of == unit)
         .collect();
     counted.sort_by(|a, b| a.1.cmp(&b.1));
     for (_, key, bytes) in counted {
@@ -288,25 +289,16 @@ fn allocated_to_the_cent(
     instances: &[String],
     costs: &BTreeMap<String, i128>,
 ) -> anyhow::Result<()> {
-    let mut reader = csv::Reader::from_path(path)?;
-    let header = reader.headers()?.clone();
     let mut allocated = BTreeMap::<String, i128>::new();
-    for record in reader.records() {
-        let record = record?;
-        let field = |name: &str| {
-            header
-                .iter()
-                .position(|h| h == name)
-                .map(|i| record[i].to_owned())
-                .with_context(|| format!("{}: no column {name}", path.display()))
-        };
+    for row in bills::report_rows(path)? {
+        let field = |name: &str| column(path, &row, name);
         let resource = field("resource")?;
-        if !instances.contains(&resource) {
+        if !instances.iter().any(|i| i == resource) {
             continue;
         }
         ensure!(
             field("unallocated_reason")?.is_empty(),
-            "{}: {record:?} is unallocated",
+            "{}: {row:?} is unallocated",
             path.display()
         );
         let unit = format!(
@@ -314,7 +306,7 @@ fn allocated_to_the_cent(
             field("billed_category")?,
             field("direction")?
         );
-        *allocated.entry(unit).or_default() += cents(&field("cost")?)?;
+        *allocated.entry(unit).or_default() += bills::cents(field("cost")?)?;
     }
     for (unit, billionths) in costs {
         let cost = (billionths + 5_000_000) / 10_000_000;
@@ -327,13 +319,15 @@ fn allocated_to_the_cent(
     Ok(())
 }
 
-/// Cents as written (`12.34`, `0.05`).
-fn cents(text: &str) -> anyhow::Result<i128> {
-    let (units, decimals) = text
-        .split_once('.')
-        .with_context(|| format!("cost {text:?}"))?;
-    ensure!(decimals.len() == 2, "cost {text:?}");
-    Ok(format!("{units}{decimals}").parse()?)
+/// The value of a report row's column `name`.
+fn column<'r>(
+    path: &Path,
+    row: &'r BTreeMap<String, String>,
+    name: &str,
+) -> anyhow::Result<&'r str> {
+    row.get(name)
+        .map(String::as_str)
+        .with_context(|| format!("{}: no column {name}", path.display()))
 }
 
 /// The sum of the samples of `name` on each node's agent (its /metrics,
@@ -388,34 +382,16 @@ impl Coverage {
 }
 
 fn coverage(path: &Path) -> anyhow::Result<Vec<Coverage>> {
-    let mut reader = csv::Reader::from_path(path)?;
-    let header = reader.headers()?.clone();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("{}: no column {name}", path.display()))
-    };
-    let [resource, category, direction, billed, metered] = [
-        "resource",
-        "billed_category",
-        "direction",
-        "billed_bytes",
-        "metered_bytes",
-    ]
-    .map(column);
-    let (resource, category, direction, billed, metered) =
-        (resource?, category?, direction?, billed?, metered?);
-    reader
-        .records()
-        .map(|record| {
-            let record = record?;
+    bills::report_rows(path)?
+        .iter()
+        .map(|row| {
+            let field = |name: &str| column(path, row, name);
             Ok(Coverage {
-                resource: record[resource].to_owned(),
-                category: record[category].to_owned(),
-                direction: record[direction].to_owned(),
-                billed: record[billed].parse()?,
-                metered: record[metered].parse()?,
+                resource: field("resource")?.to_owned(),
+                category: field("billed_category")?.to_owned(),
+                direction: field("direction")?.to_owned(),
+                billed: field("billed_bytes")?.parse()?,
+                metered: field("metered_bytes")?.parse()?,
             })
         })
         .collect()

@@ -44,20 +44,9 @@ fn reconcile(source: &[&str], bill: &Path, out: &Path) -> String {
     log
 }
 
-/// The rows of a CSV file as maps from column to value.
+/// The rows of a report's CSV file as maps from column to value.
 fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|r| {
-            header
-                .iter()
-                .map(str::to_owned)
-                .zip(r.unwrap().iter().map(str::to_owned))
-                .collect()
-        })
-        .collect()
+    bills::report_rows(path).unwrap()
 }
 
 /// The Parquet files under `dir` and their sizes.
@@ -82,14 +71,7 @@ fn parquet_files(dir: &Path) -> Vec<(String, u64)> {
 
 /// Cents as written (`12.34`, `-0.05`).
 fn cents(text: &str) -> i128 {
-    let negative = text.starts_with('-');
-    let (units, decimals) = text.trim_start_matches('-').split_once('.').unwrap();
-    let value: i128 = format!("{units}{decimals}").parse().unwrap();
-    if negative {
-        -value
-    } else {
-        value
-    }
+    bills::cents(text).unwrap()
 }
 
 /// The cloud the simulated cluster's nodes are instances of.
