@@ -90,11 +90,17 @@ pub(crate) struct Names {
     /// each batch): foldhash, randomly seeded, where SipHash took a
     /// tenth of the agent's own time.
     by_text: HashMap<Name, u32, foldhash::fast::RandomState>,
+    /// How many of `table`'s names the maps hold: names read back are
+    /// only mapped if the rows are added to.
+    mapped: usize,
     table: Vec<Name>,
 }
 
 impl Names {
     fn index_of(&mut self, name: &Name) -> u32 {
+        if self.mapped < self.table.len() {
+            self.map_the_rest();
+        }
         let address = Arc::as_ptr(name).cast::<u8>() as usize;
         if let Some(&index) = self.by_address.get(&address) {
             return index;
@@ -106,20 +112,26 @@ impl Names {
             // meanwhile.
             self.by_address.insert(address, index);
             self.table.push(name.clone());
+            self.mapped = self.table.len();
         }
         index
     }
 
     /// Append `name` to the table, even if its text is there already.
-    fn add(&mut self, name: Name) -> u32 {
-        let index = self.table.len() as u32;
-        // Kept alive by the table, so the address cannot be reused
-        // meanwhile.
-        self.by_address
-            .insert(Arc::as_ptr(&name).cast::<u8>() as usize, index);
-        self.by_text.entry(name.clone()).or_insert(index);
+    fn add(&mut self, name: Name) {
         self.table.push(name);
-        index
+    }
+
+    /// Map the names added since the last lookup.
+    fn map_the_rest(&mut self) {
+        for (index, name) in (self.mapped..).zip(&self.table[self.mapped..]) {
+            // Kept alive by the table, so the address cannot be reused
+            // meanwhile.
+            self.by_address
+                .insert(Arc::as_ptr(name).cast::<u8>() as usize, index as u32);
+            self.by_text.entry(name.clone()).or_insert(index as u32);
+        }
+        self.mapped = self.table.len();
     }
 }
 

@@ -613,16 +613,13 @@ impl Reader {
             return false;
         };
         let metering = &mut self.metering;
-        let mut idle = 0;
         let mut without_counters = 0;
         // A journal or spool that fails ends the dump: what was zeroed is
         // kept, the rest waits in the kernel for a read that can keep it.
         let result = self
             .table
-            .dump_keeping(ReadMode::Zero, &mut journal, |entry| {
-                if entry.is_idle() {
-                    idle += 1;
-                } else if uncounted(entry) {
+            .dump_keeping(ReadMode::ZeroActive, &mut journal, |entry| {
+                if uncounted(entry) {
                     without_counters += 1;
                 } else {
                     metering.meter(entry, observed_at, interval, &mut tally);
@@ -640,11 +637,11 @@ impl Reader {
         }
         self.metering.commit(&self.ended);
         let m = self.metering.metrics.clone();
-        m.idle_entries.inc_by(idle);
         m.uncounted_entries.inc_by(without_counters);
         match result {
             Ok(summary) => {
                 m.entries_read.inc_by(summary.entries);
+                m.idle_entries.inc_by(summary.idle);
                 if summary.interrupted {
                     m.dumps_interrupted.inc();
                     tracing::warn!(
@@ -654,7 +651,7 @@ impl Reader {
                 }
                 tracing::debug!(
                     entries = summary.entries,
-                    idle,
+                    idle = summary.idle,
                     zeroed = summary.zeroing.zeroed,
                     ended_before_zeroing = summary.zeroing.vanished,
                     ended,

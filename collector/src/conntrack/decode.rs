@@ -142,6 +142,12 @@ pub enum Message {
         /// Netlink flags (carries `NLM_F_DUMP_INTR`).
         flags: u16,
     },
+    /// A dumped entry that counted no packet in either direction, read by
+    /// [`messages_skipping_idle`] no further than its counters.
+    Idle {
+        /// Netlink flags (carries `NLM_F_DUMP_INTR`).
+        flags: u16,
+    },
     /// `NLMSG_DONE`: the end of a dump; `error` is the kernel's final status
     /// (0 on success, a negative errno otherwise).
     Done {
@@ -173,6 +179,7 @@ pub enum Message {
 pub struct Messages<'a> {
     buf: &'a [u8],
     pos: usize,
+    skip_idle: bool,
 }
 
 /// Iterate over the messages of one datagram as received from the kernel.
@@ -180,6 +187,18 @@ pub fn messages(datagram: &[u8]) -> Messages<'_> {
     Messages {
         buf: datagram,
         pos: 0,
+        skip_idle: false,
+    }
+}
+
+/// [`messages`], but a dumped entry whose counters say it is idle comes as
+/// [`Message::Idle`], its tuples never decoded: a reader that meters only
+/// traffic pays for an idle entry little more than the kernel's walk.
+pub fn messages_skipping_idle(datagram: &[u8]) -> Messages<'_> {
+    Messages {
+        buf: datagram,
+        pos: 0,
+        skip_idle: true,
     }
 }
 
@@ -231,7 +250,11 @@ impl Iterator for Messages<'_> {
                 };
                 match origin {
                     Some(origin) if subsystem == NFNL_SUBSYS_CTNETLINK => {
-                        decode_entry(origin, payload).map(|entry| Message::Entry { entry, flags })
+                        let skip_idle = self.skip_idle && origin == Origin::Dump;
+                        decode_unless_idle(origin, payload, skip_idle).map(|entry| match entry {
+                            Some(entry) => Message::Entry { entry, flags },
+                            None => Message::Idle { flags },
+                        })
                     }
                     _ => Ok(Message::Ignored { message_type }),
                 }
@@ -256,6 +279,17 @@ fn read_i32_ne(bytes: &[u8]) -> Option<i32> {
 
 /// Decode the payload (nfgenmsg + attributes) of one conntrack message.
 pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeErrorKind> {
+    decode_unless_idle(origin, payload, false)
+        .map(|entry| entry.expect("decoded when idle entries are not skipped"))
+}
+
+/// [`decode_entry`], or `None` for an idle entry when `skip_idle`: its
+/// tuples, the costly part, are decoded last, and only if it is not.
+fn decode_unless_idle(
+    origin: Origin,
+    payload: &[u8],
+    skip_idle: bool,
+) -> Result<Option<Entry>, DecodeErrorKind> {
     if payload.len() < NFGENMSG_LEN {
         return Err(DecodeErrorKind::ShortPayload {
             expected: NFGENMSG_LEN,
@@ -266,7 +300,6 @@ pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeError
     let mut orig = None;
     let mut reply = None;
     let mut entry_zone = None;
-    let mut tuple_zone = None;
     let mut orig_counters = None;
     let mut reply_counters = None;
     let mut id = 0;
@@ -278,18 +311,11 @@ pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeError
 
     for nla in attributes(&payload[NFGENMSG_LEN..], "conntrack attributes") {
         let nla = nla?;
-        let value = nla.value();
-        match nla.kind() & NLA_TYPE_MASK {
-            CTA_TUPLE_ORIG => {
-                let (tuple, proto, zone) = decode_tuple(value, family, "CTA_TUPLE_ORIG")?;
-                tuple_zone = tuple_zone.or(zone);
-                orig = Some((tuple, proto));
-            }
-            CTA_TUPLE_REPLY => {
-                let (tuple, proto, zone) = decode_tuple(value, family, "CTA_TUPLE_REPLY")?;
-                tuple_zone = tuple_zone.or(zone);
-                reply = Some((tuple, proto));
-            }
+        let kind = nla.kind() & NLA_TYPE_MASK;
+        let value = value_of(nla);
+        match kind {
+            CTA_TUPLE_ORIG => orig = Some(value),
+            CTA_TUPLE_REPLY => reply = Some(value),
             CTA_STATUS => status = be32(value, "CTA_STATUS")?,
             CTA_MARK => mark = be32(value, "CTA_MARK")?,
             CTA_ID => id = be32(value, "CTA_ID")?,
@@ -317,9 +343,22 @@ pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeError
         }
     }
 
-    let (orig, proto) = orig.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_ORIG"))?;
-    let (reply, _) = reply.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_REPLY"))?;
-    Ok(Entry {
+    let orig = orig.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_ORIG"))?;
+    let reply = reply.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_REPLY"))?;
+    let idle = matches!(
+        (orig_counters, reply_counters),
+        (
+            Some(Counters { packets: 0, .. }),
+            Some(Counters { packets: 0, .. })
+        )
+    );
+    if skip_idle && idle {
+        return Ok(None);
+    }
+    let (orig, proto, orig_zone) = decode_tuple(orig, family, "CTA_TUPLE_ORIG")?;
+    let (reply, _, reply_zone) = decode_tuple(reply, family, "CTA_TUPLE_REPLY")?;
+    let tuple_zone = orig_zone.or(reply_zone);
+    Ok(Some(Entry {
         origin,
         family,
         proto,
@@ -334,7 +373,14 @@ pub fn decode_entry(origin: Origin, payload: &[u8]) -> Result<Entry, DecodeError
         tcp_state,
         start_ns,
         stop_ns,
-    })
+    }))
+}
+
+/// An attribute's value, borrowed from the datagram rather than from the
+/// attribute (its framing was checked when it was read).
+fn value_of(nla: NlaBuffer<&[u8]>) -> &[u8] {
+    let end = usize::from(nla.length());
+    &nla.into_inner()[4..end]
 }
 
 /// Attribute iterator whose framing errors carry the path being decoded.
@@ -758,6 +804,51 @@ mod tests {
         assert_eq!(entry.reply_counters, None);
         assert_eq!((entry.zone, entry.mark), (7, 0x42));
         assert_eq!((entry.start_ns, entry.stop_ns), (Some(10), Some(20)));
+    }
+
+    #[test]
+    fn only_dumped_entries_idle_both_ways_are_skipped_undecoded() {
+        let counters = |packets: u64| {
+            [
+                attr(CTA_COUNTERS_PACKETS, &packets.to_be_bytes()),
+                attr(CTA_COUNTERS_BYTES, &(packets * 100).to_be_bytes()),
+            ]
+            .concat()
+        };
+        let both = |orig: u64, reply: u64| {
+            [
+                attr(CTA_COUNTERS_ORIG | 0x8000, &counters(orig)),
+                attr(CTA_COUNTERS_REPLY | 0x8000, &counters(reply)),
+            ]
+            .concat()
+        };
+        let skipped = |message_type: u16, attributes: &[u8]| {
+            let datagram = message(message_type, 2, attributes);
+            match messages_skipping_idle(&datagram).next() {
+                Some(Ok(Message::Idle { flags })) => Some(Ok(flags)),
+                Some(Ok(Message::Entry { entry, .. })) => {
+                    assert_eq!(entry, decode_entry(entry.origin, &datagram[16..]).unwrap());
+                    None
+                }
+                Some(Err(error)) => Some(Err(error.kind)),
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(skipped(0x0100, &udp_entry(&both(0, 0))), Some(Ok(2)));
+        assert_eq!(skipped(0x0100, &udp_entry(&both(0, 1))), None);
+        assert_eq!(skipped(0x0100, &udp_entry(&both(2, 0))), None);
+        // Accounting off: nothing says it is idle.
+        assert_eq!(skipped(0x0100, &udp_entry(&[])), None);
+        // A DESTROY event is never skipped.
+        assert_eq!(skipped(0x0102, &udp_entry(&both(0, 0))), None);
+        // An idle entry is still an entry: without its tuples it is an error.
+        assert_eq!(
+            skipped(0x0100, &both(0, 0)),
+            Some(Err(DecodeErrorKind::MissingAttribute("CTA_TUPLE_ORIG")))
+        );
+        // The plain iterator hands every entry on.
+        let datagram = message(0x0100, 2, &udp_entry(&both(0, 0)));
+        assert!(entries(&datagram)[0].is_idle());
     }
 
     #[test]

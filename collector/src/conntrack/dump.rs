@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use super::decode::{messages, Message, NLM_F_DUMP_INTR};
+use super::decode::{messages, messages_skipping_idle, Message, NLM_F_DUMP_INTR};
 use super::error::ConntrackError;
 use super::socket::{NetfilterSocket, Received};
 use super::zeroing::{Keep, Zeroer, ZeroingCounts};
@@ -16,8 +16,12 @@ pub enum ReadMode {
     /// Every entry that counted traffic since its last zeroing is read
     /// again and zeroed in one step (`IPCTNL_MSG_CT_GET_CTRZERO` for that
     /// entry), so the next read sees only the bytes since. Idle entries are
-    /// handed on as the walk found them. This is how tollgate meters.
+    /// handed on as the walk found them.
     Zero,
+    /// As [`ReadMode::Zero`], but idle entries are only counted
+    /// ([`DumpSummary::idle`]), not handed on nor decoded past their
+    /// counters: how the agent meters, an idle entry metering nothing.
+    ZeroActive,
     /// Read without side effects (debugging).
     Keep,
 }
@@ -25,8 +29,10 @@ pub enum ReadMode {
 /// What one dump saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DumpSummary {
-    /// Entries decoded and handed on.
+    /// Entries read (with [`ReadMode::ZeroActive`], the idle ones too).
     pub entries: u64,
+    /// Idle entries counted and not handed on ([`ReadMode::ZeroActive`]).
+    pub idle: u64,
     /// Datagrams received.
     pub datagrams: u64,
     /// The kernel flagged the dump `NLM_F_DUMP_INTR`: the table changed in
@@ -89,7 +95,8 @@ impl TableReader {
     ///
     /// Nothing is collected: memory stays constant whatever the table size
     /// (active entries wait in batches of a few hundred zeroing requests).
-    /// With [`ReadMode::Zero`], every entry handed to `on_entry` has already
+    /// With [`ReadMode::Zero`] or [`ReadMode::ZeroActive`], every entry
+    /// handed to `on_entry` has already
     /// been zeroed in the kernel (or had nothing to zero), so the caller
     /// owns those bytes; if this returns an error part-way, the entries
     /// already handed on are still valid and must be kept. An entry that
@@ -133,7 +140,12 @@ impl TableReader {
                 }
             };
             summary.datagrams += 1;
-            for message in messages(datagram) {
+            let messages = if mode == ReadMode::ZeroActive {
+                messages_skipping_idle(datagram)
+            } else {
+                messages(datagram)
+            };
+            for message in messages {
                 match message.map_err(|error| ConntrackError::Decode {
                     error,
                     entries_before: summary.entries,
@@ -141,7 +153,7 @@ impl TableReader {
                     Message::Entry { entry, flags } => {
                         summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;
                         summary.entries += 1;
-                        let flow = if mode == ReadMode::Zero
+                        let flow = if mode != ReadMode::Keep
                             && entry.orig_counters.is_some()
                             && !entry.is_idle()
                         {
@@ -158,6 +170,11 @@ impl TableReader {
                             self.zeroer.discard_queued();
                             return Ok(summary);
                         }
+                    }
+                    Message::Idle { flags } => {
+                        summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                        summary.entries += 1;
+                        summary.idle += 1;
                     }
                     Message::Done { flags, error } => {
                         summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;

@@ -255,7 +255,10 @@ impl Zeroer {
                     })
                 }
                 Message::Overrun => return Err(answers_lost()),
-                Message::Error { .. } | Message::Done { .. } | Message::Ignored { .. } => {}
+                Message::Error { .. }
+                | Message::Done { .. }
+                | Message::Ignored { .. }
+                | Message::Idle { .. } => {}
             }
         }
         Ok(answers)
