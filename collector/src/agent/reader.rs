@@ -613,6 +613,7 @@ impl Reader {
             return false;
         };
         let metering = &mut self.metering;
+        let idle_before = self.table.idle_entries();
         let mut without_counters = 0;
         // A journal or spool that fails ends the dump: what was zeroed is
         // kept, the rest waits in the kernel for a read that can keep it.
@@ -630,6 +631,7 @@ impl Reader {
                     ControlFlow::Continue(())
                 }
             });
+        let idle = self.table.idle_entries() - idle_before;
         self.metering.finish(observed_at, interval, &mut tally);
         if let Some(error) = journal.take_error() {
             self.metering.metrics.journal_errors.inc();
@@ -637,11 +639,11 @@ impl Reader {
         }
         self.metering.commit(&self.ended);
         let m = self.metering.metrics.clone();
+        m.idle_entries.inc_by(idle);
         m.uncounted_entries.inc_by(without_counters);
         match result {
             Ok(summary) => {
                 m.entries_read.inc_by(summary.entries);
-                m.idle_entries.inc_by(summary.idle);
                 if summary.interrupted {
                     m.dumps_interrupted.inc();
                     tracing::warn!(
@@ -651,7 +653,7 @@ impl Reader {
                 }
                 tracing::debug!(
                     entries = summary.entries,
-                    idle = summary.idle,
+                    idle,
                     zeroed = summary.zeroing.zeroed,
                     ended_before_zeroing = summary.zeroing.vanished,
                     ended,

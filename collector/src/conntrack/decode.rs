@@ -7,8 +7,9 @@
 //! read here, including the ones `netlink-packet-netfilter` leaves opaque:
 //! counters, `CTA_ID`, `CTA_ZONE` and `CTA_TIMESTAMP`. Every malformed or
 //! truncated input becomes a [`DecodeError`] naming the byte offset of the
-//! message and the attribute path; nothing here panics on any input (the
-//! fuzz target in `fuzz/` holds it to that).
+//! message and the attribute path (with [`messages_skipping_idle`], an idle
+//! entry's tuples are not read, so only their presence is checked); nothing
+//! here panics on any input (the fuzz target in `fuzz/` holds it to that).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -142,8 +143,8 @@ pub enum Message {
         /// Netlink flags (carries `NLM_F_DUMP_INTR`).
         flags: u16,
     },
-    /// A dumped entry that counted no packet in either direction, read by
-    /// [`messages_skipping_idle`] no further than its counters.
+    /// A dumped entry that counted no packet in either direction, its tuples
+    /// left undecoded by [`messages_skipping_idle`].
     Idle {
         /// Netlink flags (carries `NLM_F_DUMP_INTR`).
         flags: u16,

@@ -1,6 +1,8 @@
 //! Reads the whole conntrack table, optionally zeroing each entry's counters
-//! as it reads them, and hands every entry on as soon as it is decoded.
+//! as it reads them, and hands every entry (or, metering, every active one)
+//! on as soon as it is decoded.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -18,9 +20,11 @@ pub enum ReadMode {
     /// entry), so the next read sees only the bytes since. Idle entries are
     /// handed on as the walk found them.
     Zero,
-    /// As [`ReadMode::Zero`], but idle entries are only counted
-    /// ([`DumpSummary::idle`]), not handed on nor decoded past their
-    /// counters: how the agent meters, an idle entry metering nothing.
+    /// As [`ReadMode::Zero`], but an idle entry (the walk's, or a zeroing
+    /// answer's if something else zeroed it meanwhile) is only counted
+    /// ([`TableReader::idle_entries`]), its tuples never decoded and the
+    /// entry never handed on: how the agent meters, an idle entry metering
+    /// nothing.
     ZeroActive,
     /// Read without side effects (debugging).
     Keep,
@@ -29,10 +33,9 @@ pub enum ReadMode {
 /// What one dump saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DumpSummary {
-    /// Entries read (with [`ReadMode::ZeroActive`], the idle ones too).
+    /// Entries the walk read (with [`ReadMode::ZeroActive`], the idle ones
+    /// too).
     pub entries: u64,
-    /// Idle entries counted and not handed on ([`ReadMode::ZeroActive`]).
-    pub idle: u64,
     /// Datagrams received.
     pub datagrams: u64,
     /// The kernel flagged the dump `NLM_F_DUMP_INTR`: the table changed in
@@ -47,6 +50,10 @@ pub struct DumpSummary {
 pub struct TableReader {
     socket: NetfilterSocket,
     zeroer: Zeroer,
+    /// Idle entries its [`ReadMode::ZeroActive`] reads counted, kept here
+    /// rather than in a [`DumpSummary`] so that a read that fails part-way
+    /// still counts them.
+    idle: Cell<u64>,
 }
 
 impl TableReader {
@@ -55,6 +62,7 @@ impl TableReader {
         Ok(Self {
             socket: NetfilterSocket::open()?,
             zeroer: Zeroer::open()?,
+            idle: Cell::new(0),
         })
     }
 
@@ -65,7 +73,14 @@ impl TableReader {
         Ok(Self {
             socket: NetfilterSocket::open()?,
             zeroer: Zeroer::adopt(zeroing, inbox)?,
+            idle: Cell::new(0),
         })
+    }
+
+    /// Idle entries counted (and not handed on) by this reader's
+    /// [`ReadMode::ZeroActive`] reads so far.
+    pub fn idle_entries(&self) -> u64 {
+        self.idle.get()
     }
 
     /// The zeroing socket, to give the holder a copy: it outlives a kill.
@@ -126,6 +141,19 @@ impl TableReader {
         K: Keep,
         F: FnMut(&Entry) -> ControlFlow<()>,
     {
+        let skip_idle = mode == ReadMode::ZeroActive;
+        let idle = &self.idle;
+        let count_idle = || idle.set(idle.get() + 1);
+        // Zeroing answers come decoded: one that counted nothing is
+        // counted here.
+        let mut on_entry = |entry: &Entry| {
+            if skip_idle && entry.is_idle() {
+                count_idle();
+                ControlFlow::Continue(())
+            } else {
+                on_entry(entry)
+            }
+        };
         self.socket.request_dump()?;
         let before = self.zeroer.counts;
         let mut summary = DumpSummary::default();
@@ -140,7 +168,7 @@ impl TableReader {
                 }
             };
             summary.datagrams += 1;
-            let messages = if mode == ReadMode::ZeroActive {
+            let messages = if skip_idle {
                 messages_skipping_idle(datagram)
             } else {
                 messages(datagram)
@@ -174,7 +202,7 @@ impl TableReader {
                     Message::Idle { flags } => {
                         summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;
                         summary.entries += 1;
-                        summary.idle += 1;
+                        count_idle();
                     }
                     Message::Done { flags, error } => {
                         summary.interrupted |= flags & NLM_F_DUMP_INTR != 0;
