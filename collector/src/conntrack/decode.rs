@@ -346,14 +346,7 @@ fn decode_unless_idle(
 
     let orig = orig.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_ORIG"))?;
     let reply = reply.ok_or(DecodeErrorKind::MissingAttribute("CTA_TUPLE_REPLY"))?;
-    let idle = matches!(
-        (orig_counters, reply_counters),
-        (
-            Some(Counters { packets: 0, .. }),
-            Some(Counters { packets: 0, .. })
-        )
-    );
-    if skip_idle && idle {
+    if skip_idle && Counters::idle(orig_counters, reply_counters) {
         return Ok(None);
     }
     let (orig, proto, orig_zone) = decode_tuple(orig, family, "CTA_TUPLE_ORIG")?;

@@ -62,6 +62,16 @@ pub struct Counters {
     pub bytes: u64,
 }
 
+impl Counters {
+    /// Whether an entry with these counters is idle ([`Entry::is_idle`]).
+    pub(crate) fn idle(orig: Option<Counters>, reply: Option<Counters>) -> bool {
+        matches!(
+            (orig, reply),
+            (Some(orig), Some(reply)) if orig.packets == 0 && reply.packets == 0
+        )
+    }
+}
+
 /// TCP connection-tracking state (`enum tcp_conntrack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TcpState(pub u8);
@@ -180,10 +190,7 @@ impl Entry {
     /// zeroed. Without counters (accounting off) nothing can be said, and
     /// the entry is not idle.
     pub fn is_idle(&self) -> bool {
-        matches!(
-            (self.orig_counters, self.reply_counters),
-            (Some(orig), Some(reply)) if orig.packets == 0 && reply.packets == 0
-        )
+        Counters::idle(self.orig_counters, self.reply_counters)
     }
 }
 
