@@ -36,6 +36,7 @@ use tollgate_schema::{Category, FlowView, Initiator, Name, RemoteKind};
 use crate::classify::{Classifier, Place, Remote};
 use crate::conntrack::{Counters, Entry, Origin};
 use crate::inventory::{Holder, Inventory, NodeInfo, PodInfo, When};
+use crate::prefetch::prefetch_name;
 
 /// Counts of what the enricher saw, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,6 +217,15 @@ impl Enricher {
                     if holder.is_none() {
                         classifier.prefetch(ip, step);
                     }
+                }
+            }
+            // A remote pod's name and workload are mostly new to the
+            // batch, which then touches their allocations: asked for here
+            // all at once (the pods themselves were, by the lookup).
+            for holder in holders[..count].iter().flatten() {
+                if let Holder::Pod(pod) = holder {
+                    prefetch_name(&pod.name);
+                    prefetch_name(&pod.workload);
                 }
             }
             let mut holders = holders.iter().copied();

@@ -16,6 +16,15 @@ pub(crate) fn prefetch<T>(value: *const T) {
     prefetch_line(first.wrapping_add(size_of::<T>().saturating_sub(1)));
 }
 
+/// Asks for a name's allocation: its reference count (which precedes the
+/// text in `Arc`'s layout) and the start of its text.
+#[inline(always)]
+pub(crate) fn prefetch_name(name: &tollgate_schema::Name) {
+    let text = std::sync::Arc::as_ptr(name).cast::<u8>();
+    prefetch_line(text.wrapping_sub(2 * size_of::<usize>()));
+    prefetch_line(text);
+}
+
 #[inline(always)]
 fn prefetch_line(byte: *const u8) {
     #[cfg(target_arch = "x86_64")]

@@ -4,8 +4,9 @@
 //! ([`crate::columns`]).
 //!
 //! Records repeat a few thousand names millions of times, so a run is
-//! a table of its distinct names and the records, whose names are indexes
-//! into that table: writing a name costs a pointer lookup (names are
+//! a table of its names (each text once, except in a run of interned
+//! names, [`Rows::of_interned_names`]) and the records, whose names are
+//! indexes into that table: writing a name costs a pointer lookup (names are
 //! interned, [`Name`]), reading one a reference count, or nothing at all
 //! for a dictionary-encoded column. A record in this form takes about a
 //! fifth of the memory of a [`FlowRecord`] (82 bytes against 408 in the
@@ -82,7 +83,8 @@ impl Hasher for AddressHasher {
 /// The names met so far and the table they will be written as. Interned
 /// names are found by address; a copy of a name already in the table (a
 /// record parsed from text rather than built from the inventory) by its
-/// text, so the table holds each text once either way.
+/// text, so the table holds each text once either way, unless the names
+/// are declared interned ([`Rows::of_interned_names`]).
 #[derive(Clone, Default)]
 pub(crate) struct Names {
     by_address: HashMap<usize, u32, BuildHasherDefault<AddressHasher>>,
@@ -90,6 +92,9 @@ pub(crate) struct Names {
     /// each batch): foldhash, randomly seeded, where SipHash took a
     /// tenth of the agent's own time.
     by_text: HashMap<Name, u32, foldhash::fast::RandomState>,
+    /// The names come from an interner: an address stands for its text,
+    /// and `by_text` is neither filled nor read.
+    interned: bool,
     /// How many of `table`'s names the maps hold: names read back are
     /// only mapped if the rows are added to.
     mapped: usize,
@@ -106,15 +111,18 @@ impl Names {
             return index;
         }
         let next = self.table.len() as u32;
-        let index = *self.by_text.entry(name.clone()).or_insert(next);
-        if index == next {
-            // Kept alive by the table, so the address cannot be reused
-            // meanwhile.
-            self.by_address.insert(address, index);
-            self.table.push(name.clone());
-            self.mapped = self.table.len();
+        if !self.interned {
+            let index = *self.by_text.entry(name.clone()).or_insert(next);
+            if index != next {
+                return index;
+            }
         }
-        index
+        // Kept alive by the table, so the address cannot be reused
+        // meanwhile.
+        self.by_address.insert(address, next);
+        self.table.push(name.clone());
+        self.mapped = self.table.len();
+        next
     }
 
     /// Append `name` to the table, even if its text is there already.
@@ -129,7 +137,9 @@ impl Names {
             // meanwhile.
             self.by_address
                 .insert(Arc::as_ptr(name).cast::<u8>() as usize, index as u32);
-            self.by_text.entry(name.clone()).or_insert(index as u32);
+            if !self.interned {
+                self.by_text.entry(name.clone()).or_insert(index as u32);
+            }
         }
         self.mapped = self.table.len();
     }
@@ -158,6 +168,24 @@ impl std::fmt::Debug for Rows {
 }
 
 impl Rows {
+    /// An empty run for records whose names all come from one interner
+    /// (one allocation per text, as the agent's inventory makes them): a
+    /// name is found by its address alone and never hashed by its text,
+    /// which saves a lookup and a hash for each name a run meets first. A
+    /// name from elsewhere whose text is already in the table is added
+    /// again: the table then holds that text twice, which costs only its
+    /// bytes (a name index reads back as its text either way, and
+    /// ClickHouse and Parquet take a dictionary that repeats a text).
+    pub fn of_interned_names() -> Self {
+        Rows {
+            names: Names {
+                interned: true,
+                ..Names::default()
+            },
+            ..Rows::default()
+        }
+    }
+
     /// Append one record.
     pub fn push(&mut self, record: &FlowView<'_>) {
         put_compact(record, &mut self.names, &mut self.body);
@@ -186,8 +214,9 @@ impl Rows {
         }
     }
 
-    /// The run's distinct names: what a name index in [`Rows::chunks`]
-    /// refers to.
+    /// The run's names: what a name index in [`Rows::chunks`] refers to
+    /// (each text once, unless the run is of interned names and met a
+    /// text in two allocations).
     pub fn names(&self) -> &[Name] {
         &self.names.table
     }
@@ -291,7 +320,7 @@ impl<'a> FromIterator<&'a FlowRecord> for Rows {
 impl Rows {
     /// The records as Arrow record batches of at most `chunk_rows` rows,
     /// built from [`Rows::chunks`]: a name column's keys are the run's name
-    /// indexes, into one array of its distinct names.
+    /// indexes, into one array of its names.
     pub fn record_batches(&self, chunk_rows: usize) -> RecordBatches<'_> {
         let names: arrow_array::StringArray =
             self.names.table.iter().map(|n| Some(n.as_ref())).collect();
@@ -681,6 +710,47 @@ mod tests {
         assert_eq!(copies.names.table.len(), rows.names.table.len());
         let empty = Rows::read(&written(&[])).unwrap();
         assert!(empty.is_empty() && empty.iter().next().is_none());
+    }
+
+    /// Interned names are found by address alone: one allocation is one
+    /// entry of the table, and a copy of a text already there (a name from
+    /// outside the interner) is an entry of its own that reads back as the
+    /// same text.
+    #[test]
+    fn interned_names_are_found_by_address_and_a_copy_is_an_entry_of_its_own() {
+        let records = sample();
+        let mut interned = Rows::of_interned_names();
+        interned.push(&records[0].view());
+        interned.push(&records[1].view());
+        let names = interned.names().len();
+        // The third record's names are the second's allocations.
+        interned.push(&records[2].view());
+        assert_eq!(interned.names().len(), names);
+
+        // Each record parsed from JSON has allocations of its own.
+        let copies: Vec<FlowRecord> = records
+            .iter()
+            .map(|r| serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap())
+            .collect();
+        for record in &copies {
+            interned.push(&record.view());
+        }
+        let mut by_text: Rows = records.iter().collect();
+        for record in &copies {
+            by_text.push(&record.view());
+        }
+        let entries = |rows: &Rows| {
+            rows.names()
+                .iter()
+                .filter(|n| &***n == "another pod, not interned")
+                .count()
+        };
+        assert_eq!((entries(&interned), entries(&by_text)), (3, 1));
+        let mut bytes = Vec::new();
+        interned.write_to(&mut bytes);
+        let back = read_all(&bytes).unwrap();
+        assert_eq!(back[..3], records[..]);
+        assert_eq!(back[3..], records[..]);
     }
 
     /// The bytes of this version's form: a field added, removed or

@@ -827,14 +827,13 @@ fn a_batch_completed_while_its_killed_loaders_insert_still_runs_counts_once() {
 /// and category, and counters up to 2^64 - 1. The server squashes the
 /// blocks into one: `delivered_batches` records the whole batch once, and
 /// every row holds the batch's hash, which tollgate does not send.
-#[test]
-fn every_field_of_every_record_comes_back_as_loaded() {
-    let Some(ch) = clickhouse::require("sink") else {
-        return;
-    };
-    let database = ch.fresh_database("roundtrip");
-    tollgate::migrate(ch.url(), &database);
-    const N: u64 = 70_000;
+/// `n` records (`n` below 2^24) of every kind: name columns of one
+/// distinct value, of 300 and of one per record, empty names, IPv4 and
+/// IPv6 addresses, a protocol without a name, each family, kind, initiator
+/// and category, and counters up to 2^64 - 1, within the raw table's
+/// retention. Each is parsed from JSON, so each holds its own allocation of
+/// every name.
+fn every_kind_of_record(n: u64) -> Vec<tollgate_schema::FlowRecord> {
     let kinds = [
         "pod",
         "node",
@@ -858,7 +857,7 @@ fn every_field_of_every_record_comes_back_as_loaded() {
         .unwrap()
         .as_secs()
         - 7200;
-    let records: Vec<tollgate_schema::FlowRecord> = (0..N)
+    (0..n)
         .map(|id| {
             let ipv6 = id % 3 == 0;
             let json = serde_json::json!({
@@ -904,7 +903,35 @@ fn every_field_of_every_record_comes_back_as_loaded() {
             });
             serde_json::from_value(json).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// The records `database` holds, in `conntrack_id` order.
+fn stored_records(ch: &ClickHouse, database: &str) -> Vec<tollgate_schema::FlowRecord> {
+    let stored = ch
+        .query_with(
+            &format!(
+                "SELECT * EXCEPT (batch) REPLACE (toUInt32(observed_at) AS observed_at) \
+                 FROM {database}.flows ORDER BY conntrack_id FORMAT JSONEachRow"
+            ),
+            &[("output_format_json_quote_64bit_integers", "0")],
+        )
+        .unwrap();
+    stored
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[test]
+fn every_field_of_every_record_comes_back_as_loaded() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("roundtrip");
+    tollgate::migrate(ch.url(), &database);
+    const N: u64 = 70_000;
+    let records = every_kind_of_record(N);
     let input = std::env::temp_dir().join(format!(
         "tollgate-records-{}-roundtrip.jsonl",
         std::process::id()
@@ -928,19 +955,7 @@ fn every_field_of_every_record_comes_back_as_loaded() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let stored = ch
-        .query_with(
-            &format!(
-                "SELECT * EXCEPT (batch) REPLACE (toUInt32(observed_at) AS observed_at) \
-                 FROM {database}.flows ORDER BY conntrack_id FORMAT JSONEachRow"
-            ),
-            &[("output_format_json_quote_64bit_integers", "0")],
-        )
-        .unwrap();
-    let stored: Vec<tollgate_schema::FlowRecord> = stored
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let stored = stored_records(ch, &database);
     assert_eq!(stored.len(), records.len());
     for (stored, loaded) in stored.iter().zip(&records) {
         assert_eq!(stored, loaded);
@@ -968,4 +983,93 @@ fn every_field_of_every_record_comes_back_as_loaded() {
     );
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// The agent's batches find names by address alone
+/// (`Rows::of_interned_names`), so a text from two allocations is two
+/// entries of the batch's name table, and then of a Native block's
+/// dictionary and of a Parquet column's. Here every record's every name is
+/// an allocation of its own: each text is in the table as many times as
+/// records hold it, and every record still comes back as it was, from
+/// ClickHouse and from Parquet.
+#[test]
+fn a_batch_holding_each_text_many_times_comes_back_as_its_records() {
+    let Some(ch) = clickhouse::require("sink") else {
+        return;
+    };
+    let database = ch.fresh_database("duplicates");
+    tollgate::migrate(ch.url(), &database);
+    let records = every_kind_of_record(10_000);
+    let mut rows = tollgate_schema::compact::Rows::of_interned_names();
+    for record in &records {
+        rows.push(&record.view());
+    }
+    let clusters = rows.names().iter().filter(|n| &***n == "c1").count();
+    assert_eq!(clusters, records.len(), "each record's own allocation");
+    let batch = ::tollgate::sink::Batch {
+        seq: 1,
+        token: "duplicates-1".to_owned(),
+        resume_at: ::tollgate::sink::batch::Resume::default(),
+        rows,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clickhouse = ::tollgate::sink::clickhouse::ClickHouseSink::new(
+        &::tollgate::sink::clickhouse::Connection {
+            url: ch.url().to_owned(),
+            database: database.clone(),
+            user: "default".to_owned(),
+            password: None,
+            ca_file: None,
+        },
+    )
+    .unwrap();
+    runtime
+        .block_on(::tollgate::sink::Sink::write(&clickhouse, &batch))
+        .unwrap();
+    assert!(stored_records(ch, &database) == records, "ClickHouse");
+
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-parquet-{}-duplicates",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let parquet = ::tollgate::sink::parquet::ParquetSink::open(&dir).unwrap();
+    runtime
+        .block_on(::tollgate::sink::Sink::write(&parquet, &batch))
+        .unwrap();
+    // Every text column, in record order, as JSON lists.
+    let read = tollgate_tests::python(
+        r#"
+import sys, json, pyarrow as pa, pyarrow.dataset as ds
+table = ds.dataset(sys.argv[1], format="parquet", partitioning="hive").to_table().sort_by("conntrack_id")
+for field in table.schema:
+    t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        print(field.name, json.dumps(table.column(field.name).to_pylist()))
+"#,
+        &[&dir.to_string_lossy()],
+    );
+    let as_json: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    let mut columns = 0;
+    for line in read.lines() {
+        let (column, values) = line.split_once(' ').unwrap();
+        let values: Vec<String> = serde_json::from_str(values).unwrap();
+        if as_json[0].get(column).and_then(|v| v.as_str()).is_none() {
+            continue;
+        }
+        let expected: Vec<&str> = as_json
+            .iter()
+            .map(|r| r[column].as_str().unwrap())
+            .collect();
+        assert!(values == expected, "Parquet column {column}");
+        columns += 1;
+    }
+    assert!(columns >= 20, "{columns} name columns compared:\n{read}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,8 +10,10 @@ use super::metrics::Metrics;
 use crate::sink::batch::{Batch, Resume, TokenMaker};
 use crate::sink::spool::Spool;
 
-/// Collects records (each in compact form as it arrives) and stages them
-/// in the spool `rows` at a time; a commit makes the staged batches
+/// Collects records (each in compact form as it arrives, its names found
+/// by address: they come from the agent's interners,
+/// [`Rows::of_interned_names`]) and stages them in the spool `rows` at a
+/// time; a commit makes the staged batches
 /// deliverable and wakes the delivery tasks. A spool that cannot be
 /// written leaves the records pending, in memory, never dropped: the
 /// reader stops zeroing at once ([`Batcher::unwritable`]), so a dump adds
@@ -50,7 +52,7 @@ impl Batcher {
             dir,
             tokens,
             rows,
-            pending: Rows::default(),
+            pending: Rows::of_interned_names(),
             unwritable: false,
             wakes,
             metrics,
@@ -132,7 +134,7 @@ impl Batcher {
             seq,
             token: self.tokens.token(seq),
             resume_at: Resume::default(),
-            rows: std::mem::take(&mut self.pending),
+            rows: std::mem::replace(&mut self.pending, Rows::of_interned_names()),
         };
         match spool.stage(&batch) {
             Ok(()) => self.unwritable = false,

@@ -8,9 +8,9 @@
 //! Why not the `parquet` crate's Arrow writer: it hashes and compares
 //! every row's value to build a dictionary, and compares every row's
 //! value again for the statistics, although a name column arrives as
-//! indexes into the run's table of distinct names. Here a name's key is
-//! one array lookup, and a chunk's statistics compare only its distinct
-//! values. The crate still writes the page headers, the footer and the
+//! indexes into the run's table of names. Here a name's key is one array
+//! lookup (its text is hashed only the first time a chunk meets its index),
+//! and a chunk's statistics compare only its distinct values. The crate still writes the page headers, the footer and the
 //! Arrow schema readers restore the column types from.
 
 use std::net::Ipv6Addr;
@@ -184,19 +184,27 @@ impl ColumnChunk {
             ColumnValues::Name(indexes) => {
                 let dictionary = self.dictionary.get_or_insert_with(Dictionary::names);
                 let Dictionary { plain, len, lookup } = dictionary;
-                let Lookup::Names(table) = lookup else {
+                let Lookup::Names { by_index, by_text } = lookup else {
                     return Err(changed(&self.descr));
                 };
-                if table.len() < names.len() {
-                    table.resize(names.len(), 0);
+                if by_index.len() < names.len() {
+                    by_index.resize(names.len(), 0);
                 }
                 for &index in indexes {
                     let index = index as usize;
-                    let slot = &mut table[index];
+                    let slot = &mut by_index[index];
                     if *slot == 0 {
-                        let text = names[index].as_bytes();
-                        *slot = add_bytes(plain, len, text) + 1;
-                        self.extremes.note_bytes(text);
+                        let name = &names[index];
+                        let key = match by_text.get(name) {
+                            Some(&key) => key,
+                            None => {
+                                let key = add_bytes(plain, len, name.as_bytes());
+                                self.extremes.note_bytes(name.as_bytes());
+                                by_text.insert(name.clone(), key);
+                                key
+                            }
+                        };
+                        *slot = key + 1;
                     }
                     self.keys.push(*slot - 1);
                 }
@@ -406,8 +414,14 @@ struct Dictionary {
 
 /// Key plus one per value (0: not in the dictionary yet).
 enum Lookup {
-    /// By index into the run's name table.
-    Names(Vec<u32>),
+    /// By index into the run's name table, then by text: a table may hold
+    /// a text more than once (`Rows::of_interned_names`), and readers
+    /// (Arrow's among them) take a dictionary page's values to be
+    /// distinct.
+    Names {
+        by_index: Vec<u32>,
+        by_text: HashMap<Name, u32>,
+    },
     /// By code.
     Codes(Box<[u32; 256]>),
     /// By address.
@@ -426,7 +440,10 @@ impl Dictionary {
     }
 
     fn names() -> Self {
-        Self::with(Lookup::Names(Vec::new()))
+        Self::with(Lookup::Names {
+            by_index: Vec::new(),
+            by_text: HashMap::new(),
+        })
     }
 
     fn codes() -> Self {
