@@ -219,9 +219,10 @@ impl Enricher {
                     }
                 }
             }
-            // A remote pod's name and workload are mostly new to the
-            // batch, which then touches their allocations: asked for here
-            // all at once (the pods themselves were, by the lookup).
+            // Each pod's name and workload: a remote pod's are mostly new
+            // to the batch, which then touches their allocations, asked
+            // for here all at once (the pods themselves were, by the
+            // lookup; a local pod's, met already, are asked for in vain).
             for holder in holders[..count].iter().flatten() {
                 if let Holder::Pod(pod) = holder {
                     prefetch_name(&pod.name);

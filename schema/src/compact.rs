@@ -88,9 +88,9 @@ impl Hasher for AddressHasher {
 #[derive(Clone, Default)]
 pub(crate) struct Names {
     by_address: HashMap<usize, u32, BuildHasherDefault<AddressHasher>>,
-    /// Hashed once per name a batch meets first (every remote pod's names,
-    /// each batch): foldhash, randomly seeded, where SipHash took a
-    /// tenth of the agent's own time.
+    /// Hashed once per name a run meets first, unless the run is of
+    /// interned names: foldhash, randomly seeded, where SipHash took a
+    /// tenth of the agent's own time when its batches used this map.
     by_text: HashMap<Name, u32, foldhash::fast::RandomState>,
     /// The names come from an interner: an address stands for its text,
     /// and `by_text` is neither filled nor read.
@@ -173,9 +173,9 @@ impl Rows {
     /// name is found by its address alone and never hashed by its text,
     /// which saves a lookup and a hash for each name a run meets first. A
     /// name from elsewhere whose text is already in the table is added
-    /// again: the table then holds that text twice, which costs only its
-    /// bytes (a name index reads back as its text either way, and
-    /// ClickHouse and Parquet take a dictionary that repeats a text).
+    /// again: the table then holds that text twice (a name index reads
+    /// back as its text either way; ClickHouse takes a dictionary that
+    /// repeats a text, and the Parquet encoder merges repeats by text).
     pub fn of_interned_names() -> Self {
         Rows {
             names: Names {

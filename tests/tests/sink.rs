@@ -819,14 +819,6 @@ fn a_batch_completed_while_its_killed_loaders_insert_still_runs_counts_once() {
     let _ = std::fs::remove_dir_all(&spool);
 }
 
-/// Every field of every record comes back from ClickHouse as `tollgate
-/// load` read it. The batch (70,000 records, one INSERT of 18 Native
-/// blocks) holds name columns of one distinct value, of 300 and of one
-/// per record (8- and 16-bit dictionary indexes), empty names, IPv4 and
-/// IPv6 addresses, a protocol without a name, each family, kind, initiator
-/// and category, and counters up to 2^64 - 1. The server squashes the
-/// blocks into one: `delivered_batches` records the whole batch once, and
-/// every row holds the batch's hash, which tollgate does not send.
 /// `n` records (`n` below 2^24) of every kind: name columns of one
 /// distinct value, of 300 and of one per record, empty names, IPv4 and
 /// IPv6 addresses, a protocol without a name, each family, kind, initiator
@@ -923,6 +915,14 @@ fn stored_records(ch: &ClickHouse, database: &str) -> Vec<tollgate_schema::FlowR
         .collect()
 }
 
+/// Every field of every record comes back from ClickHouse as `tollgate
+/// load` read it. The batch (70,000 records, one INSERT of 18 Native
+/// blocks) holds name columns of one distinct value, of 300 and of one
+/// per record (8- and 16-bit dictionary indexes), empty names, IPv4 and
+/// IPv6 addresses, a protocol without a name, each family, kind, initiator
+/// and category, and counters up to 2^64 - 1. The server squashes the
+/// blocks into one: `delivered_batches` records the whole batch once, and
+/// every row holds the batch's hash, which tollgate does not send.
 #[test]
 fn every_field_of_every_record_comes_back_as_loaded() {
     let Some(ch) = clickhouse::require("sink") else {

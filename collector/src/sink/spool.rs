@@ -12,8 +12,9 @@
 //! ones past its cursor.
 //!
 //! A batch file is a header (sequence, token, resume position) and the
-//! records in the schema crate's compact form (each distinct name once,
-//! then the records with names as indexes), the form the batch was built
+//! records in the schema crate's compact form (a table of the names, each
+//! text once or, for the agent's interned names, about once, then the
+//! records with names as indexes), the form the batch was built
 //! in: writing it copies bytes, and reading it back allocates each name
 //! once, not a record at a time.
 //!

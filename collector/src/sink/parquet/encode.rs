@@ -9,9 +9,10 @@
 //! every row's value to build a dictionary, and compares every row's
 //! value again for the statistics, although a name column arrives as
 //! indexes into the run's table of names. Here a name's key is one array
-//! lookup (its text is hashed only the first time a chunk meets its index),
-//! and a chunk's statistics compare only its distinct values. The crate still writes the page headers, the footer and the
-//! Arrow schema readers restore the column types from.
+//! lookup (its text is hashed only the first time a chunk meets its
+//! index), and a chunk's statistics compare only its distinct values. The
+//! crate still writes the page headers, the footer and the Arrow schema
+//! readers restore the column types from.
 
 use std::net::Ipv6Addr;
 
