@@ -93,11 +93,11 @@ pub struct Column {
 /// has it, absent otherwise.
 macro_rules! field_at {
     ($input:ident, $version:ident, $rust:ty) => {
-        <$rust as crate::compact::Field>::get($input)?
+        <$rust as crate::compact::Field>::get_at($input, $version)?
     };
     ($input:ident, $version:ident, $rust:ty, $since:literal) => {
         if $version >= $since {
-            <$rust as crate::compact::Field>::get($input)?
+            <$rust as crate::compact::Field>::get_at($input, $version)?
         } else {
             <$rust as crate::compact::Absent>::absent()
         }

@@ -15,7 +15,8 @@
 //! records in the schema crate's compact form (a table of the names, each
 //! text once or, for the agent's interned names, about once, then the
 //! records with names as indexes), the form the batch was built
-//! in: writing it copies bytes, and reading it back allocates each name
+//! in: writing it writes the batch's bytes where they are held (no copy of
+//! the batch in memory), and reading it back allocates each name
 //! once, not a record at a time.
 //!
 //! The spool also remembers how far a replayable input was consumed: the
@@ -361,15 +362,17 @@ impl Spool {
             token: batch.token.clone(),
             resume_at: batch.resume_at,
         };
-        let mut bytes =
+        let header =
             postcard::to_extend(&header, MAGIC.to_vec()).map_err(|e| SpoolError::Corrupt {
                 path: self.batch_path(batch.seq),
                 detail: format!("cannot encode: {e}"),
             })?;
-        batch.rows.write_to(&mut bytes);
-        let size = bytes.len() as u64;
+        let size = header.len() as u64 + batch.rows.serialized_len();
         let path = self.batch_path(batch.seq).with_extension(extension);
-        write_durably(&self.dir, &path, &bytes)?;
+        write_durably_with(&self.dir, &path, |file| {
+            file.write_all(&header)?;
+            batch.rows.write_into(file)
+        })?;
         self.next_seq = batch.seq + 1;
         self.used_bytes += size;
         self.position = self.position.max(batch.resume_at);
@@ -610,6 +613,15 @@ fn cursor_file(sink: &str) -> String {
 /// Write `bytes` to `path` so that after a crash the file is either absent
 /// (or its old version) or complete: temp file, fsync, rename, fsync dir.
 fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    write_durably_with(dir, path, |file| file.write_all(bytes))
+}
+
+/// [`write_durably`] of what `write` writes to the file.
+fn write_durably_with(
+    dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), SpoolError> {
     let tmp = path.with_extension(match path.extension() {
         Some(ext) => format!("{}.tmp", ext.to_string_lossy()),
         None => "tmp".to_owned(),
@@ -620,7 +632,7 @@ fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SpoolError
         source,
     };
     let mut file = File::create(&tmp).map_err(|e| io("creating", e))?;
-    file.write_all(bytes).map_err(|e| io("writing", e))?;
+    write(&mut file).map_err(|e| io("writing", e))?;
     file.sync_all().map_err(|e| io("syncing", e))?;
     drop(file);
     fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))?;
@@ -846,7 +858,7 @@ mod tests {
         spool.push(&new).unwrap();
         assert!(fs::read(dir.join(format!("{:020}.batch", new.seq)))
             .unwrap()
-            .starts_with(b"TGSPOOL4"));
+            .starts_with(b"TGSPOOL5"));
         drop(spool);
 
         let mut spool = Spool::open(&dir, 1 << 20, &["sink"]).unwrap();
