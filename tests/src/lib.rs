@@ -11,6 +11,7 @@ pub mod bills;
 pub mod clickhouse;
 pub mod cluster;
 pub mod dashboards;
+pub mod exposition;
 pub mod fixtures;
 pub mod kube;
 pub mod kubernetes;

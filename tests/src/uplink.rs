@@ -340,23 +340,8 @@ fn agent_metric(k8s: &Kubernetes, name: &str) -> anyhow::Result<Vec<f64>> {
                 k8s.on_node(node, "curl")
                     .args(["-sf", "http://127.0.0.1:9102/metrics"]),
             )?;
-            let mut sum = 0.0;
-            let mut found = false;
-            for line in text.lines() {
-                let Some(rest) = line.strip_prefix(name) else {
-                    continue;
-                };
-                if !(rest.starts_with(' ') || rest.starts_with('{')) {
-                    continue;
-                }
-                let value = rest.rsplit(' ').next().unwrap_or_default();
-                sum += value
-                    .parse::<f64>()
-                    .with_context(|| format!("{node}: {line:?}"))?;
-                found = true;
-            }
-            ensure!(found, "{node}'s agent has no {name}");
-            Ok(sum)
+            crate::exposition::sum(&text, name)?
+                .with_context(|| format!("{node}'s agent has no {name}"))
         })
         .collect()
 }

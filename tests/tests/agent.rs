@@ -654,8 +654,8 @@ fn a_pod_the_inventory_does_not_know_yet_is_local_by_its_host_route() {
     );
 }
 
-/// The value of the unlabelled metric `name` in the agent of `node`'s
-/// exposition, if present.
+/// The value of the metric `name` in the agent of `node`'s exposition
+/// (its samples summed), if present.
 fn metric(node: &tollgate_tests::cluster::Node, name: &str) -> Option<f64> {
     let text = node
         .ns
@@ -664,10 +664,7 @@ fn metric(node: &tollgate_tests::cluster::Node, name: &str) -> Option<f64> {
         .output()
         .unwrap()
         .stdout;
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    tollgate_tests::exposition::sum(&String::from_utf8(text).unwrap(), name).unwrap()
 }
 
 /// Traffic that bypasses conntrack (here a `notrack` rule, as an eBPF

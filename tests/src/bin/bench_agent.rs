@@ -8,9 +8,12 @@
 //! same table idle (every entry read, none recorded), against a bare walk
 //! of the table (the kernel's dump received and dropped undecoded) and
 //! tollgate's reader alone on the idle table, measured in this process.
-//! The references (the zeroing read, the bare walk, the reader alone) are
-//! measured before the agent starts and again after it exits, and each
-//! ratio is taken to their mean: the machine drifts over a run.
+//! The ratios are taken to references measured between the agent's reads,
+//! over the same table: a bare walk after each of its idle reads, and the
+//! zeroing read of one sweep's traffic after each interval it delivered
+//! (the machine drifts over minutes; a reference minutes away from the
+//! agent's read does not share its state). The references are also
+//! measured before the agent starts and after it exits, for comparison.
 //!
 //! Usage: `bench_agent [ENTRIES] [INTERVALS]`. The world is
 //! [`World`]'s large cluster (100,000 pods on 500 nodes, 50,000 cloud
@@ -41,14 +44,19 @@ use tollgate_tests::synthetic::{random_numbers, status_kib, World};
 use tollgate_tests::tollgate::{binary, migrate};
 
 const BATCH_ROWS: usize = 50_000;
-/// Long enough for a read and a sweep of a million entries to follow
-/// each other inside one interval on two cores.
-const INTERVAL_SECONDS: u64 = 20;
 const METRICS: &str = "127.0.0.1:19102";
 const READS: &str = "tollgate_interval_read_duration_seconds_count";
 const IDLE: &str = "tollgate_conntrack_idle_entries_total";
 const ENTRIES_READ: &str = "tollgate_conntrack_entries_read_total";
 const NETWORK: &str = "in_region: [172.16.0.0/12]\ncloud_ranges: {aws: ip-ranges.json}\n";
+
+/// The agent's interval for a table of `entries`: long enough for its read
+/// and delivery, then a sweep, the zeroing read alone and a second sweep,
+/// to follow each other inside one interval (20 s per 500,000 entries, at
+/// least 20 s; a million entries take about 25 s of it on two cores).
+fn interval_seconds(entries: u64) -> u64 {
+    20 * entries.div_ceil(500_000).max(1)
+}
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -260,14 +268,13 @@ fn sweep(socket: &Socket, connections: &[TableConnection]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A value of the agent's /metrics (the first sample named `name`).
+/// A value of the agent's /metrics (its samples summed).
 fn metric(name: &str) -> anyhow::Result<f64> {
     let mut stream = TcpStream::connect(METRICS)?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    tollgate_tests::exposition::sum(&text, name)?
         .with_context(|| format!("{name} is not in the agent's metrics"))
 }
 
@@ -275,8 +282,8 @@ fn metric(name: &str) -> anyhow::Result<f64> {
 /// `/metrics` twice a second: a scrape costs the agent about 0.1 ms of CPU,
 /// and ten a second (a scraper no deployment runs) added 1% to an
 /// interval's and 3% to an idle read's figure.
-fn wait_reads(reads: f64, agent_pid: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(INTERVAL_SECONDS * 3 + 60);
+fn wait_reads(reads: f64, agent_pid: &str, interval: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(interval * 3 + 60);
     loop {
         if metric(READS).unwrap_or(0.0) >= reads {
             return Ok(());
@@ -293,23 +300,36 @@ fn wait_reads(reads: f64, agent_pid: &str) -> anyhow::Result<()> {
     }
 }
 
-/// After each of the agent's reads from `first_read` on, one sweep, `sweeps` times;
-/// each must finish inside the interval it started in, or a read would see part of it.
-fn drive_traffic(
-    connections: &[TableConnection],
-    first_read: f64,
-    sweeps: u64,
-    agent_pid: &str,
-) -> anyhow::Result<()> {
-    let socket = raw_socket()?;
-    for k in 0..sweeps {
-        wait_reads(first_read + k as f64, agent_pid)?;
-        let started = unix_seconds();
-        sweep(&socket, connections)?;
-        ensure!(
-            unix_seconds() / INTERVAL_SECONDS == started / INTERVAL_SECONDS,
-            "a sweep crossed an interval boundary"
-        );
+/// Runs `work` between two of the agent's reads: it must start after read
+/// `reads` and end before the next, inside the interval it started in, or
+/// the agent would read part of it (or run beside it).
+fn between_reads<T>(
+    reads: f64,
+    interval: u64,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let started = unix_seconds();
+    ensure!(
+        metric(READS)? == reads,
+        "the agent's read {reads} is not the last"
+    );
+    let result = work()?;
+    ensure!(
+        unix_seconds() / interval == started / interval && metric(READS)? == reads,
+        "work between the agent's reads {reads} and {} crossed an interval boundary: \
+         {interval} s is too short",
+        reads + 1.0
+    );
+    Ok(result)
+}
+
+/// Waits until ClickHouse merges no part, so that a reference read does not
+/// share the machine with the merges of the rows the agent just delivered.
+fn quiet(server: &ClickHouse) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.query("SELECT count() FROM system.merges")?.trim() != "0" {
+        ensure!(Instant::now() < deadline, "ClickHouse merged for a minute");
+        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
@@ -527,7 +547,7 @@ fn wait_rows(
 }
 
 /// Peak RSS (KiB) of an agent run for one read of the (empty) table.
-fn idle_agent_peak(config: &Path) -> anyhow::Result<u64> {
+fn idle_agent_peak(config: &Path, interval: u64) -> anyhow::Result<u64> {
     let mut agent = Command::new(binary())
         .args(["agent", "--config"])
         .arg(config)
@@ -535,7 +555,7 @@ fn idle_agent_peak(config: &Path) -> anyhow::Result<u64> {
         .context("tollgate agent")?;
     let pid = agent.id().to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let to_boundary = INTERVAL_SECONDS - now.as_secs() % INTERVAL_SECONDS;
+    let to_boundary = interval - now.as_secs() % interval;
     std::thread::sleep(Duration::from_secs(to_boundary + 3));
     let peak = status_kib(&pid, "VmHWM:");
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -605,6 +625,7 @@ fn main() -> anyhow::Result<()> {
 
     // The whole agent, on the same table, into a fresh database.
     let database = "agent";
+    let interval = interval_seconds(entries);
     migrate(server.url(), database);
     let config = dir.join("tollgate.yaml");
     let mut yaml =
@@ -614,13 +635,13 @@ fn main() -> anyhow::Result<()> {
     }
     writeln!(
         yaml,
-        "agent: {{interval_seconds: {INTERVAL_SECONDS}, listen: {METRICS}, batch_rows: {BATCH_ROWS}}}\n\
+        "agent: {{interval_seconds: {interval}, listen: {METRICS}, batch_rows: {BATCH_ROWS}}}\n\
          sinks:\n  clickhouse: {{url: \"{}\", database: {database}}}\n  spool: {{dir: spool, cap_mib: 4096}}",
         server.url()
     )?;
     std::fs::write(&config, yaml)?;
     eprintln!(
-        "the agent: 2 reads of the idle table, then {intervals}+1 intervals of {INTERVAL_SECONDS} s with traffic on every entry:"
+        "the agent: 2 reads of the idle table, then {intervals}+1 intervals of {interval} s with traffic on every entry:"
     );
     let mut agent = Command::new(binary())
         .args(["agent", "--config"])
@@ -630,12 +651,17 @@ fn main() -> anyhow::Result<()> {
         .context("tollgate agent")?;
     let pid = agent.id().to_string();
     let per_interval = parts.records;
-    let timeout = Duration::from_secs(INTERVAL_SECONDS * 3 + 60);
-    let result = std::thread::scope(|scope| {
-        // The idle table: every entry read, none recorded.
-        wait_reads(1.0, &pid)?;
+    let timeout = Duration::from_secs(interval * 3 + 60);
+    let result = (|| {
+        // The idle table: every entry read, none recorded. A bare walk
+        // between the agent's two idle reads and one right after the second
+        // are the idle read's reference.
+        wait_reads(1.0, &pid, interval)?;
         let before = (cpu_seconds(&pid)?, metric(IDLE)?, metric(ENTRIES_READ)?);
-        wait_reads(2.0, &pid)?;
+        let (_, walk_before) = between_reads(1.0, interval, || {
+            timed("bare walk, before the agent's idle read", bare_walk)
+        })?;
+        wait_reads(2.0, &pid, interval)?;
         let idle_cpu = cpu_seconds(&pid)? - before.0;
         let idle = metric(IDLE)? - before.1;
         let read = metric(ENTRIES_READ)? - before.2;
@@ -644,14 +670,39 @@ fn main() -> anyhow::Result<()> {
             "the idle read saw {read} entries, {idle} of them idle; expected {entries} and {entries}"
         );
         eprintln!("  one read of the idle table: {idle_cpu:.2} s CPU");
+        let socket = raw_socket()?;
+        let (_, walk_after) = between_reads(2.0, interval, || {
+            let walk = timed("bare walk, after the agent's idle read", bare_walk)?;
+            // Traffic on every entry for the agent's next read.
+            sweep(&socket, &connections)?;
+            Ok(walk)
+        })?;
 
-        // Traffic on every entry from read 2 on: each following interval
-        // holds every record.
-        let traffic = scope.spawn(|| drive_traffic(&connections, 2.0, intervals + 1, &pid));
+        // Each interval with traffic, once the agent has delivered the one
+        // before and ClickHouse has merged it: traffic, the zeroing read
+        // alone over it, and traffic again for the agent's next read.
+        // ClickHouse is asked for the rows only once the agent's read is
+        // done: a query (a curl process) every 200 ms would run beside the
+        // read, which the reference read does not meet.
+        let mut table = TableReader::open()?;
+        wait_reads(3.0, &pid, interval)?;
         wait_rows(server, database, per_interval, timeout, &mut agent)?;
         let mut cpu = Vec::new();
+        let mut beside = Vec::new();
         let mut last = Cpu::of(&pid)?;
         for k in 1..=intervals {
+            quiet(server)?;
+            beside.push(between_reads(2.0 + k as f64, interval, || {
+                sweep(&socket, &connections)?;
+                let read = zeroing_read(
+                    &mut table,
+                    entries,
+                    "zeroing read alone, between the agent's reads",
+                )?;
+                sweep(&socket, &connections)?;
+                Ok(read)
+            })?);
+            wait_reads(3.0 + k as f64, &pid, interval)?;
             wait_rows(
                 server,
                 database,
@@ -670,15 +721,12 @@ fn main() -> anyhow::Result<()> {
             cpu.push(spent);
             last = now;
         }
-        traffic
-            .join()
-            .map_err(|_| anyhow::anyhow!("the traffic thread panicked"))??;
         let peak = status_kib(&pid, "VmHWM:")?;
-        Ok::<_, anyhow::Error>((cpu, idle_cpu, peak))
-    });
+        Ok::<_, anyhow::Error>((cpu, beside, idle_cpu, [walk_before, walk_after], peak))
+    })();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let exit = agent.wait()?;
-    let (cpu, idle_cpu, peak) = result?;
+    let (cpu, beside, idle_cpu, walks_beside, peak) = result?;
     ensure!(exit.success(), "the agent exited with {exit}");
 
     // Exactly one row per record of every interval, none lost, none twice.
@@ -700,7 +748,7 @@ fn main() -> anyhow::Result<()> {
     // process cost without entries.
     let flushed = Command::new("conntrack").arg("-F").output()?;
     ensure!(flushed.status.success(), "conntrack -F failed");
-    let idle_peak = idle_agent_peak(&config)?;
+    let idle_peak = idle_agent_peak(&config, interval)?;
 
     let system: Vec<f64> = cpu.iter().map(|c| c.system).collect();
     let cpu: Vec<f64> = cpu.iter().map(|c| c.total()).collect();
@@ -710,6 +758,8 @@ fn main() -> anyhow::Result<()> {
     let mean = |before: Cpu, after: Cpu| (before.total() + after.total()) / 2.0;
     let zeroing_read = mean(parts.dump, after.zeroing_read);
     let bare_walk = mean(walk, after.bare_walk);
+    let beside: Vec<f64> = beside.iter().map(|c| c.total()).collect();
+    let agent_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
     println!(
         "{}",
         serde_json::json!({
@@ -724,8 +774,13 @@ fn main() -> anyhow::Result<()> {
             "bare_walk_system_cpu_seconds": [walk.system, after.bare_walk.system],
             "reader_alone_idle_cpu_seconds": [reader_idle.total(), after.reader_idle.total()],
             "zeroing_read_alone_cpu_seconds": [parts.dump.total(), after.zeroing_read.total()],
-            "ratio_agent_to_zeroing_read": median / zeroing_read,
-            "ratio_agent_idle_read_to_bare_walk": idle_cpu / bare_walk,
+            "bare_walk_between_idle_reads_cpu_seconds":
+                [walks_beside[0].total(), walks_beside[1].total()],
+            "zeroing_read_between_reads_cpu_seconds": beside,
+            "ratio_agent_to_zeroing_read": cpu.iter().sum::<f64>() / beside.iter().sum::<f64>(),
+            "ratio_agent_to_zeroing_read_before_and_after": agent_mean / zeroing_read,
+            "ratio_agent_idle_read_to_bare_walk": idle_cpu / mean(walks_beside[0], walks_beside[1]),
+            "ratio_agent_idle_read_to_bare_walk_before_and_after": idle_cpu / bare_walk,
             "ratio_reader_alone_idle_to_bare_walk":
                 mean(reader_idle, after.reader_idle) / bare_walk,
             "parts_cpu_seconds": {
