@@ -17,7 +17,7 @@ pub fn sum(text: &str, name: &str) -> anyhow::Result<Option<f64>> {
                 bail!("labels left open in {line:?}");
             };
             &labels[end..]
-        } else if rest.starts_with(' ') {
+        } else if rest.is_empty() || rest.starts_with([' ', '\t']) {
             rest
         } else {
             // Another metric whose name starts with `name`.
@@ -78,6 +78,11 @@ tollgate_bytes_total_created{workload="api"} 1700000000
         assert_eq!(sum(TEXT, "tollgate_missing").unwrap(), None);
         let error = sum("tollgate_reads many\n", "tollgate_reads").unwrap_err();
         assert!(error.to_string().contains("tollgate_reads many"), "{error}");
+        assert!(sum("tollgate_reads\n", "tollgate_reads").is_err());
+        assert_eq!(
+            sum("tollgate_reads\t4\n", "tollgate_reads").unwrap(),
+            Some(4.0)
+        );
         let error = sum("tollgate_reads{a=\"}\n", "tollgate_reads").unwrap_err();
         assert!(error.to_string().contains("left open"), "{error}");
     }

@@ -340,7 +340,8 @@ fn agent_metric(k8s: &Kubernetes, name: &str) -> anyhow::Result<Vec<f64>> {
                 k8s.on_node(node, "curl")
                     .args(["-sf", "http://127.0.0.1:9102/metrics"]),
             )?;
-            crate::exposition::sum(&text, name)?
+            crate::exposition::sum(&text, name)
+                .with_context(|| format!("{node}'s /metrics"))?
                 .with_context(|| format!("{node}'s agent has no {name}"))
         })
         .collect()

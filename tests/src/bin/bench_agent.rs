@@ -46,6 +46,7 @@ use tollgate_tests::tollgate::{binary, migrate};
 const BATCH_ROWS: usize = 50_000;
 const METRICS: &str = "127.0.0.1:19102";
 const READS: &str = "tollgate_interval_read_duration_seconds_count";
+const LAST_READ: &str = "tollgate_last_read_timestamp_seconds";
 const IDLE: &str = "tollgate_conntrack_idle_entries_total";
 const ENTRIES_READ: &str = "tollgate_conntrack_entries_read_total";
 const NETWORK: &str = "in_region: [172.16.0.0/12]\ncloud_ranges: {aws: ip-ranges.json}\n";
@@ -300,38 +301,53 @@ fn wait_reads(reads: f64, agent_pid: &str, interval: u64) -> anyhow::Result<()> 
     }
 }
 
-/// Runs `work` between two of the agent's reads: it must start after read
-/// `reads` and end before the next, inside the interval it started in, or
-/// the agent would read part of it (or run beside it).
+/// Runs `work` (`what`, for errors) between two of the agent's reads:
+/// after read `reads` has ended in the interval it began in, and before the
+/// next read, which begins when that interval ends; otherwise the agent
+/// would read part of the work, or run beside it.
 fn between_reads<T>(
+    what: &str,
     reads: f64,
     interval: u64,
     work: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let started = unix_seconds();
+    // The count grows when a read ends; the last read's time tells whether
+    // the next one has begun since.
+    let last_read = metric(LAST_READ)? as u64;
     ensure!(
-        metric(READS)? == reads,
-        "the agent's read {reads} is not the last"
+        metric(READS)? == reads && last_read / interval == started / interval,
+        "{what} was to begin after the agent's read {reads}, in its interval: \
+         the interval of {interval} s is too short"
     );
     let result = work()?;
     ensure!(
         unix_seconds() / interval == started / interval && metric(READS)? == reads,
-        "work between the agent's reads {reads} and {} crossed an interval boundary: \
-         {interval} s is too short",
+        "{what} crossed the beginning of the agent's read {}: the interval of {interval} s \
+         is too short",
         reads + 1.0
     );
     Ok(result)
 }
 
-/// Waits until ClickHouse merges no part, so that a reference read does not
-/// share the machine with the merges of the rows the agent just delivered.
+/// Waits until ClickHouse has merged nothing for a second, so that a
+/// reference read does not share the machine with the merges of the rows
+/// the agent just delivered (merges of new parts may begin a moment after
+/// the insert).
 fn quiet(server: &ClickHouse) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.query("SELECT count() FROM system.merges")?.trim() != "0" {
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        if server.query("SELECT count() FROM system.merges")?.trim() == "0" {
+            if quiet_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1) {
+                return Ok(());
+            }
+        } else {
+            quiet_since = None;
+        }
         ensure!(Instant::now() < deadline, "ClickHouse merged for a minute");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 /// A raw IPv4 socket that sends the headers it is given (`IPPROTO_RAW`).
@@ -658,9 +674,10 @@ fn main() -> anyhow::Result<()> {
         // are the idle read's reference.
         wait_reads(1.0, &pid, interval)?;
         let before = (cpu_seconds(&pid)?, metric(IDLE)?, metric(ENTRIES_READ)?);
-        let (_, walk_before) = between_reads(1.0, interval, || {
-            timed("bare walk, before the agent's idle read", bare_walk)
-        })?;
+        let (_, walk_before) =
+            between_reads("the bare walk before the idle read", 1.0, interval, || {
+                timed("bare walk, before the agent's idle read", bare_walk)
+            })?;
         wait_reads(2.0, &pid, interval)?;
         let idle_cpu = cpu_seconds(&pid)? - before.0;
         let idle = metric(IDLE)? - before.1;
@@ -671,15 +688,16 @@ fn main() -> anyhow::Result<()> {
         );
         eprintln!("  one read of the idle table: {idle_cpu:.2} s CPU");
         let socket = raw_socket()?;
-        let (_, walk_after) = between_reads(2.0, interval, || {
-            let walk = timed("bare walk, after the agent's idle read", bare_walk)?;
-            // Traffic on every entry for the agent's next read.
-            sweep(&socket, &connections)?;
-            Ok(walk)
-        })?;
+        let (_, walk_after) =
+            between_reads("the bare walk after the idle read", 2.0, interval, || {
+                let walk = timed("bare walk, after the agent's idle read", bare_walk)?;
+                // Traffic on every entry for the agent's next read.
+                sweep(&socket, &connections)?;
+                Ok(walk)
+            })?;
 
         // Each interval with traffic, once the agent has delivered the one
-        // before and ClickHouse has merged it: traffic, the zeroing read
+        // before and ClickHouse merges nothing: traffic, the zeroing read
         // alone over it, and traffic again for the agent's next read.
         // ClickHouse is asked for the rows only once the agent's read is
         // done: a query (a curl process) every 200 ms would run beside the
@@ -688,20 +706,25 @@ fn main() -> anyhow::Result<()> {
         wait_reads(3.0, &pid, interval)?;
         wait_rows(server, database, per_interval, timeout, &mut agent)?;
         let mut cpu = Vec::new();
-        let mut beside = Vec::new();
+        let mut between = Vec::new();
         let mut last = Cpu::of(&pid)?;
         for k in 1..=intervals {
             quiet(server)?;
-            beside.push(between_reads(2.0 + k as f64, interval, || {
-                sweep(&socket, &connections)?;
-                let read = zeroing_read(
-                    &mut table,
-                    entries,
-                    "zeroing read alone, between the agent's reads",
-                )?;
-                sweep(&socket, &connections)?;
-                Ok(read)
-            })?);
+            between.push(between_reads(
+                "the zeroing read alone",
+                2.0 + k as f64,
+                interval,
+                || {
+                    sweep(&socket, &connections)?;
+                    let read = zeroing_read(
+                        &mut table,
+                        entries,
+                        "zeroing read alone, between the agent's reads",
+                    )?;
+                    sweep(&socket, &connections)?;
+                    Ok(read)
+                },
+            )?);
             wait_reads(3.0 + k as f64, &pid, interval)?;
             wait_rows(
                 server,
@@ -722,11 +745,11 @@ fn main() -> anyhow::Result<()> {
             last = now;
         }
         let peak = status_kib(&pid, "VmHWM:")?;
-        Ok::<_, anyhow::Error>((cpu, beside, idle_cpu, [walk_before, walk_after], peak))
+        Ok::<_, anyhow::Error>((cpu, between, idle_cpu, [walk_before, walk_after], peak))
     })();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let exit = agent.wait()?;
-    let (cpu, beside, idle_cpu, walks_beside, peak) = result?;
+    let (cpu, between, idle_cpu, idle_walks, peak) = result?;
     ensure!(exit.success(), "the agent exited with {exit}");
 
     // Exactly one row per record of every interval, none lost, none twice.
@@ -758,7 +781,8 @@ fn main() -> anyhow::Result<()> {
     let mean = |before: Cpu, after: Cpu| (before.total() + after.total()) / 2.0;
     let zeroing_read = mean(parts.dump, after.zeroing_read);
     let bare_walk = mean(walk, after.bare_walk);
-    let beside: Vec<f64> = beside.iter().map(|c| c.total()).collect();
+    let between_user: Vec<f64> = between.iter().map(|c| c.user).collect();
+    let between: Vec<f64> = between.iter().map(|c| c.total()).collect();
     let agent_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
     println!(
         "{}",
@@ -774,12 +798,13 @@ fn main() -> anyhow::Result<()> {
             "bare_walk_system_cpu_seconds": [walk.system, after.bare_walk.system],
             "reader_alone_idle_cpu_seconds": [reader_idle.total(), after.reader_idle.total()],
             "zeroing_read_alone_cpu_seconds": [parts.dump.total(), after.zeroing_read.total()],
-            "bare_walk_between_idle_reads_cpu_seconds":
-                [walks_beside[0].total(), walks_beside[1].total()],
-            "zeroing_read_between_reads_cpu_seconds": beside,
-            "ratio_agent_to_zeroing_read": cpu.iter().sum::<f64>() / beside.iter().sum::<f64>(),
+            "bare_walk_around_idle_read_cpu_seconds":
+                [idle_walks[0].total(), idle_walks[1].total()],
+            "zeroing_read_between_reads_cpu_seconds": between,
+            "zeroing_read_between_reads_user_cpu_seconds": between_user,
+            "ratio_agent_to_zeroing_read": cpu.iter().sum::<f64>() / between.iter().sum::<f64>(),
             "ratio_agent_to_zeroing_read_before_and_after": agent_mean / zeroing_read,
-            "ratio_agent_idle_read_to_bare_walk": idle_cpu / mean(walks_beside[0], walks_beside[1]),
+            "ratio_agent_idle_read_to_bare_walk": idle_cpu / mean(idle_walks[0], idle_walks[1]),
             "ratio_agent_idle_read_to_bare_walk_before_and_after": idle_cpu / bare_walk,
             "ratio_reader_alone_idle_to_bare_walk":
                 mean(reader_idle, after.reader_idle) / bare_walk,
@@ -796,7 +821,7 @@ fn main() -> anyhow::Result<()> {
                 "spool": parts.spool.system,
                 "deliver": parts.deliver.system,
             },
-            "ratio_agent_to_sum_of_parts": median / sum,
+            "ratio_agent_to_sum_of_parts": agent_mean / sum,
             "agent_peak_rss_mib": peak as f64 / 1024.0,
             "agent_peak_rss_empty_table_mib": idle_peak as f64 / 1024.0,
             "interval_working_memory_mib": peak.saturating_sub(idle_peak) as f64 / 1024.0,
