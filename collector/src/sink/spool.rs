@@ -367,11 +367,10 @@ impl Spool {
                 path: self.batch_path(batch.seq),
                 detail: format!("cannot encode: {e}"),
             })?;
-        let size = header.len() as u64 + batch.rows.serialized_len();
         let path = self.batch_path(batch.seq).with_extension(extension);
-        write_durably_with(&self.dir, &path, |file| {
+        let size = write_durably_with(&self.dir, &path, |file| {
             file.write_all(&header)?;
-            batch.rows.write_into(file)
+            Ok(header.len() as u64 + batch.rows.write_into(file)?)
         })?;
         self.next_seq = batch.seq + 1;
         self.used_bytes += size;
@@ -616,12 +615,13 @@ fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SpoolError
     write_durably_with(dir, path, |file| file.write_all(bytes))
 }
 
-/// [`write_durably`] of what `write` writes to the file.
-fn write_durably_with(
+/// [`write_durably`] of what `write` writes to the file; returns what
+/// `write` returns.
+fn write_durably_with<T>(
     dir: &Path,
     path: &Path,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
-) -> Result<(), SpoolError> {
+    write: impl FnOnce(&mut File) -> io::Result<T>,
+) -> Result<T, SpoolError> {
     let tmp = path.with_extension(match path.extension() {
         Some(ext) => format!("{}.tmp", ext.to_string_lossy()),
         None => "tmp".to_owned(),
@@ -632,11 +632,12 @@ fn write_durably_with(
         source,
     };
     let mut file = File::create(&tmp).map_err(|e| io("creating", e))?;
-    write(&mut file).map_err(|e| io("writing", e))?;
+    let written = write(&mut file).map_err(|e| io("writing", e))?;
     file.sync_all().map_err(|e| io("syncing", e))?;
     drop(file);
     fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(written)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
